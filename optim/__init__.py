@@ -1,0 +1,68 @@
+"""optim: optimization-based interpretability for PyTorch vision models.
+
+Subpackages and the top-level helpers load on first use, so ``import optim`` stays light (no matplotlib,
+scikit-learn, PIL or tqdm) and a researcher pays only for what they touch.
+
+Example::
+
+    import optim as opt
+    model = opt.models.efficientnet_lite0(pretrained=True)
+    image = opt.images.NaturalImage((128, 128))
+    loss_fn = opt.loss.ChannelActivation("blocks.10", 7)
+    opt.InputOptimization(model, loss_fn, image, opt.transforms.TransformationRobustness()).optimize(
+        opt.optimization.n_steps(128))
+    image().export("channel7.png")
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, List
+
+__version__ = "0.1.0"
+
+_SUBPACKAGES = (
+    "images",
+    "transforms",
+    "loss",
+    "optimization",
+    "models",
+    "circuits",
+    "reducer",
+    "atlas",
+    "dataset",
+    "attribution",
+    "analysis",
+    "render",
+)
+
+# top-level name -> module that defines it
+_ATTRIBUTES = {
+    "InputOptimization": "optim.optimization",
+    "ImageTensor": "optim.images",
+    "show": "optim.images",
+    "save_tensor_as_image": "optim.images",
+    "make_grid_image": "optim.images",
+    "hue_to_rgb": "optim.transforms",
+    "nchannels_to_rgb": "optim.transforms",
+    "weights_to_heatmap_2d": "optim.circuits",
+    "render_vis": "optim.render",
+    "render_layer": "optim.render",
+}
+
+__all__ = list(_SUBPACKAGES) + list(_ATTRIBUTES) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"optim.{name}")
+        globals()[name] = module
+        return module
+    if name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'optim' has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

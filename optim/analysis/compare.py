@@ -1,0 +1,245 @@
+"""Compare two models layer by layer with minibatch CKA over a data loader, and plot the CKA map."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from .._utils import model_device_dtype, module_name, resolve_module
+from ..optimization.hooks import model_frozen, run_to_targets
+from ._data import count_batches, iter_inputs
+from .cka import MinibatchCKA
+
+__all__ = ["CKAMap", "model_cka", "cka_heatmap", "plot_cka", "default_cka_layers"]
+
+LayerSpec = Union[str, nn.Module]
+
+
+@dataclass
+class CKAMap:
+    """A layer-by-layer CKA matrix with the layer names along each axis.
+
+    Attributes:
+        values: ``(len(layers1), len(layers2))`` float64 tensor; ``values[i, j]`` compares
+            ``layers1[i]`` of the first model with ``layers2[j]`` of the second.
+        layers1: dotted layer names of the first model (rows).
+        layers2: dotted layer names of the second model (columns).
+    """
+
+    values: torch.Tensor
+    layers1: List[str]
+    layers2: List[str]
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Draw this map with :func:`plot_cka`; returns the matplotlib figure."""
+        return plot_cka(self, **kwargs)
+
+
+def default_cka_layers(model: nn.Module) -> List[str]:
+    """The dotted names of every ``Conv2d`` and ``Linear`` module, in forward-definition order."""
+    return [name for name, m in model.named_modules() if name and isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _resolve(model: nn.Module, layers: Sequence[LayerSpec], which: str) -> Tuple[List[nn.Module], List[str]]:
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    layers = list(layers)
+    if not layers:
+        raise ValueError(f"{which} must name at least one layer")
+    modules = [resolve_module(model, layer) for layer in layers]
+    return modules, [module_name(model, m) for m in modules]
+
+
+def _activations(model: nn.Module, modules: List[nn.Module], x: torch.Tensor) -> List[torch.Tensor]:
+    device, dtype = model_device_dtype(model)
+    x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
+    outputs = run_to_targets(model, modules, x)
+    acts = []
+    for m in modules:
+        out = outputs[m]
+        # Modules that return tuples (e.g. attention) are compared on their first output.
+        acts.append(out[0] if isinstance(out, (tuple, list)) else out)
+    return acts
+
+
+def model_cka(
+    model1: nn.Module,
+    model2: nn.Module,
+    loader: Union[torch.Tensor, Iterable[Any]],
+    layers1: Sequence[LayerSpec],
+    layers2: Sequence[LayerSpec],
+    progress: bool = True,
+    kernel: str = "linear",
+    paired: bool = False,
+    max_batches: Optional[int] = None,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Unbiased minibatch CKA between layers of two models over a data loader (Nguyen et al., 2021).
+
+    Both models see the same batches in eval mode without gradients; each is left as it was.
+
+    Args:
+        model1: the first network.
+        model2: the second network (may be ``model1`` itself, then each batch runs once).
+        loader: a DataLoader (batches are tensors, ``(inputs, labels)`` tuples or dicts), any iterable
+            of such batches, or one ``(N, C, H, W)`` tensor split into ``batch_size`` chunks. Every batch
+            needs at least 4 examples.
+        layers1: layers (dotted names or modules) of ``model1``.
+        layers2: layers of ``model2``.
+        progress: show a tqdm progress bar over batches.
+        kernel: ``"linear"`` or ``"rbf"``.
+        paired: compare ``layers1[i]`` with ``layers2[i]`` only (equal lengths) and return a vector;
+            otherwise every pair is compared.
+        max_batches: stop after this many batches.
+        batch_size: batch size used when ``loader`` is a tensor.
+
+    Returns:
+        A float64 tensor of shape ``(len(layers1), len(layers2))``, or ``(len(layers1),)`` when ``paired``.
+
+    Example::
+
+        >>> loader = DataLoader(dataset, batch_size=32)
+        >>> model_cka(net_a, net_b, loader, ["layer3"], ["layer3", "layer4"], progress=False)
+        tensor([[0.93, 0.71]], dtype=torch.float64)
+    """
+    mods1, _ = _resolve(model1, layers1, "layers1")
+    mods2, _ = _resolve(model2, layers2, "layers2")
+    if paired and len(mods1) != len(mods2):
+        raise ValueError(f"paired=True needs as many layers1 as layers2, got {len(mods1)} and {len(mods2)}")
+    same_model = model1 is model2
+    metric = MinibatchCKA(kernel=kernel)
+    batches = iter_inputs(loader, batch_size=batch_size, max_batches=max_batches)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=count_batches(loader, batch_size, max_batches), desc="CKA", unit="batch")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(model_frozen(model1))
+        if not same_model:
+            stack.enter_context(model_frozen(model2))
+        for x in batches:
+            if same_model:
+                acts = _activations(model1, list(dict.fromkeys(mods1 + mods2)), x)
+                by_module = dict(zip(dict.fromkeys(mods1 + mods2), acts))
+                acts1 = [by_module[m] for m in mods1]
+                acts2 = [by_module[m] for m in mods2]
+            else:
+                acts1 = _activations(model1, mods1, x)
+                acts2 = _activations(model2, mods2, x)
+            metric.update(acts1, acts2)
+    if metric.n_batches == 0:
+        raise ValueError("the loader yielded no batches")
+    values = metric.compute()
+    return torch.diagonal(values).clone() if paired else values
+
+
+def cka_heatmap(
+    model1: nn.Module,
+    model2: nn.Module,
+    loader: Union[torch.Tensor, Iterable[Any]],
+    layers1: Optional[Sequence[LayerSpec]] = None,
+    layers2: Optional[Sequence[LayerSpec]] = None,
+    progress: bool = True,
+    kernel: str = "linear",
+    max_batches: Optional[int] = None,
+    batch_size: int = 64,
+) -> CKAMap:
+    """The full layer-by-layer CKA map of two models.
+
+    Args:
+        model1: the first network.
+        model2: the second network (``model1`` again for a model's self-similarity map).
+        loader: see :func:`model_cka`.
+        layers1: layers of ``model1``; ``None`` takes every ``Conv2d``/``Linear`` layer.
+        layers2: layers of ``model2``; ``None`` takes every ``Conv2d``/``Linear`` layer.
+        progress: show a tqdm progress bar.
+        kernel: ``"linear"`` or ``"rbf"``.
+        max_batches: stop after this many batches.
+        batch_size: batch size used when ``loader`` is a tensor.
+
+    Returns:
+        A :class:`CKAMap`; ``.plot()`` draws it.
+
+    Example::
+
+        >>> cmap = cka_heatmap(model, model, images, progress=False)
+        >>> fig = cmap.plot(title="self-similarity")
+    """
+    layers1 = default_cka_layers(model1) if layers1 is None else layers1
+    layers2 = default_cka_layers(model2) if layers2 is None else layers2
+    _, names1 = _resolve(model1, layers1, "layers1")
+    _, names2 = _resolve(model2, layers2, "layers2")
+    values = model_cka(
+        model1, model2, loader, layers1, layers2, progress=progress, kernel=kernel,
+        max_batches=max_batches, batch_size=batch_size,
+    )
+    return CKAMap(values=values, layers1=names1, layers2=names2)
+
+
+def plot_cka(
+    cka_map: Union[CKAMap, torch.Tensor],
+    layers1: Optional[Sequence[str]] = None,
+    layers2: Optional[Sequence[str]] = None,
+    ax: Any = None,
+    title: Optional[str] = None,
+    cmap: str = "magma",
+    labels: Tuple[str, str] = ("model 1", "model 2"),
+    annotate: bool = False,
+) -> Any:
+    """Plot a CKA matrix as a heat map (rows: first model's layers, bottom to top like Kornblith et al.).
+
+    Args:
+        cka_map: a :class:`CKAMap` or a 2-D tensor of CKA values.
+        layers1: row labels (taken from the :class:`CKAMap` if not given).
+        layers2: column labels.
+        ax: a matplotlib axes to draw in; a new figure is made if ``None``.
+        title: the plot title.
+        cmap: matplotlib colormap name.
+        labels: axis labels for the two models.
+        annotate: write each value in its cell.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(cka_map, CKAMap):
+        values = cka_map.values
+        layers1 = cka_map.layers1 if layers1 is None else layers1
+        layers2 = cka_map.layers2 if layers2 is None else layers2
+    elif isinstance(cka_map, torch.Tensor):
+        values = cka_map
+    else:
+        raise TypeError(f"cka_map must be a CKAMap or a tensor, got {type(cka_map).__name__}")
+    if values.dim() != 2:
+        raise ValueError(f"a CKA map must be 2-D, got shape {tuple(values.shape)}")
+    data = values.detach().cpu().double().numpy()
+    for names, size, which in ((layers1, data.shape[0], "layers1"), (layers2, data.shape[1], "layers2")):
+        if names is not None and len(names) != size:
+            raise ValueError(f"{which} has {len(names)} labels for {size} rows/columns")
+    if ax is None:
+        side = 3 + 0.25 * max(data.shape)
+        fig, ax = plt.subplots(figsize=(min(side * data.shape[1] / max(data.shape) + 1.5, 20), min(side, 20)))
+    else:
+        fig = ax.figure
+    im = ax.imshow(data, origin="lower", cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(im, ax=ax, label="CKA")
+    if layers1 is not None:
+        ax.set_yticks(range(data.shape[0]), list(layers1), fontsize=7)
+    if layers2 is not None:
+        ax.set_xticks(range(data.shape[1]), list(layers2), fontsize=7, rotation=90)
+    ax.set_ylabel(labels[0])
+    ax.set_xlabel(labels[1])
+    if annotate:
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if data[i, j] < 0.5 else "black")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,309 @@
+"""Model surgery and inspection: layer listing, weight access, checkpoint swapping, activation streaming.
+
+After the CelebA & Lucid toolkit: read a layer's weights as ``insp.weights["conv1"].w``, swap in another
+checkpoint with ``switch_to`` without rebuilding the network, overwrite one channel with another model's
+weights (``set_weights("conv1:3", other)``), and collect activations over a whole DataLoader.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from .._utils import model_device_dtype, module_name, resolve_module
+from ..optimization.hooks import model_frozen, run_to_targets
+from ._data import count_batches, iter_inputs
+
+__all__ = ["LayerInfo", "LayerWeights", "Activations", "ModelInspector"]
+
+_MODES = ("both", "weight", "bias")
+
+
+class LayerInfo(NamedTuple):
+    """One row of :meth:`ModelInspector.layer_info`: dotted name, module type and output channel count."""
+
+    name: str
+    type: str
+    channels: int
+
+
+class LayerWeights:
+    """A live view of one module's ``weight`` and ``bias``, with attribute/item access to submodules.
+
+    ``.w`` and ``.b`` are detached tensors sharing memory with the parameters (``.b`` is ``None`` for a
+    layer without bias). ``view.layer1`` / ``view["layer1.0.conv1"]`` descend into submodules.
+    """
+
+    def __init__(self, module: nn.Module, name: str = "") -> None:
+        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_name", name)
+
+    @property
+    def module(self) -> nn.Module:
+        """The module this view reads from."""
+        return self._module
+
+    @property
+    def w(self) -> torch.Tensor:
+        """The module's weight (detached, shares memory)."""
+        weight = getattr(self._module, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise AttributeError(f"layer {self._name or type(self._module).__name__!r} has no weight")
+        return weight.detach()
+
+    @property
+    def b(self) -> Optional[torch.Tensor]:
+        """The module's bias (detached, shares memory), or ``None``."""
+        bias = getattr(self._module, "bias", None)
+        return bias.detach() if isinstance(bias, torch.Tensor) else None
+
+    def __getitem__(self, name: str) -> "LayerWeights":
+        sub = resolve_module(self._module, str(name))
+        return LayerWeights(sub, f"{self._name}.{name}" if self._name else str(name))
+
+    def __getattr__(self, name: str) -> "LayerWeights":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except ValueError as err:
+            raise AttributeError(str(err)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("LayerWeights is read-only; use ModelInspector.set_weights to change weights")
+
+    def __dir__(self) -> List[str]:
+        return ["w", "b", "module"] + [n for n, _ in self._module.named_children()]
+
+    def __repr__(self) -> str:
+        shape = tuple(self.w.shape) if isinstance(getattr(self._module, "weight", None), torch.Tensor) else None
+        return f"LayerWeights({self._name or type(self._module).__name__!r}, weight shape={shape})"
+
+
+class Activations(dict):
+    """A dict of dotted layer name -> activations that also allows ``acts.conv1`` for simple names."""
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no streamed activations for {name!r}; available: {list(self)}") from None
+
+
+class ModelInspector:
+    """Inspect and operate on a network in place.
+
+    Args:
+        model: the network; it is never rebuilt or wrapped, so other references to it see every change.
+
+    Example::
+
+        >>> insp = ModelInspector(model)
+        >>> insp.layer_info()[:2]
+        [LayerInfo(name='conv1', type='Conv2d', channels=64), ...]
+        >>> insp.weights["conv1"].w.shape
+        torch.Size([64, 3, 7, 7])
+        >>> insp.set_weights("conv1:0", other_model)          # one channel from another model
+        >>> insp.switch_to("checkpoint.pt")                    # another checkpoint, same objects
+        >>> insp.stream(loader, layers=["layer1"])["layer1"].shape
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.activations = Activations()
+
+    # -- listing and reading ---------------------------------------------------------------------------
+    def layer_info(self) -> List[LayerInfo]:
+        """Every module that owns a ``weight`` tensor, with its output channel count (``weight.shape[0]``).
+
+        Returns:
+            A list of :class:`LayerInfo` ``(name, type, channels)`` in definition order.
+        """
+        rows = []
+        for name, m in self.model.named_modules():
+            weight = m._parameters.get("weight") if name else None
+            if isinstance(weight, torch.Tensor) and weight.dim() >= 1:
+                rows.append(LayerInfo(name, type(m).__name__, int(weight.shape[0])))
+        return rows
+
+    @property
+    def weights(self) -> LayerWeights:
+        """Weight access: ``insp.weights["layer1.0.conv1"].w``, ``insp.weights.conv1.b``."""
+        return LayerWeights(self.model)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def switch_to(
+        self, checkpoint: Union[Mapping[str, torch.Tensor], str, "os.PathLike[str]", nn.Module], strict: bool = True
+    ) -> "ModelInspector":
+        """Load another checkpoint into the same parameter tensors (no rebuilding, no new objects).
+
+        Args:
+            checkpoint: a state dict, a path to one saved with ``torch.save`` (loaded with
+                ``weights_only=True``; a ``{"state_dict": ...}`` wrapper is unwrapped), or a model of the
+                same architecture.
+            strict: require the keys to match exactly (see ``nn.Module.load_state_dict``).
+
+        Returns:
+            ``self``, for chaining.
+        """
+        if isinstance(checkpoint, nn.Module):
+            state = checkpoint.state_dict()
+        elif isinstance(checkpoint, (str, os.PathLike)):
+            device, _ = model_device_dtype(self.model)
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+        elif isinstance(checkpoint, Mapping):
+            state = checkpoint
+        else:
+            raise TypeError(
+                f"checkpoint must be a state dict, a file path or an nn.Module, got {type(checkpoint).__name__}"
+            )
+        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+            state = state["state_dict"]
+        if not isinstance(state, Mapping):
+            raise TypeError(f"the checkpoint does not hold a state dict but a {type(state).__name__}")
+        # load_state_dict copies into the existing tensors, so optimizers and hooks keep working.
+        self.model.load_state_dict(state, strict=strict)
+        return self
+
+    # -- surgery ------------------------------------------------------------------------------------
+    def _parse_spec(self, spec: str) -> tuple:
+        if not isinstance(spec, str):
+            raise TypeError(f"the layer spec must be a string 'layer' or 'layer:channel', got {type(spec).__name__}")
+        name, sep, chan = spec.partition(":")
+        module = resolve_module(self.model, name)
+        if not sep:
+            return name, module, None
+        try:
+            channels = [int(c) for c in chan.split(",")]
+        except ValueError:
+            raise ValueError(f"bad channel in {spec!r}: expected 'layer:3' or 'layer:3,5'") from None
+        return name, module, channels
+
+    def set_weights(
+        self,
+        spec: str,
+        source: Union[nn.Module, "ModelInspector", float, int, torch.Tensor],
+        mode: str = "both",
+    ) -> "ModelInspector":
+        """Overwrite a layer's (or some output channels') weight and/or bias in place.
+
+        Args:
+            spec: ``"layer"`` for the whole layer or ``"layer:channel"`` (``"layer:3,7"`` for several)
+                for chosen output channels (index 0 of the weight and bias).
+            source: a model of the same architecture (or a :class:`ModelInspector` of one) to copy the same
+                layer from, or a number / tensor broadcast into the selected entries.
+            mode: ``"both"``, ``"weight"`` or ``"bias"`` (with ``"both"``, a layer without bias only gets
+                its weight changed).
+
+        Returns:
+            ``self``, for chaining.
+
+        Raises:
+            ValueError: for an unknown layer, a channel out of range, an unknown mode, a layer missing the
+                requested parameter, or a source layer of another shape.
+        """
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        name, module, channels = self._parse_spec(spec)
+        kinds = ["weight", "bias"] if mode == "both" else [mode]
+        params = {k: module._parameters.get(k) for k in kinds}
+        params = {k: p for k, p in params.items() if isinstance(p, torch.Tensor)}
+        if not params:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}) has no {' or '.join(kinds)} to set")
+        if mode == "bias" and "bias" not in params:
+            raise ValueError(f"layer {name!r} has no bias")
+        if isinstance(source, ModelInspector):
+            source = source.model
+        src_module = resolve_module(source, name) if isinstance(source, nn.Module) else None
+        if src_module is None and not isinstance(source, (int, float, torch.Tensor)):
+            raise TypeError(
+                f"source must be an nn.Module, a ModelInspector, a number or a tensor, got {type(source).__name__}"
+            )
+        index: Any = slice(None)
+        if channels is not None:
+            n_out = next(iter(params.values())).shape[0]
+            bad = [c for c in channels if not -n_out <= c < n_out]
+            if bad:
+                raise ValueError(f"channel(s) {bad} out of range for layer {name!r} with {n_out} channels")
+            index = torch.tensor(channels, dtype=torch.long)
+        with torch.no_grad():
+            for kind, param in params.items():
+                if src_module is not None:
+                    src = src_module._parameters.get(kind)
+                    if not isinstance(src, torch.Tensor) or src.shape != param.shape:
+                        got = None if not isinstance(src, torch.Tensor) else tuple(src.shape)
+                        raise ValueError(
+                            f"source layer {name!r} {kind} has shape {got}, expected {tuple(param.shape)}"
+                        )
+                    value = src.detach()[index]
+                else:
+                    value = torch.as_tensor(source)
+                param[index] = value.to(device=param.device, dtype=param.dtype)
+        return self
+
+    # -- activations ----------------------------------------------------------------------------------
+    def stream(
+        self,
+        data: Union[torch.Tensor, Iterable[Any]],
+        layers: Optional[Sequence[Union[str, nn.Module]]] = None,
+        batch_size: int = 64,
+        max_batches: Optional[int] = None,
+        progress: bool = False,
+        device: Union[str, torch.device, None] = "cpu",
+    ) -> Activations:
+        """Run the model over a tensor or a DataLoader and keep the chosen layers' outputs.
+
+        The model runs in eval mode without gradients, only as far as the deepest chosen layer; its mode,
+        ``requires_grad`` flags and hooks are restored afterwards. Results replace :attr:`activations`.
+
+        Args:
+            data: an ``(N, C, H, W)`` tensor, a DataLoader or any iterable of batches (tensors,
+                ``(inputs, labels)`` tuples or dicts with an ``"image"`` entry).
+            layers: dotted names or modules; ``None`` takes every layer of :meth:`layer_info`.
+            batch_size: batch size used to split a tensor.
+            max_batches: stop after this many batches.
+            progress: show a tqdm progress bar.
+            device: where to keep the collected activations (``None``: where the model computed them).
+
+        Returns:
+            :attr:`activations`: layer name -> tensor concatenated over batches along dim 0.
+        """
+        if layers is None:
+            layers = [row.name for row in self.layer_info()]
+        if isinstance(layers, (str, nn.Module)):
+            layers = [layers]
+        modules = [resolve_module(self.model, layer) for layer in layers]
+        if not modules:
+            raise ValueError("stream needs at least one layer")
+        names = [layer if isinstance(layer, str) else module_name(self.model, layer) for layer in layers]
+        model_device, model_dtype = model_device_dtype(self.model)
+        chunks: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
+        batches: Iterable[torch.Tensor] = iter_inputs(data, batch_size=batch_size, max_batches=max_batches)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, total=count_batches(data, batch_size, max_batches), desc="stream", unit="batch")
+        with torch.no_grad(), model_frozen(self.model):
+            for x in batches:
+                x = x.to(device=model_device, dtype=model_dtype if x.is_floating_point() else x.dtype)
+                outputs = run_to_targets(self.model, modules, x)
+                for name, m in zip(names, modules):
+                    out = outputs[m]
+                    out = out[0] if isinstance(out, (tuple, list)) else out
+                    chunks[name].append(out.detach().to(device) if device is not None else out.detach())
+        self.activations = Activations({name: torch.cat(parts) for name, parts in chunks.items() if parts})
+        if not self.activations:
+            raise ValueError("the data yielded no batches")
+        return self.activations
+
+    @property
+    def neurons(self) -> Activations:
+        """Alias of :attr:`activations` (the CelebA & Lucid name)."""
+        return self.activations
+
+    def __repr__(self) -> str:
+        return f"ModelInspector({type(self.model).__name__}, {len(self.layer_info())} layers)"

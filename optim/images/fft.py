@@ -1,0 +1,118 @@
+"""Fourier parameterization: the image's spectrum, scaled by 1/f, is the parameter (Lucid's fft_image)."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .base import ImageParameterization, check_positive, check_size, prepare_init
+
+__all__ = ["FFTImage", "rfft2d_freqs", "spectrum_scale"]
+
+
+def rfft2d_freqs(height: int, width: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """The frequency magnitude of every coefficient of a real 2D FFT, as in Lucid.
+
+    Args:
+        height: image height.
+        width: image width.
+        dtype: floating dtype of the result (the default dtype if None).
+
+    Returns:
+        A ``[height, width // 2 + 1]`` tensor of ``sqrt(fx**2 + fy**2)`` in cycles per pixel.
+
+    Example::
+
+        rfft2d_freqs(4, 4)[0, 1]  # tensor(0.2500)
+    """
+    fy = torch.fft.fftfreq(height, dtype=dtype)[:, None]
+    fx = torch.fft.rfftfreq(width, dtype=dtype)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+def spectrum_scale(
+    height: int, width: int, decay_power: float = 1.0, dtype: Optional[torch.dtype] = None
+) -> torch.Tensor:
+    """Lucid's 1/f scaling of a real 2D spectrum, times ``sqrt(height * width)``.
+
+    The ``sqrt(h * w)`` factor makes ``irfft2`` (which divides by ``h * w``) orthonormal, so a white
+    spectrum of unit variance gives pixels of comparable variance at any image size.
+
+    Args:
+        height: image height.
+        width: image width.
+        decay_power: exponent of the 1/f fall-off (0 gives a flat spectrum).
+        dtype: floating dtype of the result.
+
+    Returns:
+        A ``[height, width // 2 + 1]`` tensor.
+    """
+    freqs = rfft2d_freqs(height, width, dtype=dtype)
+    floor = torch.full_like(freqs, 1.0 / max(height, width))
+    return math.sqrt(height * width) / torch.maximum(freqs, floor) ** decay_power
+
+
+class FFTImage(ImageParameterization):
+    """An image parameterized by its real 2D Fourier spectrum with 1/f scaling (Lucid's ``fft_image``).
+
+    The parameter ``spectrum`` is ``[B, C, H, W // 2 + 1, 2]`` (real and imaginary parts); ``forward``
+    returns ``irfft2(spectrum * scale)``. The scaling gives every frequency band a similar effective
+    learning rate, which makes optimization favour natural, low-frequency images.
+
+    Unlike Lucid, odd widths keep exactly ``W // 2 + 1`` frequencies (``torch.fft.irfft2`` is told the
+    output size), so ``init`` inverts exactly for any size.
+
+    Args:
+        size: ``(height, width)`` (ignored when ``init`` is given).
+        channels: channels per image (ignored when ``init`` is given).
+        batch: number of images; a single-image ``init`` is repeated to this many.
+        init: a CHW or NCHW tensor; ``forward()`` then returns it (up to floating point rounding).
+        decay_power: exponent of the 1/f scaling.
+
+    Example::
+
+        image = FFTImage((64, 64))
+        image().shape  # torch.Size([1, 3, 64, 64])
+    """
+
+    __constants__ = ["height", "width"]
+
+    def __init__(
+        self,
+        size: Sequence[int] = (224, 224),
+        channels: int = 3,
+        batch: int = 1,
+        init: Optional[torch.Tensor] = None,
+        decay_power: float = 1.0,
+    ) -> None:
+        super().__init__()
+        batch = check_positive(batch, "batch")
+        if not isinstance(decay_power, (int, float)) or isinstance(decay_power, bool):
+            raise TypeError(f"decay_power must be a number, got {type(decay_power).__name__}")
+        init = prepare_init(init, batch)
+        if init is None:
+            height, width = check_size(size)
+            dtype, device = torch.get_default_dtype(), None
+        else:
+            height, width = int(init.size(2)), int(init.size(3))
+            dtype, device = init.dtype, init.device
+        self.height = height
+        self.width = width
+        self.decay_power = float(decay_power)
+        scale = spectrum_scale(height, width, self.decay_power, dtype=dtype).to(device)
+        self.register_buffer("scale", scale)
+        if init is None:
+            # Lucid's initial spectrum standard deviation
+            shape = (batch, check_positive(channels, "channels"), height, width // 2 + 1, 2)
+            spectrum = torch.randn(shape, dtype=dtype) * 0.01
+        else:
+            spectrum = torch.view_as_real(torch.fft.rfft2(init)) / scale[..., None]
+        self.spectrum = nn.Parameter(spectrum)
+
+    def forward(self) -> torch.Tensor:
+        """Returns:
+        The ``[B, C, H, W]`` image ``irfft2(spectrum * scale)``."""
+        scaled = self.spectrum * self.scale.unsqueeze(-1)
+        return torch.fft.irfft2(torch.view_as_complex(scaled), s=[self.height, self.width])

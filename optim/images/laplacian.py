@@ -1,0 +1,102 @@
+"""Laplacian pyramid parameterization: a sum of images at halving resolutions."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import ImageParameterization, check_positive, check_size, prepare_init
+
+__all__ = ["LaplacianImage"]
+
+
+class LaplacianImage(ImageParameterization):
+    """An image built as ``0.5 + sum_k upsample(level_k)`` over pyramid levels (as in captum.optim).
+
+    Level ``k`` has the resolution of the image divided by ``scales[k]`` (rounded up) and is upsampled
+    with nearest neighbours, so coarse levels move whole blocks of pixels at once and the optimizer
+    builds large structures before fine detail. Random levels start with standard deviation
+    ``0.1 * (scale / max_scale) ** power``.
+
+    With ``init``, the image is split into an exact Laplacian pyramid (block means at each level, the
+    remainder at full resolution), so ``forward()`` returns ``init``.
+
+    Args:
+        size: ``(height, width)`` (ignored when ``init`` is given).
+        channels: channels per image (ignored when ``init`` is given).
+        batch: number of images; a single-image ``init`` is repeated to this many.
+        init: a CHW or NCHW tensor to start from.
+        scales: downsampling factors of the levels; factors larger than the image are dropped.
+        power: how strongly coarse levels are favoured at random initialization.
+
+    Example::
+
+        image = LaplacianImage((64, 64))
+        len(image.levels)  # 6
+    """
+
+    __constants__ = ["height", "width"]
+
+    def __init__(
+        self,
+        size: Sequence[int] = (224, 224),
+        channels: int = 3,
+        batch: int = 1,
+        init: Optional[torch.Tensor] = None,
+        scales: Sequence[int] = (1, 2, 4, 8, 16, 32),
+        power: float = 0.1,
+    ) -> None:
+        super().__init__()
+        batch = check_positive(batch, "batch")
+        init = prepare_init(init, batch)
+        if init is None:
+            height, width = check_size(size)
+            channels = check_positive(channels, "channels")
+        else:
+            batch, channels, height, width = (int(s) for s in init.shape)
+        scales = sorted({check_positive(s, "each scale") for s in scales})
+        scales = [s for s in scales if s <= max(height, width)]
+        if not scales or scales[0] != 1:
+            # the full-resolution level is what makes any image reachable (and init exact)
+            scales = [1] + scales
+        self.height = height
+        self.width = width
+        self.scales = scales
+        shapes = [(batch, channels, -(-height // s), -(-width // s)) for s in scales]
+        if init is None:
+            top = float(max(scales))
+            levels = [torch.randn(shape) / 10 * (s / top) ** power for shape, s in zip(shapes, scales)]
+        else:
+            levels = self._decompose(init - 0.5, shapes)
+        self.levels = nn.ParameterList([nn.Parameter(level) for level in levels])
+
+    def _decompose(self, residual: torch.Tensor, shapes: List[tuple]) -> List[torch.Tensor]:
+        """Split ``residual`` into levels, coarsest first, leaving the remainder at full resolution."""
+        levels: List[torch.Tensor] = [residual] * len(shapes)
+        for i in range(len(shapes) - 1, 0, -1):
+            level = F.adaptive_avg_pool2d(residual, shapes[i][2:])
+            residual = residual - self._upsample(level)
+            levels[i] = level
+        levels[0] = residual
+        return levels
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(2) == self.height and x.size(3) == self.width:
+            return x
+        return F.interpolate(x, size=[self.height, self.width], mode="nearest")
+
+    def forward(self) -> torch.Tensor:
+        """Returns:
+        The ``[B, C, H, W]`` image, the sum of the upsampled levels plus 0.5."""
+        image = torch.zeros(0)
+        first = True
+        for level in self.levels:
+            up = self._upsample(level)
+            if first:
+                image = up + 0.5
+                first = False
+            else:
+                image = image + up
+        return image

@@ -1,0 +1,93 @@
+"""MACO: optimize only the Fourier phase of an image under a fixed magnitude spectrum."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .base import ImageParameterization, check_positive, check_size, prepare_init
+from .fft import spectrum_scale
+
+__all__ = ["PhaseImage"]
+
+
+class PhaseImage(ImageParameterization):
+    """Magnitude-constrained image (MACO, Fel et al. 2023): the phase is the only parameter.
+
+    ``forward`` builds ``irfft2(magnitude * exp(i * phase))`` and standardizes every channel of every
+    image to zero mean and unit standard deviation (before any colour recorrelation or squashing, which
+    ``NaturalImage`` adds). Fixing the magnitude keeps the image's power spectrum that of natural images,
+    which is what lets MACO scale feature visualization to deep networks.
+
+    Args:
+        size: ``(height, width)``.
+        channels: channels per image.
+        batch: number of images.
+        magnitude: a fixed magnitude spectrum of shape ``[C, H, W // 2 + 1]`` or ``[H, W // 2 + 1]``, for
+            example ``opt.dataset.dataset_spectrum`` over your own images. By default a natural 1/f
+            power law (``1 / max(f, 1 / max(H, W)) ** decay_power``); nothing is downloaded.
+        init: a CHW or NCHW image whose phase starts the optimization (its magnitude is replaced by
+            ``magnitude``, so the output only resembles it). Random phases otherwise.
+        decay_power: exponent of the default 1/f magnitude.
+
+    Example::
+
+        image = NaturalImage((128, 128), parameterization=PhaseImage)
+        image().shape  # torch.Size([1, 3, 128, 128])
+    """
+
+    __constants__ = ["height", "width"]
+
+    def __init__(
+        self,
+        size: Sequence[int] = (224, 224),
+        channels: int = 3,
+        batch: int = 1,
+        magnitude: Optional[torch.Tensor] = None,
+        init: Optional[torch.Tensor] = None,
+        decay_power: float = 1.0,
+    ) -> None:
+        super().__init__()
+        batch = check_positive(batch, "batch")
+        init = prepare_init(init, batch)
+        if init is not None:
+            batch, channels, height, width = (int(s) for s in init.shape)
+            dtype = init.dtype
+        else:
+            height, width = check_size(size)
+            channels = check_positive(channels, "channels")
+            dtype = torch.get_default_dtype()
+        freq_shape = (height, width // 2 + 1)
+        if magnitude is None:
+            magnitude = spectrum_scale(height, width, decay_power, dtype=dtype).expand(channels, *freq_shape)
+        else:
+            if not isinstance(magnitude, torch.Tensor):
+                raise TypeError(f"magnitude must be a tensor, got {type(magnitude).__name__}")
+            if magnitude.dim() == 2:
+                magnitude = magnitude.unsqueeze(0)
+            if magnitude.dim() != 3 or tuple(magnitude.shape[1:]) != freq_shape or magnitude.size(0) not in (
+                1,
+                channels,
+            ):
+                raise ValueError(
+                    f"magnitude must have shape [{channels} or 1, {height}, {width // 2 + 1}] for a "
+                    f"{height}x{width} image, got {tuple(magnitude.shape)}"
+                )
+            magnitude = magnitude.detach().to(dtype).expand(channels, *freq_shape)
+        self.height = height
+        self.width = width
+        self.register_buffer("magnitude", magnitude.clone())
+        if init is None:
+            phase = torch.randn(batch, channels, *freq_shape, dtype=dtype)
+        else:
+            phase = torch.angle(torch.fft.rfft2(init - init.mean(dim=(2, 3), keepdim=True)))
+        self.phase = nn.Parameter(phase)
+
+    def forward(self) -> torch.Tensor:
+        """Returns:
+        The ``[B, C, H, W]`` image, standardized per image and channel."""
+        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        image = torch.fft.irfft2(spectrum, s=[self.height, self.width])
+        var, mean = torch.var_mean(image, dim=[2, 3], correction=0, keepdim=True)
+        return (image - mean) / torch.sqrt(var + 1e-10)

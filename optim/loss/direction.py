@@ -1,0 +1,336 @@
+"""Objectives along directions in activation space (Lucid's direction objectives, CLIP facets)."""
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .activation import check_channel, neuron_position
+from .base import Activations, BaseLoss, BatchIndex, Target, target_name
+
+__all__ = [
+    "dot_cossim",
+    "Direction",
+    "NeuronDirection",
+    "AngledNeuronDirection",
+    "TensorDirection",
+    "ActivationWeights",
+    "VectorLoss",
+    "FacetLoss",
+]
+
+
+def dot_cossim(x: torch.Tensor, y: torch.Tensor, cossim_pow: float = 0.0, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Dot product of ``x`` and ``y`` along ``dim``, weighted by their cosine similarity to a power.
+
+    ``cossim_pow = 0`` gives the plain dot product; larger powers favour the direction over the magnitude
+    (the cosine is clamped below at 0.1, as in Lucid).
+    """
+    dot = (x * y).sum(dim)
+    if cossim_pow == 0:
+        return dot
+    cossim = F.cosine_similarity(x, y, dim=dim, eps=eps).clamp(min=0.1)
+    return dot * cossim**cossim_pow
+
+
+def _as_direction(vec: torch.Tensor, name: str = "vec") -> torch.Tensor:
+    if not isinstance(vec, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(vec).__name__}")
+    return vec.detach()
+
+
+def _check_length(vec: torch.Tensor, channels: int, target: Target) -> None:
+    if vec.numel() != channels:
+        raise ValueError(
+            f"the direction has {vec.numel()} values but {target_name(target)} has {channels} channels"
+        )
+
+
+class Direction(BaseLoss):
+    """Move every position's activation along a direction ``vec`` in channel space.
+
+    Args:
+        target: the layer.
+        vec: a direction with one value per channel.
+        cossim_pow: weight by cosine similarity to this power (0: plain dot product).
+        batch_index: which images of the batch the loss reads.
+
+    Example::
+
+        loss = Direction(model.mixed4a, torch.randn(508))
+    """
+
+    def __init__(self, target: Target, vec: torch.Tensor, cossim_pow: float = 0.0, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, batch_index)
+        self.vec = _as_direction(vec).reshape(1, -1)
+        self.cossim_pow = float(cossim_pow)
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        _check_length(self.vec, act.shape[1], self.target)
+        vec = self.vec.to(act.device, act.dtype).reshape((1, -1) + (1,) * (act.dim() - 2))
+        return dot_cossim(vec, act, self.cossim_pow)
+
+
+class NeuronDirection(BaseLoss):
+    """A direction at one position (the centre by default), optionally of one channel's value.
+
+    Args:
+        target: the layer.
+        vec: a direction with one value per channel.
+        x: the column; ``None`` for the centre.
+        y: the row; ``None`` for the centre.
+        channel_index: restrict the dot product to one channel.
+        cossim_pow: weight by cosine similarity to this power.
+        batch_index: which images of the batch the loss reads.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        vec: torch.Tensor,
+        x: Optional[int] = None,
+        y: Optional[int] = None,
+        channel_index: Optional[int] = None,
+        cossim_pow: float = 0.0,
+        batch_index: BatchIndex = None,
+    ) -> None:
+        super().__init__(target, batch_index)
+        self.vec = _as_direction(vec).reshape(1, -1, 1, 1)
+        self.x, self.y = x, y
+        self.channel_index = channel_index
+        self.cossim_pow = float(cossim_pow)
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        col, row = neuron_position(act, self.x, self.y, self.target)
+        act = act[:, :, row : row + 1, col : col + 1]
+        vec = self.vec.to(act.device, act.dtype)
+        if self.channel_index is not None:
+            check_channel(act, self.channel_index, self.target)
+            act = act[:, self.channel_index : self.channel_index + 1]
+            vec = vec[:, self.channel_index : self.channel_index + 1]
+        else:
+            _check_length(vec, act.shape[1], self.target)
+        return dot_cossim(vec, act, self.cossim_pow)
+
+
+class AngledNeuronDirection(BaseLoss):
+    """A neuron direction that rewards the angle to ``vec`` (Goh et al. 2021, multimodal neurons).
+
+    Args:
+        target: the layer.
+        vec: a direction with one value per channel.
+        vec_whitened: an optional whitening matrix ``[C, C]`` applied to ``vec``.
+        cossim_pow: the power of the cosine weight; 0 returns the raw product.
+        x: the column; ``None`` for the centre.
+        y: the row; ``None`` for the centre.
+        eps: keeps the norm away from zero.
+        batch_index: which images of the batch the loss reads.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        vec: torch.Tensor,
+        vec_whitened: Optional[torch.Tensor] = None,
+        cossim_pow: float = 4.0,
+        x: Optional[int] = None,
+        y: Optional[int] = None,
+        eps: float = 1e-4,
+        batch_index: BatchIndex = None,
+    ) -> None:
+        super().__init__(target, batch_index)
+        vec = _as_direction(vec).reshape(1, -1)
+        self.vec = vec @ _as_direction(vec_whitened, "vec_whitened") if vec_whitened is not None else vec
+        self.cossim_pow = float(cossim_pow)
+        self.x, self.y = x, y
+        self.eps = float(eps)
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        if act.dim() == 4:
+            col, row = neuron_position(act, self.x, self.y, self.target)
+            act = act[:, :, row, col]
+        _check_length(self.vec, act.shape[1], self.target)
+        vec = self.vec.to(act.device, act.dtype)
+        if self.cossim_pow == 0:
+            return act * vec
+        dot = (act * vec).mean()
+        cossim = dot / (self.eps + act.pow(2).sum().sqrt())
+        return dot * cossim.clamp(min=0.1) ** self.cossim_pow
+
+
+class TensorDirection(BaseLoss):
+    """A spatial direction: a ``[1, C, H, W]`` pattern matched against the centre of the activation.
+
+    Args:
+        target: the layer.
+        vec: the pattern, at most the activation's spatial size.
+        cossim_pow: weight by cosine similarity to this power.
+        batch_index: which images of the batch the loss reads.
+    """
+
+    def __init__(self, target: Target, vec: torch.Tensor, cossim_pow: float = 0.0, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, batch_index)
+        vec = _as_direction(vec)
+        if vec.dim() != 4:
+            raise ValueError(f"TensorDirection needs a [1, C, H, W] tensor, got shape {tuple(vec.shape)}")
+        self.vec = vec
+        self.cossim_pow = float(cossim_pow)
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        _, channels, vh, vw = self.vec.shape
+        _check_length(self.vec[0, :, 0, 0], act.shape[1], self.target)
+        height, width = act.shape[2:]
+        if vh > height or vw > width:
+            raise ValueError(
+                f"the direction's spatial size {(vh, vw)} exceeds {target_name(self.target)}'s {(height, width)}"
+            )
+        top, left = (height - vh) // 2, (width - vw) // 2
+        act = act[:, :, top : top + vh, left : left + vw]
+        return dot_cossim(self.vec.to(act.device, act.dtype), act, self.cossim_pow)
+
+
+class ActivationWeights(BaseLoss):
+    """Activations weighted per channel, over the whole layer or a window at one position.
+
+    Args:
+        target: the layer.
+        weights: one weight per channel.
+        neuron: restrict to a window at ``(x, y)``.
+        x: the window's column (``None``: the centre).
+        y: the window's row (``None``: the centre).
+        wx: the window's width.
+        wy: the window's height.
+        batch_index: which images of the batch the loss reads.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        weights: torch.Tensor,
+        neuron: bool = False,
+        x: Optional[int] = None,
+        y: Optional[int] = None,
+        wx: int = 1,
+        wy: int = 1,
+        batch_index: BatchIndex = None,
+    ) -> None:
+        super().__init__(target, batch_index)
+        self.weights = _as_direction(weights, "weights").reshape(-1)
+        self.neuron = neuron
+        self.x, self.y, self.wx, self.wy = x, y, wx, wy
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        _check_length(self.weights, act.shape[1], self.target)
+        if self.neuron:
+            col, row = neuron_position(act, self.x, self.y, self.target)
+            act = act[:, :, row : row + self.wy, col : col + self.wx]
+        weights = self.weights.to(act.device, act.dtype).reshape((1, -1) + (1,) * (act.dim() - 2))
+        return act * weights
+
+
+def channel_projection(
+    activations: torch.Tensor,
+    vec: torch.Tensor,
+    activation_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = F.relu,
+) -> torch.Tensor:
+    """Project channels-first activations on ``vec`` ([C] or [C, K]), apply ``activation_fn`` and average space.
+
+    Returns a tensor of shape ``[N]`` (or ``[N, K]``).
+    """
+    x = activations.movedim(1, -1) if activations.dim() > 2 else activations
+    x = x @ vec.to(x.device, x.dtype)
+    if activation_fn is not None:
+        x = activation_fn(x)
+    if activations.dim() > 2:
+        x = x.mean(dim=tuple(range(1, activations.dim() - 1)))
+    return x
+
+
+class VectorLoss(BaseLoss):
+    """The activation projected on a vector, passed through ``activation_fn`` and averaged over space.
+
+    Args:
+        target: the layer.
+        vec: a vector with one value per channel.
+        activation_fn: applied after the projection (ReLU by default; ``None`` for none).
+        batch_index: which images of the batch the loss reads.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        vec: torch.Tensor,
+        activation_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = F.relu,
+        batch_index: BatchIndex = None,
+    ) -> None:
+        super().__init__(target, batch_index)
+        self.vec = _as_direction(vec).reshape(-1)
+        self.activation_fn = activation_fn
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        _check_length(self.vec, act.shape[1], self.target)
+        return channel_projection(act, self.vec, self.activation_fn)
+
+
+class FacetLoss(BaseLoss):
+    """Faceted feature visualization (Goh et al. 2021): steer a late direction through an earlier layer.
+
+    The loss is ``sum(layer * relu(d vec_activation / d layer) * facet_weights)``: the earlier layer's
+    activation, gated by where it helps the ultimate target's direction ``vec``, weighted by facet weights
+    (e.g. a linear probe's weights for a facet such as "text" or "face").
+
+    Args:
+        ultimate_target: the late layer whose direction is followed.
+        layer_target: the earlier layer that the facet weights live in.
+        vec: the direction in ``ultimate_target``'s channels.
+        facet_weights: weights shaped like ``layer_target``'s output (``[C]`` or ``[1, C, H, W]``).
+        strength: an optional (start, end) strength interpolated over the batch.
+        batch_index: which images of the batch the loss reads.
+    """
+
+    def __init__(
+        self,
+        ultimate_target: Target,
+        layer_target: Target,
+        vec: torch.Tensor,
+        facet_weights: torch.Tensor,
+        strength: Optional[List[float]] = None,
+        batch_index: BatchIndex = None,
+    ) -> None:
+        super().__init__(ultimate_target, batch_index)
+        self.layer_target = layer_target
+        self.vec = _as_direction(vec).reshape(-1)
+        weights = _as_direction(facet_weights, "facet_weights")
+        self.facet_weights = weights.reshape(1, -1, 1, 1) if weights.dim() == 1 else weights
+        if strength is not None and len(strength) != 2:
+            raise ValueError(f"strength must be a (start, end) pair, got {strength!r}")
+        self.strength = strength
+
+    @property
+    def targets(self) -> list:
+        return [self.target, self.layer_target]
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        ultimate = self._activation(activations)
+        projected = channel_projection(ultimate, self.vec)
+        layer_full = activations[self.layer_target]
+        grad = torch.autograd.grad(projected.sum(), layer_full, retain_graph=True)[0].detach()
+        layer = self._activation(activations, self.layer_target)
+        start, end = self.batch_index
+        grad = grad if start is None else grad[start:end]
+        attribution = layer * F.relu(grad)
+        if self.strength is not None:
+            n = attribution.shape[0]
+            strength = torch.linspace(self.strength[0], self.strength[1], n, device=layer.device, dtype=layer.dtype)
+            attribution = attribution * strength.reshape((-1,) + (1,) * (layer.dim() - 1))
+        weights = self.facet_weights.to(layer.device, layer.dtype)
+        if weights.dim() == 4 and layer.dim() == 4 and weights.shape[2:] != layer.shape[2:]:
+            weights = F.interpolate(weights, size=layer.shape[2:], mode="bilinear", align_corners=False)
+        return (attribution * weights).sum()

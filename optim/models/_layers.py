@@ -1,0 +1,311 @@
+"""Layers and model surgery for feature visualization.
+
+``RedirectedReLU`` keeps gradients flowing through dead ReLUs (Lucid's trick), ``SkipLayer`` and
+``skip_layers`` remove nonlinearities for circuit work, ``replace_layers`` swaps one layer class for
+another in place, ``MaxPool2dRelaxed`` gives max pooling a smooth gradient and ``Conv2dSame`` reproduces
+TensorFlow's ``"SAME"`` padding (needed to run TensorFlow-trained weights unchanged).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Iterable, Optional, Tuple, Type, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "RedirectedReLU",
+    "RedirectedReluLayer",
+    "RedirectedReLU6",
+    "RedirectedRelu6Layer",
+    "SkipLayer",
+    "skip_layers",
+    "replace_layers",
+    "MaxPool2dRelaxed",
+    "Conv2dSame",
+]
+
+_IntOrPair = Union[int, Tuple[int, int]]
+
+
+def _redirect_per_example(normal_grad: torch.Tensor, redirected_grad: torch.Tensor) -> torch.Tensor:
+    """Use ``redirected_grad`` only for the batch elements where ``normal_grad`` is all zero."""
+    if normal_grad.dim() == 0:
+        return redirected_grad if bool(normal_grad == 0) else normal_grad
+    # One flag per example (dim 0), broadcast back over the remaining dimensions.
+    dead = normal_grad.reshape(normal_grad.shape[0], -1).abs().amax(dim=1) == 0
+    dead = dead.reshape((-1,) + (1,) * (normal_grad.dim() - 1))
+    return torch.where(dead, redirected_grad, normal_grad)
+
+
+class RedirectedReLU(torch.autograd.Function):
+    """ReLU whose backward pass cannot get stuck at zero (Lucid's ``redirected_relu_grad``).
+
+    Forward: ``x.clamp(min=0)``. Backward: the ordinary ReLU gradient ``grad * (x > 0)``; but for any
+    batch element whose ReLU gradient is all zero, the redirected gradient is used instead: ``grad``
+    everywhere except where the input is already non-positive and the gradient would push it further
+    down (``x <= 0`` and ``grad > 0``, as an optimizer descends along the gradient). A random start can
+    therefore climb out of a region where every unit of the target is dead.
+
+    See https://github.com/tensorflow/lucid/blob/master/lucid/misc/redirected_relu_grad.py
+
+    Example::
+
+        y = RedirectedReLU.apply(x)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, input_tensor: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(input_tensor)
+        return input_tensor.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        zero = torch.zeros_like(grad_output)
+        relu_grad = torch.where(x > 0, grad_output, zero)
+        redirected = torch.where((x <= 0) & (grad_output > 0), zero, grad_output)
+        return _redirect_per_example(relu_grad, redirected)
+
+
+class RedirectedReLU6(torch.autograd.Function):
+    """ReLU6 (``clamp(x, 0, 6)``) with the redirected gradient of :class:`RedirectedReLU`.
+
+    Backward: the ordinary gradient ``grad * (0 < x < 6)``; for a batch element where that is all zero,
+    ``grad`` passes everywhere except where it would push a clamped input further into its flat region
+    (``x <= 0`` with ``grad > 0``, or ``x >= 6`` with ``grad < 0``).
+
+    Example::
+
+        y = RedirectedReLU6.apply(x)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, input_tensor: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(input_tensor)
+        return input_tensor.clamp(min=0, max=6)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        zero = torch.zeros_like(grad_output)
+        relu6_grad = torch.where((x > 0) & (x < 6), grad_output, zero)
+        deeper = ((x <= 0) & (grad_output > 0)) | ((x >= 6) & (grad_output < 0))
+        redirected = torch.where(deeper, zero, grad_output)
+        return _redirect_per_example(relu6_grad, redirected)
+
+
+class RedirectedReluLayer(nn.Module):
+    """``nn.ReLU`` replacement that applies :class:`RedirectedReLU`.
+
+    Under TorchScript it is a plain ReLU (same forward; custom autograd functions cannot be scripted).
+
+    Example::
+
+        replace_layers(model, nn.ReLU, RedirectedReluLayer)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Accepts and ignores nn.ReLU's arguments (``inplace``) so replace_layers can pass them on.
+        super().__init__()
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.relu(input)
+        return RedirectedReLU.apply(input)
+
+
+class RedirectedRelu6Layer(nn.Module):
+    """``nn.ReLU6`` replacement that applies :class:`RedirectedReLU6` (plain ReLU6 under TorchScript).
+
+    Example::
+
+        replace_layers(model, nn.ReLU6, RedirectedRelu6Layer)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.hardtanh(input, 0.0, 6.0)
+        return RedirectedReLU6.apply(input)
+
+
+class SkipLayer(nn.Module):
+    """An identity layer that accepts and ignores any extra constructor or forward arguments.
+
+    Meant to take the place of a layer to skip (a ReLU when computing expanded weights, say); the
+    replaced layer must keep its input's shape. A scripted model may contain it (it runs as Python), but
+    such a scripted model cannot be saved: use ``nn.Identity`` for that.
+
+    Example::
+
+        skip_layers(model, nn.ReLU)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    @torch.jit.ignore
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        return x
+
+
+def _as_type_tuple(layer_types: Any, what: str) -> Tuple[type, ...]:
+    """Normalize a class or an iterable of classes to a tuple of ``nn.Module`` subclasses."""
+    types = (layer_types,) if isinstance(layer_types, type) else tuple(layer_types)
+    if not types:
+        raise ValueError(f"{what} must name at least one layer class")
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, nn.Module)):
+            raise TypeError(f"{what} must be nn.Module subclasses, got {t!r}")
+    return types
+
+
+def _constructor_vars(old: nn.Module, new_type: Type[nn.Module]) -> dict:
+    """The public attributes of ``old`` that are named constructor arguments of ``new_type``."""
+    try:
+        params = inspect.signature(new_type.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    names = {
+        p.name
+        for p in params
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    return {k: v for k, v in vars(old).items() if not k.startswith("_") and k in names}
+
+
+def replace_layers(
+    model: nn.Module,
+    layer1: Union[Type[nn.Module], Iterable[Type[nn.Module]]],
+    layer2: Type[nn.Module],
+    transfer_vars: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Replace, in place and recursively, every submodule of class ``layer1`` by a new ``layer2``.
+
+    Args:
+        model: the network to edit (the root module itself is never replaced).
+        layer1: the layer class (or classes) to replace; subclasses match too.
+        layer2: the class to build in their place.
+        transfer_vars: copy the old instance's attributes that are named constructor arguments of
+            ``layer2`` (``kernel_size``, ``stride``, ... from ``nn.MaxPool2d`` to ``nn.AvgPool2d``).
+            Parameters are not copied.
+        kwargs: further constructor arguments for ``layer2``; they win over transferred ones.
+
+    Raises:
+        TypeError: if ``layer1``/``layer2`` are not ``nn.Module`` classes.
+
+    Example::
+
+        replace_layers(model, nn.MaxPool2d, nn.AvgPool2d, transfer_vars=True)
+    """
+    old_types = _as_type_tuple(layer1, "layer1")
+    if not (isinstance(layer2, type) and issubclass(layer2, nn.Module)):
+        raise TypeError(f"layer2 must be an nn.Module subclass, got {layer2!r}")
+    for name, child in list(model._modules.items()):
+        if child is None:
+            continue
+        if isinstance(child, old_types):
+            args = {**_constructor_vars(child, layer2), **kwargs} if transfer_vars else dict(kwargs)
+            setattr(model, name, layer2(**args))
+        else:
+            replace_layers(child, old_types, layer2, transfer_vars, **kwargs)
+
+
+def skip_layers(model: nn.Module, layer_types: Union[Type[nn.Module], Iterable[Type[nn.Module]]]) -> None:
+    """Replace every layer of the given class(es) by a :class:`SkipLayer`, in place.
+
+    Args:
+        model: the network to edit.
+        layer_types: a layer class or several, e.g. ``[nn.ReLU, nn.ReLU6]``.
+
+    Example::
+
+        skip_layers(model, nn.ReLU)  # a linear model for expanded weights
+    """
+    replace_layers(model, _as_type_tuple(layer_types, "layer_types"), SkipLayer)
+
+
+class MaxPool2dRelaxed(nn.Module):
+    """Max pooling forward, average pooling backward.
+
+    The output equals ``nn.MaxPool2d``; the gradient is that of an ``nn.AvgPool2d`` of the same
+    geometry, a continuous relaxation that spreads attribution over the whole window instead of one
+    arg-max position.
+
+    Args:
+        kernel_size: pooling window.
+        stride: window stride (default ``kernel_size``).
+        padding: implicit padding on both sides.
+        ceil_mode: use ceil instead of floor for the output size.
+
+    Example::
+
+        replace_layers(model, nn.MaxPool2d, MaxPool2dRelaxed, transfer_vars=True)
+    """
+
+    def __init__(
+        self,
+        kernel_size: _IntOrPair,
+        stride: Optional[_IntOrPair] = None,
+        padding: _IntOrPair = 0,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.maxpool = nn.MaxPool2d(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode)
+        self.avgpool = nn.AvgPool2d(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # value: max pool; gradient: avg pool (the two detached terms cancel in value only)
+        return self.maxpool(x.detach()) + self.avgpool(x) - self.avgpool(x.detach())
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow ``"SAME"`` padding, computed from the input size at run time.
+
+    The output size is ``ceil(input / stride)``; when the total padding is odd the extra row/column goes
+    to the bottom/right, as in TensorFlow (PyTorch's own ``padding="same"`` is symmetric and stride 1 only).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: kernel size.
+        stride: stride.
+        dilation: dilation.
+        groups: groups.
+        bias: add a learnable bias.
+
+    Example::
+
+        conv = Conv2dSame(3, 64, kernel_size=7, stride=2)  # 224x224 -> 112x112
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _IntOrPair,
+        stride: _IntOrPair = 1,
+        dilation: _IntOrPair = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias)
+
+    @staticmethod
+    def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> int:
+        out = (size + stride - 1) // stride
+        return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2], x.shape[-1]
+        kh, kw = self.weight.shape[-2], self.weight.shape[-1]
+        pad_h = self._same_pad(ih, kh, self.stride[0], self.dilation[0])
+        pad_w = self._same_pad(iw, kw, self.stride[1], self.dilation[1])
+        if pad_h > 0 or pad_w > 0:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)

