@@ -101,18 +101,19 @@ class FFTImage(ImageParameterization):
         self.height = height
         self.width = width
         self.decay_power = float(decay_power)
-        scale = spectrum_scale(height, width, self.decay_power, dtype=dtype).to(device)
+        # float64 until cast by Module.to(), so a module later moved to float64 loses no precision
+        scale = spectrum_scale(height, width, self.decay_power, dtype=torch.float64).to(device)
         self.register_buffer("scale", scale)
         if init is None:
             # Lucid's initial spectrum standard deviation
             shape = (batch, check_positive(channels, "channels"), height, width // 2 + 1, 2)
             spectrum = torch.randn(shape, dtype=dtype) * 0.01
         else:
-            spectrum = torch.view_as_real(torch.fft.rfft2(init)) / scale[..., None]
+            spectrum = torch.view_as_real(torch.fft.rfft2(init)) / scale[..., None].to(dtype)
         self.spectrum = nn.Parameter(spectrum)
 
     def forward(self) -> torch.Tensor:
         """Returns:
         The ``[B, C, H, W]`` image ``irfft2(spectrum * scale)``."""
-        scaled = self.spectrum * self.scale.unsqueeze(-1)
+        scaled = self.spectrum * self.scale.to(self.spectrum.dtype).unsqueeze(-1)
         return torch.fft.irfft2(torch.view_as_complex(scaled), s=[self.height, self.width])

@@ -1,6 +1,7 @@
 """ImageTensor: a torch.Tensor subclass that knows how to open, show and export itself."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -15,7 +16,7 @@ _KEEP_TYPE = frozenset(
     """to cpu cuda double float half bfloat16 type detach clone contiguous requires_grad_ __getitem__
     add sub mul div true_divide neg abs pow clamp clip flip roll cat stack narrow expand expand_as
     __add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __neg__ __pos__ __pow__
-    __abs__ sigmoid lerp where permute unsqueeze squeeze new_empty __deepcopy__""".split()
+    __abs__ sigmoid lerp where permute unsqueeze squeeze""".split()
 )
 
 
@@ -75,6 +76,11 @@ class ImageTensor(torch.Tensor):
         if getattr(func, "__name__", None) in _KEEP_TYPE:
             return _wrap(result, cls)
         return result
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "ImageTensor":
+        if id(self) not in memo:
+            memo[id(self)] = copy.deepcopy(self.as_subclass(torch.Tensor), memo).as_subclass(type(self))
+        return memo[id(self)]
 
     def __repr__(self, *, tensor_contents: Any = None) -> str:
         text = repr(self.as_subclass(torch.Tensor))

@@ -60,7 +60,8 @@ class PhaseImage(ImageParameterization):
             dtype = torch.get_default_dtype()
         freq_shape = (height, width // 2 + 1)
         if magnitude is None:
-            magnitude = spectrum_scale(height, width, decay_power, dtype=dtype).expand(channels, *freq_shape)
+            magnitude = spectrum_scale(height, width, decay_power, dtype=torch.float64)
+            magnitude = magnitude.expand(channels, *freq_shape)
         else:
             if not isinstance(magnitude, torch.Tensor):
                 raise TypeError(f"magnitude must be a tensor, got {type(magnitude).__name__}")
@@ -74,12 +75,13 @@ class PhaseImage(ImageParameterization):
                     f"magnitude must have shape [{channels} or 1, {height}, {width // 2 + 1}] for a "
                     f"{height}x{width} image, got {tuple(magnitude.shape)}"
                 )
-            magnitude = magnitude.detach().to(dtype).expand(channels, *freq_shape)
+            magnitude = magnitude.detach().expand(channels, *freq_shape)
         self.height = height
         self.width = width
-        self.register_buffer("magnitude", magnitude.clone())
+        device = init.device if init is not None else magnitude.device
+        self.register_buffer("magnitude", magnitude.to(device).clone())
         if init is None:
-            phase = torch.randn(batch, channels, *freq_shape, dtype=dtype)
+            phase = torch.randn(batch, channels, *freq_shape, dtype=dtype, device=device)
         else:
             phase = torch.angle(torch.fft.rfft2(init - init.mean(dim=(2, 3), keepdim=True)))
         self.phase = nn.Parameter(phase)
@@ -87,7 +89,8 @@ class PhaseImage(ImageParameterization):
     def forward(self) -> torch.Tensor:
         """Returns:
         The ``[B, C, H, W]`` image, standardized per image and channel."""
-        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        magnitude = self.magnitude.to(self.phase.dtype).expand_as(self.phase)
+        spectrum = torch.polar(magnitude, self.phase)
         image = torch.fft.irfft2(spectrum, s=[self.height, self.width])
         var, mean = torch.var_mean(image, dim=[2, 3], correction=0, keepdim=True)
         return (image - mean) / torch.sqrt(var + 1e-10)

@@ -76,7 +76,9 @@ def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     size = tuple(int(s) for s in input_size)
     if len(size) < 1 or any(s <= 0 for s in size):
-        raise ValueError(f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}")
+        raise ValueError(
+            f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}"
+        )
     modules = named_module_map(model)
     device, dtype = model_device_dtype(model)
     with model_frozen(model), torch.no_grad(), ModuleOutputsHook(modules.values()) as hook:

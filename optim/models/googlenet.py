@@ -39,9 +39,8 @@ def googlenet(
             ``out_features=1008``, ``bgr_transform=False``, ``use_linear_modules_only=False``; any of
             them can still be given.
         progress: show a progress bar while downloading.
-        model_path: load the weights from this local file instead of downloading them (implies
-            ``pretrained``-style defaults only if ``pretrained=True``; with ``pretrained=False`` and a
-            path the weights are loaded into a model built from ``kwargs`` as given).
+        model_path: load the weights from this local file instead of downloading them. With
+            ``pretrained=False`` the file is loaded into the model exactly as ``kwargs`` build it.
         kwargs: arguments of :class:`InceptionV1`.
 
     Returns:
@@ -265,7 +264,9 @@ class AuxBranch(nn.Module):
         aux = AuxBranch(508, 1008)
     """
 
-    def __init__(self, in_channels: int = 508, out_features: int = 1008, activ: Type[nn.Module] = nn.ReLU) -> None:
+    def __init__(
+        self, in_channels: int = 508, out_features: int = 1008, activ: Type[nn.Module] = nn.ReLU
+    ) -> None:
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2d((4, 4))
         self.loss_conv = nn.Conv2d(in_channels, 128, kernel_size=1)

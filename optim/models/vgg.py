@@ -40,7 +40,8 @@ def vgg16(
             defaults then become ``classifier_logits=False``, ``transform_input=True``,
             ``scale_input=True``; any of them can still be given.
         progress: show a progress bar while downloading.
-        model_path: load the weights from this local file instead of downloading them.
+        model_path: load the weights from this local file instead of downloading them. With
+            ``pretrained=False`` the file is loaded into the model exactly as ``kwargs`` build it.
         kwargs: arguments of :class:`VGG16`.
 
     Returns:

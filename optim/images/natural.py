@@ -1,0 +1,150 @@
+"""NaturalImage: parameterization -> colour recorrelation -> squash -> ImageTensor."""
+
+import copy
+from typing import Callable, Optional, Sequence, Type, Union
+
+import torch
+import torch.nn as nn
+
+from .base import ImageParameterization, prepare_init
+from .color import ToRGB
+from .fft import FFTImage
+from .image_tensor import ImageTensor
+
+__all__ = ["NaturalImage", "logit"]
+
+# shown in the signature as the documented default; copied per instance so no two images share it
+_DEFAULT_DECORRELATION = ToRGB("klt")
+
+
+def logit(p: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
+    """The inverse of ``torch.sigmoid``, with ``p`` clamped to ``[epsilon, 1 - epsilon]``.
+
+    Example::
+
+        torch.sigmoid(logit(torch.tensor([0.25])))  # tensor([0.2500])
+    """
+    p = p.clamp(epsilon, 1.0 - epsilon)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class _Squash(nn.Module):
+    """Holds a squash function as a submodule so that ``NaturalImage`` scripts.
+
+    ``torch.sigmoid`` and ``None`` (no squash) compile; TorchScript cannot keep an arbitrary Python
+    callable, so a scripted ``NaturalImage`` with one fails when called (wrap it in an ``nn.Module``).
+    """
+
+    def __init__(self, func: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+        super().__init__()
+        self.func = func
+        self.kind = "sigmoid" if func is torch.sigmoid else ("identity" if func is None else "python")
+
+    @torch.jit.unused
+    def _call_python(self, x: torch.Tensor) -> torch.Tensor:
+        return self.func(x)  # type: ignore[misc]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "sigmoid":
+            return torch.sigmoid(x)
+        if self.kind == "identity":
+            return x
+        return self._call_python(x)
+
+
+class NaturalImage(ImageParameterization):
+    """An optimizable image in ``[0, 1]``: parameterization -> ``ToRGB`` -> squash -> ``ImageTensor``.
+
+    With the defaults (``FFTImage``, KLT colour decorrelation, sigmoid) the image is fully decorrelated
+    in space and colour, which preconditions the optimizer (Olah et al., Distill 2017). ``channels=4``
+    adds an alpha channel that ``ToRGB`` passes through.
+
+    With ``init``, the image is inverted through the pipeline (logit when the squash is
+    ``torch.sigmoid``, the inverse colour transform when ``decorrelate_init``, then the
+    parameterization's own ``init``), so ``NaturalImage(init=img)()`` reproduces ``img`` (within about
+    1e-5 away from the clamped extremes 0 and 1). Other squash functions receive no inverse.
+
+    Under ``torch.jit.script`` ``forward`` returns a plain tensor (TorchScript cannot build a tensor
+    subclass) with the same values.
+
+    Args:
+        size: ``(height, width)`` of the image (ignored when ``init`` is given).
+        channels: 3 (RGB) or 4 (RGB + alpha), or what a custom ``decorrelation_module`` expects.
+        batch: number of images; a single-image ``init`` is repeated to this many.
+        init: a CHW or NCHW image in ``[0, 1]`` to start from.
+        parameterization: an ``ImageParameterization`` class (built with ``size``, ``channels``,
+            ``batch`` and ``init``) or a ready instance (then ``init`` must be None).
+        squash_func: maps the recorrelated values to ``[0, 1]`` (a function or an ``nn.Module``); None
+            for no squashing. ``torch.sigmoid``, None and scriptable modules keep the image scriptable;
+            a plain Python function does not.
+        decorrelation_module: colour recorrelation with ``forward(x, inverse=False)``; None for none.
+        decorrelate_init: apply the inverse colour transform to ``init``.
+
+    Example::
+
+        image = NaturalImage((128, 128), batch=2)
+        x = image()            # ImageTensor [2, 3, 128, 128] in [0, 1]
+        x.export("start.png")
+    """
+
+    def __init__(
+        self,
+        size: Sequence[int] = (224, 224),
+        channels: int = 3,
+        batch: int = 1,
+        init: Optional[torch.Tensor] = None,
+        parameterization: Union[Type[nn.Module], nn.Module] = FFTImage,
+        squash_func: Optional[Callable[[torch.Tensor], torch.Tensor]] = torch.sigmoid,
+        decorrelation_module: Optional[nn.Module] = _DEFAULT_DECORRELATION,
+        decorrelate_init: bool = True,
+    ) -> None:
+        super().__init__()
+        if squash_func is not None and not callable(squash_func):
+            raise TypeError(f"squash_func must be callable or None, got {type(squash_func).__name__}")
+        if decorrelation_module is not None and not isinstance(decorrelation_module, nn.Module):
+            raise TypeError(
+                f"decorrelation_module must be an nn.Module or None, got {type(decorrelation_module).__name__}"
+            )
+        if decorrelation_module is _DEFAULT_DECORRELATION:
+            decorrelation_module = copy.deepcopy(decorrelation_module)
+        self.decorrelate: nn.Module = decorrelation_module if decorrelation_module is not None else nn.Identity()
+        self.squash: nn.Module = squash_func if isinstance(squash_func, nn.Module) else _Squash(squash_func)
+
+        if isinstance(parameterization, nn.Module):
+            if init is not None:
+                raise ValueError("init can only be used with a parameterization class, not an instance")
+            self.parameterization = parameterization
+            return
+        if not (isinstance(parameterization, type) and issubclass(parameterization, nn.Module)):
+            raise TypeError(
+                f"parameterization must be an ImageParameterization class or instance, got {parameterization!r}"
+            )
+        kwargs = {"size": size, "channels": channels, "batch": batch}
+        if init is not None:
+            kwargs["init"] = self._invert(prepare_init(init, batch), squash_func, decorrelate_init)
+        self.parameterization = parameterization(**kwargs)
+
+    def _invert(
+        self,
+        image: torch.Tensor,
+        squash_func: Optional[Callable[[torch.Tensor], torch.Tensor]],
+        decorrelate_init: bool,
+    ) -> torch.Tensor:
+        """Map an image in ``[0, 1]`` back to the parameterization's space."""
+        if squash_func is torch.sigmoid or isinstance(squash_func, nn.Sigmoid):
+            image = logit(image)
+        if decorrelate_init and not isinstance(self.decorrelate, nn.Identity):
+            image = self.decorrelate(image, inverse=True)
+        return image
+
+    @torch.jit.unused
+    def _to_image_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        return ImageTensor(x)
+
+    def forward(self) -> torch.Tensor:
+        """Returns:
+        The ``[B, C, H, W]`` image in ``[0, 1]`` as an ``ImageTensor`` (a plain tensor when scripted)."""
+        image = self.squash(self.decorrelate(self.parameterization()))
+        if torch.jit.is_scripting():
+            return image
+        return self._to_image_tensor(image)

@@ -1,0 +1,239 @@
+"""Layer utilities of optim.models: redirected ReLUs, layer surgery, relaxed pooling, SAME convolution,
+and the model inspection helpers on torchvision networks."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from optim.models import (
+    Conv2dSame,
+    LayerInfo,
+    MaxPool2dRelaxed,
+    RedirectedReLU,
+    RedirectedReLU6,
+    RedirectedRelu6Layer,
+    RedirectedReluLayer,
+    SkipLayer,
+    collect_activations,
+    get_model_layers,
+    layer_info,
+    replace_layers,
+    skip_layers,
+)
+
+
+def _grad(fn, x, grad_out):
+    x = x.clone().requires_grad_(True)
+    fn(x).backward(grad_out)
+    return x.grad
+
+
+# --- RedirectedReLU ------------------------------------------------------------------------------------
+
+
+def test_redirected_relu_forward_equals_relu():
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.equal(RedirectedReLU.apply(x), F.relu(x))
+    assert torch.equal(RedirectedReluLayer()(x), F.relu(x))
+
+
+def test_redirected_relu_backward_is_relu_gradient_when_some_unit_is_alive():
+    x = torch.randn(2, 3, 4, 4)
+    x[:, :, 0, 0] = 1.0  # every example has a live unit with a nonzero gradient
+    g = torch.randn(2, 3, 4, 4)
+    g[:, :, 0, 0] = 1.0
+    assert torch.equal(_grad(RedirectedReLU.apply, x, g), _grad(F.relu, x, g))
+
+
+def test_redirected_relu_backward_redirects_only_dead_examples():
+    x = torch.tensor([[1.0, -1.0, 2.0], [-1.0, -2.0, -3.0]])
+    g = torch.tensor([[3.0, 4.0, -5.0], [6.0, -7.0, 8.0]])
+    got = _grad(RedirectedReLU.apply, x, g)
+    # example 0 has live units: plain ReLU gradient; example 1 is all dead: only the gradient that
+    # pushes its inputs up (negative, since optimizers descend) gets through.
+    assert torch.equal(got, torch.tensor([[3.0, 0.0, -5.0], [0.0, -7.0, 0.0]]))
+    assert torch.equal(_grad(F.relu, x, g)[1], torch.zeros(3))
+
+
+def test_redirected_relu_lets_a_dead_unit_recover_under_gradient_descent():
+    x = torch.full((1, 4), -1.0, requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.5)
+    for _ in range(4):
+        opt.zero_grad()
+        (-RedirectedReLU.apply(x).sum()).backward()
+        opt.step()
+    assert torch.all(x > 0)  # a plain ReLU would give zero gradient and leave x at -1
+
+
+def test_redirected_relu6_forward_and_backward():
+    x = torch.tensor([[-1.0, 3.0, 7.0], [-1.0, 7.0, 8.0]])
+    assert torch.equal(RedirectedReLU6.apply(x), F.relu6(x))
+    assert torch.equal(RedirectedRelu6Layer()(x), F.relu6(x))
+    g = torch.tensor([[1.0, 2.0, 3.0], [-4.0, -5.0, 6.0]])
+    got = _grad(RedirectedReLU6.apply, x, g)
+    # example 1: -1 pushed up (-4) passes, 7 pushed further up (-5) is blocked, 8 pushed down (6) passes
+    assert torch.equal(got, torch.tensor([[0.0, 2.0, 0.0], [-4.0, 0.0, 6.0]]))
+
+
+# --- layer surgery -------------------------------------------------------------------------------------
+
+
+class _Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.block = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), nn.ReLU6())
+        self.head = nn.Sequential(nn.Sequential(nn.MaxPool2d(2)))
+
+    def forward(self, x):
+        return self.head(self.block(self.relu(self.conv(x))))
+
+
+def test_replace_layers_transfers_constructor_arguments_recursively():
+    model = _Nested()
+    replace_layers(model, nn.MaxPool2d, nn.AvgPool2d, transfer_vars=True, count_include_pad=False)
+    pool = model.block[0]
+    assert type(pool) is nn.AvgPool2d
+    assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == (3, 2, 1, True)
+    assert pool.count_include_pad is False
+    assert type(model.head[0][0]) is nn.AvgPool2d and model.head[0][0].kernel_size == 2
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    # parameters untouched
+    assert model.conv.weight.shape == (4, 3, 3, 3)
+
+
+def test_replace_layers_without_transfer_uses_only_kwargs():
+    model = _Nested()
+    replace_layers(model, (nn.ReLU, nn.ReLU6), RedirectedReluLayer)
+    assert isinstance(model.relu, RedirectedReluLayer) and isinstance(model.block[1], RedirectedReluLayer)
+    replace_layers(model, nn.MaxPool2d, nn.AvgPool2d, kernel_size=5)
+    assert model.block[0].kernel_size == 5 and model.block[0].stride == 5
+
+
+def test_replace_layers_rejects_non_classes():
+    with pytest.raises(TypeError, match="layer2"):
+        replace_layers(_Nested(), nn.ReLU, nn.Identity())
+    with pytest.raises(TypeError, match="layer1"):
+        replace_layers(_Nested(), "ReLU", nn.Identity)
+
+
+def test_skip_layers_and_skip_layer_ignore_extra_arguments():
+    model = _Nested()
+    skip_layers(model, [nn.ReLU, nn.ReLU6])
+    assert not any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules())
+    assert sum(isinstance(m, SkipLayer) for m in model.modules()) == 2
+    x = torch.randn(1, 3, 8, 8)
+    expected = model.head(model.block[0](model.conv(x)))  # no nonlinearity left
+    assert torch.equal(model(x), expected)
+    assert SkipLayer(1, a=2)(x, 3, b=4) is x
+
+
+def test_max_pool_relaxed_forward_is_max_backward_is_avg():
+    x = torch.randn(2, 3, 9, 9)
+    relaxed = MaxPool2dRelaxed(3, stride=2, padding=1, ceil_mode=True)
+    maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+    avgpool = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True)
+    assert torch.allclose(relaxed(x), maxpool(x))
+    g = torch.randn_like(maxpool(x))
+    assert torch.allclose(_grad(relaxed, x, g), _grad(avgpool, x, g), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "size,kernel,stride,pads",
+    [(224, 7, 2, (2, 3)), (15, 3, 2, (1, 1)), (16, 3, 2, (0, 1)), (14, 5, 1, (2, 2))],
+)
+def test_conv2d_same_matches_tensorflow_padding(size, kernel, stride, pads):
+    conv = Conv2dSame(2, 3, kernel_size=kernel, stride=stride)
+    x = torch.randn(1, 2, size, size)
+    out = conv(x)
+    assert out.shape[-2:] == (-(-size // stride),) * 2  # ceil(size / stride), as TF "SAME"
+    lo, hi = pads
+    ref = F.conv2d(F.pad(x, [lo, hi, lo, hi]), conv.weight, conv.bias, stride)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+# --- inspection helpers on torchvision models ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+def test_get_model_layers_resnet18(resnet18):
+    names = get_model_layers(resnet18)
+    assert names[:4] == ["conv1", "bn1", "relu", "maxpool"]
+    assert "layer3.1.conv2" in names and "fc" in names and "" not in names
+    assert len(names) == len(list(resnet18.modules())) - 1
+
+
+def test_layer_info_resnet18_shapes_and_state_restored(resnet18):
+    resnet18.train()
+    resnet18.fc.weight.requires_grad_(False)
+    try:
+        rows = {r.name: r for r in layer_info(resnet18, (1, 3, 64, 64))}
+        assert all(isinstance(r, LayerInfo) for r in rows.values())
+        assert rows["conv1"] == LayerInfo("conv1", "Conv2d", (1, 64, 32, 32), 64)
+        assert rows["layer4"].shape == (1, 512, 2, 2) and rows["layer4.1.conv2"].channels == 512
+        assert rows["fc"] == LayerInfo("fc", "Linear", (1, 1000), 1000)
+        assert all(m.training for m in resnet18.modules())
+        assert resnet18.fc.weight.requires_grad is False and resnet18.conv1.weight.requires_grad is True
+        assert all(not m._forward_hooks for m in resnet18.modules())
+        # running stats untouched: the pass ran in eval mode
+        assert torch.equal(resnet18.bn1.running_mean, torch.zeros(64))
+    finally:
+        resnet18.eval()
+        resnet18.fc.weight.requires_grad_(True)
+
+
+def test_layer_info_rejects_bad_input_size(resnet18):
+    with pytest.raises(ValueError, match="input_size"):
+        layer_info(resnet18, (1, 3, 0, 64))
+
+
+def test_collect_activations_resnet18_names_and_modules(resnet18):
+    x = torch.rand(2, 3, 64, 64)
+    calls = []
+    handle = resnet18.fc.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        acts = collect_activations(resnet18, ["layer1", resnet18.layer2], x)
+    finally:
+        handle.remove()
+    assert calls == []  # the pass stopped after layer2
+    with torch.no_grad():
+        h = resnet18.maxpool(resnet18.relu(resnet18.bn1(resnet18.conv1(x))))
+        l1 = resnet18.layer1(h)
+        l2 = resnet18.layer2(l1)
+    assert set(acts) == {"layer1", resnet18.layer2}
+    assert torch.allclose(acts["layer1"], l1) and torch.allclose(acts[resnet18.layer2], l2)
+    assert not acts["layer1"].requires_grad
+    assert all(not m._forward_hooks for m in resnet18.modules())
+    single = collect_activations(resnet18, "layer1.0.conv1", x)
+    assert single["layer1.0.conv1"].shape == (2, 64, 16, 16)
+    with pytest.raises(ValueError, match="layer1"):
+        collect_activations(resnet18, "layer1.9", x)
+
+
+def test_inspection_on_torchvision_googlenet_and_vgg11():
+    import torchvision
+
+    gnet = torchvision.models.googlenet(weights=None, init_weights=False, aux_logits=False).eval()
+    names = get_model_layers(gnet)
+    assert "inception4a.branch2.1.conv" in names
+    rows = {r.name: r for r in layer_info(gnet, (1, 3, 96, 96))}
+    assert rows["inception4a"].channels == 512 and rows["inception5b"].channels == 1024
+    acts = collect_activations(gnet, ["inception3a", "inception4e"], torch.rand(1, 3, 96, 96))
+    assert acts["inception3a"].shape[1] == 256 and acts["inception4e"].shape[1] == 832
+
+    vgg = torchvision.models.vgg11(weights=None)
+    modes = [m.training for m in vgg.modules()]
+    rows = {r.name: r for r in layer_info(vgg, (1, 3, 32, 32))}
+    assert rows["features.0"].shape == (1, 64, 32, 32) and rows["features.20"].shape == (1, 512, 1, 1)
+    assert rows["classifier.6"].shape == (1, 1000)
+    assert [m.training for m in vgg.modules()] == modes
+    acts = collect_activations(vgg, [vgg.features[3]], torch.rand(1, 3, 32, 32))
+    assert acts[vgg.features[3]].shape == (1, 128, 16, 16)
