@@ -19,3 +19,12 @@ from .registry import *  # noqa: E402,F401,F403
 from .vgg import *  # noqa: E402,F401,F403
 
 __all__ = [name for module in _SUBMODULES for name in module.__all__]
+
+
+def __getattr__(name: str):
+    # ModelInspector lives in optim.analysis (it builds on the models, not the other way round).
+    if name == "ModelInspector":
+        from ..analysis.inspector import ModelInspector
+
+        return ModelInspector
+    raise AttributeError(f"module 'optim.models' has no attribute {name!r}")

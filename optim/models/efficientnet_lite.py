@@ -30,6 +30,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 import torch
 import torch.nn as nn
 
+from ._layers import Conv2dSame, RedirectedRelu6Layer
+from ._utils import _check_state_dict_keys
+
 __all__ = [
     "EfficientNetLite",
     "MBConvBlock",
@@ -83,15 +86,6 @@ def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
     return int(rounded)
 
 
-def _activation_class(redirected: bool) -> Type[nn.Module]:
-    if not redirected:
-        return nn.ReLU6
-    # imported here so this module loads independently of the layer utilities
-    from ._layers import RedirectedRelu6Layer
-
-    return RedirectedRelu6Layer
-
-
 class ConvBNReLU6(nn.Sequential):
     """Convolution -> batch norm -> optional ReLU6, with children named ``conv``, ``bn`` and ``relu``.
 
@@ -127,8 +121,6 @@ class ConvBNReLU6(nn.Sequential):
                 in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False
             )
         else:
-            from ._layers import Conv2dSame
-
             conv = Conv2dSame(in_channels, out_channels, kernel_size, stride, groups=groups, bias=False)
         layers: "OrderedDict[str, nn.Module]" = OrderedDict(
             conv=conv, bn=nn.BatchNorm2d(out_channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
@@ -222,7 +214,7 @@ class EfficientNetLite(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.transform_input = bool(transform_input)
         self.input_size = int(input_size)
-        activation = _activation_class(replace_relus_with_redirectedrelu)
+        activation = RedirectedRelu6Layer if replace_relus_with_redirectedrelu else nn.ReLU6
 
         self.stem = ConvBNReLU6(3, _STEM_CHANNELS, 3, stride=2, activation=activation)
         blocks: List[nn.Module] = []
@@ -306,25 +298,12 @@ def convert_efficientnet_lite_state_dict(state_dict: Mapping[str, torch.Tensor])
 
 
 def _load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict`` that first reports every missing, unexpected or mis-shaped key by name."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mis_shaped = [
-        f"{k}: {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    if mis_shaped:
-        problems.append(f"shape mismatches {mis_shaped}")
-    if problems:
-        raise ValueError(f"state dict from {source} does not fit {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
+    """``load_state_dict(strict=True)`` whose errors are ValueErrors naming the offending keys."""
+    _check_state_dict_keys(model, dict(state_dict), source)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:  # shape mismatches, each named by torch
+        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: {err}") from err
 
 
 def _packaged_checkpoint(name: str) -> str:

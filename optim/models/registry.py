@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch.nn as nn
 
@@ -69,17 +69,20 @@ class ModelEntry:
             return False
 
     @property
-    def labels(self) -> List[str]:
-        """The class names of the outputs (from the label lists shipped with optim)."""
+    def labels(self) -> Sequence[str]:
+        """The class names of the outputs (the label lists shipped with optim, loaded on first use)."""
         from . import _labels
 
-        return list(_labels.IMAGENET_CLASSES if self.label_set == "imagenet" else _labels.INCEPTION5H_CLASSES)
+        return _labels.IMAGENET_CLASSES if self.label_set == "imagenet" else _labels.INCEPTION5H_CLASSES
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
 
 
-def _check_info(name: Any, input_size: Any, value_range: Any, label_set: Any) -> Tuple[Tuple[int, int], Tuple[float, float]]:
+def _check_info(
+    name: Any, input_size: Any, value_range: Any, label_set: Any
+) -> Tuple[Tuple[int, int], Tuple[float, float]]:
+    """Validate registry metadata; returns the normalized (input_size, value_range)."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"a model name must be a non-empty str, got {name!r}")
     if isinstance(input_size, int) and not isinstance(input_size, bool):
@@ -232,5 +235,10 @@ for _alias in ("googlenet", "inceptionv1"):
         label_set="inception5h",
         description="InceptionV1 (Lucid / inception5h), weights downloaded on first use",
     )
-_add("vgg16", "optim.models.vgg:vgg16", 224, description="VGG16 (Caffe-style), weights downloaded on first use")
+_add(
+    "vgg16",
+    "optim.models.vgg:vgg16",
+    224,
+    description="VGG16 (Caffe weights, convolutional features only), downloaded on first use",
+)
 del _lite, _size, _alias
