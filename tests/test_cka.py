@@ -106,12 +106,12 @@ def test_cka_invariant_to_orthogonal_transform_and_isotropic_scaling(xy, fn):
 
 def test_cka_near_zero_for_independent_features():
     g = torch.Generator().manual_seed(5)
-    x, y = torch.randn(3000, 10, generator=g), torch.randn(3000, 10, generator=g)
-    assert float(linear_cka(x, y)) < 0.02
+    x, y = torch.randn(1500, 10, generator=g), torch.randn(1500, 10, generator=g)
+    assert float(linear_cka(x, y)) < 0.03
     assert abs(float(linear_cka(x, y, unbiased=True))) < 0.01
-    assert float(rbf_cka(x, y)) < 0.02
+    assert float(rbf_cka(x, y)) < 0.03
     # and clearly non-zero for dependent ones
-    assert float(linear_cka(x, x + torch.randn(3000, 10, generator=g))) > 0.4
+    assert float(linear_cka(x, x + torch.randn(1500, 10, generator=g))) > 0.4
 
 
 def test_minibatch_cka_single_batch_equals_full_unbiased(xy):
@@ -124,14 +124,14 @@ def test_minibatch_cka_single_batch_equals_full_unbiased(xy):
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 def test_minibatch_cka_agrees_with_full_cka(kernel):
     g = torch.Generator().manual_seed(0)
-    n = 2048
+    n = 1536
     x = torch.randn(n, 32, generator=g)
     y = x[:, :16] @ torch.randn(16, 24, generator=g) + 2 * torch.randn(n, 24, generator=g)
     full = float(linear_cka(x, y, unbiased=True) if kernel == "linear" else rbf_cka(x, y, unbiased=True))
     m = MinibatchCKA(kernel=kernel)
     for xb, yb in zip(x.split(256), y.split(256)):
         m.update(xb, yb)
-    assert m.n_batches == 8 and m.n_examples == n
+    assert m.n_batches == 6 and m.n_examples == n
     assert 0.3 < full < 0.7
     assert float(m.compute()) == pytest.approx(full, abs=0.02)
 

@@ -47,7 +47,9 @@ def iter_inputs(
     elif isinstance(data, Iterable):
         batches = data
     else:
-        raise TypeError(f"data must be a tensor or an iterable of batches (e.g. a DataLoader), got {type(data).__name__}")
+        raise TypeError(
+            f"data must be a tensor or an iterable of batches (e.g. a DataLoader), got {type(data).__name__}"
+        )
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             return

@@ -66,6 +66,9 @@ class LayerWeights:
     def __getattr__(self, name: str) -> "LayerWeights":
         if name.startswith("_"):
             raise AttributeError(name)
+        if name == "w":
+            # the property raised AttributeError (no weight); Python then falls back here
+            raise AttributeError(f"layer {self._name or type(self._module).__name__!r} has no weight")
         try:
             return self[name]
         except ValueError as err:
