@@ -46,7 +46,7 @@ class InputOptimization:
             ``"input_param.<name>"`` / ``"transform.<name>"``.
         input_param: the image parameterization (default: ``NaturalImage((224, 224))``); it is moved to the
             model's device and dtype.
-        transform: applied to the image before the model (default: ``RandomSpatialJitter(16)``, as captum).
+        transform: applied to the image before the model (default: ``TransformationRobustness()``).
 
     Example::
 
@@ -73,9 +73,9 @@ class InputOptimization:
 
             input_param = NaturalImage((224, 224))
         if transform is None:
-            from ..transforms import RandomSpatialJitter
+            from ..transforms import TransformationRobustness
 
-            transform = RandomSpatialJitter(16)
+            transform = TransformationRobustness()
         for name, value in (("input_param", input_param), ("transform", transform)):
             if not isinstance(value, nn.Module):
                 raise TypeError(f"{name} must be an nn.Module, got {type(value).__name__}")

@@ -1,4 +1,4 @@
-"""Similarity warps (scale, rotation, translation) as one ``F.affine_grid`` + ``F.grid_sample``.
+"""Similarity warps (scale, rotation, translation) as one affine grid + ``F.grid_sample``.
 
 Coordinates are centred pixel coordinates ``(x, y)`` with y pointing down, so a rotation or scale acts about
 the frame centre and stays isotropic on non-square images (normalised grid coordinates would shear them).
@@ -9,7 +9,7 @@ which is exact for every interpolation mode and costs a single pad.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ __all__ = [
     "check_modes",
     "similarity_theta",
     "sampling_source",
+    "affine_grid",
     "warp_similarity",
 ]
 
@@ -41,50 +42,43 @@ def check_modes(mode: str, padding_mode: str, value: float) -> str:
 
 
 def similarity_theta(
-    scale: torch.Tensor,
-    angle: torch.Tensor,
-    pre_shift: Optional[torch.Tensor],
-    post_shift: Optional[torch.Tensor],
+    scale: float,
+    angle: float,
+    pre_shift: List[float],
+    post_shift: List[float],
     in_hw: List[int],
     out_hw: List[int],
-) -> torch.Tensor:
+) -> List[float]:
     """The ``F.affine_grid`` matrix of the content map ``q = scale * R(angle) @ (p + pre_shift) + post_shift``.
 
     Args:
-        scale: 0-d tensor, magnification of the content (2 doubles its size).
-        angle: 0-d tensor, counter-clockwise rotation of the content in degrees.
-        pre_shift: ``(shift_y, shift_x)`` in source pixels applied before scaling/rotation, or ``None``.
-        post_shift: ``(shift_y, shift_x)`` in output pixels applied last, or ``None``.
+        scale: magnification of the content (2 doubles its size).
+        angle: counter-clockwise rotation of the content in degrees.
+        pre_shift: ``[shift_y, shift_x]`` in source pixels, applied before scaling and rotation.
+        post_shift: ``[shift_y, shift_x]`` in output pixels, applied last.
         in_hw: height and width of the sampled image.
         out_hw: height and width of the output frame (same centre as the input frame).
 
     Returns:
-        A ``(1, 2, 3)`` tensor mapping normalised output coordinates to normalised input coordinates.
+        The 6 row-major entries of the ``2 x 3`` matrix mapping normalised output coordinates to normalised
+        input coordinates (host floats: a handful of scalar operations, no device kernels).
     """
     rad = angle * (math.pi / 180.0)
-    inv_scale = 1.0 / scale
-    c = torch.cos(rad) * inv_scale
-    s = torch.sin(rad) * inv_scale
+    c = math.cos(rad) / scale
+    s = math.sin(rad) / scale
     # Inverse map p = A (q - post) - pre with A = R(angle)^T / scale, in (x, y) order.
-    bx = torch.zeros_like(c)
-    by = torch.zeros_like(c)
-    if post_shift is not None:
-        bx = -(c * post_shift[1] - s * post_shift[0])
-        by = -(s * post_shift[1] + c * post_shift[0])
-    if pre_shift is not None:
-        bx = bx - pre_shift[1]
-        by = by - pre_shift[0]
+    bx = -(c * post_shift[1] - s * post_shift[0]) - pre_shift[1]
+    by = -(s * post_shift[1] + c * post_shift[0]) - pre_shift[0]
     h_in, w_in = float(in_hw[0]), float(in_hw[1])
     h_out, w_out = float(out_hw[0]), float(out_hw[1])
-    entries = [
-        c * (w_out / w_in),
-        -s * (h_out / w_in),
-        bx * (2.0 / w_in),
-        s * (w_out / h_in),
-        c * (h_out / h_in),
-        by * (2.0 / h_in),
+    return [
+        c * w_out / w_in,
+        -s * h_out / w_in,
+        2.0 * bx / w_in,
+        s * w_out / h_in,
+        c * h_out / h_in,
+        2.0 * by / h_in,
     ]
-    return torch.stack(entries).view(1, 2, 3)
 
 
 def sampling_source(x: torch.Tensor, padding_mode: str, value: float) -> Tuple[torch.Tensor, str]:
@@ -96,12 +90,41 @@ def sampling_source(x: torch.Tensor, padding_mode: str, value: float) -> Tuple[t
     return x, padding_mode
 
 
+def affine_grid(
+    theta: List[float], batch: int, out_hw: List[int], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``F.affine_grid(theta, size, align_corners=False)`` for a matrix held as host floats.
+
+    The grid is affine in the pixel indices, so it is built from two short coordinate vectors and a
+    broadcast sum: no batched matrix product over every pixel (the bulk of ``F.affine_grid``'s time on CPU)
+    and no host-to-device copy of the matrix.
+
+    Args:
+        theta: the 6 row-major entries of the ``2 x 3`` matrix.
+        batch: batch size of the grid (the same matrix for every sample).
+        out_hw: output height and width.
+        device: device of the grid.
+        dtype: dtype of the grid (that of the image to sample).
+
+    Returns:
+        A ``(batch, h, w, 2)`` sampling grid.
+    """
+    h, w = out_hw[0], out_hw[1]
+    # Normalised pixel centres: (2 * j + 1) / w - 1.
+    u = torch.arange(w, device=device, dtype=dtype) * (2.0 / w) + (1.0 / w - 1.0)
+    v = torch.arange(h, device=device, dtype=dtype) * (2.0 / h) + (1.0 / h - 1.0)
+    # grid[i, j] = row_part[j] + column_part[i]: tiny per-axis terms, then one broadcast pass over the grid.
+    row_part = torch.stack([u * theta[0] + theta[2], u * theta[3] + theta[5]], dim=-1)
+    column_part = torch.stack([v * theta[1], v * theta[4]], dim=-1)
+    return (row_part[None, :, :] + column_part[:, None, :])[None].expand(batch, h, w, 2)
+
+
 def warp_similarity(
     x: torch.Tensor,
-    scale: torch.Tensor,
-    angle: torch.Tensor,
-    pre_shift: Optional[torch.Tensor],
-    post_shift: Optional[torch.Tensor],
+    scale: float,
+    angle: float,
+    pre_shift: List[float],
+    post_shift: List[float],
     out_hw: List[int],
     mode: str = "bilinear",
     padding_mode: str = "constant",
@@ -111,7 +134,10 @@ def warp_similarity(
 
     Args:
         x: NCHW input.
-        scale, angle, pre_shift, post_shift: the map, as in :func:`similarity_theta`.
+        scale: content magnification.
+        angle: counter-clockwise rotation in degrees.
+        pre_shift: ``[shift_y, shift_x]`` before scaling and rotation.
+        post_shift: ``[shift_y, shift_x]`` applied last.
         out_hw: output height and width.
         mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
         padding_mode: ``"constant"`` (fill with ``value``), ``"border"`` or ``"reflection"``.
@@ -122,6 +148,5 @@ def warp_similarity(
     """
     src, grid_padding = sampling_source(x, padding_mode, value)
     theta = similarity_theta(scale, angle, pre_shift, post_shift, [src.shape[-2], src.shape[-1]], out_hw)
-    theta = theta.to(x.dtype).expand(x.shape[0], 2, 3)
-    grid = F.affine_grid(theta, [x.shape[0], x.shape[1], out_hw[0], out_hw[1]], align_corners=False)
+    grid = affine_grid(theta, x.shape[0], out_hw, x.device, x.dtype)
     return F.grid_sample(src, grid, mode=mode, padding_mode=grid_padding, align_corners=False)

@@ -1,13 +1,14 @@
 """Random parameter tables shared by the random transforms.
 
 A transform parameter is given either as a set of choices (a list or 1-D tensor, drawn uniformly) or as a
-``(min, max)`` tuple (drawn uniformly from the interval). Both are stored as a small float buffer so that
-drawing a value is a couple of tensor ops on the input's device, with no host round trip.
+``(min, max)`` tuple (drawn uniformly from the interval). Tables are kept as host lists of floats: the
+transforms draw their uniforms from torch's CPU generator and do the little parameter arithmetic on the
+host, so a step launches no tiny device kernels and never waits for the device.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 
@@ -16,15 +17,15 @@ __all__ = ["ValueSpec", "parse_values", "pick"]
 ValueSpec = Union[Sequence[float], Tuple[float, float], torch.Tensor]
 
 
-def parse_values(values: ValueSpec, name: str) -> Tuple[torch.Tensor, bool]:
-    """Turn a choice list or a ``(min, max)`` range into a float table.
+def parse_values(values: ValueSpec, name: str) -> Tuple[List[float], bool]:
+    """Turn a choice list or a ``(min, max)`` range into a list of floats.
 
     Args:
         values: a list or 1-D tensor of choices, or a tuple ``(min, max)`` for a uniform range.
         name: the argument's name, for error messages.
 
     Returns:
-        ``(table, is_range)``: the choices (or ``[min, max]``) as a float32 tensor and whether it is a range.
+        ``(table, is_range)``: the choices (or ``[min, max]``) and whether they describe a range.
 
     Raises:
         TypeError: for a value that is neither a list, a tuple nor a tensor.
@@ -34,34 +35,32 @@ def parse_values(values: ValueSpec, name: str) -> Tuple[torch.Tensor, bool]:
     if isinstance(values, torch.Tensor):
         if values.dim() != 1 or values.numel() == 0:
             raise ValueError(f"{name} as a tensor must be 1-D and non-empty, got shape {tuple(values.shape)}")
-        table, is_range = values.detach().to("cpu", torch.float32).clone(), False
+        table, is_range = [float(v) for v in values.detach().cpu().tolist()], False
     elif isinstance(values, tuple):
         if len(values) != 2:
             raise ValueError(
                 f"{name} as a tuple means a (min, max) range and needs 2 values, got {len(values)}; "
                 "pass a list for a set of choices"
             )
-        low, high = (float(v) for v in values)
-        if low > high:
-            raise ValueError(f"{name} range ({low}, {high}) has min > max")
-        table, is_range = torch.tensor([low, high], dtype=torch.float32), True
+        table, is_range = [float(values[0]), float(values[1])], True
+        if table[0] > table[1]:
+            raise ValueError(f"{name} range {tuple(table)} has min > max")
     elif isinstance(values, list):
         if not values:
             raise ValueError(f"{name} needs at least one value, got an empty list")
-        table, is_range = torch.tensor([float(v) for v in values], dtype=torch.float32), False
+        table, is_range = [float(v) for v in values], False
     else:
         raise TypeError(
             f"{name} must be a list of choices, a (min, max) tuple or a 1-D tensor, got {type(values).__name__}"
         )
-    if not all(math.isfinite(v) for v in table.tolist()):
-        raise ValueError(f"{name} must hold finite numbers, got {table.tolist()}")
+    if not all(math.isfinite(v) for v in table):
+        raise ValueError(f"{name} must hold finite numbers, got {table}")
     return table, is_range
 
 
-def pick(table: torch.Tensor, is_range: bool, u: torch.Tensor) -> torch.Tensor:
-    """Map uniform draws ``u`` in [0, 1) to values of ``table`` (a uniform choice, or a point of the range)."""
+def pick(table: List[float], is_range: bool, u: float) -> float:
+    """Map a uniform draw ``u`` in [0, 1) to a value: a point of the range, or a uniformly chosen entry."""
     if is_range:
         return table[0] + (table[1] - table[0]) * u
-    n = table.shape[0]
-    index = (u * n).long().clamp(0, n - 1)
-    return table[index]
+    n = len(table)
+    return table[min(int(u * n), n - 1)]

@@ -121,22 +121,18 @@ class RandomScale(nn.Module):
     def __init__(self, scale: ValueSpec, mode: str = "bilinear", align_corners: bool = False) -> None:
         super().__init__()
         table, is_range = parse_values(scale, "scale")
-        if bool((table <= 0).any()):
-            raise ValueError(f"scale factors must be positive, got {table.tolist()}")
+        if min(table) <= 0:
+            raise ValueError(f"scale factors must be positive, got {table}")
         if mode not in ("bilinear", "nearest", "bicubic", "area"):
             raise ValueError(f"mode must be 'bilinear', 'nearest', 'bicubic' or 'area', got {mode!r}")
-        # A host-side list: the output size depends on the factor, so it is needed on the host anyway.
-        self.scale: List[float] = table.tolist()
+        self.scale: List[float] = table
         self.is_range = is_range
         self.mode = mode
         self.align_corners = align_corners
 
     def sample_params(self) -> float:
         """Draw a factor (from the CPU generator)."""
-        if self.is_range:
-            u = float(torch.rand(()))
-            return self.scale[0] + (self.scale[1] - self.scale[0]) * u
-        return self.scale[int(torch.randint(0, len(self.scale), ()))]
+        return pick(self.scale, self.is_range, float(torch.rand(())))
 
     def apply_params(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         """Resize ``x`` by ``scale``."""
@@ -158,20 +154,19 @@ class _RandomSimilarity(nn.Module):
     def __init__(self, values: ValueSpec, name: str, mode: str, padding_mode: str, value: float) -> None:
         super().__init__()
         table, is_range = parse_values(values, name)
-        self.register_buffer("values", table, persistent=False)
+        self.values: List[float] = table
         self.is_range = is_range
         self.mode = mode
         self.padding_mode = check_modes(mode, padding_mode, float(value))
         self.value = float(value)
 
-    def sample_params(self, device: torch.device) -> torch.Tensor:
-        """Draw one value (a 0-d tensor on ``device``, no host synchronisation)."""
-        values = self.values.to(device)
-        return pick(values, self.is_range, torch.rand((), device=device, dtype=values.dtype))
+    def sample_params(self) -> float:
+        """Draw one value (from the CPU generator; no device work)."""
+        return pick(self.values, self.is_range, float(torch.rand(())))
 
     def extra_repr(self) -> str:
-        kind = "range" if self.is_range else "choices"
-        return f"{kind}={len(self.values)}, mode={self.mode!r}, padding_mode={self.padding_mode!r}"
+        values = f"range={tuple(self.values)}" if self.is_range else f"choices={len(self.values)}"
+        return f"{values}, mode={self.mode!r}, padding_mode={self.padding_mode!r}"
 
 
 class RandomScaleAffine(_RandomSimilarity):
@@ -198,20 +193,18 @@ class RandomScaleAffine(_RandomSimilarity):
         self, scale: ValueSpec, mode: str = "bilinear", padding_mode: str = "constant", value: float = 0.0
     ) -> None:
         super().__init__(scale, "scale", mode, padding_mode, value)
-        if bool((self.values <= 0).any()):
-            raise ValueError(f"scale factors must be positive, got {self.values.tolist()}")
+        if min(self.values) <= 0:
+            raise ValueError(f"scale factors must be positive, got {self.values}")
 
-    def apply_params(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Magnify the content of ``x`` by ``scale`` (a 0-d tensor)."""
+    def apply_params(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """Magnify the content of ``x`` by ``scale``."""
         _check_nchw(x, "RandomScaleAffine")
         hw = [x.shape[-2], x.shape[-1]]
-        return warp_similarity(
-            x, scale, torch.zeros_like(scale), None, None, hw, self.mode, self.padding_mode, self.value
-        )
+        return warp_similarity(x, scale, 0.0, [0.0, 0.0], [0.0, 0.0], hw, self.mode, self.padding_mode, self.value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Randomly rescale the content of an NCHW tensor."""
-        return self.apply_params(x, self.sample_params(x.device))
+        return self.apply_params(x, self.sample_params())
 
 
 class RandomRotation(_RandomSimilarity):
@@ -235,14 +228,12 @@ class RandomRotation(_RandomSimilarity):
     ) -> None:
         super().__init__(degrees, "degrees", mode, padding_mode, value)
 
-    def apply_params(self, x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-        """Rotate the content of ``x`` by ``angle`` degrees (a 0-d tensor)."""
+    def apply_params(self, x: torch.Tensor, angle: float) -> torch.Tensor:
+        """Rotate the content of ``x`` by ``angle`` degrees."""
         _check_nchw(x, "RandomRotation")
         hw = [x.shape[-2], x.shape[-1]]
-        return warp_similarity(
-            x, torch.ones_like(angle), angle, None, None, hw, self.mode, self.padding_mode, self.value
-        )
+        return warp_similarity(x, 1.0, angle, [0.0, 0.0], [0.0, 0.0], hw, self.mode, self.padding_mode, self.value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Randomly rotate an NCHW tensor."""
-        return self.apply_params(x, self.sample_params(x.device))
+        return self.apply_params(x, self.sample_params())

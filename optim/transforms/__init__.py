@@ -1,0 +1,42 @@
+"""Differentiable image transforms for transformation robustness (kornia-style modules and functions).
+
+Every transform is an ``nn.Module`` mapping an NCHW tensor to an NCHW tensor, draws its randomness from
+torch (``torch.manual_seed`` reproduces a render), is differentiable with respect to its input and works
+under ``torch.jit.script``. Random modules expose ``sample_params``/``apply_params`` to rerun a transform with
+fixed parameters. :class:`TransformationRobustness` is the default stack, fused into a single resampling.
+
+Example::
+
+    import optim as opt
+    transform = opt.transforms.TransformationRobustness()
+    x = transform(torch.rand(1, 3, 224, 224))   # (1, 3, 228, 228)
+"""
+from .color import BlendAlpha, IgnoreAlpha, NChannelsToRGB, RGBToBGR, ScaleInputRange, hue_to_rgb, nchannels_to_rgb
+from .crop import CenterCrop, RandomCrop, center_crop
+from .filters import GaussianSmoothing
+from .geometric import RandomRotation, RandomScale, RandomScaleAffine, RandomSpatialJitter, spatial_jitter
+from .padding import SymmetricPad2d, SymmetricPadding, symmetric_pad
+from .robustness import TransformationRobustness
+
+__all__ = [
+    "BlendAlpha",
+    "IgnoreAlpha",
+    "ScaleInputRange",
+    "RGBToBGR",
+    "NChannelsToRGB",
+    "hue_to_rgb",
+    "nchannels_to_rgb",
+    "CenterCrop",
+    "center_crop",
+    "RandomCrop",
+    "GaussianSmoothing",
+    "RandomSpatialJitter",
+    "spatial_jitter",
+    "RandomScale",
+    "RandomScaleAffine",
+    "RandomRotation",
+    "SymmetricPadding",
+    "SymmetricPad2d",
+    "symmetric_pad",
+    "TransformationRobustness",
+]
