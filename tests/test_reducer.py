@@ -41,9 +41,11 @@ def test_pca_transform_inverse_and_fitted_attributes() -> None:
     reducer = ChannelReducer(2, "PCA").fit(x)
     ref = PCA(2).fit(_flat(x))
     torch.testing.assert_close(reducer.transform(x), _unflat(ref.transform(_flat(x)), x).float())
-    torch.testing.assert_close(reducer.explained_variance_ratio, torch.as_tensor(ref.explained_variance_ratio_).float())
+    expected_ratio = torch.as_tensor(ref.explained_variance_ratio_).float()
+    torch.testing.assert_close(reducer.explained_variance_ratio, expected_ratio)
     y = reducer.transform(x)
-    torch.testing.assert_close(reducer.inverse_transform(y), _unflat(ref.inverse_transform(ref.transform(_flat(x))), x).float())
+    recon = _unflat(ref.inverse_transform(ref.transform(_flat(x))), x).float()
+    torch.testing.assert_close(reducer.inverse_transform(y), recon)
     assert "components" in dir(reducer)
     with pytest.raises(AttributeError, match="noise_varianc"):
         reducer.noise_varianc  # noqa: B018  (a typo'd attribute must not silently pass)
@@ -129,7 +131,8 @@ def test_partial_fit_over_batches_matches_sklearn() -> None:
     for b in batches:
         ref.partial_fit(_flat(b))
     torch.testing.assert_close(reducer.components, torch.as_tensor(ref.components_).float())
-    torch.testing.assert_close(reducer.transform(batches[0]), _unflat(ref.transform(_flat(batches[0])), batches[0]).float())
+    expected = _unflat(ref.transform(_flat(batches[0])), batches[0]).float()
+    torch.testing.assert_close(reducer.transform(batches[0]), expected)
 
     nmf = ChannelReducer(2, "MiniBatchNMF", random_state=0, batch_size=16)
     ref_nmf = MiniBatchNMF(2, random_state=0, batch_size=16)

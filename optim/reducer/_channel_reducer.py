@@ -92,6 +92,7 @@ class ChannelReducer:
         self.n_components = n_components
         self.reducer = estimator
         self._device: Optional[torch.device] = None
+        self._dtype: torch.dtype = torch.float32
 
     def __repr__(self) -> str:
         return f"ChannelReducer(n_components={self.n_components}, reducer={self.reducer!r})"
@@ -116,7 +117,7 @@ class ChannelReducer:
             )
         device = x.device
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        self._device = device
+        self._device, self._dtype = device, dtype
 
         def restore(out: Any) -> torch.Tensor:
             t = torch.as_tensor(np.asarray(out), device=device).to(dtype)
@@ -197,7 +198,7 @@ class ChannelReducer:
     # -- fitted attributes -------------------------------------------------------------------------------
     @property
     def components(self) -> torch.Tensor:
-        """The fitted ``components_`` (``[n_components, channels]``) as a tensor on the last input's device."""
+        """The fitted ``components_`` (``[n_components, channels]``), on the last input's device and dtype."""
         return self.__getattr__("components")
 
     def __getattr__(self, name: str) -> Any:
@@ -212,7 +213,9 @@ class ChannelReducer:
             )
         value = getattr(reducer, name + "_")
         if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
-            return torch.as_tensor(value, device=self.__dict__.get("_device"))
+            tensor = torch.as_tensor(value, device=self.__dict__.get("_device"))
+            # Float attributes follow the input's dtype so they combine with activations without casts.
+            return tensor.to(self.__dict__.get("_dtype", torch.float32)) if value.dtype.kind == "f" else tensor
         return value
 
     def __dir__(self) -> List[str]:

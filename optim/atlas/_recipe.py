@@ -1,0 +1,154 @@
+"""The activation atlas recipe: lay out activations, average grid cells, render every cell's direction."""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from ._canvas import create_atlas
+from ._grid import GridSize, create_atlas_vectors
+
+__all__ = ["activation_atlas", "atlas_layout"]
+
+# Lucid's activation atlas layout settings (Carter et al. 2019).
+_UMAP_DEFAULTS: Dict[str, Any] = {"n_neighbors": 20, "min_dist": 0.01, "metric": "cosine"}
+
+
+def _as_samples(activations: torch.Tensor) -> torch.Tensor:
+    """``[N, C]`` or ``[N, C, H, W]`` activations as ``[samples, C]`` (every spatial position a sample)."""
+    if not torch.is_tensor(activations) or activations.dim() not in (2, 4):
+        shape = tuple(activations.shape) if torch.is_tensor(activations) else type(activations).__name__
+        raise ValueError(f"dataset_activations must be [N, C] or [N, C, H, W], got {shape}")
+    if activations.dim() == 4:
+        activations = activations.permute(0, 2, 3, 1).reshape(-1, activations.size(1))
+    return activations.detach()
+
+
+def atlas_layout(samples: torch.Tensor, reducer: Any = "UMAP", **reducer_kwargs: Any) -> torch.Tensor:
+    """A 2-D layout of ``[N, C]`` activation samples.
+
+    Args:
+        samples: ``[N, C]`` activations.
+        reducer: ``"UMAP"`` (default settings ``n_neighbors=20, min_dist=0.01, metric="cosine"``, as in
+            Lucid), ``"TSNE"``, any :class:`~optim.reducer.ChannelReducer` algorithm, or a ``ChannelReducer``.
+        reducer_kwargs: keyword arguments for the algorithm (override the UMAP defaults).
+
+    Returns:
+        The ``[N, 2]`` layout on ``samples``' device.
+
+    Example::
+
+        xy = atlas_layout(acts, "TSNE", perplexity=30.0)
+    """
+    from optim.reducer import ChannelReducer
+
+    if isinstance(reducer, ChannelReducer):
+        if reducer_kwargs:
+            raise ValueError("reducer_kwargs cannot be applied to a ChannelReducer instance")
+        channel_reducer = reducer
+    else:
+        kwargs = {**_UMAP_DEFAULTS, **reducer_kwargs} if reducer == "UMAP" else reducer_kwargs
+        channel_reducer = ChannelReducer(2, reducer, **kwargs)
+    layout = channel_reducer.fit_transform(samples)
+    if layout.dim() != 2 or layout.size(1) != 2:
+        raise ValueError(f"the reducer must give a 2-D layout, got shape {tuple(layout.shape)}")
+    return layout
+
+
+def _direction_loss(layer: Union[str, nn.Module], vec: torch.Tensor, batch_index: int, cossim_pow: float) -> Any:
+    from optim.loss import Direction
+
+    return Direction(layer, vec, cossim_pow=cossim_pow, batch_index=batch_index)
+
+
+def activation_atlas(
+    model: nn.Module,
+    layer: Union[str, nn.Module],
+    dataset_activations: torch.Tensor,
+    grid_size: GridSize = 8,
+    reducer: Any = "UMAP",
+    reducer_kwargs: Optional[Dict[str, Any]] = None,
+    layout: Optional[torch.Tensor] = None,
+    min_density: int = 8,
+    image_size: Union[int, Sequence[int]] = 64,
+    batch_size: int = 16,
+    steps: int = 128,
+    lr: float = 0.05,
+    transform: Optional[nn.Module] = None,
+    cossim_pow: float = 0.0,
+    loss_fn: Optional[Callable[[Union[str, nn.Module], torch.Tensor, int], Any]] = None,
+    base_tensor: Callable[..., torch.Tensor] = torch.ones,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Render an activation atlas of ``layer`` (Carter et al., "Activation Atlas", Distill 2019).
+
+    The activations are laid out in 2-D (UMAP by default), binned into a ``grid_size`` grid, and every cell
+    holding at least ``min_density`` samples is averaged into a direction. Each direction is rendered
+    with ``NaturalImage`` and a ``Direction`` loss, ``batch_size`` cells per optimization (one image per
+    ``batch_index``, losses summed with ``opt.loss.sum_loss_list``), and the renders are pasted into one
+    image at their cells' positions (y up).
+
+    Args:
+        model: the network.
+        layer: the layer the activations come from (a module or dotted name).
+        dataset_activations: ``[N, C]`` or ``[N, C, H, W]`` activations of ``layer`` over a dataset (e.g.
+            from ``opt.models.collect_activations``); each spatial position is one sample.
+        grid_size: ``(width, height)`` in cells, or an int.
+        reducer: the layout algorithm, ``"UMAP"`` (needs the ``umap`` extra), ``"TSNE"``, ... (see
+            :func:`atlas_layout`). Ignored when ``layout`` is given.
+        reducer_kwargs: keyword arguments for the layout algorithm.
+        layout: a precomputed ``[samples, 2]`` layout, skipping the reducer.
+        min_density: cells with fewer samples stay empty.
+        image_size: the size of each cell's render, an int or ``(h, w)``.
+        batch_size: cells rendered per optimization.
+        steps: optimization steps per batch.
+        lr: the Adam learning rate.
+        transform: robustness transforms (default ``opt.transforms.TransformationRobustness()``).
+        cossim_pow: the ``Direction`` loss's cosine similarity power (higher: match the direction more
+            than the magnitude).
+        loss_fn: ``loss_fn(layer, vec, batch_index) -> Loss`` replaces the ``Direction`` loss.
+        base_tensor: the empty canvas (``torch.ones``: white).
+        show_progress: show a progress bar per batch.
+
+    Returns:
+        The atlas, an ``ImageTensor`` of shape ``[1, 3, h * height, w * width]``.
+
+    Raises:
+        ValueError: for bad shapes, a bad ``batch_size``, or when no cell reaches ``min_density``.
+
+    Example::
+
+        acts = opt.models.collect_activations(model, "mixed4c", images)["mixed4c"]
+        atlas = activation_atlas(model, "mixed4c", acts, grid_size=10, min_density=4)
+        atlas.export("atlas.png")
+    """
+    from optim.images import ImageTensor, NaturalImage
+    from optim.loss import sum_loss_list
+    from optim.optimization import InputOptimization, n_steps
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    samples = _as_samples(dataset_activations)
+    if layout is None:
+        layout = atlas_layout(samples, reducer, **(reducer_kwargs or {}))
+    vectors, coords = create_atlas_vectors(layout, samples, grid_size, min_density=min_density)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    make_loss = loss_fn or (lambda target, vec, index: _direction_loss(target, vec, index, cossim_pow))
+
+    renders: List[torch.Tensor] = []
+    for start in range(0, vectors.size(0), batch_size):
+        batch = vectors[start : start + batch_size]
+        image = NaturalImage(size, batch=batch.size(0))
+        loss = sum_loss_list([make_loss(layer, vec, i) for i, vec in enumerate(batch)])
+        if transform is None:
+            from optim.transforms import TransformationRobustness
+
+            batch_transform: nn.Module = TransformationRobustness()
+        else:
+            batch_transform = transform
+        InputOptimization(model, loss, image, batch_transform).optimize(n_steps(steps, show_progress), lr=lr)
+        with torch.no_grad():
+            renders.append(image().detach().as_subclass(torch.Tensor))
+    atlas = create_atlas(torch.cat(renders), coords, grid_size, base_tensor=base_tensor)
+    return ImageTensor(atlas)

@@ -1,0 +1,112 @@
+"""Expanded weights: the effective kernel between two layers that are not literally adjacent."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from optim._utils import model_device_dtype, module_name, resolve_module
+from optim.optimization.hooks import model_frozen, run_to_targets
+from optim.transforms import center_crop
+
+__all__ = ["extract_expanded_weights"]
+
+ModelInput = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+
+
+def _grad_ready_inputs(model_input: ModelInput) -> Tuple[torch.Tensor, ...]:
+    """Detached copies of the inputs; floating ones require grad.
+
+    An input that requires grad keeps every activation in the autograd graph even when the model's
+    parameters are frozen, which is what lets us differentiate target2 with respect to target1.
+    """
+    inputs = model_input if isinstance(model_input, tuple) else (model_input,)
+    ready = []
+    for t in inputs:
+        if not torch.is_tensor(t):
+            raise TypeError(f"model_input must be a tensor or a tuple of tensors, got {type(t).__name__}")
+        t = t.detach().clone()
+        ready.append(t.requires_grad_(True) if t.is_floating_point() else t)
+    return tuple(ready)
+
+
+def extract_expanded_weights(
+    model: nn.Module,
+    target1: Union[str, nn.Module],
+    target2: Union[str, nn.Module],
+    crop_shape: Optional[Union[int, Sequence[int]]] = None,
+    model_input: Optional[ModelInput] = None,
+    crop_func: Optional[Callable[..., torch.Tensor]] = center_crop,
+) -> torch.Tensor:
+    """The expanded weights from every channel of ``target1`` into the centre neuron of ``target2``.
+
+    Entry ``[c2, c1, y, x]`` is the gradient of channel ``c2`` of ``target2`` at its spatial centre with
+    respect to ``target1``'s activation at channel ``c1`` and position ``(y, x)``. Through a purely linear
+    path (use ``opt.models.googlenet(use_linear_modules_only=True)``) this is exactly the composed kernel
+    of all the layers in between (Voss et al., "Visualizing Weights", Distill 2021). With a nonlinear
+    model it is the local linearization at ``model_input``, averaged over its batch.
+
+    The forward pass stops once ``target2`` has run. It runs in eval mode with frozen parameters; hooks,
+    modes and ``requires_grad`` are restored afterwards, on errors too.
+
+    Args:
+        model: the network.
+        target1: the lower layer (a module or dotted name).
+        target2: the higher layer, whose output depends on ``target1``'s; 4-D (conv) or 2-D (linear).
+        crop_shape: crop the spatial dims of the result to this size (an int for a square), e.g. the
+            kernel footprint, to drop the zero margin. Ignored when ``target1`` is not 4-D.
+        model_input: the input (or tuple of inputs); default a zero ``1x3x224x224`` image on the model's
+            device and dtype. A smaller input is faster as long as ``target1``'s output still covers the
+            footprint of ``target2``'s centre neuron.
+        crop_func: ``crop_func(weights, crop_shape)`` does the cropping (centre crop by default).
+
+    Returns:
+        A detached tensor ``[C2, C1, H, W]`` (``[C2, C1]`` when ``target1`` is 2-D) on the model's device.
+
+    Raises:
+        ValueError: for unknown layer names, targets that do not run, outputs of an unsupported rank, or a
+            ``target2`` that does not depend on ``target1``.
+        TypeError: for outputs or inputs that are not tensors.
+
+    Example::
+
+        linear = opt.models.googlenet(pretrained=True, use_linear_modules_only=True)
+        w = extract_expanded_weights(linear, linear.mixed4a_relu, linear.mixed4b_relu, 5)
+        w.shape  # torch.Size([512, 508, 5, 5])
+    """
+    module1, module2 = resolve_module(model, target1), resolve_module(model, target2)
+    name1, name2 = module_name(model, module1), module_name(model, module2)
+    if model_input is None:
+        device, dtype = model_device_dtype(model)
+        model_input = torch.zeros(1, 3, 224, 224, device=device, dtype=dtype)
+    inputs = _grad_ready_inputs(model_input)
+
+    with model_frozen(model), torch.enable_grad():
+        outputs = run_to_targets(model, [module1, module2], *inputs)
+        activ1, activ2 = outputs[module1], outputs[module2]
+        for name, act in ((name1, activ1), (name2, activ2)):
+            if not torch.is_tensor(act):
+                raise TypeError(f"the output of {name} must be a tensor, got {type(act).__name__}")
+        if activ2.dim() == 4:
+            centre = activ2[:, :, (activ2.size(2) - 1) // 2, (activ2.size(3) - 1) // 2]
+        elif activ2.dim() == 2:
+            centre = activ2
+        else:
+            raise ValueError(f"target2 ({name2}) must give a 4-D or 2-D output, got shape {tuple(activ2.shape)}")
+        if not activ1.requires_grad or not centre.requires_grad:
+            raise ValueError(f"{name2} does not depend on {name1} through a differentiable path")
+
+        rows = []
+        for channel in range(centre.size(1)):
+            # Each sample's centre neuron depends only on that sample, so the gradient of the batch sum
+            # holds every sample's row; the batch mean is the row itself for a batch of one.
+            (grad,) = torch.autograd.grad(centre[:, channel].sum(), activ1, retain_graph=True, allow_unused=True)
+            if grad is None:
+                raise ValueError(f"{name2} does not depend on {name1}; is {name1} below {name2}?")
+            rows.append(grad.mean(0))
+        weights = torch.stack(rows)
+
+    if crop_shape is not None and crop_func is not None and weights.dim() == 4:
+        weights = crop_func(weights, crop_shape)
+    return weights.detach()

@@ -1,0 +1,61 @@
+"""The mean Fourier magnitude of a dataset, for spectrum-matched image parameterizations."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from ._color import _accumulation_dtype, iter_image_batches
+
+__all__ = ["dataset_spectrum"]
+
+
+def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(s, int) and s > 0 for s in hw):
+        raise ValueError(f"size must be a positive int or a (height, width) pair of them, got {size!r}")
+    return hw[0], hw[1]
+
+
+def dataset_spectrum(loader: Iterable[Any], size: Union[int, Sequence[int]]) -> torch.Tensor:
+    """The mean magnitude of the real 2D FFT (``norm="ortho"``) of every image in a dataset.
+
+    Images of another size are resized (bilinear, antialiased) to ``size`` first. The result is the
+    ``magnitude`` that ``opt.images.PhaseImage`` takes, so optimized images share the dataset's power
+    spectrum (MACO, Fel et al. 2023).
+
+    Args:
+        loader: an iterable of NCHW batches or ``(images, labels)`` pairs, such as a ``DataLoader``.
+        size: the image size ``(height, width)`` (an int for a square) the spectrum is for.
+
+    Returns:
+        A float32 ``[C, H, W // 2 + 1]`` tensor on the batches' device.
+
+    Raises:
+        ValueError: for a bad ``size``, an empty loader, or batches whose channel counts differ.
+
+    Example::
+
+        magnitude = dataset_spectrum(loader, 128)
+        image = opt.images.NaturalImage((128, 128), parameterization=opt.images.PhaseImage,
+                                        magnitude=magnitude)
+    """
+    height, width = _size_hw(size)
+    total: Optional[torch.Tensor] = None
+    count = 0
+    for images in iter_image_batches(loader):
+        images = images.to(_accumulation_dtype(images.device))
+        if tuple(images.shape[2:]) != (height, width):
+            images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+        magnitude = torch.fft.rfft2(images, norm="ortho").abs().sum(0)
+        if total is None:
+            total = magnitude
+        elif magnitude.shape != total.shape:
+            raise ValueError(f"every batch needs {total.size(0)} channels, got a batch with {magnitude.size(0)}")
+        else:
+            total = total + magnitude.to(total.device)
+        count += images.size(0)
+    if total is None:
+        raise ValueError("dataset_spectrum needs a loader yielding at least one image")
+    return (total / count).float()

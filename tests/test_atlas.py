@@ -1,0 +1,143 @@
+"""Activation atlas: grid binning, cell averages, exact tile placement, and a tiny end-to-end render."""
+import pytest
+import torch
+import torch.nn as nn
+
+import optim as opt
+from optim.atlas import (
+    activation_atlas,
+    atlas_layout,
+    calc_grid_indices,
+    compute_avg_cell_samples,
+    create_atlas,
+    create_atlas_vectors,
+    normalize_grid,
+)
+
+
+def test_normalize_grid_rescales_and_clips_outliers() -> None:
+    xy = torch.tensor([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0], [3.0, 6.0]])
+    out = normalize_grid(xy, min_percentile=0.0, max_percentile=1.0, relative_margin=0.0)
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.0], [1 / 3, 1 / 3], [2 / 3, 2 / 3], [1.0, 1.0]]))
+    spread = torch.cat([torch.linspace(0, 1, 101).unsqueeze(1).repeat(1, 2), torch.tensor([[1000.0, 0.5]])])
+    clipped = normalize_grid(spread)
+    assert clipped.min() == 0 and clipped.max() == 1
+    # The outlier is clipped to the 99th percentile (0.9999) plus 10% of the 1st-99th spread (0.9898),
+    # instead of squashing everything else towards 0.
+    upper = 0.9999 + 0.1 * (0.9999 - 0.0101)
+    assert clipped[50, 0].item() == pytest.approx(0.5 / upper, rel=1e-4)
+    assert clipped[101, 0] == 1
+    with pytest.raises(ValueError, match="percentile"):
+        normalize_grid(xy, min_percentile=0.9, max_percentile=0.1)
+    with pytest.raises(ValueError, match=r"\[n_points, 2\]"):
+        normalize_grid(torch.zeros(4, 3))
+
+
+def test_calc_grid_indices_exact_cells() -> None:
+    xy = torch.tensor([[0.1, 0.9], [0.8, 0.2], [1.0, 1.0], [0.5, 0.5], [1.2, 0.3], [0.05, 0.6], [0.0, 0.0]])
+    idx = calc_grid_indices(xy, (2, 2))
+    as_lists = [[t.tolist() for t in column] for column in idx]
+    # Point 4 lies outside the extent; the upper edge (point 2) belongs to the last cell; 0.5 to the upper cell.
+    assert as_lists == [[[6], [0, 5]], [[1], [2, 3]]]
+    wide = calc_grid_indices(xy * 4, (3, 1), x_extent=(0.0, 3.0), y_extent=(0.0, 4.0))
+    # x * 4 = [0.4, 3.2, 4.0, 2.0, 4.8, 0.2, 0.0]: three unit-wide cells over [0, 3], so 1, 2, 4 are outside.
+    assert [c[0].tolist() for c in wide] == [[0, 5, 6], [], [3]]
+    with pytest.raises(ValueError, match="grid_size"):
+        calc_grid_indices(xy, (2, 0))
+    with pytest.raises(ValueError, match="x_extent"):
+        calc_grid_indices(xy, 2, x_extent=(1.0, 1.0))
+
+
+def test_compute_avg_cell_samples_and_atlas_vectors() -> None:
+    xy = torch.tensor([[0.1, 0.1], [0.2, 0.3], [0.9, 0.8], [0.7, 0.9], [0.6, 0.6], [0.9, 0.1]])
+    acts = torch.arange(12, dtype=torch.float32).view(6, 2)
+    vecs, coords = compute_avg_cell_samples(calc_grid_indices(xy, 2), acts, 2, min_density=2)
+    assert coords == [(0, 0, 2), (1, 1, 3)]
+    torch.testing.assert_close(vecs, torch.stack([acts[:2].mean(0), acts[2:5].mean(0)]))
+    same = create_atlas_vectors(xy, acts, 2, min_density=2, normalize=False)
+    torch.testing.assert_close(same[0], vecs)
+    assert same[1] == coords
+    with pytest.raises(ValueError, match="min_density"):
+        compute_avg_cell_samples(calc_grid_indices(xy, 2), acts, 2, min_density=4)
+    with pytest.raises(ValueError, match="6 points but raw_activations has 5"):
+        create_atlas_vectors(xy, acts[:5], 2)
+
+
+def test_create_atlas_places_tiles_exactly() -> None:
+    cells = torch.stack([torch.full((2, 2, 3), v) for v in (0.1, 0.2, 0.3)])  # 3 cells, C=2, h=2, w=3
+    coords = [(0, 0, 9), (2, 1, 4), (1, 0, 5)]
+    atlas = create_atlas(cells, coords, (3, 2))
+    assert atlas.shape == (1, 2, 4, 9)
+    expected = torch.ones(1, 2, 4, 9)
+    expected[..., 2:4, 0:3] = 0.1  # (x=0, y=0): bottom-left
+    expected[..., 0:2, 6:9] = 0.2  # (x=2, y=1): top-right
+    expected[..., 2:4, 3:6] = 0.3  # (x=1, y=0): bottom-middle
+    torch.testing.assert_close(atlas, expected)
+    # Image content keeps its orientation inside the tile.
+    ramp = torch.arange(6.0).view(1, 1, 2, 3)
+    tile = create_atlas([ramp], [(1, 0)], (2, 1), base_tensor=torch.zeros)
+    torch.testing.assert_close(tile[..., 3:6], ramp)
+    assert tile[..., :3].abs().sum() == 0
+    with pytest.raises(ValueError, match="outside"):
+        create_atlas(cells, [(0, 0), (3, 0), (1, 1)], (3, 2))
+    with pytest.raises(ValueError, match="2 coords"):
+        create_atlas(cells, coords[:2], (3, 2))
+
+
+def test_atlas_layout_with_tsne() -> None:
+    samples = torch.cat([torch.rand(12, 4), torch.rand(12, 4) + 5.0])
+    xy = atlas_layout(samples, "TSNE", perplexity=4.0, random_state=0)
+    assert xy.shape == (24, 2)
+    reducer = opt.reducer.ChannelReducer(2, "PCA")
+    torch.testing.assert_close(atlas_layout(samples, reducer), reducer.transform(samples))
+    with pytest.raises(ValueError, match="reducer_kwargs"):
+        atlas_layout(samples, reducer, whiten=True)
+
+
+def test_tiny_end_to_end_atlas(tiny_net: nn.Module) -> None:
+    # Two clusters of conv2 activations: one driven by channel 0, one by channel 1.
+    acts = torch.zeros(20, 6)
+    acts[:10, 0], acts[10:, 1] = 1.0, 1.0
+    acts += 0.05 * torch.rand(20, 6)
+    layout = torch.cat([torch.rand(10, 2) * 0.4, 0.6 + torch.rand(10, 2) * 0.4])  # bottom-left, top-right
+    calls = []
+
+    def loss_fn(layer, vec, batch_index):
+        calls.append((vec.clone(), batch_index))
+        return opt.loss.Direction(layer, vec, batch_index=batch_index)
+
+    tiny_net.train()
+    atlas = activation_atlas(
+        tiny_net, "conv2", acts, grid_size=2, layout=layout, min_density=3, image_size=12, batch_size=1,
+        steps=25, lr=0.1, transform=nn.Identity(), loss_fn=loss_fn,
+    )
+    assert isinstance(atlas, opt.ImageTensor) and atlas.shape == (1, 3, 24, 24)
+    assert tiny_net.training and all(p.requires_grad for p in tiny_net.parameters())
+    assert [i for _, i in calls] == [0, 0]  # batch_size=1: two separate renders
+    torch.testing.assert_close(calls[0][0], acts[:10].mean(0))
+    torch.testing.assert_close(calls[1][0], acts[10:].mean(0))
+    torch.testing.assert_close(atlas[..., :12, :12], torch.ones(1, 3, 12, 12))  # empty top-left
+    torch.testing.assert_close(atlas[..., 12:, 12:], torch.ones(1, 3, 12, 12))  # empty bottom-right
+    low, high = atlas[..., 12:, :12], atlas[..., :12, 12:]  # cluster 0 bottom-left, cluster 1 top-right
+    assert 0 <= atlas.min() and atlas.max() <= 1 and (low - 1).abs().max() > 0
+
+    # Each render moves its own direction more than the other cluster's render does.
+    with torch.no_grad():
+        conv2 = tiny_net.conv2(tiny_net.relu1(tiny_net.conv1(torch.cat([low, high]))))
+    per_channel = conv2.mean((2, 3))
+    assert per_channel[0, 0] - per_channel[0, 1] > per_channel[1, 0] - per_channel[1, 1]
+
+
+def test_batched_atlas_with_tsne_layout(tiny_net: nn.Module) -> None:
+    acts = torch.rand(3, 6, 4, 4)  # spatial positions are samples: 48 of them
+    atlas = activation_atlas(
+        tiny_net, tiny_net.conv2, acts, grid_size=(2, 1), reducer="TSNE", reducer_kwargs={"perplexity": 5.0},
+        min_density=1, image_size=(8, 10), batch_size=4, steps=2, transform=nn.Identity(),
+    )
+    assert atlas.shape == (1, 3, 8, 20)
+    # The normalized layout spans [0, 1] on x, so both cells hold samples and both tiles are rendered.
+    assert all((atlas[..., x * 10 : (x + 1) * 10] != 1).any() for x in range(2))
+    with pytest.raises(ValueError, match="batch_size"):
+        activation_atlas(tiny_net, "conv2", acts, batch_size=0)
+    with pytest.raises(ValueError, match=r"\[N, C\]"):
+        activation_atlas(tiny_net, "conv2", torch.rand(3, 6, 4))
