@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import itertools
 from types import ModuleType
-from typing import Dict, Union
+from typing import Dict, Tuple, Union
 
+import torch
 import torch.nn as nn
 
-__all__ = ["optional_import", "named_module_map", "resolve_module", "lookup_module", "module_name", "model_device_dtype"]
+__all__ = [
+    "optional_import",
+    "named_module_map",
+    "resolve_module",
+    "lookup_module",
+    "module_name",
+    "model_device_dtype",
+]
 
 
 def optional_import(module: str, extra: str, feature: str = "") -> ModuleType:
@@ -87,11 +96,10 @@ def module_name(model: nn.Module, module: nn.Module) -> str:
     return type(module).__name__
 
 
-def model_device_dtype(model: nn.Module):
+def model_device_dtype(model: nn.Module) -> Tuple[torch.device, torch.dtype]:
     """The device and floating dtype of a model's first parameter or buffer (CPU/float32 if it has none)."""
-    import torch
-
-    for t in list(model.parameters()) + list(model.buffers()):
+    # a lazy chain stops at the first floating tensor instead of listing every weight of a large model
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.is_floating_point():
             return t.device, t.dtype
     return torch.device("cpu"), torch.float32

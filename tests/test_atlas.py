@@ -88,6 +88,8 @@ def test_atlas_layout_with_tsne() -> None:
     samples = torch.cat([torch.rand(12, 4), torch.rand(12, 4) + 5.0])
     xy = atlas_layout(samples, "TSNE", perplexity=4.0, random_state=0)
     assert xy.shape == (24, 2)
+    a, b = xy[:12], xy[12:]  # the two clusters stay apart in the layout
+    assert (a.mean(0) - b.mean(0)).norm() > 2 * max(a.std(0).norm(), b.std(0).norm())
     reducer = opt.reducer.ChannelReducer(2, "PCA")
     torch.testing.assert_close(atlas_layout(samples, reducer), reducer.transform(samples))
     with pytest.raises(ValueError, match="reducer_kwargs"):

@@ -118,6 +118,13 @@ def test_gradcam_matches_manual_computation(tiny_net, image):
     ref = F.relu((acts.grad.mean(dim=(2, 3), keepdim=True) * acts).sum(1, keepdim=True)).detach()
     torch.testing.assert_close(attribute(tiny_net, image, 4), ref)
     assert opt.attribution.default_gradcam_layer(tiny_net, image) is tiny_net.relu2
+    # called on its own, the search pass leaves a training model (and its batch norm statistics) alone
+    bn_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    bn_net(image)
+    before = model_state(bn_net), bn_net[1].running_mean.clone()
+    assert opt.attribution.default_gradcam_layer(bn_net, image.double()) is bn_net[2]
+    assert (model_state(bn_net), hook_count(bn_net)) == (before[0], 0)
+    assert torch.equal(bn_net[1].running_mean, before[1])
     # a coarse layer gets bilinearly upsampled to the image size (the 1x1 pool output: a constant map)
     coarse = attribute(tiny_net, image, 4, layer="pool", upsample=False)
     assert coarse.shape == (2, 1, 1, 1)
@@ -210,12 +217,10 @@ def test_channel_attribution_is_activation_times_gradient(tiny_net, image):
 
 
 # -- a real network and a real photo --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lite0():
-    try:
-        return opt.models.efficientnet_lite0(pretrained=True, transform_input=True).eval()
-    except Exception as err:  # pragma: no cover - depends on the offline weights package
-        pytest.skip(f"pretrained EfficientNet-Lite0 not available: {err}")
+@pytest.fixture
+def lite0(pretrained_lite0):
+    assert pretrained_lite0.transform_input  # takes [0, 1] RGB, like the photo below
+    return pretrained_lite0
 
 
 @pytest.fixture(scope="module")

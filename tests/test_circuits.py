@@ -110,6 +110,14 @@ def test_linear_googlenet_mixed4a_to_mixed4b_shape() -> None:
     assert weights.shape == (512, 508, 5, 5)
     assert weights.abs().sum() > 0 and torch.isfinite(weights).all()
     assert all(not m._forward_hooks for m in linear.modules())
+    # the linear path is affine: a change of the 5x5 mixed4a map moves mixed4b's centre neurons by exactly
+    # the expanded weights applied to that change
+    acts = models.collect_activations(linear.eval(), linear.mixed4a_relu, torch.zeros(1, 3, 80, 80))
+    mixed4a = acts[linear.mixed4a_relu]
+    delta = torch.randn_like(mixed4a)
+    with torch.no_grad():
+        moved = linear.mixed4b(mixed4a + delta) - linear.mixed4b(mixed4a)
+    torch.testing.assert_close(moved[0, :, 2, 2], torch.einsum("oihw,ihw->o", weights, delta[0]), rtol=1e-4, atol=1e-4)
 
 
 def test_heatmap_colours() -> None:

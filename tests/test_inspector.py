@@ -174,5 +174,8 @@ def test_stream_over_loader_equals_one_big_batch(tiny_net):
 
 def test_stream_follows_model_dtype(tiny_net):
     net = tiny_net.double()
-    acts = ModelInspector(net).stream(torch.rand(5, 3, 4, 4), layers=["fc"], batch_size=2)
+    x = torch.rand(5, 3, 4, 4)
+    acts = ModelInspector(net).stream(x, layers=["fc"], batch_size=2)
     assert acts["fc"].dtype == torch.float64 and acts["fc"].shape == (5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(acts["fc"], net(x.double()))  # batches of 2, 2, 1 put back in order

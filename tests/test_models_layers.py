@@ -229,7 +229,14 @@ def test_inspection_on_torchvision_googlenet_and_vgg11():
     acts = collect_activations(gnet, ["inception3a", "inception4e"], torch.rand(1, 3, 96, 96))
     assert acts["inception3a"].shape[1] == 256 and acts["inception4e"].shape[1] == 832
 
-    vgg = torchvision.models.vgg11(weights=None)
+    # only shapes are read: build on the meta device and allocate zeros, skipping the ~2 s random init of
+    # VGG's 133M weights
+    with torch.device("meta"):
+        vgg = torchvision.models.vgg11(weights=None)
+    vgg = vgg.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in vgg.parameters():
+            p.zero_()
     modes = [m.training for m in vgg.modules()]
     rows = {r.name: r for r in layer_info(vgg, (1, 3, 32, 32))}
     assert rows["features.0"].shape == (1, 64, 32, 32) and rows["features.20"].shape == (1, 512, 1, 1)

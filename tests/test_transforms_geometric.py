@@ -7,26 +7,9 @@ import torch.nn.functional as F
 from optim import transforms as T
 from optim.transforms._affine import affine_grid
 from optim.transforms.robustness import DEFAULT_DEGREES, DEFAULT_SCALE, DEFAULT_TRANSLATE
+from _transform_checks import scripted_equal, seeded_gradcheck
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
-
-
-def _scripted_equal(module: torch.nn.Module, x: torch.Tensor, seed: int = 3) -> torch.Tensor:
-    scripted = torch.jit.script(module)
-    torch.manual_seed(seed)
-    eager_out = module(x)
-    torch.manual_seed(seed)
-    scripted_out = scripted(x)
-    torch.testing.assert_close(scripted_out, eager_out, rtol=0, atol=0)
-    return eager_out
-
-
-def _gradcheck(fn, x: torch.Tensor, seed: int = 5) -> None:
-    def seeded(inp: torch.Tensor) -> torch.Tensor:
-        torch.manual_seed(seed)
-        return fn(inp)
-
-    assert torch.autograd.gradcheck(seeded, (x.double().requires_grad_(),), eps=1e-6, atol=1e-5)
 
 
 def _smooth_image(h: int, w: int, pad_value: float = 0.5) -> torch.Tensor:
@@ -72,8 +55,8 @@ def test_random_spatial_jitter_draws_every_shift_and_scripts():
     shift = jitter.sample_params()
     torch.manual_seed(1)
     torch.testing.assert_close(jitter(x), T.spatial_jitter(x, shift[0], shift[1], "reflect"), rtol=0, atol=0)
-    assert _scripted_equal(jitter, x).shape == x.shape
-    _gradcheck(jitter, torch.rand(1, 2, 5, 5))
+    assert scripted_equal(jitter, x).shape == x.shape
+    seeded_gradcheck(jitter, torch.rand(1, 2, 5, 5))
 
 
 # ---------------------------------------------------------------- scale and rotation
@@ -89,8 +72,8 @@ def test_random_scale_resizes_like_interpolate():
     ranged = T.RandomScale((0.8, 1.2))
     draws = [ranged.sample_params() for _ in range(200)]
     assert 0.8 <= min(draws) < 0.85 and 1.15 < max(draws) <= 1.2
-    assert _scripted_equal(ranged, x).shape[1] == 3
-    _gradcheck(T.RandomScale([0.75, 1.5]), torch.rand(1, 2, 4, 4))
+    assert scripted_equal(ranged, x).shape[1] == 3
+    seeded_gradcheck(T.RandomScale([0.75, 1.5]), torch.rand(1, 2, 4, 4))
 
 
 def test_random_scale_affine_magnifies_about_centre():
@@ -130,8 +113,8 @@ def test_random_rotation_matches_rot90_and_flips():
 )
 def test_affine_modules_script_and_gradcheck(module):
     x = torch.rand(2, 3, 10, 12)
-    assert _scripted_equal(module, x).shape == x.shape
-    _gradcheck(module, torch.rand(1, 2, 5, 6))
+    assert scripted_equal(module, x).shape == x.shape
+    seeded_gradcheck(module, torch.rand(1, 2, 5, 6))
 
 
 def test_geometric_errors():
@@ -280,9 +263,9 @@ def test_transformation_robustness_reproducible_scripted_and_differentiable():
     assert not torch.allclose(a, tr(x))
     for module in (tr, T.TransformationRobustness(fused=False, crop_or_pad_output=True),
                    T.TransformationRobustness(translate=2, scale=(0.9, 1.1), degrees=None, final_translate=None)):
-        _scripted_equal(module, x)
-    _gradcheck(T.TransformationRobustness(), torch.rand(1, 2, 6, 6))
-    _gradcheck(T.TransformationRobustness(fused=False, translate=[1, 1]), torch.rand(1, 2, 6, 6))
+        scripted_equal(module, x)
+    seeded_gradcheck(T.TransformationRobustness(), torch.rand(1, 2, 6, 6))
+    seeded_gradcheck(T.TransformationRobustness(fused=False, translate=[1, 1]), torch.rand(1, 2, 6, 6))
     # every output pixel outside the image reads the pad value; the gradient reaches the input
     x = torch.rand(1, 3, 12, 12, requires_grad=True)
     torch.manual_seed(0)
@@ -290,6 +273,19 @@ def test_transformation_robustness_reproducible_scripted_and_differentiable():
     assert torch.all(out[..., :4, :] == 0.5)
     out.sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_transformation_robustness_takes_image_tensors_as_plain_tensors():
+    from optim.images import ImageTensor
+
+    x = torch.rand(1, 3, 10, 10)
+    for tr in (T.TransformationRobustness(), T.TransformationRobustness(fused=False, crop_or_pad_output=True)):
+        torch.manual_seed(2)
+        plain = tr(x)
+        torch.manual_seed(2)
+        wrapped = tr(ImageTensor(x))
+        assert type(wrapped) is torch.Tensor  # no subclass dispatch downstream, in the model
+        torch.testing.assert_close(wrapped, plain, rtol=0, atol=0)
 
 
 def test_transformation_robustness_errors():

@@ -1,11 +1,15 @@
 """Turn a DataLoader, a tensor or any iterable of batches into a stream of input tensors."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, List, Optional, Union
 
 import torch
+import torch.nn as nn
 
-__all__ = ["iter_inputs", "count_batches"]
+from .._utils import model_device_dtype
+from ..optimization.hooks import run_to_targets
+
+__all__ = ["iter_inputs", "count_batches", "layer_outputs"]
 
 
 def _first_tensor(batch: Any) -> torch.Tensor:
@@ -70,3 +74,23 @@ def count_batches(
     if total is not None and max_batches is not None:
         total = min(total, max_batches)
     return total
+
+
+def layer_outputs(model: nn.Module, modules: List[nn.Module], x: torch.Tensor) -> List[torch.Tensor]:
+    """The output of each module for the input batch ``x``, running the model only as far as needed.
+
+    ``x`` is moved to the model's device (and floating dtype). A module returning a tuple or list (e.g.
+    attention) contributes its first output.
+
+    Args:
+        model: the network (the caller decides on eval mode and gradients).
+        modules: submodules of ``model``.
+        x: one input batch.
+
+    Returns:
+        One tensor per module, in the order of ``modules``.
+    """
+    device, dtype = model_device_dtype(model)
+    x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
+    outputs = run_to_targets(model, modules, x)
+    return [out[0] if isinstance(out, (tuple, list)) else out for out in (outputs[m] for m in modules)]

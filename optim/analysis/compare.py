@@ -8,9 +8,9 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .._utils import model_device_dtype, module_name, resolve_module
-from ..optimization.hooks import model_frozen, run_to_targets
-from ._data import count_batches, iter_inputs
+from .._utils import module_name, resolve_module
+from ..optimization.hooks import model_frozen
+from ._data import count_batches, iter_inputs, layer_outputs
 from .cka import MinibatchCKA
 
 __all__ = ["CKAMap", "model_cka", "cka_heatmap", "plot_cka", "default_cka_layers"]
@@ -51,18 +51,6 @@ def _resolve(model: nn.Module, layers: Sequence[LayerSpec], which: str) -> Tuple
         raise ValueError(f"{which} must name at least one layer")
     modules = [resolve_module(model, layer) for layer in layers]
     return modules, [module_name(model, m) for m in modules]
-
-
-def _activations(model: nn.Module, modules: List[nn.Module], x: torch.Tensor) -> List[torch.Tensor]:
-    device, dtype = model_device_dtype(model)
-    x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
-    outputs = run_to_targets(model, modules, x)
-    acts = []
-    for m in modules:
-        out = outputs[m]
-        # Modules that return tuples (e.g. attention) are compared on their first output.
-        acts.append(out[0] if isinstance(out, (tuple, list)) else out)
-    return acts
 
 
 def model_cka(
@@ -123,13 +111,13 @@ def model_cka(
             stack.enter_context(model_frozen(model2))
         for x in batches:
             if same_model:
-                acts = _activations(model1, list(dict.fromkeys(mods1 + mods2)), x)
+                acts = layer_outputs(model1, list(dict.fromkeys(mods1 + mods2)), x)
                 by_module = dict(zip(dict.fromkeys(mods1 + mods2), acts))
                 acts1 = [by_module[m] for m in mods1]
                 acts2 = [by_module[m] for m in mods2]
             else:
-                acts1 = _activations(model1, mods1, x)
-                acts2 = _activations(model2, mods2, x)
+                acts1 = layer_outputs(model1, mods1, x)
+                acts2 = layer_outputs(model2, mods2, x)
             metric.update(acts1, acts2)
     if metric.n_batches == 0:
         raise ValueError("the loader yielded no batches")

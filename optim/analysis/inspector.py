@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype, module_name, resolve_module
-from ..optimization.hooks import model_frozen, run_to_targets
-from ._data import count_batches, iter_inputs
+from ..optimization.hooks import model_frozen
+from ._data import count_batches, iter_inputs, layer_outputs
 
 __all__ = ["LayerInfo", "LayerWeights", "Activations", "ModelInspector"]
 
@@ -283,7 +283,6 @@ class ModelInspector:
         if not modules:
             raise ValueError("stream needs at least one layer")
         names = [layer if isinstance(layer, str) else module_name(self.model, layer) for layer in layers]
-        model_device, model_dtype = model_device_dtype(self.model)
         chunks: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
         batches: Iterable[torch.Tensor] = iter_inputs(data, batch_size=batch_size, max_batches=max_batches)
         if progress:
@@ -292,11 +291,7 @@ class ModelInspector:
             batches = tqdm(batches, total=count_batches(data, batch_size, max_batches), desc="stream", unit="batch")
         with torch.no_grad(), model_frozen(self.model):
             for x in batches:
-                x = x.to(device=model_device, dtype=model_dtype if x.is_floating_point() else x.dtype)
-                outputs = run_to_targets(self.model, modules, x)
-                for name, m in zip(names, modules):
-                    out = outputs[m]
-                    out = out[0] if isinstance(out, (tuple, list)) else out
+                for name, out in zip(names, layer_outputs(self.model, modules, x)):
                     chunks[name].append(out.detach().to(device) if device is not None else out.detach())
         self.activations = Activations({name: torch.cat(parts) for name, parts in chunks.items() if parts})
         if not self.activations:

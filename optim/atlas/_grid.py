@@ -150,7 +150,8 @@ def compute_avg_cell_samples(
     """
     width, height = grid_shape(grid_size)
     if not torch.is_tensor(raw_samples) or raw_samples.dim() != 2:
-        raise ValueError("raw_samples must be an [n_samples, n_channels] tensor")
+        got = tuple(raw_samples.shape) if torch.is_tensor(raw_samples) else type(raw_samples).__name__
+        raise ValueError(f"raw_samples must be an [n_samples, n_channels] tensor, got {got}")
     if len(grid_indices) != width or any(len(column) != height for column in grid_indices):
         raise ValueError(f"grid_indices must be {width} lists of {height} index tensors (indices[x][y])")
     vectors, coords = [], []
@@ -199,7 +200,8 @@ def create_atlas_vectors(
     """
     _check_points(xy_grid)
     if not torch.is_tensor(raw_activations) or raw_activations.dim() != 2:
-        raise ValueError("raw_activations must be an [n_points, n_channels] tensor")
+        got = tuple(raw_activations.shape) if torch.is_tensor(raw_activations) else type(raw_activations).__name__
+        raise ValueError(f"raw_activations must be an [n_points, n_channels] tensor, got {got}")
     if raw_activations.size(0) != xy_grid.size(0):
         raise ValueError(
             f"xy_grid has {xy_grid.size(0)} points but raw_activations has {raw_activations.size(0)} rows"

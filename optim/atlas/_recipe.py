@@ -45,7 +45,10 @@ def atlas_layout(samples: torch.Tensor, reducer: Any = "UMAP", **reducer_kwargs:
 
     if isinstance(reducer, ChannelReducer):
         if reducer_kwargs:
-            raise ValueError("reducer_kwargs cannot be applied to a ChannelReducer instance")
+            raise ValueError(
+                f"reducer_kwargs {sorted(reducer_kwargs)} cannot be applied to a ChannelReducer instance; "
+                "set them on its estimator"
+            )
         channel_reducer = reducer
     else:
         kwargs = {**_UMAP_DEFAULTS, **reducer_kwargs} if reducer == "UMAP" else reducer_kwargs

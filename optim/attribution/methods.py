@@ -57,15 +57,20 @@ def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
     That is Grad-CAM's usual choice: the rectified output of the final convolutional stage (``layer4`` of a
     ResNet, the head activation of an EfficientNet), found with one forward pass.
 
+    The pass runs in eval mode without gradients (batch norm statistics stay untouched); the model's mode
+    and hooks are restored afterwards.
+
     Args:
         model: the network.
-        image: an ``NCHW`` input it accepts.
+        image: an ``NCHW`` input it accepts (moved to the model's device and dtype).
 
     Raises:
         ValueError: if no module outputs a spatial map larger than 1 x 1.
     """
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    with torch.no_grad(), ModuleOutputsHook(leaves) as hook:
+    device, dtype = model_device_dtype(model)
+    image = image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype)
+    with torch.no_grad(), model_frozen(model), ModuleOutputsHook(leaves) as hook:
         model(image)
         # the dict is filled in firing order, so the last match is the deepest spatial map
         spatial = [m for m, out in hook.outputs.items()

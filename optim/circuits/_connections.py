@@ -49,7 +49,8 @@ def top_connections(
         top_connections(w, k=5, target_channel=443, score="sum")  # the most excitatory inputs of 443
     """
     if not torch.is_tensor(expanded_weights) or expanded_weights.dim() < 2:
-        raise ValueError("expanded_weights must be a tensor of shape [C2, C1, ...]")
+        got = tuple(expanded_weights.shape) if torch.is_tensor(expanded_weights) else type(expanded_weights).__name__
+        raise ValueError(f"expanded_weights must be a tensor of shape [C2, C1, ...], got {got}")
     if score not in _SCORES:
         raise ValueError(f"score must be one of {_SCORES}, got {score!r}")
     if not isinstance(k, int) or k < 1:

@@ -126,7 +126,7 @@ def cov_matrix_to_klt(cov_mtx: torch.Tensor, normalize: bool = False, epsilon: f
         raise ValueError(f"cov_matrix_to_klt needs a square [C, C] tensor, got {shape}")
     work = cov_mtx.to(_accumulation_dtype(cov_mtx.device))
     if not torch.allclose(work, work.T, rtol=1e-4, atol=1e-8):
-        raise ValueError("cov_matrix_to_klt needs a symmetric covariance matrix")
+        raise ValueError(f"cov_matrix_to_klt needs a symmetric covariance matrix, got {cov_mtx.tolist()}")
     eigvals, eigvecs = torch.linalg.eigh((work + work.T) / 2)
     eigvals, eigvecs = eigvals.flip(0).clamp_min(0), eigvecs.flip(1)  # descending; drop round-off negatives
     signs = torch.where(eigvecs.sum(0) < 0, -1.0, 1.0).to(eigvecs.dtype)

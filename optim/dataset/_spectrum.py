@@ -1,21 +1,15 @@
 """The mean Fourier magnitude of a dataset, for spectrum-matched image parameterizations."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
+from ..images.base import check_size
 from ._color import _accumulation_dtype, iter_image_batches
 
 __all__ = ["dataset_spectrum"]
-
-
-def _size_hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(s, int) and s > 0 for s in hw):
-        raise ValueError(f"size must be a positive int or a (height, width) pair of them, got {size!r}")
-    return hw[0], hw[1]
 
 
 def dataset_spectrum(loader: Iterable[Any], size: Union[int, Sequence[int]]) -> torch.Tensor:
@@ -41,7 +35,7 @@ def dataset_spectrum(loader: Iterable[Any], size: Union[int, Sequence[int]]) -> 
         image = opt.images.NaturalImage((128, 128), parameterization=opt.images.PhaseImage,
                                         magnitude=magnitude)
     """
-    height, width = _size_hw(size)
+    height, width = check_size(size)
     total: Optional[torch.Tensor] = None
     count = 0
     for images in iter_image_batches(loader):

@@ -1,7 +1,7 @@
 """The base class of image parameterizations and the argument checks they share."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -39,7 +39,7 @@ def check_size(size: Sequence[int], name: str = "size") -> Tuple[int, int]:
     except TypeError:
         raise TypeError(f"{name} must be an int or (height, width), got {type(size).__name__}") from None
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
-        raise ValueError(f"{name} must be (height, width) with positive ints, got {size!r}")
+        raise ValueError(f"{name} must be a positive int or (height, width) of positive ints, got {size!r}")
     return int(size[0]), int(size[1])
 
 
@@ -69,3 +69,40 @@ def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Ten
     if init.size(0) == 1 and batch > 1:
         init = init.expand(batch, -1, -1, -1)
     return init.clone()
+
+
+class ImageGeometry(NamedTuple):
+    """The validated ``(batch, channels, height, width)`` of a parameterization, and its prepared ``init``."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    init: Optional[torch.Tensor]
+    dtype: torch.dtype
+    device: Optional[torch.device]
+
+
+def image_geometry(
+    size: Sequence[int], channels: int, batch: int, init: Optional[torch.Tensor]
+) -> ImageGeometry:
+    """Check the arguments every pixel-grid parameterization takes; an ``init`` fixes the geometry.
+
+    Args:
+        size: ``(height, width)`` (an int for a square), used without ``init``.
+        channels: channels per image, used without ``init``.
+        batch: number of images; a single-image ``init`` is repeated to this many.
+        init: a CHW or NCHW tensor, or None.
+
+    Returns:
+        An :class:`ImageGeometry`: the shape, the NCHW ``init`` from :func:`prepare_init`, and the dtype
+        and device to create parameters with (the default dtype and device without ``init``).
+    """
+    batch = check_positive(batch, "batch")
+    init = prepare_init(init, batch)
+    if init is None:
+        height, width = check_size(size)
+        channels = check_positive(channels, "channels")
+        return ImageGeometry(batch, channels, height, width, None, torch.get_default_dtype(), None)
+    b, c, h, w = (int(s) for s in init.shape)
+    return ImageGeometry(b, c, h, w, init, init.dtype, init.device)

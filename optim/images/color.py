@@ -68,7 +68,7 @@ class ToRGB(nn.Module):
                 f"transform must be 'klt', 'i1i2i3' or a 3x3 tensor, got {type(transform).__name__}"
             )
         if torch.linalg.matrix_rank(matrix) < 3:
-            raise ValueError("the transform matrix must be invertible")
+            raise ValueError(f"the transform matrix must be invertible, got {matrix.tolist()}")
         # kept in float64 (cast to the input's dtype on use) so float64 renders lose no precision
         self.register_buffer("transform", matrix)
         self.register_buffer("inverse_transform", torch.linalg.inv(matrix))

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import ImageParameterization, check_positive, check_size, prepare_init
+from .base import ImageParameterization, check_positive, image_geometry
 
 __all__ = ["LaplacianImage"]
 
@@ -49,13 +49,7 @@ class LaplacianImage(ImageParameterization):
         power: float = 0.1,
     ) -> None:
         super().__init__()
-        batch = check_positive(batch, "batch")
-        init = prepare_init(init, batch)
-        if init is None:
-            height, width = check_size(size)
-            channels = check_positive(channels, "channels")
-        else:
-            batch, channels, height, width = (int(s) for s in init.shape)
+        batch, channels, height, width, init, _, _ = image_geometry(size, channels, batch, init)
         scales = sorted({check_positive(s, "each scale") for s in scales})
         scales = [s for s in scales if s <= max(height, width)]
         if not scales or scales[0] != 1:

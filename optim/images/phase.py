@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .base import ImageParameterization, check_positive, check_size, prepare_init
+from .base import ImageParameterization, image_geometry
 from .fft import spectrum_scale
 
 __all__ = ["PhaseImage"]
@@ -49,15 +49,7 @@ class PhaseImage(ImageParameterization):
         decay_power: float = 1.0,
     ) -> None:
         super().__init__()
-        batch = check_positive(batch, "batch")
-        init = prepare_init(init, batch)
-        if init is not None:
-            batch, channels, height, width = (int(s) for s in init.shape)
-            dtype = init.dtype
-        else:
-            height, width = check_size(size)
-            channels = check_positive(channels, "channels")
-            dtype = torch.get_default_dtype()
+        batch, channels, height, width, init, dtype, _ = image_geometry(size, channels, batch, init)
         freq_shape = (height, width // 2 + 1)
         if magnitude is None:
             magnitude = spectrum_scale(height, width, decay_power, dtype=torch.float64)

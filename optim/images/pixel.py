@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .base import ImageParameterization, check_positive, check_size, prepare_init
+from .base import ImageParameterization, image_geometry
 
 __all__ = ["PixelImage"]
 
@@ -35,12 +35,12 @@ class PixelImage(ImageParameterization):
         init: Optional[torch.Tensor] = None,
     ) -> None:
         super().__init__()
-        batch = check_positive(batch, "batch")
-        init = prepare_init(init, batch)
-        if init is None:
-            height, width = check_size(size)
-            init = torch.randn(batch, check_positive(channels, "channels"), height, width) / 10 + 0.5
-        self.image = nn.Parameter(init)
+        geo = image_geometry(size, channels, batch, init)
+        if geo.init is None:
+            image = torch.randn(geo.batch, geo.channels, geo.height, geo.width) / 10 + 0.5
+        else:
+            image = geo.init
+        self.image = nn.Parameter(image)
 
     def forward(self) -> torch.Tensor:
         """Returns:

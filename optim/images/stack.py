@@ -47,7 +47,10 @@ class StackImage(ImageParameterization):
     ) -> None:
         super().__init__()
         if isinstance(parameterizations, (nn.Module, torch.Tensor)) or not len(parameterizations):
-            raise ValueError("parameterizations must be a non-empty list of parameterizations or tensors")
+            raise ValueError(
+                "parameterizations must be a non-empty list of parameterizations or tensors, got "
+                f"{parameterizations!r}"
+            )
         if not isinstance(dim, int) or not -4 <= dim < 4:
             raise ValueError(f"dim must be an int in [-4, 3] for NCHW images, got {dim!r}")
         parts = []

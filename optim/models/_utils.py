@@ -1,7 +1,7 @@
 """Inspect any model: its hookable layers, their output shapes, and their activations for an input."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -136,9 +136,22 @@ def collect_activations(
     return {t: outputs[m] for t, m in zip(target_list, modules)}
 
 
-def _check_state_dict_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
-    """Raise ``ValueError`` naming every missing or unexpected key of ``state_dict`` for ``model``."""
-    if not isinstance(state_dict, dict):
+def _load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """``load_state_dict(strict=True)`` whose errors are ValueErrors naming the offending keys.
+
+    Args:
+        model: the network to fill.
+        state_dict: its weights.
+        source: where they come from (a path or URL), for the messages.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: for something that is not a state dict, missing or unexpected keys (each named), or
+            mis-shaped tensors.
+    """
+    if not isinstance(state_dict, Mapping):
         raise ValueError(f"{source} does not hold a state dict (got {type(state_dict).__name__})")
     expected = set(model.state_dict())
     given = set(state_dict)
@@ -148,6 +161,11 @@ def _check_state_dict_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor]
             f"the weights in {source} do not fit {type(model).__name__}: "
             f"missing keys {missing}, unexpected keys {unexpected}"
         )
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:  # shape mismatches, each named by torch
+        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: {err}") from err
+    return model
 
 
 def _load_pretrained(
@@ -171,9 +189,4 @@ def _load_pretrained(
     else:
         state_dict = torch.load(model_path, map_location="cpu", weights_only=True)
         source = str(model_path)
-    _check_state_dict_keys(model, state_dict, source)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: {err}") from err
-    return model
+    return _load_state_dict_strict(model, state_dict, source)

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ._layers import Conv2dSame, RedirectedRelu6Layer
-from ._utils import _check_state_dict_keys
+from ._utils import _load_state_dict_strict
 
 __all__ = [
     "EfficientNetLite",
@@ -295,15 +295,6 @@ def convert_efficientnet_lite_state_dict(state_dict: Mapping[str, torch.Tensor])
     if unknown:
         raise ValueError(f"unexpected keys in the EfficientNet-Lite checkpoint: {unknown}")
     return converted
-
-
-def _load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` whose errors are ValueErrors naming the offending keys."""
-    _check_state_dict_keys(model, dict(state_dict), source)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:  # shape mismatches, each named by torch
-        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: {err}") from err
 
 
 def _packaged_checkpoint(name: str) -> str:

@@ -166,7 +166,7 @@ class InceptionV1(nn.Module):
         if x.dim() == 3:
             x = x.unsqueeze(0)
         if x.dim() != 4:
-            raise ValueError("InceptionV1 expects an NCHW (or CHW) image tensor")
+            raise ValueError("InceptionV1 expects an NCHW (or CHW) image tensor, got " + str(x.dim()) + " dimensions")
         if self.transform_input:
             x = x * 255 - 117
             if self.bgr_transform:

@@ -150,7 +150,7 @@ class VGG16(nn.Module):
         if x.dim() == 3:
             x = x.unsqueeze(0)
         if x.dim() != 4:
-            raise ValueError("VGG16 expects an NCHW (or CHW) image tensor")
+            raise ValueError("VGG16 expects an NCHW (or CHW) image tensor, got " + str(x.dim()) + " dimensions")
         if self.transform_input:
             if self.scale_input:
                 x = x * 255

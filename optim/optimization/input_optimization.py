@@ -126,7 +126,11 @@ class InputOptimization:
     def _forward(self, hook: ModuleOutputsHook) -> None:
         hook.reset()
         try:
-            self.model(self.transform(self.input_param()))
+            image = self.input_param()
+            if type(image) is not torch.Tensor:
+                # ImageTensor's per-op Python dispatch is pure overhead inside transforms and the model.
+                image = image.as_subclass(torch.Tensor)
+            self.model(self.transform(image))
         except StopForward:
             pass
 

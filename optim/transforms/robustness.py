@@ -216,8 +216,16 @@ class TransformationRobustness(nn.Module):
             x = _center_crop(x, [height, width], False, False, self.pad_value)
         return x
 
+    @torch.jit.unused
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        # An ImageTensor (NaturalImage's output) would route every op of the stack through its
+        # __torch_function__, a large share of a small image's step; the result is a plain tensor anyway.
+        return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Randomly transform an NCHW tensor."""
+        """Randomly transform an NCHW tensor (a tensor subclass such as ``ImageTensor`` comes out plain)."""
+        if not torch.jit.is_scripting():
+            x = self._plain(x)
         if x.dim() != 4:
             raise ValueError(f"TransformationRobustness expects an NCHW tensor, got {x.dim()} dimensions")
         jitter_shifts, scale, angle, final_shift = self.sample_params()
