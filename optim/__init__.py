@@ -33,6 +33,7 @@ _SUBPACKAGES = (
     "attribution",
     "analysis",
     "render",
+    "recipes",
 )
 
 # top-level name -> module that defines it

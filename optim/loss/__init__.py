@@ -21,6 +21,8 @@ from .direction import (
     VectorLoss,
 )
 from .regularizer import L1, L2, Alignment, Diversity, L2Mean, TotalVariation
+from .parse import parse
+from .style import ContentLoss, ReferenceDistance, StyleLoss, Transparency, gram_matrix
 
 __all__ = [
     "Loss",
@@ -46,4 +48,10 @@ __all__ = [
     "ActivationWeights",
     "VectorLoss",
     "FacetLoss",
+    "parse",
+    "gram_matrix",
+    "StyleLoss",
+    "ContentLoss",
+    "ReferenceDistance",
+    "Transparency",
 ]

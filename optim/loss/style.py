@@ -1,0 +1,175 @@
+"""Losses against reference activations: style (Gram matrices), content, accentuation, transparency.
+
+``StyleLoss``, ``ContentLoss`` and ``ReferenceDistance`` are distances (0 at the reference), so a render
+subtracts them from what it maximizes; ``Transparency`` is an objective to add.
+
+Example::
+
+    loss = -(ContentLoss("blocks.8", content_act) + 10.0 * StyleLoss("blocks.3", style_act))
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Activations, BaseLoss, BatchIndex, Target, target_name
+
+__all__ = ["gram_matrix", "StyleLoss", "ContentLoss", "ReferenceDistance", "Transparency"]
+
+
+def gram_matrix(x: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix of each image's channels, divided by the number of positions (Gatys et al. 2016).
+
+    Dividing by ``H * W`` makes Gram matrices of images of different sizes comparable.
+
+    Args:
+        x: an ``[N, C, H, W]`` (or ``[N, C, L]``) activation.
+
+    Returns:
+        An ``[N, C, C]`` tensor.
+
+    Example::
+
+        gram_matrix(torch.ones(1, 2, 3, 3))  # tensor([[[1., 1.], [1., 1.]]])
+    """
+    if x.dim() < 3:
+        raise ValueError(f"gram_matrix needs an [N, C, ...] activation with positions, got shape {tuple(x.shape)}")
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    return torch.bmm(flat, flat.transpose(1, 2)) / flat.shape[2]
+
+
+def _reference(reference: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(reference, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(reference).__name__}")
+    return reference.detach()
+
+
+class _ReferenceLoss(BaseLoss):
+    """A loss on one target that compares it to a fixed tensor (moved to the activation's device/dtype)."""
+
+    def __init__(self, target: Target, reference: torch.Tensor, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, batch_index)
+        self.reference = _reference(reference, "reference")
+
+    def _paired(self, act: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The reference on ``act``'s device and dtype, checked to broadcast over ``act``'s batch."""
+        reference = reference.to(device=act.device, dtype=act.dtype)
+        if reference.shape[1:] != act.shape[1:] or reference.shape[0] not in (1, act.shape[0]):
+            raise ValueError(
+                f"{type(self).__name__}: the reference of shape {tuple(reference.shape)} does not match the "
+                f"activation of {target_name(self.target)}, shape {tuple(act.shape)} (same shape, or batch 1)"
+            )
+        return reference
+
+
+class StyleLoss(_ReferenceLoss):
+    """The squared difference between the Gram matrices of the activation and of a style image, relative
+    to the style's own: ``mean((G - G_style) ** 2) / mean(G_style ** 2)``.
+
+    Being relative, it is about 1 for an unrelated image at any layer, so layers of very different scales
+    share one weight.
+
+    Args:
+        target: the layer.
+        style: the style image's activation at ``target`` (``[1 or N, C, H, W]``; its spatial size may
+            differ from the render's); its Gram matrix is computed once.
+        batch_index: which images of the batch the loss reads.
+
+    Example::
+
+        style_act = opt.optimization.run_to_targets(model, [model.blocks[3]], style_image)[model.blocks[3]]
+        loss = -StyleLoss(model.blocks[3], style_act)
+    """
+
+    def __init__(self, target: Target, style: torch.Tensor, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, gram_matrix(_reference(style, "style")), batch_index)
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        gram = gram_matrix(self._activation(activations))
+        style = self._paired(gram, self.reference)
+        return ((gram - style) ** 2).mean() / (style**2).mean().clamp_min(1e-12)
+
+
+class ContentLoss(_ReferenceLoss):
+    """The mean squared error between the activation and a reference activation (Gatys' content loss).
+
+    Minimizing it from noise is feature inversion (Mahendran & Vedaldi 2015): the render becomes an image
+    the layer cannot tell from the reference image.
+
+    Args:
+        target: the layer.
+        reference: the reference image's activation at ``target`` (``[1 or N, C, H, W]``).
+        batch_index: which images of the batch the loss reads.
+
+    Example::
+
+        loss = -ContentLoss("blocks.8", photo_act)
+    """
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        return ((act - self._paired(act, self.reference)) ** 2).mean()
+
+
+class ReferenceDistance(_ReferenceLoss):
+    """Per image, the L2 distance to a reference activation relative to the reference's norm.
+
+    Feature accentuation (Hamblin et al. 2024) raises a feature starting from a real image while this
+    distance, at a chosen layer, keeps the render close to what the network saw in the image: 0 at the
+    image's own activation, 1 at an all-zero activation, whatever the layer's scale.
+
+    Args:
+        target: the layer.
+        reference: the image's activation at ``target`` (``[1 or N, C, H, W]``).
+        batch_index: which images of the batch the loss reads.
+        epsilon: keeps the square root differentiable at the reference.
+
+    Returns (when called):
+        An ``[N]`` tensor of relative distances.
+
+    Example::
+
+        loss = ChannelActivation("blocks.10", 7) - 2.0 * ReferenceDistance("blocks.5", image_act)
+    """
+
+    def __init__(
+        self, target: Target, reference: torch.Tensor, batch_index: BatchIndex = None, epsilon: float = 1e-8
+    ) -> None:
+        super().__init__(target, reference, batch_index)
+        self.epsilon = float(epsilon)
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        act = self._activation(activations)
+        reference = self._paired(act, self.reference).expand_as(act)
+        diff = (act - reference).reshape(act.shape[0], -1)
+        norm = reference.reshape(act.shape[0], -1).norm(dim=1).clamp_min(self.epsilon)
+        return ((diff**2).sum(dim=1) + self.epsilon).sqrt() / norm
+
+
+class Transparency(BaseLoss):
+    """How transparent an RGBA image is: ``1 - sqrt(mean(alpha ** 2))`` per image (Lucid's mean alpha).
+
+    Add it (weighted) to a feature objective on a 4-channel ``NaturalImage`` blended over random
+    backgrounds with ``BlendAlpha``: the render then stays opaque only where the feature needs it.
+
+    Args:
+        target: the image parameterization (or any module whose output is ``[N, 4, H, W]``).
+        batch_index: which images of the batch the loss reads.
+
+    Returns (when called):
+        An ``[N]`` tensor in ``[0, 1]``; 1 is fully transparent.
+
+    Example::
+
+        image = opt.images.NaturalImage((128, 128), channels=4)
+        loss = ChannelActivation("blocks.10", 7) + 0.5 * Transparency(image)
+    """
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        x = self._activation(activations)
+        if x.dim() != 4 or x.shape[1] != 4:
+            raise ValueError(
+                f"Transparency needs an [N, 4, H, W] RGBA output from {target_name(self.target)}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        alpha = x[:, 3].reshape(x.shape[0], -1)
+        return 1.0 - (alpha**2).mean(dim=1).sqrt()

@@ -1,0 +1,67 @@
+"""Class visualization: render what a classifier takes for each of some classes."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from ..loss.activation import ChannelActivation
+from ..loss.base import sum_loss_list
+from ..render import DEFAULT_LR, DEFAULT_SIZE, default_image, render_vis
+
+__all__ = ["class_visualization"]
+
+
+def class_visualization(
+    model: nn.Module,
+    classes: Union[int, Sequence[int]],
+    target: Optional[Union[str, nn.Module]] = None,
+    size: int = DEFAULT_SIZE,
+    steps: int = 128,
+    lr: float = DEFAULT_LR,
+    transforms: Optional[nn.Module] = None,
+    progress: bool = True,
+    seed: Optional[int] = None,
+) -> torch.Tensor:
+    """Render one image per class, each maximizing its class logit (all classes in one batched render).
+
+    Args:
+        model: a classifier (left as it was).
+        classes: a class index or a list of them.
+        target: the module whose output holds the logits (default: the model's own output).
+        size: image side.
+        steps: optimization steps.
+        lr: Adam's learning rate.
+        transforms: default :func:`~optim.render.default_transforms`.
+        progress: show a progress bar.
+        seed: seed for a reproducible render.
+
+    Returns:
+        An ``ImageTensor`` ``[len(classes), 3, size, size]``, in the order of ``classes``.
+
+    Example::
+
+        model = opt.models.efficientnet_lite0(pretrained=True)
+        images = class_visualization(model, [1, 130, 980])   # goldfish, flamingo, volcano
+        opt.show(images, labels=[opt.models.IMAGENET_CLASSES[c] for c in (1, 130, 980)])
+    """
+    indices = [classes] if isinstance(classes, int) and not isinstance(classes, bool) else list(classes)
+    if not indices:
+        raise ValueError("classes is empty: give at least one class index")
+    for c in indices:
+        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+            raise ValueError(f"class indices must be non-negative ints, got {c!r}")
+    logits = model if target is None else target
+    loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
+    (out,) = render_vis(
+        model,
+        loss,
+        image=lambda: default_image(size, batch=len(indices)),
+        transforms=transforms,
+        thresholds=(steps,),
+        lr=lr,
+        progress=progress,
+        seed=seed,
+    )
+    return out

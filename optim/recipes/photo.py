@@ -1,0 +1,229 @@
+"""Recipes that start from, or compare with, a real photo: DeepDream, feature inversion, style transfer
+and feature accentuation."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from ..loss.activation import DeepDream
+from ..loss.base import Loss, sum_loss_list
+from ..loss.parse import parse
+from ..loss.style import ContentLoss, ReferenceDistance, StyleLoss
+from ..render import DEFAULT_LR, default_image, render_vis
+from ._common import as_batch, reference_activations, shape_preserving_transforms
+
+__all__ = ["deep_dream", "feature_inversion", "style_transfer", "feature_accentuation"]
+
+Layer = Union[str, nn.Module]
+
+
+def deep_dream(
+    model: nn.Module,
+    image: torch.Tensor,
+    layer: Layer,
+    steps: int = 64,
+    lr: float = DEFAULT_LR,
+    transforms: Optional[nn.Module] = None,
+    progress: bool = True,
+    seed: Optional[int] = None,
+) -> torch.Tensor:
+    """DeepDream on a photo (Mordvintsev et al. 2015): amplify whatever ``layer`` sees in it.
+
+    Args:
+        model: the network (left as it was).
+        image: the photo, CHW or NCHW in ``[0, 1]``.
+        layer: the layer whose squared activation is raised.
+        steps: optimization steps.
+        lr: Adam's learning rate.
+        transforms: default: a small size-preserving jitter.
+        progress: show a progress bar.
+        seed: seed for a reproducible render.
+
+    Returns:
+        The dreamed ``ImageTensor``, same shape as ``image`` (batched).
+
+    Example::
+
+        dream = deep_dream(model, photo, "blocks.6", steps=64)
+    """
+    start = as_batch(image)
+    (out,) = render_vis(
+        model,
+        DeepDream(layer),
+        image=default_image(init=start, channels=start.shape[1]),
+        transforms=shape_preserving_transforms() if transforms is None else transforms,
+        thresholds=(steps,),
+        lr=lr,
+        progress=progress,
+        seed=seed,
+    )
+    return out
+
+
+def feature_inversion(
+    model: nn.Module,
+    image: torch.Tensor,
+    layer: Layer,
+    steps: int = 128,
+    lr: float = DEFAULT_LR,
+    transforms: Optional[nn.Module] = None,
+    progress: bool = True,
+    seed: Optional[int] = None,
+) -> torch.Tensor:
+    """Invert a layer's representation of a photo (Mahendran & Vedaldi 2015): from noise, render an image
+    whose activation at ``layer`` matches the photo's (:class:`~optim.loss.ContentLoss`).
+
+    What survives in the render is what the layer keeps of the photo; what is lost, it discards.
+
+    Args:
+        model: the network (left as it was).
+        image: the photo, CHW or NCHW in ``[0, 1]`` (the render has its size).
+        layer: the layer to match.
+        steps: optimization steps.
+        lr: Adam's learning rate.
+        transforms: default: none (the match is position by position).
+        progress: show a progress bar.
+        seed: seed for a reproducible render.
+
+    Returns:
+        The inverted ``ImageTensor`` ``[N, 3, H, W]``.
+
+    Example::
+
+        inverted = feature_inversion(model, photo, "blocks.8", steps=256)
+    """
+    target = as_batch(image)
+    reference = reference_activations(model, [layer], target)[layer]
+    (out,) = render_vis(
+        model,
+        -ContentLoss(layer, reference),
+        image=default_image(tuple(target.shape[2:]), batch=target.shape[0], channels=target.shape[1]),
+        # no jitter by default: the match is position by position, and the Fourier parameterization
+        # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
+        transforms=[] if transforms is None else transforms,
+        thresholds=(steps,),
+        lr=lr,
+        progress=progress,
+        seed=seed,
+    )
+    return out
+
+
+def style_transfer(
+    model: nn.Module,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    content_layer: Layer,
+    style_layers: Sequence[Layer],
+    style_weight: float = 10.0,
+    steps: int = 128,
+    lr: float = DEFAULT_LR,
+    transforms: Optional[nn.Module] = None,
+    progress: bool = True,
+    seed: Optional[int] = None,
+) -> torch.Tensor:
+    """Neural style transfer (Gatys et al. 2016): keep ``content``'s activation at ``content_layer`` and
+    take on ``style``'s Gram matrices at ``style_layers``, starting from the content image.
+
+    The loss is ``ReferenceDistance(content_layer) + style_weight * mean(StyleLoss(layer))``; both terms
+    are relative to the reference, so ``style_weight`` means the same at any layers.
+
+    Args:
+        model: the network (left as it was).
+        content: the content photo, CHW or NCHW in ``[0, 1]`` (the render has its size).
+        style: the style image, CHW or NCHW (any size).
+        content_layer: the layer whose activation stays close to the content's
+            (:class:`~optim.loss.ReferenceDistance`).
+        style_layers: the layers of :class:`~optim.loss.StyleLoss`, averaged.
+        style_weight: weight of the style term against the content term.
+        steps: optimization steps.
+        lr: Adam's learning rate.
+        transforms: default: a small size-preserving jitter.
+        progress: show a progress bar.
+        seed: seed for a reproducible render.
+
+    Returns:
+        The stylized ``ImageTensor``.
+
+    Example::
+
+        out = style_transfer(model, photo, painting, "blocks.8", ["blocks.1", "blocks.3", "blocks.5"])
+    """
+    style_layers = list(style_layers)
+    if not style_layers:
+        raise ValueError("style_layers is empty: give at least one layer")
+    start = as_batch(content, "content")
+    content_act = reference_activations(model, [content_layer], start)[content_layer]
+    style_acts = reference_activations(model, style_layers, as_batch(style, "style"))
+    style_loss = sum_loss_list([StyleLoss(layer, style_acts[layer]) for layer in style_layers]) / len(style_layers)
+    # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
+    loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
+    (out,) = render_vis(
+        model,
+        loss,
+        image=default_image(init=start, channels=start.shape[1]),
+        transforms=shape_preserving_transforms(2) if transforms is None else transforms,
+        thresholds=(steps,),
+        lr=lr,
+        progress=progress,
+        seed=seed,
+    )
+    return out
+
+
+def feature_accentuation(
+    model: nn.Module,
+    image: torch.Tensor,
+    objective: Union[Loss, str],
+    layer: Layer,
+    weight: float = 16.0,
+    steps: int = 64,
+    lr: float = 0.01,
+    transforms: Optional[nn.Module] = None,
+    progress: bool = True,
+    seed: Optional[int] = None,
+) -> torch.Tensor:
+    """Feature accentuation (Hamblin et al. 2024): raise ``objective`` starting from a real image while
+    staying close to the image's activation at ``layer``, so the render shows *what in this image* drives
+    the feature rather than an unrelated super-stimulus.
+
+    The loss is ``objective - weight * ReferenceDistance(layer, image's activation)``.
+
+    Args:
+        model: the network (left as it was).
+        image: the photo, CHW or NCHW in ``[0, 1]``.
+        objective: what to raise: a loss or a string such as ``"blocks.10:7"`` or ``"classifier:281"``.
+        layer: where the render must stay close to the image (an earlier layer than the objective's).
+        weight: the strength of that pull (the distance is relative, in ``[0, 1]`` near the image).
+        steps: optimization steps.
+        lr: Adam's learning rate (low: the render must not leave the image in the first steps, when
+            Adam moves every coefficient by about ``lr`` whatever the loss).
+        transforms: default: a small size-preserving jitter.
+        progress: show a progress bar.
+        seed: seed for a reproducible render.
+
+    Returns:
+        The accentuated ``ImageTensor``.
+
+    Example::
+
+        out = feature_accentuation(model, photo, "blocks.12:40", layer="blocks.4")
+    """
+    start = as_batch(image)
+    target = parse(objective, model=model) if isinstance(objective, str) else objective
+    if not isinstance(target, Loss):
+        raise TypeError(f"objective must be a Loss or an objective string, got {type(objective).__name__}")
+    reference = reference_activations(model, [layer], start)[layer]
+    (out,) = render_vis(
+        model,
+        target - float(weight) * ReferenceDistance(layer, reference),
+        image=default_image(init=start, channels=start.shape[1]),
+        transforms=shape_preserving_transforms() if transforms is None else transforms,
+        thresholds=(steps,),
+        lr=lr,
+        progress=progress,
+        seed=seed,
+    )
+    return out
