@@ -106,7 +106,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_render_args(p: argparse.ArgumentParser, steps: int) -> None:
     p.add_argument("--size", type=_positive_int, default=None, help="image side in pixels (default 128)")
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"optimization steps (default {steps})")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's, 0.1)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -182,6 +182,12 @@ def _render_size(args: argparse.Namespace) -> int:
     return args.size if args.size is not None else DEFAULT_SIZE
 
 
+def _render_lr(args: argparse.Namespace) -> float:
+    from .render import DEFAULT_LR
+
+    return args.lr if args.lr is not None else DEFAULT_LR
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models, model_info
 
@@ -214,7 +220,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     _check_output(output)
     model = _load(args)
     (image,) = render_vis(
-        model, args.target, image=default_image(_render_size(args)), thresholds=(args.steps,), lr=args.lr,
+        model, args.target, image=default_image(_render_size(args)), thresholds=(args.steps,), lr=_render_lr(args),
         progress=not args.quiet, seed=args.seed,
     )
     _save(image[0], output)
@@ -228,7 +234,7 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     from .app.rendering import RenderSettings, channel_count, render_channels
     from .images import make_grid_image
 
-    settings = RenderSettings(size=_render_size(args), steps=args.steps, seed=args.seed, lr=args.lr)
+    settings = RenderSettings(size=_render_size(args), steps=args.steps, seed=args.seed, lr=_render_lr(args))
     output = Path(args.output or f"{_slug(args.model)}_{_slug(args.layer)}.png")
     _check_output(output)
     model = _load(args)

@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..render import DEFAULT_LR
+
 __all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count",
            "native_input_size", "renderable_layers"]
 
@@ -34,7 +36,7 @@ class RenderSettings:
     size: int = 128
     steps: int = 128
     seed: int = 0
-    lr: float = 0.05
+    lr: float = DEFAULT_LR
 
     def __post_init__(self) -> None:
         for name in ("size", "steps"):

@@ -20,6 +20,7 @@ from optim.app.gallery import Gallery, resolve_data_dir
 from optim.app.model_source import load_factory, load_model, load_weights_file, weights_hash
 from optim.app.rendering import RenderSettings, layer_table, native_input_size, render_channels, renderable_layers
 from optim.cli import parse_channels
+from optim.render import DEFAULT_LR
 
 __all__: List[str] = []
 
@@ -104,7 +105,7 @@ def _sidebar() -> tuple:
         size=int(side.number_input("Image size (px)", 16, 512, 128, step=16, key="size")),
         steps=int(side.number_input("Steps", 1, 4096, 128, step=32, key="steps")),
         seed=int(side.number_input("Seed", 0, 2**31 - 1, 0, key="seed")),
-        lr=float(side.number_input("Learning rate", 0.001, 1.0, 0.05, step=0.01, format="%.3f", key="lr")),
+        lr=float(side.number_input("Learning rate", 0.001, 1.0, DEFAULT_LR, step=0.01, format="%.3f", key="lr")),
     )
     side.header("Gallery")
     default_dir = str(resolve_data_dir(_cli_data_dir(sys.argv[1:])))
