@@ -2,9 +2,9 @@
 
 Coordinates are centred pixel coordinates ``(x, y)`` with y pointing down, so a rotation or scale acts about
 the frame centre and stays isotropic on non-square images (normalised grid coordinates would shear them).
-Outside the source image the canvas is filled according to ``padding_mode``; a constant fill other than 0
-is obtained by sampling, with ``"border"`` mode, from the image framed by a one-pixel ring of that value,
-which is exact for every interpolation mode and costs a single pad.
+Outside the source image the canvas is filled according to ``padding_mode``; a constant fill ``v`` other than
+0 samples ``x - v`` with zero padding and adds ``v`` back. Every interpolation kernel's weights sum to 1, so
+this is exact, and it costs two elementwise passes instead of a padded copy and its backward.
 """
 from __future__ import annotations
 
@@ -82,11 +82,13 @@ def similarity_theta(
 
 
 def sampling_source(x: torch.Tensor, padding_mode: str, value: float) -> Tuple[torch.Tensor, str]:
-    """The tensor to sample from and the ``grid_sample`` padding mode that realise ``padding_mode``."""
+    """The tensor to sample from and the ``grid_sample`` padding mode that realise ``padding_mode``.
+
+    For a constant fill ``value`` the source is ``x - value`` sampled with zero padding: add ``value`` to the
+    result (see :func:`warp_similarity`).
+    """
     if padding_mode == "constant":
-        if value == 0.0:
-            return x, "zeros"
-        return F.pad(x, [1, 1, 1, 1], mode="constant", value=value), "border"
+        return (x - value if value != 0.0 else x), "zeros"
     return x, padding_mode
 
 
@@ -149,4 +151,7 @@ def warp_similarity(
     src, grid_padding = sampling_source(x, padding_mode, value)
     theta = similarity_theta(scale, angle, pre_shift, post_shift, [src.shape[-2], src.shape[-1]], out_hw)
     grid = affine_grid(theta, x.shape[0], out_hw, x.device, x.dtype)
-    return F.grid_sample(src, grid, mode=mode, padding_mode=grid_padding, align_corners=False)
+    out = F.grid_sample(src, grid, mode=mode, padding_mode=grid_padding, align_corners=False)
+    if padding_mode == "constant" and value != 0.0:
+        out = out + value
+    return out
