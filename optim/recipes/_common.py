@@ -1,17 +1,25 @@
 """What the recipes share: reading reference activations and turning objective strings into channels."""
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype, resolve_module
 from ..loss.activation import ChannelActivation
+from ..loss.base import Loss
 from ..loss.parse import parse
 from ..optimization.hooks import model_frozen, run_to_targets
 
-__all__ = ["ChannelSpec", "as_batch", "reference_activations", "channel_spec", "shape_preserving_transforms"]
+__all__ = [
+    "ChannelSpec",
+    "as_batch",
+    "reference_activations",
+    "channel_spec",
+    "shape_preserving_transforms",
+    "render_once",
+]
 
 ChannelSpec = Union[str, Tuple[Union[str, nn.Module], int]]
 
@@ -69,3 +77,40 @@ def shape_preserving_transforms(translate: int = 4) -> nn.Module:
     from ..transforms import RandomSpatialJitter
 
     return RandomSpatialJitter(translate)
+
+
+def render_once(
+    model: nn.Module,
+    loss: Loss,
+    image: Any,
+    transforms: Any,
+    steps: int,
+    lr: float,
+    progress: bool,
+    seed: Optional[int],
+) -> torch.Tensor:
+    """One :func:`~optim.render.render_vis` run of ``steps`` steps, returning its single image.
+
+    Args:
+        model: the network (left as it was).
+        loss: the objective to maximize.
+        image: an image parameterization, or a callable building one (as ``render_vis`` takes it).
+        transforms: as ``render_vis`` takes them (None: its default).
+        steps: optimization steps.
+        lr: Adam's learning rate.
+        progress: show a progress bar.
+        seed: seed for a reproducible render.
+
+    Returns:
+        The rendered ``ImageTensor``.
+
+    Example::
+
+        out = render_once(model, DeepDream("blocks.6"), default_image(init=photo), None, 64, 0.05, False, 0)
+    """
+    from ..render import render_vis
+
+    (out,) = render_vis(
+        model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed
+    )
+    return out

@@ -1,6 +1,7 @@
 """Class visualization: render what a classifier takes for each of some classes."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Sequence, Union
 
 import torch
@@ -8,7 +9,8 @@ import torch.nn as nn
 
 from ..loss.activation import ChannelActivation
 from ..loss.base import sum_loss_list
-from ..render import DEFAULT_LR, DEFAULT_SIZE, default_image, render_vis
+from ..render import DEFAULT_LR, DEFAULT_SIZE, default_image
+from ._common import render_once
 
 __all__ = ["class_visualization"]
 
@@ -54,14 +56,5 @@ def class_visualization(
             raise ValueError(f"class indices must be non-negative ints, got {c!r}")
     logits = model if target is None else target
     loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
-    (out,) = render_vis(
-        model,
-        loss,
-        image=lambda: default_image(size, batch=len(indices)),
-        transforms=transforms,
-        thresholds=(steps,),
-        lr=lr,
-        progress=progress,
-        seed=seed,
-    )
-    return out
+    image = partial(default_image, size, batch=len(indices))  # built after seeding, so seed fixes its init
+    return render_once(model, loss, image, transforms, steps, lr, progress, seed)

@@ -11,12 +11,17 @@ from ..loss.activation import DeepDream
 from ..loss.base import Loss, sum_loss_list
 from ..loss.parse import parse
 from ..loss.style import ContentLoss, ReferenceDistance, StyleLoss
-from ..render import DEFAULT_LR, default_image, render_vis
-from ._common import as_batch, reference_activations, shape_preserving_transforms
+from ..render import DEFAULT_LR, default_image
+from ._common import as_batch, reference_activations, render_once, shape_preserving_transforms
 
 __all__ = ["deep_dream", "feature_inversion", "style_transfer", "feature_accentuation"]
 
 Layer = Union[str, nn.Module]
+
+
+def _start_from(start: torch.Tensor) -> nn.Module:
+    """The default image parameterization, initialized to the photo batch ``start``."""
+    return default_image(init=start, channels=start.shape[1])
 
 
 def deep_dream(
@@ -49,17 +54,8 @@ def deep_dream(
         dream = deep_dream(model, photo, "blocks.6", steps=64)
     """
     start = as_batch(image)
-    (out,) = render_vis(
-        model,
-        DeepDream(layer),
-        image=default_image(init=start, channels=start.shape[1]),
-        transforms=shape_preserving_transforms() if transforms is None else transforms,
-        thresholds=(steps,),
-        lr=lr,
-        progress=progress,
-        seed=seed,
-    )
-    return out
+    jitter = shape_preserving_transforms() if transforms is None else transforms
+    return render_once(model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed)
 
 
 def feature_inversion(
@@ -96,19 +92,11 @@ def feature_inversion(
     """
     target = as_batch(image)
     reference = reference_activations(model, [layer], target)[layer]
-    (out,) = render_vis(
-        model,
-        -ContentLoss(layer, reference),
-        image=default_image(tuple(target.shape[2:]), batch=target.shape[0], channels=target.shape[1]),
-        # no jitter by default: the match is position by position, and the Fourier parameterization
-        # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
-        transforms=[] if transforms is None else transforms,
-        thresholds=(steps,),
-        lr=lr,
-        progress=progress,
-        seed=seed,
-    )
-    return out
+    noise = default_image(tuple(target.shape[2:]), batch=target.shape[0], channels=target.shape[1])
+    # no jitter by default: the match is position by position, and the Fourier parameterization
+    # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
+    jitter = [] if transforms is None else transforms
+    return render_once(model, -ContentLoss(layer, reference), noise, jitter, steps, lr, progress, seed)
 
 
 def style_transfer(
@@ -160,17 +148,8 @@ def style_transfer(
     style_loss = sum_loss_list([StyleLoss(layer, style_acts[layer]) for layer in style_layers]) / len(style_layers)
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
-    (out,) = render_vis(
-        model,
-        loss,
-        image=default_image(init=start, channels=start.shape[1]),
-        transforms=shape_preserving_transforms(2) if transforms is None else transforms,
-        thresholds=(steps,),
-        lr=lr,
-        progress=progress,
-        seed=seed,
-    )
-    return out
+    jitter = shape_preserving_transforms(2) if transforms is None else transforms
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed)
 
 
 def feature_accentuation(
@@ -216,14 +195,6 @@ def feature_accentuation(
     if not isinstance(target, Loss):
         raise TypeError(f"objective must be a Loss or an objective string, got {type(objective).__name__}")
     reference = reference_activations(model, [layer], start)[layer]
-    (out,) = render_vis(
-        model,
-        target - float(weight) * ReferenceDistance(layer, reference),
-        image=default_image(init=start, channels=start.shape[1]),
-        transforms=shape_preserving_transforms() if transforms is None else transforms,
-        thresholds=(steps,),
-        lr=lr,
-        progress=progress,
-        seed=seed,
-    )
-    return out
+    loss = target - float(weight) * ReferenceDistance(layer, reference)
+    jitter = shape_preserving_transforms() if transforms is None else transforms
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed)

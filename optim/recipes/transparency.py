@@ -1,6 +1,7 @@
 """RGBA rendering: a 4-channel image blended over random backgrounds, rewarded for being transparent."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Union
 
 import torch
@@ -9,7 +10,8 @@ import torch.nn as nn
 from ..loss.base import Loss
 from ..loss.parse import parse
 from ..loss.style import Transparency
-from ..render import DEFAULT_LR, DEFAULT_SIZE, default_image, default_transforms, render_vis
+from ..render import DEFAULT_LR, DEFAULT_SIZE, default_image, default_transforms
+from ._common import render_once
 
 __all__ = ["render_rgba"]
 
@@ -59,15 +61,7 @@ def render_rgba(
     if not isinstance(loss, Loss):
         raise TypeError(f"objective must be a Loss or an objective string, got {type(objective).__name__}")
     after = default_transforms() if transforms is None else transforms
-    (out,) = render_vis(
-        model,
-        # "input_param" names the image parameterization inside the optimization
-        loss + float(transparency) * Transparency("input_param"),
-        image=lambda: default_image(size, batch=batch, channels=4),
-        transforms=nn.Sequential(BlendAlpha(), after),
-        thresholds=(steps,),
-        lr=lr,
-        progress=progress,
-        seed=seed,
-    )
-    return out
+    # "input_param" names the image parameterization inside the optimization
+    loss = loss + float(transparency) * Transparency("input_param")
+    image = partial(default_image, size, batch=batch, channels=4)  # built after seeding, so seed fixes its init
+    return render_once(model, loss, image, nn.Sequential(BlendAlpha(), after), steps, lr, progress, seed)
