@@ -3,6 +3,10 @@
 All weights are random: the published files cannot be downloaded at test time, so loading goes through
 a state dict saved by the test itself (``model_path``) or a monkeypatched ``torch.hub`` download.
 """
+import hashlib
+import shutil
+import sys
+import warnings
 from collections import Counter
 
 import pytest
@@ -22,6 +26,7 @@ from optim.models import (
     layer_info,
     vgg16,
 )
+from optim.models._hub import file_sha256
 
 # (channels, height) of every top-level layer for a 1x3x224x224 input
 _INCEPTION_SHAPES = {
@@ -106,19 +111,81 @@ def test_googlenet_reports_missing_and_unexpected_keys(tmp_path, inception):
         googlenet(pretrained=True, model_path=str(path))
 
 
-def test_googlenet_downloads_from_the_published_url(monkeypatch, inception):
-    calls = []
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """torch.hub with its cache in ``tmp_path`` and a download that copies ``served[url]`` (a saved file)."""
+    served, calls = {}, []
 
-    def fake_download(url, **kwargs):
-        calls.append((url, kwargs))
-        return inception.state_dict()
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, progress))
+        shutil.copyfile(served[url], dst)
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
-    model = googlenet(pretrained=True, progress=False)
-    assert calls[0][0] == INCEPTION5H_URL and INCEPTION5H_URL.endswith("inception5h.pth")
-    assert calls[0][1]["progress"] is False and calls[0][1]["weights_only"] is True
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    return served, calls, tmp_path / "hub" / "checkpoints"
+
+
+def test_file_sha256_matches_hashlib_across_chunks(tmp_path):
+    data = bytes(range(256)) * 10_000 + b"tail"  # 2.4 MiB: three 1 MiB chunks
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert file_sha256(str(path)) == hashlib.sha256(data).hexdigest()
+
+
+def _serve(served, url, state_dict, path):
+    torch.save(state_dict, path)
+    served[url] = path
+    return file_sha256(str(path))
+
+
+def test_googlenet_downloads_from_the_published_url_once(fake_hub, tmp_path, inception):
+    served, calls, cache = fake_hub
+    digest = _serve(served, INCEPTION5H_URL, inception.state_dict(), tmp_path / "published.pth")
+    with pytest.warns(UserWarning, match="no SHA-256 is published"):
+        model = googlenet(pretrained=True, progress=False)
+    assert calls == [(INCEPTION5H_URL, False)] and INCEPTION5H_URL.endswith("inception5h.pth")
     assert torch.equal(model.mixed5b.pool_proj.weight, inception.mixed5b.pool_proj.weight)
+    # the first download's digest is recorded and checked on every later load, which reads the cache
+    assert (cache / "inception5h.pth.sha256").read_text().strip() == digest
+    googlenet(pretrained=True)
+    assert len(calls) == 1
     assert isinstance(googlenet(), InceptionV1) and len(calls) == 1  # no download without pretrained
+
+
+def test_a_changed_cached_download_is_rejected_and_deleted(fake_hub, tmp_path, inception):
+    served, calls, cache = fake_hub
+    _serve(served, INCEPTION5H_URL, inception.state_dict(), tmp_path / "published.pth")
+    with pytest.warns(UserWarning):
+        googlenet(pretrained=True)
+    tampered = dict(inception.state_dict())
+    tampered["fc.bias"] = torch.ones(1008)
+    torch.save(tampered, cache / "inception5h.pth")
+    with pytest.raises(ValueError, match=r"inception5h\.pth.*SHA-256 [0-9a-f]{64}, expected [0-9a-f]{64}.*deleted"):
+        googlenet(pretrained=True)
+    assert not (cache / "inception5h.pth").exists() and not (cache / "inception5h.pth.sha256").exists()
+    with pytest.warns(UserWarning, match="recorded the digest"):
+        model = googlenet(pretrained=True)  # downloaded again, recorded again
+    assert len(calls) == 2 and torch.equal(model.fc.bias, inception.fc.bias)
+
+
+def test_a_pinned_sha256_is_verified(fake_hub, tmp_path, monkeypatch, inception):
+    served, calls, cache = fake_hub
+    digest = _serve(served, INCEPTION5H_URL, inception.state_dict(), tmp_path / "published.pth")
+    module = sys.modules["optim.models.googlenet"]
+    monkeypatch.setattr(module, "INCEPTION5H_SHA256", digest.upper())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a pinned digest needs no note
+        model = googlenet(pretrained=True)
+    assert torch.equal(model.conv1.weight, inception.conv1.weight)
+    assert not (cache / "inception5h.pth.sha256").exists()
+    monkeypatch.setattr(module, "INCEPTION5H_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="expected " + "0" * 64):
+        googlenet(pretrained=True)
+    assert not (cache / "inception5h.pth").exists()
+    monkeypatch.setattr(module, "INCEPTION5H_SHA256", "abc")
+    with pytest.raises(ValueError, match="sha256 must be 64 hex characters, got 'abc'"):
+        googlenet(pretrained=True)
+    assert len(calls) == 1  # the wrong pin was caught on the cached file; a malformed one before any download
 
 
 def test_inception_linear_variant_has_no_relu_or_max_pool():
@@ -227,18 +294,17 @@ def test_vgg16_caffe_transform(vgg):
         assert torch.allclose(no_scale(x * 255), vgg(x), atol=1e-3)
 
 
-def test_vgg16_round_trip_download_and_variants(tmp_path, monkeypatch, vgg):
+def test_vgg16_round_trip_download_and_variants(tmp_path, fake_hub, vgg):
     path = tmp_path / "vgg.pth"
     torch.save(vgg.state_dict(), path)
     loaded = vgg16(pretrained=True, model_path=str(path))
     assert loaded.classifier is None and loaded.transform_input
     assert torch.equal(loaded.features[28].weight, vgg.features[28].weight)
-    urls = []
-    monkeypatch.setattr(
-        torch.hub, "load_state_dict_from_url", lambda url, **kw: urls.append(url) or vgg.state_dict()
-    )
-    vgg16(pretrained=True)
-    assert urls == [VGG16_CAFFE_URL]
+    served, calls, _ = fake_hub
+    _serve(served, VGG16_CAFFE_URL, vgg.state_dict(), tmp_path / "published_vgg.pth")
+    with pytest.warns(UserWarning, match="no SHA-256"):
+        vgg16(pretrained=True)
+    assert calls == [(VGG16_CAFFE_URL, True)]
     # the key check fails before any weight is read: build on the meta device, skipping the ~2 s random
     # init of the 124M classifier weights
     with pytest.raises(ValueError, match="classifier.0.weight"), torch.device("meta"):
@@ -256,12 +322,15 @@ def test_labels():
     assert len(IMAGENET_CLASSES) == 1000
     assert IMAGENET_CLASSES[285] == "Egyptian cat" and IMAGENET_CLASSES[967] == "espresso"
     assert IMAGENET_CLASSES.index("tench") == 0
-    assert len(INCEPTION5H_CLASSES) == 1001 and INCEPTION5H_CLASSES[0] == "dummy"
-    assert INCEPTION5H_CLASSES[8] == "Egyptian cat"
+    # one label per output of the 1008-way classifier: "dummy", the 1000 classes, 7 never-trained outputs
+    assert len(INCEPTION5H_CLASSES) == 1008 == InceptionV1().fc.out_features
+    assert INCEPTION5H_CLASSES[0] == "dummy" and INCEPTION5H_CLASSES[8] == "Egyptian cat"
+    assert INCEPTION5H_CLASSES[1000] == "dumbbell"
+    assert INCEPTION5H_CLASSES[1001:] == [f"unused {i}" for i in range(1001, 1008)]
     # the inception5h labels are the 1000 ImageNet classes in another order (four spelled differently)
     renamed = {"crane": "crane bird", "cannon [ground]": "cannon", "maillot": "maillot tank suit",
                "teddy bear": "teddy"}
-    inception = Counter(INCEPTION5H_CLASSES[1:])
+    inception = Counter(INCEPTION5H_CLASSES[1:1001])
     for old, new in renamed.items():
         inception[old] -= 1
         inception[new] += 1

@@ -1,8 +1,10 @@
 """Class labels shipped with the package, read from ``optim/models/data`` on first use.
 
-``INCEPTION5H_CLASSES`` is Lucid's ``imagenet_comp_graph_label_strings.txt`` for inception5h: 1001
-entries, ``"dummy"`` at index 0 then the 1000 ImageNet classes in that graph's own order. The network has
-1008 outputs; outputs 1001-1007 were never trained on a class and have no label.
+``INCEPTION5H_CLASSES`` has one label per output of inception5h's 1008-way classifier: indices 0-1000 are
+Lucid's ``imagenet_comp_graph_label_strings.txt`` (``"dummy"`` then the 1000 ImageNet classes in that
+graph's own order), and indices 1001-1007, outputs the graph pads its classifier with and never trained on
+a class, are labelled ``"unused 1001"`` ... ``"unused 1007"`` so that ``INCEPTION5H_CLASSES[logits.argmax()]``
+always names the output.
 ``IMAGENET_CLASSES`` is the standard ImageNet-1k order (index 285 "Egyptian cat", 967 "espresso").
 """
 from __future__ import annotations

@@ -173,18 +173,19 @@ def _load_pretrained(
     url: str,
     model_path: Optional[str] = None,
     progress: bool = True,
-    check_hash: bool = True,
+    sha256: Optional[str] = None,
 ) -> nn.Module:
     """Load weights strictly into ``model`` from ``model_path`` or, without one, from ``url``.
 
-    The download goes through ``torch.hub.load_state_dict_from_url`` (cached under ``torch.hub.get_dir()``;
-    with ``check_hash`` the SHA-256 prefix in the file name, if it has one, is verified). Local files are
-    read with ``torch.load(..., weights_only=True)``.
+    The download goes through ``torch.hub.load_state_dict_from_url`` (cached under ``torch.hub.get_dir()``)
+    and the cached file's SHA-256 is checked against ``sha256``, or against the digest recorded at its
+    first download when none is published (see :mod:`optim.models._hub`). Local files are the user's own
+    and are read as they are. Everything is read with ``torch.load(..., weights_only=True)``.
     """
     if model_path is None:
-        state_dict = torch.hub.load_state_dict_from_url(
-            url, progress=progress, check_hash=check_hash, map_location="cpu", weights_only=True
-        )
+        from ._hub import load_verified_state_dict
+
+        state_dict = load_verified_state_dict(url, sha256=sha256, progress=progress)
         source = url
     else:
         state_dict = torch.load(model_path, map_location="cpu", weights_only=True)

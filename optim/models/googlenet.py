@@ -14,11 +14,14 @@ import torch.nn as nn
 from ._layers import Conv2dSame, RedirectedReluLayer
 from ._utils import _load_pretrained
 
-__all__ = ["googlenet", "InceptionV1", "InceptionModule", "AuxBranch", "INCEPTION5H_URL"]
+__all__ = ["googlenet", "InceptionV1", "InceptionModule", "AuxBranch", "INCEPTION5H_URL", "INCEPTION5H_SHA256"]
 
-# captum's conversion of Lucid's inception5h. The file name carries no SHA-256 prefix, so torch.hub has
-# no hash to check it against; pass ``model_path`` to load a copy you have verified yourself.
+# captum's conversion of Lucid's inception5h.
 INCEPTION5H_URL = "https://github.com/pytorch/captum/raw/optim-wip/captum/optim/_models/inception5h.pth"
+#: SHA-256 of the file at ``INCEPTION5H_URL``. captum publishes none (and its file name has no hash prefix for
+#: torch.hub to check), so it is ``None`` until a verified digest is pinned here; meanwhile the digest of the
+#: first download is recorded beside the cached file and every later load must match it.
+INCEPTION5H_SHA256: Optional[str] = None
 
 # TensorFlow's LRN (depth_radius=5, alpha=1e-4, beta=0.5, bias=2) in torch's parameterization
 # (size = 2 * radius + 1, alpha multiplied by size).
@@ -34,7 +37,9 @@ def googlenet(
     """InceptionV1 / GoogLeNet (`Going Deeper with Convolutions <https://arxiv.org/abs/1409.4842>`_).
 
     Args:
-        pretrained: load captum's inception5h ImageNet weights (1008 classes). The defaults then become
+        pretrained: load captum's inception5h ImageNet weights (1008 classes), downloaded once from
+            ``INCEPTION5H_URL`` into torch.hub's cache and checked by SHA-256 (``INCEPTION5H_SHA256``, or
+            the digest recorded at the first download while none is pinned). The defaults then become
             ``transform_input=True``, ``replace_relus_with_redirectedrelu=True``, ``aux_logits=False``,
             ``out_features=1008``, ``bgr_transform=False``, ``use_linear_modules_only=False``; any of
             them can still be given.
@@ -47,7 +52,8 @@ def googlenet(
         The model (in training mode, as built by ``nn.Module``; call ``.eval()`` for inference).
 
     Raises:
-        ValueError: if the weights do not fit the model (missing/unexpected keys are named).
+        ValueError: if the weights do not fit the model (missing/unexpected keys are named), or the cached
+            download fails its SHA-256 check (it is deleted).
 
     Example::
 
@@ -66,7 +72,7 @@ def googlenet(
         kwargs = {**defaults, **kwargs}
     model = InceptionV1(**kwargs)
     if pretrained or model_path is not None:
-        _load_pretrained(model, INCEPTION5H_URL, model_path, progress=progress, check_hash=True)
+        _load_pretrained(model, INCEPTION5H_URL, model_path, progress=progress, sha256=INCEPTION5H_SHA256)
     return model
 
 
