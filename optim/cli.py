@@ -105,7 +105,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_render_args(p: argparse.ArgumentParser, steps: int) -> None:
     p.add_argument("--size", type=_positive_int, default=None, help="image side in pixels (default 128)")
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"optimization steps (default {steps})")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's, 0.1)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's, 0.05)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 

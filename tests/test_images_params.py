@@ -1,4 +1,5 @@
 """Image parameterizations: NumPy parity, exact init inversion, gradients, dtype, batches, TorchScript."""
+import functools
 import numpy as np
 import pytest
 import torch
@@ -236,8 +237,17 @@ def test_natural_image_defaults_and_argument_checks():
     assert out.shape == (1, 3, 8, 8) and 0.45 < out.mean().item() < 0.55
     with pytest.raises(ValueError, match="instance"):
         NaturalImage(init=torch.rand(3, 8, 8), parameterization=FFTImage((8, 8)))
-    with pytest.raises(TypeError):
-        NaturalImage(parameterization=torch.rand)
+    with pytest.raises(TypeError, match="must return an nn.Module, got Tensor"):
+        NaturalImage((8, 8), parameterization=lambda size, channels, batch: torch.rand(batch, channels, *size))
+    with pytest.raises(TypeError, match="ImageParameterization class, a factory"):
+        NaturalImage(parameterization=int)
+    with pytest.raises(TypeError, match="ImageParameterization class, a factory"):
+        NaturalImage(parameterization="fft")
+    # a factory called like a class, with or without init
+    steep = functools.partial(FFTImage, decay_power=2.0)
+    assert NaturalImage((8, 8), parameterization=steep).parameterization.decay_power == 2.0
+    img = torch.rand(3, 8, 8) * 0.8 + 0.1
+    torch.testing.assert_close(NaturalImage(init=img, parameterization=steep)()[0], img, atol=1e-4, rtol=0)
     wrapped = NaturalImage(parameterization=StackImage([FFTImage((8, 8)), FFTImage((8, 8))]))
     assert wrapped().shape == (2, 3, 8, 8)
 

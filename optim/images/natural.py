@@ -72,8 +72,9 @@ class NaturalImage(ImageParameterization):
         channels: 3 (RGB) or 4 (RGB + alpha), or what a custom ``decorrelation_module`` expects.
         batch: number of images; a single-image ``init`` is repeated to this many.
         init: a CHW or NCHW image in ``[0, 1]`` to start from.
-        parameterization: an ``ImageParameterization`` class (built with ``size``, ``channels``,
-            ``batch`` and ``init``) or a ready instance (then ``init`` must be None).
+        parameterization: an ``ImageParameterization`` class or a factory called like one (built with
+            ``size``, ``channels``, ``batch`` and ``init``, e.g. ``functools.partial(FFTImage,
+            decay_power=1.5)``), or a ready instance (then ``init`` must be None).
         squash_func: maps the recorrelated values to ``[0, 1]`` (a function or an ``nn.Module``); None
             for no squashing. ``torch.sigmoid``, None and scriptable modules keep the image scriptable;
             a plain Python function does not.
@@ -115,14 +116,19 @@ class NaturalImage(ImageParameterization):
                 raise ValueError("init can only be used with a parameterization class, not an instance")
             self.parameterization = parameterization
             return
-        if not (isinstance(parameterization, type) and issubclass(parameterization, nn.Module)):
+        is_class = isinstance(parameterization, type)
+        if (is_class and not issubclass(parameterization, nn.Module)) or not callable(parameterization):
             raise TypeError(
-                f"parameterization must be an ImageParameterization class or instance, got {parameterization!r}"
+                "parameterization must be an ImageParameterization class, a factory called like one, or an "
+                f"instance, got {parameterization!r}"
             )
         kwargs = {"size": size, "channels": channels, "batch": batch}
         if init is not None:
             kwargs["init"] = self._invert(prepare_init(init, batch), squash_func, decorrelate_init)
-        self.parameterization = parameterization(**kwargs)
+        built = parameterization(**kwargs)
+        if not isinstance(built, nn.Module):
+            raise TypeError(f"the parameterization factory must return an nn.Module, got {type(built).__name__}")
+        self.parameterization = built
 
     def _invert(
         self,
