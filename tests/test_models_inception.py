@@ -164,8 +164,14 @@ def test_a_changed_cached_download_is_rejected_and_deleted(fake_hub, tmp_path, i
         googlenet(pretrained=True)
     assert not (cache / "inception5h.pth").exists() and not (cache / "inception5h.pth.sha256").exists()
     with pytest.warns(UserWarning, match="recorded the digest"):
+        googlenet(pretrained=True)
+    # a damaged cache is caught by its digest before torch.load tries to read it
+    (cache / "inception5h.pth").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="expected"):
+        googlenet(pretrained=True)
+    with pytest.warns(UserWarning, match="recorded the digest"):
         model = googlenet(pretrained=True)  # downloaded again, recorded again
-    assert len(calls) == 2 and torch.equal(model.fc.bias, inception.fc.bias)
+    assert len(calls) == 3 and torch.equal(model.fc.bias, inception.fc.bias)
 
 
 def test_a_pinned_sha256_is_verified(fake_hub, tmp_path, monkeypatch, inception):

@@ -1,4 +1,4 @@
-"""Downloading published weights through ``torch.hub`` with a SHA-256 check of the cached file.
+"""Downloading published weights into ``torch.hub``'s cache with a SHA-256 check of the cached file.
 
 ``torch.hub``'s own ``check_hash`` only works for file names that embed a hash prefix
 (``name-<sha256 prefix>.pth``); the files captum publishes do not, so the check here hashes the cached file
@@ -58,6 +58,9 @@ def _discard(*paths: str) -> None:
 def load_verified_state_dict(url: str, sha256: Optional[str] = None, progress: bool = True) -> Any:
     """Download (once, into ``torch.hub.get_dir()/checkpoints``) and load a state dict, checking its hash.
 
+    The file lands where ``torch.hub.load_state_dict_from_url`` would put it, and its digest is checked
+    before ``torch.load(..., weights_only=True)`` reads it.
+
     Args:
         url: where the file is published.
         sha256: its published SHA-256 digest, or ``None`` when there is none (the first download's digest
@@ -81,30 +84,28 @@ def load_verified_state_dict(url: str, sha256: Optional[str] = None, progress: b
     cached = os.path.join(model_dir, file_name)
     record = cached + ".sha256"
     fresh = not os.path.exists(cached)
-    state_dict = torch.hub.load_state_dict_from_url(
-        url, model_dir=model_dir, file_name=file_name, progress=progress, check_hash=False,
-        map_location="cpu", weights_only=True,
-    )
-    if not os.path.exists(cached):
-        raise FileNotFoundError(f"torch.hub did not leave the download of {url} at {cached}")
+    if fresh:
+        os.makedirs(model_dir, exist_ok=True)
+        # torch.hub's downloader writes to a temporary file and moves it into place when complete
+        torch.hub.download_url_to_file(url, cached, hash_prefix=None, progress=progress)
+    # verified before it is deserialized, so a damaged cache is replaced rather than half-read
     digest = file_sha256(cached)
     if expected is None and os.path.exists(record):
         with open(record, encoding="ascii") as f:
             expected = f.read().strip()
-    if expected is not None:
-        if digest != expected:
-            _discard(cached, record)
-            raise ValueError(
-                f"{cached} (from {url}) has SHA-256 {digest}, expected {expected}; the file was deleted, so the "
-                "next call downloads it again (or pass model_path to load a copy you trust)"
-            )
-        return state_dict
-    with open(record, "w", encoding="ascii") as f:
-        f.write(digest + "\n")
-    if fresh:
-        warnings.warn(
-            f"no SHA-256 is published for {url}; recorded the digest of this download ({digest}) in {record}, "
-            "and later loads are checked against it",
-            stacklevel=4  # the caller of the model factory,
+    if expected is not None and digest != expected:
+        _discard(cached, record)
+        raise ValueError(
+            f"{cached} (from {url}) has SHA-256 {digest}, expected {expected}; the file was deleted, so the "
+            "next call downloads it again (or pass model_path to load a copy you trust)"
         )
-    return state_dict
+    if expected is None:
+        with open(record, "w", encoding="ascii") as f:
+            f.write(digest + "\n")
+        if fresh:
+            warnings.warn(
+                f"no SHA-256 is published for {url}; recorded the digest of this download ({digest}) in "
+                f"{record}, and later loads are checked against it",
+                stacklevel=4,  # the caller of the model factory
+            )
+    return torch.load(cached, map_location="cpu", weights_only=True)

@@ -177,9 +177,10 @@ def _load_pretrained(
 ) -> nn.Module:
     """Load weights strictly into ``model`` from ``model_path`` or, without one, from ``url``.
 
-    The download goes through ``torch.hub.load_state_dict_from_url`` (cached under ``torch.hub.get_dir()``)
-    and the cached file's SHA-256 is checked against ``sha256``, or against the digest recorded at its
-    first download when none is published (see :mod:`optim.models._hub`). Local files are the user's own
+    The download is cached where ``torch.hub.load_state_dict_from_url`` caches it (under
+    ``torch.hub.get_dir()``), and the cached file's SHA-256 is checked, before it is read, against ``sha256``,
+    or against the digest recorded at its first download when none is published (see
+    :mod:`optim.models._hub`). Local files are the user's own
     and are read as they are. Everything is read with ``torch.load(..., weights_only=True)``.
     """
     if model_path is None:
