@@ -142,6 +142,8 @@ def test_weights_hash_and_files(tiny_factory, tmp_path) -> None:
 def test_render_channels_batches_match_single_renders(tiny_factory) -> None:
     model = load_model(tiny_factory)
     settings = RenderSettings(size=12, steps=2, seed=3)
+    # the gallery key also names the image defaults, so renders made under other defaults are not reused
+    assert settings.as_dict() == {"size": 12, "steps": 2, "seed": 3, "lr": 0.05, "decay_power": 1.5}
     seen = []
     tiles = render_channels(model, "2", [0, 4, 5], settings, batch_size=2,
                             callback=lambda done, total, chunk, t: seen.append((done, total, chunk, t.shape[0])))

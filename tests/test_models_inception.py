@@ -5,7 +5,6 @@ a state dict saved by the test itself (``model_path``) or a monkeypatched ``torc
 """
 import hashlib
 import shutil
-import sys
 import warnings
 from collections import Counter
 
@@ -147,7 +146,9 @@ def test_googlenet_downloads_from_the_published_url_once(fake_hub, tmp_path, inc
     assert torch.equal(model.mixed5b.pool_proj.weight, inception.mixed5b.pool_proj.weight)
     # the first download's digest is recorded and checked on every later load, which reads the cache
     assert (cache / "inception5h.pth.sha256").read_text().strip() == digest
-    googlenet(pretrained=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the note comes with the first download only
+        googlenet(pretrained=True)
     assert len(calls) == 1
     assert isinstance(googlenet(), InceptionV1) and len(calls) == 1  # no download without pretrained
 
@@ -174,21 +175,41 @@ def test_a_changed_cached_download_is_rejected_and_deleted(fake_hub, tmp_path, i
     assert len(calls) == 3 and torch.equal(model.fc.bias, inception.fc.bias)
 
 
+def test_an_unverifiable_cache_is_downloaded_again(fake_hub, tmp_path, inception):
+    served, calls, cache = fake_hub
+    # a first download that is no checkpoint (an error page) is dropped, not recorded as the good digest
+    served[INCEPTION5H_URL] = tmp_path / "error.html"
+    served[INCEPTION5H_URL].write_text("<html>rate limited</html>")
+    with pytest.raises(Exception, match="(?i)pickle|load"):
+        googlenet(pretrained=True)
+    assert not (cache / "inception5h.pth").exists() and not (cache / "inception5h.pth.sha256").exists()
+    digest = _serve(served, INCEPTION5H_URL, inception.state_dict(), tmp_path / "published.pth")
+    # a cached file with no record (or a half-written one) has nothing to be checked against: fetched afresh
+    (cache / "inception5h.pth").write_bytes(b"left by an older version")
+    with pytest.warns(UserWarning, match="recorded the digest"):
+        googlenet(pretrained=True)
+    (cache / "inception5h.pth.sha256").write_text(digest[:20])
+    with pytest.warns(UserWarning, match="recorded the digest"):
+        model = googlenet(pretrained=True)
+    assert len(calls) == 3 and (cache / "inception5h.pth.sha256").read_text().strip() == digest
+    assert torch.equal(model.conv1.weight, inception.conv1.weight)
+
+
 def test_a_pinned_sha256_is_verified(fake_hub, tmp_path, monkeypatch, inception):
     served, calls, cache = fake_hub
     digest = _serve(served, INCEPTION5H_URL, inception.state_dict(), tmp_path / "published.pth")
-    module = sys.modules["optim.models.googlenet"]
-    monkeypatch.setattr(module, "INCEPTION5H_SHA256", digest.upper())
+    assert om.WEIGHTS_SHA256[INCEPTION5H_URL] is None and om.WEIGHTS_SHA256[VGG16_CAFFE_URL] is None
+    monkeypatch.setitem(om.WEIGHTS_SHA256, INCEPTION5H_URL, digest.upper())
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a pinned digest needs no note
         model = googlenet(pretrained=True)
     assert torch.equal(model.conv1.weight, inception.conv1.weight)
     assert not (cache / "inception5h.pth.sha256").exists()
-    monkeypatch.setattr(module, "INCEPTION5H_SHA256", "0" * 64)
+    monkeypatch.setitem(om.WEIGHTS_SHA256, INCEPTION5H_URL, "0" * 64)
     with pytest.raises(ValueError, match="expected " + "0" * 64):
         googlenet(pretrained=True)
     assert not (cache / "inception5h.pth").exists()
-    monkeypatch.setattr(module, "INCEPTION5H_SHA256", "abc")
+    monkeypatch.setitem(om.WEIGHTS_SHA256, INCEPTION5H_URL, "abc")
     with pytest.raises(ValueError, match="sha256 must be 64 hex characters, got 'abc'"):
         googlenet(pretrained=True)
     assert len(calls) == 1  # the wrong pin was caught on the cached file; a malformed one before any download

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..render import DEFAULT_LR
+from ..render import DEFAULT_DECAY_POWER, DEFAULT_LR
 
 __all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count",
            "native_input_size", "renderable_layers"]
@@ -49,8 +49,9 @@ class RenderSettings:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
 
     def as_dict(self) -> Dict[str, Any]:
-        """The settings as JSON values (the gallery's key)."""
-        return {**asdict(self), "lr": float(self.lr)}
+        """The settings as JSON values (the gallery's key), with the default image's spectrum decay, so that
+        renders made under other image defaults are not reused."""
+        return {**asdict(self), "lr": float(self.lr), "decay_power": DEFAULT_DECAY_POWER}
 
 
 def native_input_size(model_spec: str) -> int:

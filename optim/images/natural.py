@@ -94,7 +94,7 @@ class NaturalImage(ImageParameterization):
         channels: int = 3,
         batch: int = 1,
         init: Optional[torch.Tensor] = None,
-        parameterization: Union[Type[nn.Module], nn.Module] = FFTImage,
+        parameterization: Union[Type[nn.Module], Callable[..., nn.Module], nn.Module] = FFTImage,
         squash_func: Optional[Callable[[torch.Tensor], torch.Tensor]] = torch.sigmoid,
         decorrelation_module: Optional[nn.Module] = _DEFAULT_DECORRELATION,
         decorrelate_init: bool = True,
@@ -113,7 +113,7 @@ class NaturalImage(ImageParameterization):
 
         if isinstance(parameterization, nn.Module):
             if init is not None:
-                raise ValueError("init can only be used with a parameterization class, not an instance")
+                raise ValueError("init can only be used with a parameterization class or factory, not an instance")
             self.parameterization = parameterization
             return
         is_class = isinstance(parameterization, type)

@@ -1,4 +1,5 @@
 """Models: InceptionV1 / googlenet, VGG16, EfficientNet-Lite, layer utilities and a model registry."""
+from . import _hub as _hub_mod
 from . import _labels as _labels_mod
 from . import _layers as _layers_mod
 from . import _utils as _utils_mod
@@ -7,9 +8,10 @@ from . import googlenet as _googlenet_mod
 from . import registry as _registry_mod
 from . import vgg as _vgg_mod
 
-_SUBMODULES = (_layers_mod, _utils_mod, _googlenet_mod, _vgg_mod, _effnet_mod, _registry_mod, _labels_mod)
+_SUBMODULES = (_hub_mod, _layers_mod, _utils_mod, _googlenet_mod, _vgg_mod, _effnet_mod, _registry_mod, _labels_mod)
 
 # The star-imports come after the module aliases: `googlenet` and `vgg16` then name the factories.
+from ._hub import *  # noqa: E402,F401,F403  WEIGHTS_SHA256, file_sha256, load_verified_state_dict
 from ._labels import *  # noqa: E402,F401,F403  INCEPTION5H_CLASSES, IMAGENET_CLASSES
 from ._layers import *  # noqa: E402,F401,F403  RedirectedReLU, SkipLayer, replace_layers, Conv2dSame, ...
 from ._utils import *  # noqa: E402,F401,F403  get_model_layers, layer_info, collect_activations

@@ -178,15 +178,16 @@ def _load_pretrained(
     """Load weights strictly into ``model`` from ``model_path`` or, without one, from ``url``.
 
     The download is cached where ``torch.hub.load_state_dict_from_url`` caches it (under
-    ``torch.hub.get_dir()``), and the cached file's SHA-256 is checked, before it is read, against ``sha256``,
-    or against the digest recorded at its first download when none is published (see
-    :mod:`optim.models._hub`). Local files are the user's own
+    ``torch.hub.get_dir()``), and the cached file's SHA-256 is checked, before it is read, against ``sha256``
+    (default ``WEIGHTS_SHA256[url]``), or against the digest recorded at its first download when none is
+    published (see :mod:`optim.models._hub`). Local files are the user's own
     and are read as they are. Everything is read with ``torch.load(..., weights_only=True)``.
     """
     if model_path is None:
         from ._hub import load_verified_state_dict
 
-        state_dict = load_verified_state_dict(url, sha256=sha256, progress=progress)
+        # stacklevel 4: the warning points at whoever called the model factory
+        state_dict = load_verified_state_dict(url, sha256=sha256, progress=progress, stacklevel=4)
         source = url
     else:
         state_dict = torch.load(model_path, map_location="cpu", weights_only=True)

@@ -11,17 +11,17 @@ from typing import Any, Optional, Tuple, Type, Union
 import torch
 import torch.nn as nn
 
+from ._hub import WEIGHTS_SHA256
 from ._layers import Conv2dSame, RedirectedReluLayer
 from ._utils import _load_pretrained
 
-__all__ = ["googlenet", "InceptionV1", "InceptionModule", "AuxBranch", "INCEPTION5H_URL", "INCEPTION5H_SHA256"]
+__all__ = ["googlenet", "InceptionV1", "InceptionModule", "AuxBranch", "INCEPTION5H_URL"]
 
 # captum's conversion of Lucid's inception5h.
 INCEPTION5H_URL = "https://github.com/pytorch/captum/raw/optim-wip/captum/optim/_models/inception5h.pth"
-#: SHA-256 of the file at ``INCEPTION5H_URL``. captum publishes none (and its file name has no hash prefix for
-#: torch.hub to check), so it is ``None`` until a verified digest is pinned here; meanwhile the digest of the
-#: first download is recorded beside the cached file and every later load must match it.
-INCEPTION5H_SHA256: Optional[str] = None
+# captum publishes no SHA-256 for it (and the file name has no hash prefix for torch.hub to check): ``None``
+# until a verified digest is pinned; meanwhile the first download's digest is recorded and checked.
+WEIGHTS_SHA256.setdefault(INCEPTION5H_URL, None)
 
 # TensorFlow's LRN (depth_radius=5, alpha=1e-4, beta=0.5, bias=2) in torch's parameterization
 # (size = 2 * radius + 1, alpha multiplied by size).
@@ -38,7 +38,7 @@ def googlenet(
 
     Args:
         pretrained: load captum's inception5h ImageNet weights (1008 classes), downloaded once from
-            ``INCEPTION5H_URL`` into torch.hub's cache and checked by SHA-256 (``INCEPTION5H_SHA256``, or
+            ``INCEPTION5H_URL`` into torch.hub's cache and checked by SHA-256 (``WEIGHTS_SHA256[INCEPTION5H_URL]``, or
             the digest recorded at the first download while none is pinned). The defaults then become
             ``transform_input=True``, ``replace_relus_with_redirectedrelu=True``, ``aux_logits=False``,
             ``out_features=1008``, ``bgr_transform=False``, ``use_linear_modules_only=False``; any of
@@ -72,7 +72,7 @@ def googlenet(
         kwargs = {**defaults, **kwargs}
     model = InceptionV1(**kwargs)
     if pretrained or model_path is not None:
-        _load_pretrained(model, INCEPTION5H_URL, model_path, progress=progress, sha256=INCEPTION5H_SHA256)
+        _load_pretrained(model, INCEPTION5H_URL, model_path, progress=progress)
     return model
 
 

@@ -10,15 +10,16 @@ from typing import Any, List, Optional, Type, Union
 import torch
 import torch.nn as nn
 
+from ._hub import WEIGHTS_SHA256
 from ._layers import RedirectedReluLayer
 from ._utils import _load_pretrained
 
-__all__ = ["vgg16", "VGG16", "VGG16_CAFFE_URL", "VGG16_CAFFE_SHA256", "VGG16_LAYERS"]
+__all__ = ["vgg16", "VGG16", "VGG16_CAFFE_URL", "VGG16_LAYERS"]
 
 # captum's conversion of the Caffe VGG-16 (convolutional features only, no classifier).
 VGG16_CAFFE_URL = "https://pytorch-tutorial-assets.s3.amazonaws.com/captum/vgg16_caffe_features.pth"
-#: SHA-256 of that file: none is published, so ``None`` (see ``googlenet.INCEPTION5H_SHA256``).
-VGG16_CAFFE_SHA256: Optional[str] = None
+# no SHA-256 is published for it: see WEIGHTS_SHA256
+WEIGHTS_SHA256.setdefault(VGG16_CAFFE_URL, None)
 
 # Output channels of each 3x3 convolution; "P" is a 2x2/2 pooling layer.
 VGG16_LAYERS: List[Union[int, str]] = (
@@ -69,7 +70,7 @@ def vgg16(
         kwargs = {**defaults, **kwargs}
     model = VGG16(**kwargs)
     if pretrained or model_path is not None:
-        _load_pretrained(model, VGG16_CAFFE_URL, model_path, progress=progress, sha256=VGG16_CAFFE_SHA256)
+        _load_pretrained(model, VGG16_CAFFE_URL, model_path, progress=progress)
     return model
 
 
