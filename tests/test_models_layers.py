@@ -75,6 +75,68 @@ def test_redirected_relu6_forward_and_backward():
     assert torch.equal(got, torch.tensor([[0.0, 2.0, 0.0], [-4.0, 0.0, 6.0]]))
 
 
+def _redirect_per_example_eq_all(normal_grad, redirected_grad):
+    """The dead-example test as it was before the amax check (eq(0).all() per example): the reference."""
+    if normal_grad.dim() == 0:
+        return redirected_grad() if bool(normal_grad == 0) else normal_grad
+    dead = normal_grad.reshape(normal_grad.shape[0], -1).eq(0).all(dim=1)
+    dead = dead.reshape((-1,) + (1,) * (normal_grad.dim() - 1))
+    return torch.where(dead, redirected_grad(), normal_grad)
+
+
+def _reference_grad(x, g, relu6):
+    if relu6:
+        normal = torch.ops.aten.hardtanh_backward(g, x, 0.0, 6.0)
+        deeper = ((x <= 0) & (g > 0)) | ((x >= 6) & (g < 0))
+    else:
+        normal = torch.ops.aten.threshold_backward(g, x, 0)
+        deeper = (x <= 0) & (g > 0)
+    return _redirect_per_example_eq_all(normal, lambda: g.masked_fill(deeper, 0))
+
+
+@pytest.mark.parametrize("relu6", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_redirected_relu_gradients_bit_identical_to_eq_all_check(relu6, channels_last):
+    fn = RedirectedReLU6.apply if relu6 else RedirectedReLU.apply
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, generator=gen) * 4
+    g = torch.randn(8, 3, 5, 5, generator=gen)
+    x[0] = -torch.rand(3, 5, 5, generator=gen) - 0.1  # dead: every input below zero
+    x[1] = 6.5 if relu6 else -1.0  # dead: above the cap (ReLU6) / below zero
+    x[2] = -1.0
+    x[2, :, 0, 0] = 1.0  # alive only where the gradient is zero: dead
+    g[2, :, 0, 0] = 0.0
+    g[3] = 0.0  # zero upstream gradient: dead, and its redirection is zero as well
+    g[4] = -g[4].abs()  # normal gradient <= 0 with zeros: max is 0 but min < 0, not dead
+    x[4, 0] = 1.0
+    x[4, 1:] = -1.0
+    g[5] = -0.0  # signed zeros count as zero
+    g[6, 0, 0, 0] = float("nan")  # NaN is not zero: not dead
+    g[6, 0, 0, 1] = float("inf")
+    x[6] = -1.0
+    x[6, 0, 0, 0] = 1.0  # the NaN reaches the normal gradient
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        g = g.contiguous(memory_format=torch.channels_last)
+    got = _grad(fn, x, g)
+    # exact equality (NaN where the reference has NaN)
+    torch.testing.assert_close(got, _reference_grad(x, g, relu6), rtol=0, atol=0, equal_nan=True)
+    assert got.isnan().sum() == 1 and bool(got[6, 0, 0, 0].isnan())
+    # the cases above exercise both branches: 0-2 redirected (3 and 5 too, with a zero result), 4, 6, 7 not
+    plain = torch.ops.aten.hardtanh_backward(g, x, 0.0, 6.0) if relu6 else torch.ops.aten.threshold_backward(g, x, 0)
+    changed = [i for i in range(8) if not torch.equal(plain[i].nan_to_num(), got[i].nan_to_num())]
+    assert changed == [0, 1, 2]
+    for _ in range(20):  # random inputs, some examples dead, some with zero upstream gradient
+        x = torch.randn(6, 4, 3, 3, generator=gen) * 3 - 4 * torch.rand(6, 1, 1, 1, generator=gen)
+        g = torch.randn(6, 4, 3, 3, generator=gen) * (torch.rand(6, 1, 1, 1, generator=gen) > 0.3)
+        assert torch.equal(_grad(fn, x, g), _reference_grad(x, g, relu6))
+    for shape in [(), (5,), (3, 0, 2)]:  # a scalar, one value per example, examples without elements
+        x = -torch.rand(shape, generator=gen)
+        g = torch.randn(shape, generator=gen)
+        assert torch.equal(_grad(fn, x, g), _reference_grad(x, g, relu6))
+    assert _grad(fn, torch.randn(0, 3), torch.randn(0, 3)).shape == (0, 3)  # an empty batch
+
+
 # --- layer surgery -------------------------------------------------------------------------------------
 
 
