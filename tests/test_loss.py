@@ -50,19 +50,112 @@ def test_neuron_activation_centre_and_position(acts):
     # 5 rows x 6 columns: the centre is row 2, column 3 (Lucid's convention: x = column, y = row).
     assert torch.equal(NeuronActivation("a", 1)(acts), acts["a"][:, 1, 2:3, 3:4])
     assert torch.equal(NeuronActivation("a", 1, x=5, y=0)(acts), acts["a"][:, 1, 0:1, 5:6])
-    with pytest.raises(ValueError, match="x=6"):
+    with pytest.raises(ValueError, match=r"^x 6 is out of range for layer 'a', which has 6 columns \(valid: 0\.\.5\)$"):
         NeuronActivation("a", 1, x=6)(acts)
+    with pytest.raises(ValueError, match=r"^y 5 is out of range for layer 'a', which has 5 rows"):
+        NeuronActivation("a", 1, y=5)(acts)
 
 
-def test_channel_out_of_range_names_the_channel_count(acts):
-    with pytest.raises(ValueError, match=r"channel_index 4 .* 4 channels"):
+def test_channel_out_of_range_names_the_layer_value_and_range(acts):
+    with pytest.raises(ValueError, match=r"^channel_index 4 is out of range for layer 'a', which has 4 channels "
+                                         r"\(valid: 0\.\.3\)$"):
         ChannelActivation("a", 4)(acts)
-    with pytest.raises(ValueError, match="channel_index must be >= 0"):
+    relu = nn.ReLU()
+    with pytest.raises(ValueError, match=r"channel_index 10 is out of range for layer ReLU, which has 10 channels"):
+        ChannelActivation(relu, 10)({relu: acts["logits"]})
+    with pytest.raises(ValueError, match=r"^channel_index must be >= 0, got -1$"):
         ChannelActivation("a", -1)
-    with pytest.raises(ValueError, match="batch_index"):
+    with pytest.raises(ValueError, match=r"^batch_index 5 is out of range for layer 'a', which has 3 images "
+                                         r"\(valid: -3\.\.2\)$"):
         ChannelActivation("a", 0, batch_index=5)(acts)
-    with pytest.raises(TypeError, match="batch_index"):
+    with pytest.raises(ValueError, match=r"batch_index -4 is out of range .* 3 images \(valid: -3\.\.2\)"):
+        ChannelActivation("a", 0, batch_index=-4)(acts)
+    with pytest.raises(TypeError, match=r"^batch_index must be None, an int or a \[start, end\] pair of ints, "
+                                        r"got '0' \(str\)$"):
         ChannelActivation("a", 0, batch_index="0")
+    with pytest.raises(ValueError, match=r"\[start, end\] pair of ints, got \[0, 1, 2\] \(3 values\)"):
+        ChannelActivation("a", 0, batch_index=[0, 1, 2])
+    with pytest.raises(TypeError, match=r"^batch_index end must be an int, got 1.5 \(float\)$"):
+        ChannelActivation("a", 0, batch_index=[0, 1.5])
+    with pytest.raises(ValueError, match=r"batch_index \[2, 1\] selects no image of the batch of 3"):
+        ChannelActivation("a", 0, batch_index=[2, 1])(acts)
+    with pytest.raises(ValueError, match=r"batch_index end 4 is out of range .* \(valid: -3\.\.3\)"):
+        ChannelActivation("a", 0, batch_index=[0, 4])(acts)
+
+
+def test_negative_batch_index_means_what_python_indexing_means(acts):
+    x = acts["a"]
+    assert torch.equal(ChannelActivation("a", 2, batch_index=-1)(acts), x[-1:, 2])
+    assert torch.equal(ChannelActivation("a", 2, batch_index=-3)(acts), x[0:1, 2])
+    assert torch.equal(LayerActivation("a", batch_index=[-2, 3])(acts), x[-2:3])
+    assert torch.equal(LayerActivation("a", batch_index=[0, -1])(acts), x[0:-1])
+    assert repr(ChannelActivation("a", 2, batch_index=-1)) == "ChannelActivation(a, 2, batch_index=-1)"
+    assert repr(LayerActivation("a", batch_index=(0, -1))) == "LayerActivation(a, batch_index=[0, -1])"
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: ChannelActivation("a", None), r"^channel_index must be an int, got None \(NoneType\)$"),
+        (lambda: ChannelActivation("a", True), r"^channel_index must be an int, got True \(bool\)$"),
+        (lambda: ChannelActivation("a", 1.0), r"^channel_index must be an int, got 1.0 \(float\)$"),
+        (lambda: NeuronActivation("a", None), r"^channel_index must be an int, got None"),
+        (lambda: NeuronActivation("a", 0, x="1"), r"^x must be an int, got '1' \(str\)$"),
+        (lambda: NeuronDirection("a", torch.ones(4), channel_index=1.5), r"^channel_index must be an int"),
+        (lambda: ActivationInterpolation("a", 0, "b", "1"), r"^channel_index_two must be an int"),
+        (lambda: L2Mean("a", channel_index=False), r"^channel_index must be an int, got False"),
+        (lambda: ActivationWeights("a", torch.ones(4), wx=None), r"^wx must be an int, got None"),
+    ],
+)
+def test_indices_of_the_wrong_type_are_refused_at_construction(build, message):
+    with pytest.raises(TypeError, match=message):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: L2Mean("a", channel_index=-1), r"^channel_index must be >= 0, got -1$"),
+        (lambda: NeuronActivation("a", -2), r"^channel_index must be >= 0, got -2$"),
+        (lambda: NeuronActivation("a", 0, y=-1), r"^y must be >= 0, got -1$"),
+        (lambda: NeuronDirection("a", torch.ones(4), x=-1), r"^x must be >= 0, got -1$"),
+        (lambda: NeuronDirection("a", torch.ones(4), channel_index=-1), r"^channel_index must be >= 0, got -1$"),
+        (lambda: AngledNeuronDirection("a", torch.ones(4), y=-3), r"^y must be >= 0, got -3$"),
+        (lambda: ActivationInterpolation("a", -1, "b", 0), r"^channel_index_one must be >= 0, got -1$"),
+        (lambda: ActivationWeights("a", torch.ones(4), neuron=True, x=-1), r"^x must be >= 0, got -1$"),
+        (lambda: ActivationWeights("a", torch.ones(4), wy=0), r"^wy \(the window's size\) must be >= 1, got 0$"),
+    ],
+)
+def test_negative_indices_are_refused_at_construction(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_every_index_is_checked_against_the_activation_when_called(acts):
+    with pytest.raises(ValueError, match=r"^channel_index 2 is out of range for layer 'b', which has 2 channels"):
+        L2Mean("b", channel_index=2)(acts)
+    with pytest.raises(ValueError, match=r"^channel_index 4 is out of range for layer 'a'"):
+        NeuronDirection("a", torch.ones(4), channel_index=4)(acts)
+    with pytest.raises(ValueError, match=r"^channel_index 2 is out of range for layer 'b'"):
+        ActivationInterpolation("a", 0, "b", 2)(acts)
+    with pytest.raises(ValueError, match=r"^x 6 is out of range for layer 'a', which has 6 columns"):
+        AngledNeuronDirection("a", torch.ones(4), x=6)(acts)
+    with pytest.raises(ValueError, match=r"the window x=4, y=0, wx=3, wy=1 does not fit"):
+        ActivationWeights("a", torch.ones(4), neuron=True, x=4, y=0, wx=3)(acts)
+    x = acts["a"]
+    window = ActivationWeights("a", torch.ones(4), neuron=True, x=3, y=1, wx=3, wy=2)(acts)
+    assert torch.equal(window, x[:, :, 1:3, 3:6])
+
+
+def test_check_index_is_the_one_validator():
+    from optim.loss import check_index
+
+    assert check_index(np.int64(3), "channel_index") == 3
+    assert check_index(-2, "batch_index", size=5, unit="images", negative=True) == 3
+    assert check_index(5, "batch_index end", size=5, unit="images", negative=True, stop=True) == 5
+    with pytest.raises(ValueError, match=r"^channel_index 7 is out of range for the activation, which has 7 "
+                                         r"channels \(valid: 0\.\.6\)$"):
+        check_index(7, "channel_index", size=7)
 
 
 def test_algebra_values_and_targets(acts):
@@ -163,7 +256,9 @@ def test_direction_family(acts):
     angled = AngledNeuronDirection("a", vec, cossim_pow=0)(acts)
     assert torch.allclose(angled, x[:, :, 2, 3] * vec)
     proj = VectorLoss("a", vec)(acts)
-    assert torch.allclose(proj, torch.relu(dot).mean(dim=(1, 2)), atol=1e-6)
+    relu_dot = (torch.relu(x) * vec.view(1, 4, 1, 1)).sum(1)
+    assert torch.allclose(proj, relu_dot.mean(dim=(1, 2)), atol=1e-6)
+    assert torch.allclose(VectorLoss("a", vec, activation_fn=None)(acts), dot.mean(dim=(1, 2)), atol=1e-6)
     with pytest.raises(ValueError, match="3 values .* 4 channels"):
         Direction("a", torch.ones(3))(acts)
 
@@ -177,7 +272,8 @@ def test_facet_loss_gradient_gate():
     weights = torch.rand(3)
     acts = {"u": ultimate, "l": layer}
     value = FacetLoss("u", "l", vec, weights)(acts)
-    grad = torch.autograd.grad(torch.relu(ultimate.movedim(1, -1) @ vec).mean(dim=(1, 2)).sum(), layer,
+    # the ReLU acts on the ultimate activation, before the projection on vec (captum, Goh et al. 2021)
+    grad = torch.autograd.grad((torch.relu(ultimate).movedim(1, -1) @ vec).mean(dim=(1, 2)).sum(), layer,
                                retain_graph=True)[0]
     expected = (layer * torch.relu(grad) * weights.view(1, 3, 1, 1)).sum()
     assert torch.allclose(value, expected, atol=1e-5)
@@ -186,3 +282,31 @@ def test_facet_loss_gradient_gate():
 
 def test_reexported_through_opt():
     assert opt.loss.ChannelActivation is ChannelActivation
+
+
+def test_channel_projection_applies_the_relu_to_the_activations_first():
+    from optim.loss.direction import channel_projection
+
+    # relu([-1, 2]) . [1, 1] = 2; projecting first would give relu(1) = 1
+    act = torch.tensor([[-1.0, 2.0]])
+    vec = torch.tensor([1.0, 1.0])
+    assert channel_projection(act, vec).tolist() == [2.0]
+    assert VectorLoss("v", vec)({"v": act}).tolist() == [2.0]
+    spatial = act.view(1, 2, 1, 1).expand(1, 2, 3, 3)
+    assert VectorLoss("v", vec)({"v": spatial}).tolist() == [2.0]
+    # [C, K] directions: one value per column
+    two = torch.tensor([[1.0, -1.0], [1.0, 0.5]])
+    assert channel_projection(act, two).tolist() == [[2.0, 1.0]]
+
+
+def test_facet_loss_batch_index_cuts_the_gradient_too():
+    torch.manual_seed(0)
+    layer = torch.randn(3, 3, 4, 4, requires_grad=True)
+    ultimate = nn.Conv2d(3, 5, 1)(layer)
+    vec, weights = torch.randn(5), torch.rand(3)
+    acts = {"u": ultimate, "l": layer}
+    grad = torch.autograd.grad((torch.relu(ultimate).movedim(1, -1) @ vec).mean(dim=(1, 2)).sum(), layer,
+                               retain_graph=True)[0]
+    expected = (layer[-1:] * torch.relu(grad[-1:]) * weights.view(1, 3, 1, 1)).sum()
+    value = FacetLoss("u", "l", vec, weights, batch_index=-1)(acts)
+    assert torch.allclose(value, expected, atol=1e-5)

@@ -1,7 +1,25 @@
 """Objectives for input optimization, composable with ``+ - * / **``, unary ``-`` and ``abs()``.
 
-Every objective takes a target (an ``nn.Module`` or a dotted module name resolved when the optimization
-starts) and a ``batch_index`` (an int or ``[start, end]``).
+Every loss class takes its target(s) and required values (channel index, direction, reference) positionally;
+``batch_index`` and every tuning knob are keyword-only::
+
+    ChannelActivation(target, channel_index, *, batch_index=None)
+    NeuronActivation(target, channel_index, *, x=None, y=None, batch_index=None)
+
+A target is an ``nn.Module`` or a dotted module name resolved when the optimization starts. Every index is
+checked by one function, :func:`check_index`: channel and position indices must be ints ``>= 0`` when the
+loss is built and inside the activation when it is called; ``batch_index`` is ``None`` (the whole batch), an
+int or a ``[start, end]`` pair, negative values counting from the end as in Python (:func:`batch_slice`).
+
+Example:
+    >>> import torch
+    >>> acts = {"mixed4a": torch.arange(8.0).reshape(2, 4, 1, 1)}
+    >>> ChannelActivation("mixed4a", 1, batch_index=-1)(acts).flatten().tolist()
+    [5.0]
+    >>> ChannelActivation("mixed4a", -1)
+    Traceback (most recent call last):
+    ...
+    ValueError: channel_index must be >= 0, got -1
 """
 from .activation import (
     ActivationInterpolation,
@@ -10,7 +28,15 @@ from .activation import (
     LayerActivation,
     NeuronActivation,
 )
-from .base import BaseLoss, CompositeLoss, Loss, default_loss_summarize, sum_loss_list
+from .base import (
+    BaseLoss,
+    CompositeLoss,
+    Loss,
+    batch_slice,
+    check_index,
+    default_loss_summarize,
+    sum_loss_list,
+)
 from .direction import (
     ActivationWeights,
     AngledNeuronDirection,
@@ -30,6 +56,8 @@ __all__ = [
     "CompositeLoss",
     "sum_loss_list",
     "default_loss_summarize",
+    "check_index",
+    "batch_slice",
     "LayerActivation",
     "ChannelActivation",
     "NeuronActivation",

@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .base import Activations, BaseLoss, BatchIndex, Target, target_name
+from .base import Activations, BaseLoss, BatchIndex, Target, check_index, target_name
 
 __all__ = [
     "LayerActivation",
@@ -18,34 +18,25 @@ __all__ = [
 ]
 
 
-def check_channel(activation: torch.Tensor, channel_index: int, target: Target) -> None:
-    """Raise a ValueError when ``channel_index`` does not exist in ``activation`` (channels on dim 1)."""
+def check_channel(activation: torch.Tensor, channel_index: int, target: Target) -> int:
+    """Check ``channel_index`` against ``activation``'s channels (dim 1) with :func:`check_index`.
+
+    Raises:
+        ValueError: an activation with no channel dimension, or an index outside it (naming the layer, the
+            value and the valid range).
+    """
     if activation.dim() < 2:
         raise ValueError(
             f"{target_name(target)} outputs a tensor of shape {tuple(activation.shape)}, which has no channel dim"
         )
-    if channel_index >= activation.shape[1]:
-        raise ValueError(
-            f"channel_index {channel_index} is out of range for {target_name(target)}, "
-            f"which has {activation.shape[1]} channels (valid: 0..{activation.shape[1] - 1})"
-        )
-
-
-def _check_index(name: str, value: Optional[int]) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+    return check_index(channel_index, "channel_index", size=activation.shape[1], target=target)
 
 
 def neuron_position(activation: torch.Tensor, x: Optional[int], y: Optional[int], target: Target) -> Tuple[int, int]:
     """The (x, y) = (column, row) of a neuron; ``None`` means the centre, as in Lucid.
 
     Raises:
-        ValueError: when the position lies outside the activation's spatial size.
+        ValueError: a non-4-D activation, or a position outside its spatial size (:func:`check_index`).
     """
     if activation.dim() != 4:
         raise ValueError(
@@ -53,14 +44,14 @@ def neuron_position(activation: torch.Tensor, x: Optional[int], y: Optional[int]
             f"shape {tuple(activation.shape)}"
         )
     height, width = activation.shape[2:]
-    col = width // 2 if x is None else x
-    row = height // 2 if y is None else y
-    if col >= width or row >= height:
-        raise ValueError(
-            f"neuron position x={col}, y={row} is outside {target_name(target)}'s spatial size "
-            f"(height={height}, width={width})"
-        )
+    col = width // 2 if x is None else check_index(x, "x", size=width, target=target, unit="columns")
+    row = height // 2 if y is None else check_index(y, "y", size=height, target=target, unit="rows")
     return col, row
+
+
+def _optional_index(value: Optional[int], name: str) -> Optional[int]:
+    """``None`` (the documented 'all' / 'centre'), or an index checked by :func:`check_index`."""
+    return None if value is None else check_index(value, name)
 
 
 class LayerActivation(BaseLoss):
@@ -70,9 +61,10 @@ class LayerActivation(BaseLoss):
         target: the layer.
         batch_index: which images of the batch the loss reads.
 
-    Example::
-
-        loss = LayerActivation(model.mixed4a)
+    Example:
+        >>> acts = {"mixed4a": torch.arange(4.0).reshape(2, 2, 1, 1)}
+        >>> LayerActivation("mixed4a", batch_index=1)(acts).flatten().tolist()
+        [2.0, 3.0]
     """
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -84,22 +76,31 @@ class ChannelActivation(BaseLoss):
 
     Args:
         target: the layer.
-        channel_index: the channel.
-        batch_index: which images of the batch the loss reads.
+        channel_index: the channel, an int ``>= 0``.
+        batch_index: keyword-only; which images of the batch the loss reads (see :class:`BaseLoss`).
 
-    Example::
+    Raises:
+        TypeError: a ``channel_index`` that is not an int (``None``, a bool, a float ...).
+        ValueError: a negative ``channel_index``; when called, one the layer does not have (naming the layer
+            and the valid range).
 
-        loss = ChannelActivation(model.mixed4a, 465)
+    Example:
+        >>> acts = {"mixed4a": torch.arange(8.0).reshape(2, 4, 1, 1)}
+        >>> ChannelActivation("mixed4a", 3)(acts).flatten().tolist()
+        [3.0, 7.0]
+        >>> ChannelActivation("mixed4a", None)
+        Traceback (most recent call last):
+        ...
+        TypeError: channel_index must be an int, got None (NoneType)
     """
 
-    def __init__(self, target: Target, channel_index: int, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index)
-        self.channel_index = _check_index("channel_index", channel_index)
+    def __init__(self, target: Target, channel_index: int, *, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, batch_index=batch_index)
+        self.channel_index = check_index(channel_index, "channel_index")
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act = self._activation(activations)
-        check_channel(act, self.channel_index, self.target)
-        return act[:, self.channel_index]
+        return act[:, check_channel(act, self.channel_index, self.target)]
 
     def _extra_repr(self) -> str:
         return str(self.channel_index)
@@ -111,33 +112,41 @@ class NeuronActivation(BaseLoss):
     Args:
         target: the layer.
         channel_index: the channel.
-        x: the column; ``None`` for the centre.
-        y: the row; ``None`` for the centre.
-        batch_index: which images of the batch the loss reads.
+        x: keyword-only; the column; ``None`` for the centre.
+        y: keyword-only; the row; ``None`` for the centre.
+        batch_index: keyword-only; which images of the batch the loss reads (see :class:`BaseLoss`).
 
-    Example::
+    Raises:
+        TypeError: a ``channel_index``, ``x`` or ``y`` that is not an int (``None`` only for ``x``/``y``).
+        ValueError: a negative index; when called, one outside the activation.
 
-        loss = NeuronActivation(model.mixed4a, 308)
+    Example:
+        >>> acts = {"mixed4a": torch.arange(18.0).reshape(1, 2, 3, 3)}
+        >>> NeuronActivation("mixed4a", 1)(acts).item()  # the centre: row 1, column 1
+        13.0
+        >>> NeuronActivation("mixed4a", 1, x=2, y=0)(acts).item()
+        11.0
     """
 
     def __init__(
         self,
         target: Target,
         channel_index: int,
+        *,
         x: Optional[int] = None,
         y: Optional[int] = None,
         batch_index: BatchIndex = None,
     ) -> None:
-        super().__init__(target, batch_index)
-        self.channel_index = _check_index("channel_index", channel_index)
-        self.x = _check_index("x", x)
-        self.y = _check_index("y", y)
+        super().__init__(target, batch_index=batch_index)
+        self.channel_index = check_index(channel_index, "channel_index")
+        self.x = _optional_index(x, "x")
+        self.y = _optional_index(y, "y")
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act = self._activation(activations)
-        check_channel(act, self.channel_index, self.target)
+        channel = check_channel(act, self.channel_index, self.target)
         col, row = neuron_position(act, self.x, self.y, self.target)
-        return act[:, self.channel_index, row : row + 1, col : col + 1]
+        return act[:, channel, row : row + 1, col : col + 1]
 
     def _extra_repr(self) -> str:
         pos = "" if self.x is None and self.y is None else f", x={self.x}, y={self.y}"
@@ -151,9 +160,9 @@ class DeepDream(BaseLoss):
         target: the layer.
         batch_index: which images of the batch the loss reads.
 
-    Example::
-
-        loss = DeepDream(model.mixed4c)
+    Example:
+        >>> DeepDream("mixed4c")({"mixed4c": torch.tensor([[-2.0, 3.0]])}).tolist()
+        [[4.0, 9.0]]
     """
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -172,9 +181,10 @@ class ActivationInterpolation(BaseLoss):
         target_two: the second layer.
         channel_index_two: its channel, or ``None`` for the whole layer.
 
-    Example::
-
-        loss = ActivationInterpolation(model.mixed4a, 476, model.mixed4a, 460)
+    Example:
+        >>> acts = {"mixed4a": torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])}
+        >>> ActivationInterpolation("mixed4a", 0, "mixed4a", 1)(acts).item()  # 1 + 0.5 * 1 + 1
+        2.5
     """
 
     def __init__(
@@ -186,8 +196,8 @@ class ActivationInterpolation(BaseLoss):
     ) -> None:
         super().__init__(target_one)
         self.target_two = target_two
-        self.channel_index_one = _check_index("channel_index_one", channel_index_one)
-        self.channel_index_two = _check_index("channel_index_two", channel_index_two)
+        self.channel_index_one = _optional_index(channel_index_one, "channel_index_one")
+        self.channel_index_two = _optional_index(channel_index_two, "channel_index_two")
 
     @property
     def targets(self) -> list:
@@ -196,8 +206,7 @@ class ActivationInterpolation(BaseLoss):
     def _channel_means(self, activations: Activations, target: Target, channel: Optional[int]) -> torch.Tensor:
         act = activations[target]
         if channel is not None:
-            check_channel(act, channel, target)
-            act = act[:, channel]
+            act = act[:, check_channel(act, channel, target)]
         return act.reshape(act.shape[0], -1).mean(dim=1)
 
     def __call__(self, activations: Activations) -> torch.Tensor:

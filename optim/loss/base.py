@@ -6,9 +6,10 @@ sides, so ``ChannelActivation(m.mixed4a, 97) - 0.1 * TotalVariation(image)`` is 
 """
 from __future__ import annotations
 
+import numbers
 import operator
 from abc import ABC, abstractmethod
-from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,6 +22,8 @@ __all__ = [
     "sum_loss_list",
     "default_loss_summarize",
     "target_name",
+    "check_index",
+    "batch_slice",
 ]
 
 Target = Union[nn.Module, str]
@@ -50,9 +53,15 @@ class Loss(ABC):
     reduced to its mean, so losses on layers of different shapes combine; with a number the operation is
     elementwise.
 
-    Example::
-
-        loss = ChannelActivation("mixed4a", 97) - 0.05 * TotalVariation(image)
+    Example:
+        >>> import torch
+        >>> from optim.loss import ChannelActivation, TotalVariation
+        >>> loss = ChannelActivation("mixed4a", 1) - 0.5 * TotalVariation("image")
+        >>> loss.targets
+        ['mixed4a', 'image']
+        >>> acts = {"mixed4a": torch.ones(1, 2, 2, 2), "image": torch.zeros(1, 3, 4, 4)}
+        >>> loss(acts).item()  # mean(1) - mean(0.5 * 0)
+        1.0
     """
 
     @property
@@ -161,9 +170,12 @@ def sum_loss_list(
     Returns:
         One loss whose targets are the union of all targets.
 
-    Example::
-
-        loss = sum_loss_list([ChannelActivation(layer, c, batch_index=i) for i, c in enumerate(channels)])
+    Example:
+        >>> import torch
+        >>> from optim.loss import ChannelActivation
+        >>> loss = sum_loss_list([ChannelActivation("fc", c, batch_index=i) for i, c in enumerate([2, 0])])
+        >>> loss({"fc": torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])}).item()  # fc[0, 2] + fc[1, 0]
+        5.0
     """
     losses = list(loss_list)
     if not losses:
@@ -187,23 +199,143 @@ def default_loss_summarize(loss_value: torch.Tensor) -> torch.Tensor:
     return -loss_value.mean()
 
 
-def _normalize_batch_index(batch_index: BatchIndex) -> Tuple[Optional[int], Optional[int]]:
+def _where(target: Optional[Target]) -> str:
+    if target is None:
+        return "the activation"
+    return f"layer {target!r}" if isinstance(target, str) else f"layer {type(target).__name__}"
+
+
+def check_index(
+    value: Any,
+    name: str,
+    *,
+    size: Optional[int] = None,
+    target: Optional[Target] = None,
+    unit: str = "channels",
+    negative: bool = False,
+    stop: bool = False,
+) -> int:
+    """The one validator of every index a loss takes (channel, neuron position, batch).
+
+    Without ``size`` it checks what is known when the loss is built: the type, and the sign unless
+    ``negative``. With ``size`` (the length of the indexed dimension of the activation, known when the loss
+    is called) it also checks the range and returns the index resolved to ``0..size - 1``.
+
+    Args:
+        value: the index.
+        name: the argument's name, for the messages (``"channel_index"``, ``"x"``, ``"batch_index"``).
+        size: the length of the dimension indexed, or ``None`` before the activation is known.
+        target: the layer the index applies to, named in range errors.
+        unit: what the dimension counts, for range errors (``"channels"``, ``"images"``, ``"rows"``, ...).
+        negative: allow negative values with Python's meaning (``-1``: the last one), as ``batch_index``
+            does; otherwise a negative value is refused.
+        stop: the value is the exclusive end of a range (``[start, end]``): ``size`` itself is allowed.
+
+    Returns:
+        ``int(value)``, resolved against ``size`` (``-1 -> size - 1``) when ``size`` is given.
+
+    Raises:
+        TypeError: not an int (a bool, ``None``, a float, a string ...), naming the argument and the value.
+        ValueError: negative where that is not allowed, or outside the dimension, naming the argument, the
+            value, the layer and the valid range.
+
+    Example:
+        >>> check_index(3, "channel_index")
+        3
+        >>> check_index(-1, "batch_index", size=4, unit="images", negative=True)
+        3
+        >>> check_index(-1, "channel_index")
+        Traceback (most recent call last):
+        ...
+        ValueError: channel_index must be >= 0, got -1
+        >>> check_index(None, "channel_index")
+        Traceback (most recent call last):
+        ...
+        TypeError: channel_index must be an int, got None (NoneType)
+        >>> check_index(4, "channel_index", size=4, target="mixed4a")
+        Traceback (most recent call last):
+        ...
+        ValueError: channel_index 4 is out of range for layer 'mixed4a', which has 4 channels (valid: 0..3)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < 0 and not negative:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if size is None:
+        return value
+    high = size if stop else size - 1
+    low = -size if negative else 0
+    if not low <= value <= high:
+        raise ValueError(
+            f"{name} {value} is out of range for {_where(target)}, which has {size} {unit} "
+            f"(valid: {low}..{high})"
+        )
+    return value + size if value < 0 else value
+
+
+def _check_batch_index(batch_index: BatchIndex) -> Optional[Union[int, Tuple[int, int]]]:
+    """``batch_index`` as stored: ``None``, an int, or a ``(start, end)`` pair (checked for type only)."""
     if batch_index is None:
-        return None, None
-    if isinstance(batch_index, bool):
-        raise TypeError("batch_index must be an int or a [start, end] pair, got a bool")
-    if isinstance(batch_index, int):
-        if batch_index < 0:
-            raise ValueError(f"batch_index must be >= 0, got {batch_index}")
-        return batch_index, batch_index + 1
-    if isinstance(batch_index, (list, tuple)) and len(batch_index) == 2 and all(
-        isinstance(i, int) and not isinstance(i, bool) for i in batch_index
-    ):
-        start, end = batch_index
-        if not 0 <= start < end:
-            raise ValueError(f"batch_index [start, end] needs 0 <= start < end, got {list(batch_index)}")
+        return None
+    if isinstance(batch_index, (list, tuple)):
+        if len(batch_index) != 2:
+            raise ValueError(
+                f"batch_index must be an int or a [start, end] pair of ints, got {list(batch_index)!r} "
+                f"({len(batch_index)} values)"
+            )
+        start = check_index(batch_index[0], "batch_index start", negative=True)
+        end = check_index(batch_index[1], "batch_index end", negative=True)
         return start, end
-    raise TypeError(f"batch_index must be None, an int or a [start, end] pair of ints, got {batch_index!r}")
+    if isinstance(batch_index, bool) or not isinstance(batch_index, numbers.Integral):
+        raise TypeError(
+            f"batch_index must be None, an int or a [start, end] pair of ints, got {batch_index!r} "
+            f"({type(batch_index).__name__})"
+        )
+    return check_index(batch_index, "batch_index", negative=True)
+
+
+def batch_slice(batch_index: BatchIndex, batch_size: int, target: Optional[Target] = None) -> slice:
+    """The images of a batch of ``batch_size`` that ``batch_index`` selects, as a slice (Python's meaning).
+
+    Args:
+        batch_index: ``None`` (all), an int (one image; ``-1`` is the last) or a ``[start, end]`` pair
+            (images ``start`` to ``end - 1``; negative values count from the end, as in ``x[start:end]``).
+        batch_size: the length of the batch.
+        target: the layer, named in errors.
+
+    Raises:
+        ValueError: an index outside the batch, or a pair that selects no image.
+
+    Example:
+        >>> batch_slice(-1, 4)
+        slice(3, 4, None)
+        >>> batch_slice([1, -1], 4)
+        slice(1, 3, None)
+    """
+    return _resolve_batch(_check_batch_index(batch_index), batch_size, target)
+
+
+def _resolve_batch(
+    normalized: Optional[Union[int, Tuple[int, int]]], batch_size: int, target: Optional[Target]
+) -> slice:
+    if normalized is None:
+        return slice(None)
+    if isinstance(normalized, int):
+        start = check_index(normalized, "batch_index", size=batch_size, target=target, unit="images", negative=True)
+        return slice(start, start + 1)
+    start = check_index(
+        normalized[0], "batch_index start", size=batch_size, target=target, unit="images", negative=True
+    )
+    end = check_index(
+        normalized[1], "batch_index end", size=batch_size, target=target, unit="images", negative=True, stop=True
+    )
+    if end <= start:
+        raise ValueError(
+            f"batch_index {list(normalized)} selects no image of the batch of {batch_size} at {_where(target)} "
+            f"(it resolves to [{start}, {end}]; end must come after start)"
+        )
+    return slice(start, end)
 
 
 class BaseLoss(Loss):
@@ -211,14 +343,23 @@ class BaseLoss(Loss):
 
     Args:
         target: the module (or dotted module name) whose output is read.
-        batch_index: ``None`` for the whole batch, an int for one image, or ``[start, end]``.
+        batch_index: keyword-only. ``None`` for the whole batch, an int for one image (negative counts from
+            the end: ``-1`` is the last image), or a ``[start, end]`` pair for images ``start`` to
+            ``end - 1`` (negative values as in ``x[start:end]``). Checked against the batch size when the
+            loss is called (:func:`batch_slice`).
+
+    Raises:
+        TypeError: a target that is neither a module nor a name, or a ``batch_index`` that is not an int or
+            a pair of ints.
+        ValueError: a ``batch_index`` sequence that is not a pair; when called, a ``batch_index`` outside
+            the batch.
     """
 
-    def __init__(self, target: Target, batch_index: BatchIndex = None) -> None:
+    def __init__(self, target: Target, *, batch_index: BatchIndex = None) -> None:
         if not isinstance(target, (nn.Module, str)):
             raise TypeError(f"a loss target must be an nn.Module or a dotted module name, got {type(target).__name__}")
         self.target = target
-        self.batch_index = _normalize_batch_index(batch_index)
+        self.batch_index = _check_batch_index(batch_index)
 
     @property
     def targets(self) -> List[Target]:
@@ -226,16 +367,15 @@ class BaseLoss(Loss):
 
     def _activation(self, activations: Activations, target: Optional[Target] = None) -> torch.Tensor:
         """The recorded output of ``target`` (default: this loss's target), cut to ``batch_index``."""
-        act = activations[self.target if target is None else target]
-        start, end = self.batch_index
-        if start is None:
+        target = self.target if target is None else target
+        act = activations[target]
+        if self.batch_index is None:
             return act
-        if end > act.shape[0]:
-            raise ValueError(
-                f"batch_index [{start}, {end}] is out of range for a batch of {act.shape[0]} at "
-                f"{target_name(self.target if target is None else target)}"
-            )
-        return act[start:end]
+        return act[self._batch_slice(act.shape[0], target)]
+
+    def _batch_slice(self, batch_size: int, target: Optional[Target] = None) -> slice:
+        """The slice of a batch of ``batch_size`` this loss reads (``batch_index`` resolved)."""
+        return _resolve_batch(self.batch_index, batch_size, self.target if target is None else target)
 
     def _extra_repr(self) -> str:
         return ""
@@ -245,7 +385,7 @@ class BaseLoss(Loss):
         extra = self._extra_repr()
         if extra:
             args.append(extra)
-        if self.batch_index[0] is not None:
-            start, end = self.batch_index
-            args.append(f"batch_index={start if end == start + 1 else [start, end]}")
+        if self.batch_index is not None:
+            index = self.batch_index
+            args.append(f"batch_index={index if isinstance(index, int) else list(index)}")
         return f"{type(self).__name__}({', '.join(args)})"

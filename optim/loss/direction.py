@@ -6,8 +6,8 @@ from typing import Callable, List, Optional
 import torch
 import torch.nn.functional as F
 
-from .activation import check_channel, neuron_position
-from .base import Activations, BaseLoss, BatchIndex, Target, target_name
+from .activation import _optional_index, check_channel, neuron_position
+from .base import Activations, BaseLoss, BatchIndex, Target, check_index, target_name
 
 __all__ = [
     "dot_cossim",
@@ -56,13 +56,16 @@ class Direction(BaseLoss):
         cossim_pow: weight by cosine similarity to this power (0: plain dot product).
         batch_index: which images of the batch the loss reads.
 
-    Example::
-
-        loss = Direction(model.mixed4a, torch.randn(508))
+    Example:
+        >>> acts = {"mixed4a": torch.tensor([[1.0, 2.0]])}
+        >>> Direction("mixed4a", torch.tensor([3.0, -1.0]))(acts).tolist()
+        [1.0]
     """
 
-    def __init__(self, target: Target, vec: torch.Tensor, cossim_pow: float = 0.0, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index)
+    def __init__(
+        self, target: Target, vec: torch.Tensor, *, cossim_pow: float = 0.0, batch_index: BatchIndex = None
+    ) -> None:
+        super().__init__(target, batch_index=batch_index)
         self.vec = _as_direction(vec).reshape(1, -1)
         self.cossim_pow = float(cossim_pow)
 
@@ -90,16 +93,17 @@ class NeuronDirection(BaseLoss):
         self,
         target: Target,
         vec: torch.Tensor,
+        *,
         x: Optional[int] = None,
         y: Optional[int] = None,
         channel_index: Optional[int] = None,
         cossim_pow: float = 0.0,
         batch_index: BatchIndex = None,
     ) -> None:
-        super().__init__(target, batch_index)
+        super().__init__(target, batch_index=batch_index)
         self.vec = _as_direction(vec).reshape(1, -1, 1, 1)
-        self.x, self.y = x, y
-        self.channel_index = channel_index
+        self.x, self.y = _optional_index(x, "x"), _optional_index(y, "y")
+        self.channel_index = _optional_index(channel_index, "channel_index")
         self.cossim_pow = float(cossim_pow)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -108,9 +112,10 @@ class NeuronDirection(BaseLoss):
         act = act[:, :, row : row + 1, col : col + 1]
         vec = self.vec.to(act.device, act.dtype)
         if self.channel_index is not None:
-            check_channel(act, self.channel_index, self.target)
-            act = act[:, self.channel_index : self.channel_index + 1]
-            vec = vec[:, self.channel_index : self.channel_index + 1]
+            channel = check_channel(act, self.channel_index, self.target)
+            _check_length(vec, act.shape[1], self.target)
+            act = act[:, channel : channel + 1]
+            vec = vec[:, channel : channel + 1]
         else:
             _check_length(vec, act.shape[1], self.target)
         return dot_cossim(vec, act, self.cossim_pow)
@@ -134,6 +139,7 @@ class AngledNeuronDirection(BaseLoss):
         self,
         target: Target,
         vec: torch.Tensor,
+        *,
         vec_whitened: Optional[torch.Tensor] = None,
         cossim_pow: float = 4.0,
         x: Optional[int] = None,
@@ -141,11 +147,11 @@ class AngledNeuronDirection(BaseLoss):
         eps: float = 1e-4,
         batch_index: BatchIndex = None,
     ) -> None:
-        super().__init__(target, batch_index)
+        super().__init__(target, batch_index=batch_index)
         vec = _as_direction(vec).reshape(1, -1)
         self.vec = vec @ _as_direction(vec_whitened, "vec_whitened") if vec_whitened is not None else vec
         self.cossim_pow = float(cossim_pow)
-        self.x, self.y = x, y
+        self.x, self.y = _optional_index(x, "x"), _optional_index(y, "y")
         self.eps = float(eps)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -172,8 +178,10 @@ class TensorDirection(BaseLoss):
         batch_index: which images of the batch the loss reads.
     """
 
-    def __init__(self, target: Target, vec: torch.Tensor, cossim_pow: float = 0.0, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index)
+    def __init__(
+        self, target: Target, vec: torch.Tensor, *, cossim_pow: float = 0.0, batch_index: BatchIndex = None
+    ) -> None:
+        super().__init__(target, batch_index=batch_index)
         vec = _as_direction(vec)
         if vec.dim() != 4:
             raise ValueError(f"TensorDirection needs a [1, C, H, W] tensor, got shape {tuple(vec.shape)}")
@@ -212,6 +220,7 @@ class ActivationWeights(BaseLoss):
         self,
         target: Target,
         weights: torch.Tensor,
+        *,
         neuron: bool = False,
         x: Optional[int] = None,
         y: Optional[int] = None,
@@ -219,16 +228,26 @@ class ActivationWeights(BaseLoss):
         wy: int = 1,
         batch_index: BatchIndex = None,
     ) -> None:
-        super().__init__(target, batch_index)
+        super().__init__(target, batch_index=batch_index)
         self.weights = _as_direction(weights, "weights").reshape(-1)
-        self.neuron = neuron
-        self.x, self.y, self.wx, self.wy = x, y, wx, wy
+        self.neuron = bool(neuron)
+        self.x, self.y = _optional_index(x, "x"), _optional_index(y, "y")
+        for name, size in (("wx", wx), ("wy", wy)):
+            if check_index(size, name) < 1:
+                raise ValueError(f"{name} (the window's size) must be >= 1, got {size}")
+        self.wx, self.wy = int(wx), int(wy)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act = self._activation(activations)
         _check_length(self.weights, act.shape[1], self.target)
         if self.neuron:
             col, row = neuron_position(act, self.x, self.y, self.target)
+            height, width = act.shape[2:]
+            if col + self.wx > width or row + self.wy > height:
+                raise ValueError(
+                    f"the window x={col}, y={row}, wx={self.wx}, wy={self.wy} does not fit in "
+                    f"{target_name(self.target)}'s spatial size (height={height}, width={width})"
+                )
             act = act[:, :, row : row + self.wy, col : col + self.wx]
         weights = self.weights.to(act.device, act.dtype).reshape((1, -1) + (1,) * (act.dim() - 2))
         return act * weights
@@ -239,26 +258,43 @@ def channel_projection(
     vec: torch.Tensor,
     activation_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = F.relu,
 ) -> torch.Tensor:
-    """Project channels-first activations on ``vec`` ([C] or [C, K]), apply ``activation_fn`` and average space.
+    """Apply ``activation_fn`` to channels-first activations, project them on ``vec`` and average space.
 
-    Returns a tensor of shape ``[N]`` (or ``[N, K]``).
+    The non-linearity acts on the activations before the projection, as in captum's ``VectorLoss`` and
+    Goh et al. 2021 (``mean(relu(x) @ vec)``), so a negative activation never counts against a negative
+    entry of ``vec``.
+
+    Args:
+        activations: ``[N, C]`` or ``[N, C, *spatial]``.
+        vec: ``[C]`` or ``[C, K]``.
+        activation_fn: applied elementwise to ``activations`` first; ``None`` for none.
+
+    Returns:
+        A tensor of shape ``[N]`` (or ``[N, K]``).
+
+    Example:
+        >>> channel_projection(torch.tensor([[-1.0, 2.0]]), torch.tensor([1.0, 1.0]))
+        tensor([2.])
+        >>> channel_projection(torch.tensor([[-1.0, 2.0]]), torch.tensor([1.0, 1.0]), activation_fn=None)
+        tensor([1.])
     """
+    if activation_fn is not None:
+        activations = activation_fn(activations)
     x = activations.movedim(1, -1) if activations.dim() > 2 else activations
     x = x @ vec.to(x.device, x.dtype)
-    if activation_fn is not None:
-        x = activation_fn(x)
     if activations.dim() > 2:
         x = x.mean(dim=tuple(range(1, activations.dim() - 1)))
     return x
 
 
 class VectorLoss(BaseLoss):
-    """The activation projected on a vector, passed through ``activation_fn`` and averaged over space.
+    """The activation passed through ``activation_fn``, projected on a vector and averaged over space.
 
     Args:
         target: the layer.
         vec: a vector with one value per channel.
-        activation_fn: applied after the projection (ReLU by default; ``None`` for none).
+        activation_fn: keyword-only; applied to the activations before the projection (ReLU by default, as
+            in captum and Goh et al. 2021; ``None`` for none).
         batch_index: which images of the batch the loss reads.
     """
 
@@ -266,10 +302,11 @@ class VectorLoss(BaseLoss):
         self,
         target: Target,
         vec: torch.Tensor,
+        *,
         activation_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = F.relu,
         batch_index: BatchIndex = None,
     ) -> None:
-        super().__init__(target, batch_index)
+        super().__init__(target, batch_index=batch_index)
         self.vec = _as_direction(vec).reshape(-1)
         self.activation_fn = activation_fn
 
@@ -282,7 +319,8 @@ class VectorLoss(BaseLoss):
 class FacetLoss(BaseLoss):
     """Faceted feature visualization (Goh et al. 2021): steer a late direction through an earlier layer.
 
-    The loss is ``sum(layer * relu(d vec_activation / d layer) * facet_weights)``: the earlier layer's
+    The loss is ``sum(layer * relu(d vec_activation / d layer) * facet_weights)``, where ``vec_activation``
+    is :func:`channel_projection` of the ultimate target (``mean(relu(ultimate) @ vec)``): the earlier layer's
     activation, gated by where it helps the ultimate target's direction ``vec``, weighted by facet weights
     (e.g. a linear probe's weights for a facet such as "text" or "face").
 
@@ -301,10 +339,11 @@ class FacetLoss(BaseLoss):
         layer_target: Target,
         vec: torch.Tensor,
         facet_weights: torch.Tensor,
+        *,
         strength: Optional[List[float]] = None,
         batch_index: BatchIndex = None,
     ) -> None:
-        super().__init__(ultimate_target, batch_index)
+        super().__init__(ultimate_target, batch_index=batch_index)
         self.layer_target = layer_target
         self.vec = _as_direction(vec).reshape(-1)
         weights = _as_direction(facet_weights, "facet_weights")
@@ -323,8 +362,8 @@ class FacetLoss(BaseLoss):
         layer_full = activations[self.layer_target]
         grad = torch.autograd.grad(projected.sum(), layer_full, retain_graph=True)[0].detach()
         layer = self._activation(activations, self.layer_target)
-        start, end = self.batch_index
-        grad = grad if start is None else grad[start:end]
+        if self.batch_index is not None:
+            grad = grad[self._batch_slice(grad.shape[0], self.layer_target)]
         attribution = layer * F.relu(grad)
         if self.strength is not None:
             n = attribution.shape[0]

@@ -29,12 +29,13 @@ def _non_negative_int(text: str, what: str, spec: str) -> int:
     return int(value)
 
 
-def parse(spec: str, batch_index: BatchIndex = None, model: Optional[nn.Module] = None) -> BaseLoss:
+def parse(spec: str, *, batch_index: BatchIndex = None, model: Optional[nn.Module] = None) -> BaseLoss:
     """Build the loss a Lucent-style objective string describes.
 
     Args:
         spec: ``"layer"`` (DeepDream), ``"layer:channel"`` (channel) or ``"layer:channel:x:y"`` (neuron).
-        batch_index: which images of the batch the loss reads (``None``: all, an int, or ``[start, end]``).
+        batch_index: keyword-only; which images of the batch the loss reads (``None``: all, an int, or
+            ``[start, end]``; negative values count from the end, see :class:`~optim.loss.BaseLoss`).
         model: if given, the layer name is checked against the model now (a ``ValueError`` listing close
             names for an unknown layer) instead of when the optimization starts.
 
@@ -46,9 +47,12 @@ def parse(spec: str, batch_index: BatchIndex = None, model: Optional[nn.Module] 
         TypeError: when ``spec`` is not a string.
         ValueError: for a malformed string or, with ``model``, an unknown layer.
 
-    Example::
-
-        pos_neg = parse("mixed4b:154", batch_index=0) - parse("mixed4b:154", batch_index=1)
+    Example:
+        >>> parse("mixed4b:154:3:4", batch_index=-1)
+        NeuronActivation(mixed4b, 154, x=3, y=4, batch_index=-1)
+        >>> pos_neg = parse("mixed4b:154", batch_index=0) - parse("mixed4b:154", batch_index=1)
+        >>> pos_neg.targets
+        ['mixed4b']
     """
     if not isinstance(spec, str):
         raise TypeError(f"an objective string must be a str, got {type(spec).__name__}")

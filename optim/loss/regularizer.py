@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .activation import check_channel
+from .activation import _optional_index, check_channel
 from .base import Activations, BaseLoss, BatchIndex, Target
 
 __all__ = ["TotalVariation", "L1", "L2", "L2Mean", "Diversity", "Alignment"]
@@ -38,8 +38,8 @@ class L1(BaseLoss):
         batch_index: which images of the batch the loss reads.
     """
 
-    def __init__(self, target: Target, constant: float = 0.0, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index)
+    def __init__(self, target: Target, *, constant: float = 0.0, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, batch_index=batch_index)
         self.constant = float(constant)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -60,9 +60,9 @@ class L2(BaseLoss):
     """
 
     def __init__(
-        self, target: Target, constant: float = 0.0, epsilon: float = 1e-6, batch_index: BatchIndex = None
+        self, target: Target, *, constant: float = 0.0, epsilon: float = 1e-6, batch_index: BatchIndex = None
     ) -> None:
-        super().__init__(target, batch_index)
+        super().__init__(target, batch_index=batch_index)
         self.constant = float(constant)
         self.epsilon = float(epsilon)
 
@@ -86,19 +86,19 @@ class L2Mean(BaseLoss):
     def __init__(
         self,
         target: Target,
+        *,
         channel_index: Optional[int] = None,
         constant: float = 0.5,
         batch_index: BatchIndex = None,
     ) -> None:
-        super().__init__(target, batch_index)
-        self.channel_index = channel_index
+        super().__init__(target, batch_index=batch_index)
+        self.channel_index = _optional_index(channel_index, "channel_index")
         self.constant = float(constant)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         x = self._activation(activations)
         if self.channel_index is not None:
-            check_channel(x, self.channel_index, self.target)
-            x = x[:, self.channel_index]
+            x = x[:, check_channel(x, self.channel_index, self.target)]
         return ((x - self.constant) ** 2).mean()
 
 
@@ -134,8 +134,8 @@ class Alignment(BaseLoss):
         batch_index: which images of the batch the loss reads.
     """
 
-    def __init__(self, target: Target, decay_ratio: float = 2.0, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index)
+    def __init__(self, target: Target, *, decay_ratio: float = 2.0, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, batch_index=batch_index)
         self.decay_ratio = float(decay_ratio)
 
     def __call__(self, activations: Activations) -> torch.Tensor:

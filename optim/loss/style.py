@@ -3,9 +3,12 @@
 ``StyleLoss``, ``ContentLoss`` and ``ReferenceDistance`` are distances (0 at the reference), so a render
 subtracts them from what it maximizes; ``Transparency`` is an objective to add.
 
-Example::
-
-    loss = -(ContentLoss("blocks.8", content_act) + 10.0 * StyleLoss("blocks.3", style_act))
+Example:
+    >>> import torch
+    >>> content_act, style_act = torch.rand(1, 8, 4, 4), torch.rand(1, 4, 8, 8)
+    >>> loss = -(ContentLoss("blocks.8", content_act) + 10.0 * StyleLoss("blocks.3", style_act))
+    >>> loss.targets
+    ['blocks.8', 'blocks.3']
 """
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ def gram_matrix(x: torch.Tensor) -> torch.Tensor:
     Returns:
         An ``[N, C, C]`` tensor.
 
-    Example::
-
-        gram_matrix(torch.ones(1, 2, 3, 3))  # tensor([[[1., 1.], [1., 1.]]])
+    Example:
+        >>> gram_matrix(torch.ones(1, 2, 3, 3))
+        tensor([[[1., 1.],
+                 [1., 1.]]])
     """
     if x.dim() < 3:
         raise ValueError(f"gram_matrix needs an [N, C, ...] activation with positions, got shape {tuple(x.shape)}")
@@ -46,8 +50,8 @@ def _reference(reference: torch.Tensor, name: str) -> torch.Tensor:
 class _ReferenceLoss(BaseLoss):
     """A loss on one target that compares it to a fixed tensor (moved to the activation's device/dtype)."""
 
-    def __init__(self, target: Target, reference: torch.Tensor, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index)
+    def __init__(self, target: Target, reference: torch.Tensor, *, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, batch_index=batch_index)
         self.reference = _reference(reference, "reference")
 
     def _paired(self, act: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -74,14 +78,15 @@ class StyleLoss(_ReferenceLoss):
             differ from the render's); its Gram matrix is computed once.
         batch_index: which images of the batch the loss reads.
 
-    Example::
-
-        style_act = opt.optimization.run_to_targets(model, [model.blocks[3]], style_image)[model.blocks[3]]
-        loss = -StyleLoss(model.blocks[3], style_act)
+    Example:
+        >>> style_act = torch.rand(1, 4, 8, 8)
+        >>> loss = StyleLoss("blocks.3", style_act)
+        >>> loss({"blocks.3": style_act.repeat(1, 1, 2, 2)}).abs().item() < 1e-6  # same statistics, larger
+        True
     """
 
-    def __init__(self, target: Target, style: torch.Tensor, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, gram_matrix(_reference(style, "style")), batch_index)
+    def __init__(self, target: Target, style: torch.Tensor, *, batch_index: BatchIndex = None) -> None:
+        super().__init__(target, gram_matrix(_reference(style, "style")), batch_index=batch_index)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         gram = gram_matrix(self._activation(activations))
@@ -100,9 +105,10 @@ class ContentLoss(_ReferenceLoss):
         reference: the reference image's activation at ``target`` (``[1 or N, C, H, W]``).
         batch_index: which images of the batch the loss reads.
 
-    Example::
-
-        loss = -ContentLoss("blocks.8", photo_act)
+    Example:
+        >>> photo_act = torch.zeros(1, 2, 3, 3)
+        >>> ContentLoss("blocks.8", photo_act)({"blocks.8": torch.ones(2, 2, 3, 3)}).item()
+        1.0
     """
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -126,15 +132,16 @@ class ReferenceDistance(_ReferenceLoss):
     Returns (when called):
         An ``[N]`` tensor of relative distances.
 
-    Example::
-
-        loss = ChannelActivation("blocks.10", 7) - 2.0 * ReferenceDistance("blocks.5", image_act)
+    Example:
+        >>> image_act = torch.ones(1, 2, 2, 2)
+        >>> ReferenceDistance("blocks.5", image_act)({"blocks.5": torch.zeros(1, 2, 2, 2)}).tolist()
+        [1.0]
     """
 
     def __init__(
-        self, target: Target, reference: torch.Tensor, batch_index: BatchIndex = None, epsilon: float = 1e-8
+        self, target: Target, reference: torch.Tensor, *, batch_index: BatchIndex = None, epsilon: float = 1e-8
     ) -> None:
-        super().__init__(target, reference, batch_index)
+        super().__init__(target, reference, batch_index=batch_index)
         self.epsilon = float(epsilon)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -158,10 +165,11 @@ class Transparency(BaseLoss):
     Returns (when called):
         An ``[N]`` tensor in ``[0, 1]``; 1 is fully transparent.
 
-    Example::
-
-        image = opt.images.NaturalImage((128, 128), channels=4)
-        loss = ChannelActivation("blocks.10", 7) + 0.5 * Transparency(image)
+    Example:
+        >>> rgba = torch.ones(2, 4, 3, 3)
+        >>> rgba[1, 3] = 0.0  # the second image fully transparent
+        >>> Transparency("image")({"image": rgba}).tolist()
+        [0.0, 1.0]
     """
 
     def __call__(self, activations: Activations) -> torch.Tensor:
