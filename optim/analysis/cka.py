@@ -162,8 +162,11 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torc
     Example::
 
         >>> x = torch.randn(100, 32)
-        >>> float(linear_cka(x, 3 * x))
+        >>> rotation = torch.linalg.qr(torch.randn(32, 32)).Q
+        >>> round(float(linear_cka(x, 3 * x @ rotation)), 6)  # invariant to scale and rotation
         1.0
+        >>> round(float(linear_cka(x, torch.randn(100, 32))), 2)  # unrelated features
+        0.26
     """
     x = _as_matrix(x, "x")
     y = _as_matrix(y, "y")
@@ -202,6 +205,8 @@ def rbf_cka(
         >>> x = torch.randn(100, 32)
         >>> round(float(rbf_cka(x, x)), 6)
         1.0
+        >>> round(float(rbf_cka(x, torch.randn(100, 32))), 2)
+        0.36
     """
     x = _as_matrix(x, "x")
     y = _as_matrix(y, "y")
@@ -227,10 +232,19 @@ class MinibatchCKA:
 
     Example::
 
+        >>> x = torch.randn(256, 32)
+        >>> y = x @ torch.randn(32, 16)
         >>> m = MinibatchCKA()
         >>> for xb, yb in zip(x.split(64), y.split(64)):
         ...     m.update(xb, yb)
-        >>> m.compute()          # 0-d tensor; lists of layers in update give an (L1, L2) matrix
+        >>> m.compute()  # one layer per side: a 0-d tensor
+        tensor(0.5539, dtype=torch.float64)
+        >>> m.reset()
+        >>> for xb, yb in zip(x.split(64), y.split(64)):
+        ...     m.update([xb, yb], [xb, yb, xb[:, :8]])  # lists of layers: an (L1, L2) matrix
+        >>> m.compute().round(decimals=2)
+        tensor([[1.0000, 0.5500, 0.5200],
+                [0.5500, 1.0000, 0.2500]], dtype=torch.float64)
     """
 
     def __init__(self, kernel: str = "linear", sigma: Optional[float] = None, threshold: float = 1.0) -> None:

@@ -89,9 +89,10 @@ def model_cka(
 
     Example::
 
-        >>> loader = DataLoader(dataset, batch_size=32)
-        >>> model_cka(net_a, net_b, loader, ["layer3"], ["layer3", "layer4"], progress=False)
-        tensor([[0.93, 0.71]], dtype=torch.float64)
+        >>> dataset = torch.utils.data.TensorDataset(torch.rand(8, 3, 32, 32), torch.zeros(8))
+        >>> loader = torch.utils.data.DataLoader(dataset, batch_size=4)  # (inputs, labels) batches
+        >>> model_cka(model, model, loader, ["blocks.3"], ["blocks.3", "blocks.10"], progress=False).round(decimals=2)
+        tensor([[1.0000, 0.0700]], dtype=torch.float64)
     """
     mods1, _ = _resolve(model1, layers1, "layers1")
     mods2, _ = _resolve(model2, layers2, "layers2")
@@ -154,8 +155,13 @@ def cka_heatmap(
 
     Example::
 
-        >>> cmap = cka_heatmap(model, model, images, progress=False)
-        >>> fig = cmap.plot(title="self-similarity")
+        >>> layers = ["stem", "blocks.5", "head"]
+        >>> cmap = cka_heatmap(model, model, torch.rand(8, 3, 32, 32), layers, layers, progress=False, batch_size=4)
+        >>> cmap.layers1
+        ['stem', 'blocks.5', 'head']
+        >>> cmap.values.diagonal().round(decimals=4)  # each layer against itself
+        tensor([1., 1., 1.], dtype=torch.float64)
+        >>> fig = cmap.plot(title="self-similarity")  # a matplotlib figure
     """
     layers1 = default_cka_layers(model1) if layers1 is None else layers1
     layers2 = default_cka_layers(model2) if layers2 is None else layers2

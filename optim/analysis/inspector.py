@@ -103,14 +103,24 @@ class ModelInspector:
 
     Example::
 
-        >>> insp = ModelInspector(model)
-        >>> insp.layer_info()[:2]
-        [LayerInfo(name='conv1', type='Conv2d', channels=64), ...]
-        >>> insp.weights["conv1"].w.shape
-        torch.Size([64, 3, 7, 7])
-        >>> insp.set_weights("conv1:0", other_model)          # one channel from another model
-        >>> insp.switch_to("checkpoint.pt")                    # another checkpoint, same objects
-        >>> insp.stream(loader, layers=["layer1"])["layer1"].shape
+        >>> insp = ModelInspector(model)  # EfficientNet-Lite0
+        >>> insp
+        ModelInspector(EfficientNetLite, 99 layers)
+        >>> insp.layer_info()[0]
+        LayerInfo(name='stem.conv', type='Conv2d...', channels=32)
+        >>> insp.weights["stem.conv"].w.shape
+        torch.Size([32, 3, 3, 3])
+        >>> other = opt.models.efficientnet_lite0()  # same architecture, random weights
+        >>> _ = insp.set_weights("stem.conv:0", other)  # one output channel from another model
+        >>> torch.equal(model.stem.conv.weight[0], other.stem.conv.weight[0])
+        True
+        >>> torch.save(other.state_dict(), "checkpoint.pt")
+        >>> _ = insp.switch_to("checkpoint.pt")  # another checkpoint, loaded into the same tensors
+        >>> torch.equal(model.stem.conv.weight, other.stem.conv.weight)
+        True
+        >>> loader = torch.utils.data.DataLoader(torch.rand(4, 3, 64, 64), batch_size=2)
+        >>> insp.stream(loader, layers=["blocks.2"])["blocks.2"].shape
+        torch.Size([4, 24, 16, 16])
     """
 
     def __init__(self, model: nn.Module) -> None:
