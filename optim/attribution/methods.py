@@ -258,8 +258,11 @@ def attribute(
 
     Example::
 
-        >>> cam = attribute(model, cat, 285, method="gradcam", layer="blocks.15")
-        >>> grads = attribute(model, cat, 285, method="guided_backprop")
+        >>> cam = attribute(model, cat, 285, method="gradcam", layer="blocks.15")  # cat: a [1, 3, 96, 96] photo
+        >>> cam.shape, bool(cam.min() >= 0)  # upsampled to the image, ReLU'd
+        (torch.Size([1, 1, 96, 96]), True)
+        >>> attribute(model, cat, 285, method="guided_backprop").shape
+        torch.Size([1, 3, 96, 96])
     """
     if method not in _METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of: {', '.join(METHODS)}")

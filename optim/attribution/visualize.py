@@ -88,8 +88,12 @@ def overlay(
 
     Example::
 
-        >>> cam = opt.attribution.attribute(model, cat, 285, "gradcam")
-        >>> opt.attribution.overlay(cat, cam).export("cat_gradcam.png")
+        >>> cam = opt.attribution.attribute(model, cat, 285, "gradcam", layer="blocks.15")  # [1, 1, 96, 96]
+        >>> view = opt.attribution.overlay(cat, cam, alpha=0.4)
+        >>> type(view).__name__, view.shape
+        ('ImageTensor', torch.Size([1, 3, 96, 96]))
+        >>> view.export("cat_gradcam.png")  # one PNG per image
+        [PosixPath('cat_gradcam.png')]
     """
     import matplotlib
 
