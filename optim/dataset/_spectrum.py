@@ -31,9 +31,15 @@ def dataset_spectrum(loader: Iterable[Any], size: Union[int, Sequence[int]]) -> 
 
     Example::
 
-        magnitude = dataset_spectrum(loader, 128)
-        image = opt.images.NaturalImage((128, 128), parameterization=opt.images.PhaseImage,
-                                        magnitude=magnitude)
+        >>> import functools
+        >>> loader = torch.utils.data.DataLoader(torch.rand(8, 3, 96, 96), batch_size=4)
+        >>> magnitude = dataset_spectrum(loader, 64)  # resized to 64 x 64 first
+        >>> magnitude.shape
+        torch.Size([3, 64, 33])
+        >>> phase = functools.partial(opt.images.PhaseImage, magnitude=magnitude)  # NaturalImage passes size etc.
+        >>> image = opt.images.NaturalImage((64, 64), parameterization=phase)
+        >>> image().shape
+        torch.Size([1, 3, 64, 64])
     """
     height, width = check_size(size)
     total: Optional[torch.Tensor] = None
