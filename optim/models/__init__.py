@@ -1,4 +1,5 @@
 """Models: InceptionV1 / googlenet, VGG16, EfficientNet-Lite, layer utilities and a model registry."""
+from . import _fold as _fold_mod
 from . import _hub as _hub_mod
 from . import _labels as _labels_mod
 from . import _layers as _layers_mod
@@ -8,9 +9,10 @@ from . import googlenet as _googlenet_mod
 from . import registry as _registry_mod
 from . import vgg as _vgg_mod
 
-_SUBMODULES = (_hub_mod, _layers_mod, _utils_mod, _googlenet_mod, _vgg_mod, _effnet_mod, _registry_mod, _labels_mod)
+_SUBMODULES = (_hub_mod, _layers_mod, _fold_mod, _utils_mod, _googlenet_mod, _vgg_mod, _effnet_mod, _registry_mod, _labels_mod)
 
 # The star-imports come after the module aliases: `googlenet` and `vgg16` then name the factories.
+from ._fold import *  # noqa: E402,F401,F403  fold_batchnorm, conv_bn_pairs
 from ._hub import *  # noqa: E402,F401,F403  WEIGHTS_SHA256, file_sha256, load_verified_state_dict
 from ._labels import *  # noqa: E402,F401,F403  INCEPTION5H_CLASSES, IMAGENET_CLASSES
 from ._layers import *  # noqa: E402,F401,F403  RedirectedReLU, SkipLayer, replace_layers, Conv2dSame, ...
