@@ -30,7 +30,7 @@ def lucid_rfft2d_freqs(h: int, w: int) -> np.ndarray:
 def build(name: str, batch: int = 2, size=(12, 10)):
     """One instance of every parameterization, small."""
     if name == "shared":
-        return SharedImage([(1, 3, 3, 3), (2, 3, 4, 5)], FFTImage(size, batch=batch), offset=(0, 0, 1, 2))
+        return SharedImage(size, 3, batch, shapes=[(1, 3, 3, 3), (2, 3, 4, 5)], offset=(0, 0, 1, 2))
     if name == "stack":
         return StackImage([PixelImage(size, batch=batch - 1), FFTImage(size)])
     if name == "natural":
@@ -115,7 +115,7 @@ def test_laplacian_small_image_drops_large_scales():
 # --- SharedImage ----------------------------------------------------------------------------------------
 def test_shared_image_interpolates_over_batch_like_numpy():
     base = PixelImage(init=torch.zeros(5, 1, 2, 2, dtype=torch.float64))
-    image = SharedImage((2, 1, 1, 1), base).double()
+    image = SharedImage(shapes=(2, 1, 1, 1), parameterization=base).double()
     with torch.no_grad():
         image.shared[0].copy_(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1))
     out = image()
@@ -128,7 +128,7 @@ def test_shared_image_interpolates_over_batch_like_numpy():
 
 def test_shared_image_adds_the_same_upsampled_tensor_to_every_image():
     base = FFTImage((8, 8), batch=3)
-    image = SharedImage([(4, 4)], base)
+    image = SharedImage(shapes=[(4, 4)], parameterization=base)
     diff = image() - base()
     assert torch.allclose(diff[0], diff[2]) and torch.allclose(diff[0, 0], diff[0, 2])
     low = image.shared[0].detach()
@@ -138,7 +138,7 @@ def test_shared_image_adds_the_same_upsampled_tensor_to_every_image():
 
 def test_shared_image_offset_matches_numpy_symmetric_pad():
     base = PixelImage(init=torch.zeros(1, 1, 6, 6, dtype=torch.float64))
-    image = SharedImage((1, 1, 6, 6), base, offset=(0, 0, 2, 1)).double()
+    image = SharedImage(shapes=(1, 1, 6, 6), parameterization=base, offset=(0, 0, 2, 1)).double()
     shared = image.shared[0].detach().numpy()
     padded = np.pad(shared, [(0, 0), (0, 0), (2, 0), (1, 0)], mode="symmetric")[:, :, :6, :6]
     np.testing.assert_allclose(image().detach().numpy(), padded, atol=1e-12)
@@ -147,13 +147,23 @@ def test_shared_image_offset_matches_numpy_symmetric_pad():
 def test_shared_image_bad_arguments():
     base = FFTImage((8, 8))
     with pytest.raises(ValueError, match="2 to 4"):
-        SharedImage([(1, 2, 3, 4, 5)], base)
+        SharedImage(shapes=[(1, 2, 3, 4, 5)], parameterization=base)
     with pytest.raises(ValueError, match="offsets"):
-        SharedImage([(4, 4), (2, 2)], base, offset=[(1, 1)])
+        SharedImage(shapes=[(4, 4), (2, 2)], parameterization=base, offset=[(1, 1)])
     with pytest.raises(ValueError, match="exceeds"):
-        SharedImage((4, 4), base, offset=9)
-    with pytest.raises(TypeError):
-        SharedImage((4, 4), FFTImage)
+        SharedImage(shapes=(4, 4), parameterization=base, offset=9)
+    with pytest.raises(TypeError, match="parameterization must be"):
+        SharedImage((8, 8), shapes=(4, 4), parameterization=int)
+    with pytest.raises(TypeError, match="shapes="):
+        SharedImage((8, 8))
+    with pytest.raises(ValueError, match="init can only be used"):
+        SharedImage(init=torch.rand(3, 8, 8), shapes=(4, 4), parameterization=base)
+    with pytest.raises(ValueError, match=r"size \(16, 16\) disagrees .* 8x8"):
+        SharedImage((16, 16), shapes=(4, 4), parameterization=base)
+    # the pre-0.2 positional form still works, with a warning
+    with pytest.warns(DeprecationWarning, match="SharedImage"):
+        legacy = SharedImage((4, 4), base, offset=1)
+    assert legacy.parameterization is base and legacy.offsets == [[1, 1, 1, 1]] and legacy().shape == (1, 3, 8, 8)
 
 
 # --- StackImage -------------------------------------------------------------------------------------------

@@ -3,14 +3,24 @@
 Every parameterization is an ``nn.Module`` whose ``forward()`` takes no argument and returns an NCHW
 tensor; ``NaturalImage`` composes one with colour recorrelation and a squash into ``[0, 1]``.
 
+All of them share the constructor ``(size, channels, batch, init, *, knobs...)`` (``StackImage``, built
+from ready parts, takes its geometry from them) and ``reset_parameters(generators=None)``, which re-draws
+the random initial state, image ``i`` from ``generators[i]`` when given, so an image is the same alone or
+in a batch. The colour recorrelation (``ToRGB``) lives in ``optim.images.decorrelation``.
+
 Example::
 
-    import optim as opt
-    image = opt.images.NaturalImage((128, 128))        # FFTImage + ToRGB("klt") + sigmoid
-    image().show()
+    >>> import torch
+    >>> import optim as opt
+    >>> image = opt.images.NaturalImage((32, 32), 3, 2)    # FFTImage + ToRGB("klt") + sigmoid
+    >>> image.reset_parameters([torch.Generator().manual_seed(s) for s in (7, 8)])
+    >>> alone = opt.images.NaturalImage((32, 32))
+    >>> alone.reset_parameters([torch.Generator().manual_seed(8)])
+    >>> torch.equal(image()[1], alone()[0])
+    True
 """
 from .base import ImageParameterization
-from .color import ToRGB
+from .decorrelation import ToRGB
 from .cppn import CPPNImage
 from .display import make_grid_image, save_tensor_as_image, show
 from .fft import FFTImage, rfft2d_freqs

@@ -1,12 +1,13 @@
 """The base class of image parameterizations and the argument checks they share."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+import inspect
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ["ImageParameterization"]
+__all__ = ["ImageParameterization", "check_generators", "normal_noise"]
 
 
 class ImageParameterization(nn.Module):
@@ -15,19 +16,185 @@ class ImageParameterization(nn.Module):
     Subclasses keep every parameter a real tensor (a spectrum carries a trailing dimension of 2), so
     ``module.to(dtype)`` and ``module.to(device)`` are always safe.
 
-    Example::
+    The shared constructor is ``(size, channels, batch, init, *, knobs...)``: ``size`` is ``(height,
+    width)`` (an int for a square), ``channels`` and ``batch`` positive ints, ``init`` a CHW or NCHW tensor
+    to start from (None for random noise), and every other argument keyword-only. Wrappers built from
+    ready parameterizations (``StackImage``) read the geometry from them instead.
 
-        class Constant(ImageParameterization):
-            def __init__(self):
-                super().__init__()
-                self.image = nn.Parameter(torch.zeros(1, 3, 8, 8))
+    Every parameterization implements :meth:`reset_parameters`, which its ``__init__`` calls, so the
+    random initial state has one code path and a render can re-draw it with one random stream per image.
 
-            def forward(self) -> torch.Tensor:
-                return self.image
+    Example (a subclass)::
+
+        >>> import torch, torch.nn as nn
+        >>> from optim.images import ImageParameterization
+        >>> from optim.images.base import normal_noise
+        >>> class Noise(ImageParameterization):
+        ...     def __init__(self, size=(8, 8), channels=3, batch=1, init=None):
+        ...         super().__init__()
+        ...         self.image = nn.Parameter(torch.empty(batch, channels, *size))
+        ...         self.reset_parameters()
+        ...     def reset_parameters(self, generators=None):
+        ...         with torch.no_grad():
+        ...             self.image.copy_(normal_noise(self.image.shape, generators))
+        ...     def forward(self):
+        ...         return self.image
+        >>> a = Noise(batch=2)
+        >>> a.reset_parameters([torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)])
+        >>> b = Noise(batch=1)
+        >>> b.reset_parameters([torch.Generator().manual_seed(2)])
+        >>> torch.equal(a()[1], b()[0])
+        True
     """
+
+    # the parameter values an init-started parameterization returns to: a plain attribute, so it is
+    # neither in the state dict nor compiled by TorchScript
+    __jit_ignored_attributes__ = ["_initial_state"]
+    _initial_state: Optional[List[torch.Tensor]] = None
 
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    def _remember_initial_state(self, values: Optional[Sequence[torch.Tensor]]) -> None:
+        """Record the values :meth:`reset_parameters` restores (None: the state is random)."""
+        self._initial_state = None if values is None else [v.detach().clone() for v in values]
+
+    def _restore_initial_state(self, params: Sequence[torch.Tensor]) -> bool:
+        """Copy the recorded initial values back into ``params``; False when there are none."""
+        if self._initial_state is None:
+            return False
+        for param, value in zip(params, self._initial_state):
+            assign_(param, value)
+        return True
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Re-draw the random initial state (in place: the ``Parameter`` objects, devices and dtypes stay).
+
+        Args:
+            generators: None to draw from torch's global generator, or one CPU ``torch.Generator`` per
+                image of the batch: image ``i``'s noise is then drawn from ``generators[i]`` alone, on the
+                CPU in float32, and copied into the parameters, so image ``i`` is the same alone or in a
+                batch (``torch.equal``) and on CPU or GPU. A parameterization started from ``init`` goes
+                back to exactly that ``init`` (no noise is drawn).
+
+        Raises:
+            ValueError: ``generators`` does not hold one generator per image, or one is not on the CPU.
+            TypeError: ``generators`` is not a sequence of ``torch.Generator``.
+            NotImplementedError: a subclass that does not implement it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement reset_parameters(generators=None): implement it to "
+            "re-draw the image's random initial state in place, image i's noise from generators[i] when "
+            "generators are given (see optim.images.base.normal_noise), so that renders can seed each image"
+        )
+
+
+def check_generators(
+    generators: Optional[Sequence[torch.Generator]], batch: int, owner: str = "reset_parameters"
+) -> Optional[List[torch.Generator]]:
+    """Validate ``generators``: None, or exactly ``batch`` CPU ``torch.Generator`` objects.
+
+    Args:
+        generators: the argument to check.
+        batch: the number of images it must cover.
+        owner: who is checking (named in the error).
+
+    Returns:
+        The generators as a list (None stays None).
+
+    Raises:
+        TypeError: ``generators`` is not a sequence, or an element is not a ``torch.Generator``.
+        ValueError: its length is not ``batch``, or a generator is not on the CPU.
+
+    Example::
+
+        >>> check_generators([torch.Generator()], 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: reset_parameters: generators must hold one torch.Generator per image (2), got 1
+    """
+    if generators is None:
+        return None
+    if isinstance(generators, (torch.Generator, torch.Tensor, str, bytes)) or not isinstance(generators, Sequence):
+        raise TypeError(
+            f"{owner}: generators must be a sequence of CPU torch.Generator, one per image, or None; "
+            f"got {type(generators).__name__}"
+        )
+    generators = list(generators)
+    for i, g in enumerate(generators):
+        if not isinstance(g, torch.Generator):
+            raise TypeError(f"{owner}: generators[{i}] must be a torch.Generator, got {type(g).__name__}")
+        if g.device.type != "cpu":
+            raise ValueError(f"{owner}: generators[{i}] must be a CPU torch.Generator, got one on {g.device}")
+    if len(generators) != batch:
+        raise ValueError(
+            f"{owner}: generators must hold one torch.Generator per image ({batch}), got {len(generators)}"
+        )
+    return generators
+
+
+def normal_noise(
+    shape: Sequence[int],
+    generators: Optional[Sequence[torch.Generator]] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """Standard normal noise of ``shape`` (batch first) on the CPU: the one noise source of ``optim.images``.
+
+    Args:
+        shape: ``[B, ...]``.
+        generators: None to draw the whole tensor at once from torch's global generator (in ``dtype``),
+            or ``B`` CPU generators: row ``i`` is ``torch.randn(shape[1:], generator=generators[i])`` in
+            float32, so it does not depend on the other rows.
+        dtype: the dtype of a draw from the global generator (default: torch's default dtype); draws
+            from ``generators`` are always float32.
+
+    Returns:
+        A CPU tensor of ``shape``; the caller scales it and copies it into its parameter.
+
+    Raises:
+        ValueError / TypeError: bad ``generators`` (see :func:`check_generators`).
+
+    Example::
+
+        >>> a = normal_noise((2, 3), [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)])
+        >>> torch.equal(a[1], torch.randn(3, generator=torch.Generator().manual_seed(1)))
+        True
+    """
+    shape = [int(s) for s in shape]
+    if generators is None:
+        return torch.randn(shape, dtype=dtype if dtype is not None else torch.get_default_dtype(), device="cpu")
+    generators = check_generators(generators, shape[0], owner="normal_noise")
+    if not generators:
+        return torch.empty(shape, dtype=torch.float32)
+    return torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32, device="cpu") for g in generators])
+
+
+@torch.no_grad()
+def assign_(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy ``value`` into ``param`` in place, keeping ``param``'s object, device and dtype."""
+    param.copy_(value)
+
+
+def reset_inner(module: Any, generators: Optional[Sequence[torch.Generator]], owner: str) -> None:
+    """Delegate :meth:`ImageParameterization.reset_parameters` to a wrapped parameterization.
+
+    Raises:
+        NotImplementedError: ``module`` has no ``reset_parameters(generators)``.
+    """
+    reset = getattr(module, "reset_parameters", None)
+    if not callable(reset) or not (isinstance(module, ImageParameterization) or _takes_generators(reset)):
+        raise NotImplementedError(
+            f"{owner} cannot reset its inner {type(module).__name__}: give an ImageParameterization, or "
+            "implement reset_parameters(generators=None) on it"
+        )
+    reset(generators)
+
+
+def _takes_generators(func: Any) -> bool:
+    try:
+        return "generators" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def check_size(size: Sequence[int], name: str = "size") -> Tuple[int, int]:
@@ -106,3 +273,43 @@ def image_geometry(
         return ImageGeometry(batch, channels, height, width, None, torch.get_default_dtype(), None)
     b, c, h, w = (int(s) for s in init.shape)
     return ImageGeometry(b, c, h, w, init, init.dtype, init.device)
+
+
+DEFAULT_GEOMETRY = ((224, 224), 3, 1)
+"""The defaults of ``(size, channels, batch)`` shared by every parameterization."""
+
+
+def check_wrapped_geometry(
+    module: nn.Module, size: Sequence[int], channels: int, batch: int, owner: str
+) -> torch.Tensor:
+    """Run a ready parameterization once (without gradients) and return its ``[B, C, H, W]`` output.
+
+    A wrapper given an instance takes its geometry from it; ``size``, ``channels`` or ``batch`` left at
+    their defaults (``DEFAULT_GEOMETRY``) are not checked, any other value must agree.
+
+    Raises:
+        ValueError: the instance does not return an NCHW tensor, or an explicit value disagrees.
+    """
+    with torch.no_grad():
+        out = module()
+    if not isinstance(out, torch.Tensor) or out.dim() != 4:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{owner}: the parameterization must return an NCHW tensor, got {got}")
+    b, c, h, w = (int(s) for s in out.shape)
+    default_size, default_channels, default_batch = DEFAULT_GEOMETRY
+    if size != default_size and check_size(size) not in (default_size, (h, w)):
+        raise ValueError(
+            f"{owner}: size {size!r} disagrees with the given parameterization, which makes {h}x{w} images "
+            "(with an instance, leave size out: it is read from the instance)"
+        )
+    if channels != default_channels and channels != c:
+        raise ValueError(
+            f"{owner}: channels {channels!r} disagrees with the given parameterization, which makes {c} "
+            "channels (with an instance, leave channels out: it is read from the instance)"
+        )
+    if batch != default_batch and batch != b:
+        raise ValueError(
+            f"{owner}: batch {batch!r} disagrees with the given parameterization, which makes {b} images "
+            "(with an instance, leave batch out: it is read from the instance)"
+        )
+    return out

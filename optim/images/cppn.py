@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from .base import ImageParameterization, check_positive, check_size
+from .base import ImageParameterization, assign_, check_generators, check_positive, check_size, normal_noise
 
 __all__ = ["CPPNImage"]
 
@@ -27,15 +27,22 @@ class CPPNImage(ImageParameterization):
         size: ``(height, width)``.
         channels: output channels per image.
         batch: number of images (independent networks).
-        num_hidden: units per hidden layer.
-        num_layers: number of hidden layers.
-        activation: ``"composite"`` (Lucid's ``[atan(x) / 0.67, atan(x)**2 / 0.6]``, which doubles the
-            width), ``"atan"``, ``"tanh"`` or ``"relu"``.
+        init: must be None: a CPPN's parameters are network weights, so it cannot start from an image
+            (use ``PixelImage``, ``FFTImage`` or ``LaplacianImage`` for that).
+        num_hidden: (keyword-only) units per hidden layer.
+        num_layers: (keyword-only) number of hidden layers.
+        activation: (keyword-only) ``"composite"`` (Lucid's ``[atan(x) / 0.67, atan(x)**2 / 0.6]``, which
+            doubles the width), ``"atan"``, ``"tanh"`` or ``"relu"``.
+
+    Raises:
+        ValueError: an ``init`` tensor, or an unknown ``activation``.
 
     Example::
 
-        image = NaturalImage((128, 128), parameterization=CPPNImage)
-        image().shape  # torch.Size([1, 3, 128, 128])
+        >>> from optim.images import NaturalImage
+        >>> image = NaturalImage((128, 128), parameterization=CPPNImage)
+        >>> image().shape
+        torch.Size([1, 3, 128, 128])
     """
 
     __constants__ = ["batch", "channels", "height", "width", "activation"]
@@ -45,11 +52,19 @@ class CPPNImage(ImageParameterization):
         size: Sequence[int] = (224, 224),
         channels: int = 3,
         batch: int = 1,
+        init: Optional[torch.Tensor] = None,
+        *,
         num_hidden: int = 24,
         num_layers: int = 8,
         activation: str = "composite",
     ) -> None:
         super().__init__()
+        if init is not None:
+            what = f"a tensor of shape {tuple(init.shape)}" if isinstance(init, torch.Tensor) else repr(init)
+            raise ValueError(
+                "CPPNImage cannot start from init (its parameters are network weights, not pixels; "
+                f"num_hidden, num_layers and activation are keyword-only): init must be None, got {what}"
+            )
         height, width = check_size(size)
         self.height, self.width = height, width
         self.channels = check_positive(channels, "channels")
@@ -68,15 +83,28 @@ class CPPNImage(ImageParameterization):
         layers = []
         fan_in = 2
         for _ in range(num_layers):
-            conv = nn.Conv2d(batch * fan_in, batch * num_hidden, 1, groups=batch)
-            nn.init.normal_(conv.weight, std=math.sqrt(1.0 / fan_in))
-            nn.init.zeros_(conv.bias)
-            layers.append(conv)
+            layers.append(nn.Conv2d(batch * fan_in, batch * num_hidden, 1, groups=batch))
             fan_in = num_hidden * width_mult
         self.hidden = nn.ModuleList(layers)
         self.output = nn.Conv2d(batch * fan_in, batch * self.channels, 1, groups=batch)
-        nn.init.zeros_(self.output.weight)
-        nn.init.zeros_(self.output.bias)
+        self.reset_parameters()
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Re-draw the network: hidden weights ``N(0, 1 / fan_in)``, layer by layer (image ``i``'s network
+        from ``generators[i]``), zero biases and a zero output layer (so the image starts uniform).
+
+        See :meth:`ImageParameterization.reset_parameters`.
+        """
+        check_generators(generators, self.batch, "CPPNImage.reset_parameters")
+        for conv in self.hidden:
+            weight = conv.weight  # [B * out, fan_in, 1, 1]: image b's network is rows b * out ... (b + 1) * out
+            fan_in = weight.size(1)
+            per_image = (self.batch, weight.size(0) // self.batch) + tuple(weight.shape[1:])
+            noise = normal_noise(per_image, generators, weight.dtype).reshape(weight.shape)
+            assign_(weight, noise * math.sqrt(1.0 / fan_in))
+            assign_(conv.bias, torch.zeros_like(conv.bias))
+        assign_(self.output.weight, torch.zeros_like(self.output.weight))
+        assign_(self.output.bias, torch.zeros_like(self.output.bias))
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation == "composite":

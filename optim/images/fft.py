@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .base import ImageParameterization, image_geometry
+from .base import ImageParameterization, assign_, check_generators, image_geometry, normal_noise
 
 __all__ = ["FFTImage", "rfft2d_freqs", "spectrum_scale"]
 
@@ -25,7 +25,8 @@ def rfft2d_freqs(height: int, width: int, dtype: Optional[torch.dtype] = None) -
 
     Example::
 
-        rfft2d_freqs(4, 4)[0, 1]  # tensor(0.2500)
+        >>> rfft2d_freqs(4, 4)[0, 1]
+        tensor(0.2500)
     """
     fy = torch.fft.fftfreq(height, dtype=dtype)[:, None]
     fx = torch.fft.rfftfreq(width, dtype=dtype)[None, :]
@@ -73,8 +74,9 @@ class FFTImage(ImageParameterization):
 
     Example::
 
-        image = FFTImage((64, 64))
-        image().shape  # torch.Size([1, 3, 64, 64])
+        >>> image = FFTImage((64, 64), decay_power=1.5)
+        >>> image().shape
+        torch.Size([1, 3, 64, 64])
     """
 
     __constants__ = ["height", "width"]
@@ -85,6 +87,7 @@ class FFTImage(ImageParameterization):
         channels: int = 3,
         batch: int = 1,
         init: Optional[torch.Tensor] = None,
+        *,
         decay_power: float = 1.0,
     ) -> None:
         super().__init__()
@@ -98,13 +101,23 @@ class FFTImage(ImageParameterization):
         # float64 until cast by Module.to(), so a module later moved to float64 loses no precision
         scale = spectrum_scale(height, width, self.decay_power, dtype=torch.float64).to(geo.device)
         self.register_buffer("scale", scale)
+        shape = (geo.batch, geo.channels, height, width // 2 + 1, 2)
+        self.spectrum = nn.Parameter(torch.empty(shape, dtype=geo.dtype, device=geo.device))
         if geo.init is None:
-            # Lucid's initial spectrum standard deviation
-            shape = (geo.batch, geo.channels, height, width // 2 + 1, 2)
-            spectrum = torch.randn(shape, dtype=geo.dtype) * 0.01
+            self._remember_initial_state(None)
         else:
             spectrum = torch.view_as_real(torch.fft.rfft2(geo.init)) / scale[..., None].to(geo.dtype)
-        self.spectrum = nn.Parameter(spectrum)
+            self._remember_initial_state([spectrum])
+        self.reset_parameters()
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Re-draw the spectrum as ``N(0, 0.01)`` (Lucid's; image ``i`` from ``generators[i]``), or go back to ``init``.
+
+        See :meth:`ImageParameterization.reset_parameters`.
+        """
+        check_generators(generators, self.spectrum.size(0), "FFTImage.reset_parameters")
+        if not self._restore_initial_state([self.spectrum]):
+            assign_(self.spectrum, normal_noise(self.spectrum.shape, generators, self.spectrum.dtype) * 0.01)
 
     def forward(self) -> torch.Tensor:
         """Returns:

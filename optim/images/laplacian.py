@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import ImageParameterization, check_positive, image_geometry
+from .base import ImageParameterization, assign_, check_generators, check_positive, image_geometry, normal_noise
 
 __all__ = ["LaplacianImage"]
 
@@ -33,8 +33,9 @@ class LaplacianImage(ImageParameterization):
 
     Example::
 
-        image = LaplacianImage((64, 64))
-        len(image.levels)  # 6
+        >>> image = LaplacianImage((64, 64), scales=(1, 2, 4, 8, 16, 32))
+        >>> len(image.levels)
+        6
     """
 
     __constants__ = ["height", "width"]
@@ -45,11 +46,16 @@ class LaplacianImage(ImageParameterization):
         channels: int = 3,
         batch: int = 1,
         init: Optional[torch.Tensor] = None,
+        *,
         scales: Sequence[int] = (1, 2, 4, 8, 16, 32),
         power: float = 0.1,
     ) -> None:
         super().__init__()
-        batch, channels, height, width, init, _, _ = image_geometry(size, channels, batch, init)
+        if not isinstance(power, (int, float)) or isinstance(power, bool):
+            raise TypeError(f"power must be a number, got {type(power).__name__}")
+        if isinstance(scales, (int, str, torch.Tensor)) or not hasattr(scales, "__iter__"):
+            raise TypeError(f"scales must be a sequence of positive ints, got {scales!r}")
+        batch, channels, height, width, init, dtype, device = image_geometry(size, channels, batch, init)
         scales = sorted({check_positive(s, "each scale") for s in scales})
         scales = [s for s in scales if s <= max(height, width)]
         if not scales or scales[0] != 1:
@@ -58,13 +64,27 @@ class LaplacianImage(ImageParameterization):
         self.height = height
         self.width = width
         self.scales = scales
+        self.power = float(power)
         shapes = [(batch, channels, -(-height // s), -(-width // s)) for s in scales]
-        if init is None:
-            top = float(max(scales))
-            levels = [torch.randn(shape) / 10 * (s / top) ** power for shape, s in zip(shapes, scales)]
-        else:
-            levels = self._decompose(init - 0.5, shapes)
-        self.levels = nn.ParameterList([nn.Parameter(level) for level in levels])
+        self.levels = nn.ParameterList(
+            [nn.Parameter(torch.empty(shape, dtype=dtype, device=device)) for shape in shapes]
+        )
+        self._remember_initial_state(None if init is None else self._decompose(init - 0.5, shapes))
+        self.reset_parameters()
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Re-draw level ``k`` as ``N(0, 0.1 * (scale_k / max_scale) ** power)``, finest first (image ``i``
+        from ``generators[i]``), or go back to ``init``.
+
+        See :meth:`ImageParameterization.reset_parameters`.
+        """
+        levels = list(self.levels)
+        check_generators(generators, levels[0].size(0), "LaplacianImage.reset_parameters")
+        if self._restore_initial_state(levels):
+            return
+        top = float(max(self.scales))
+        for level, s in zip(levels, self.scales):
+            assign_(level, normal_noise(level.shape, generators, level.dtype) / 10 * (s / top) ** self.power)
 
     def _decompose(self, residual: torch.Tensor, shapes: List[tuple]) -> List[torch.Tensor]:
         """Split ``residual`` into levels, coarsest first, leaving the remainder at full resolution."""

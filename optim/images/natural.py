@@ -6,8 +6,8 @@ from typing import Callable, Optional, Sequence, Type, Union
 import torch
 import torch.nn as nn
 
-from .base import ImageParameterization, prepare_init
-from .color import ToRGB
+from .base import ImageParameterization, check_wrapped_geometry, prepare_init, reset_inner
+from .decorrelation import ToRGB
 from .fft import FFTImage
 from .image_tensor import ImageTensor
 
@@ -22,7 +22,8 @@ def logit(p: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
 
     Example::
 
-        torch.sigmoid(logit(torch.tensor([0.25])))  # tensor([0.2500])
+        >>> torch.sigmoid(logit(torch.tensor([0.25])))
+        tensor([0.2500])
     """
     p = p.clamp(epsilon, 1.0 - epsilon)
     return torch.log(p) - torch.log1p(-p)
@@ -69,23 +70,33 @@ class NaturalImage(ImageParameterization):
 
     Args:
         size: ``(height, width)`` of the image (ignored when ``init`` is given).
-        channels: 3 (RGB) or 4 (RGB + alpha), or what a custom ``decorrelation_module`` expects.
+        channels: 3 (RGB) or 4 (RGB + alpha) with the default ``ToRGB`` decorrelation, or what a custom
+            ``decorrelation_module`` expects.
         batch: number of images; a single-image ``init`` is repeated to this many.
         init: a CHW or NCHW image in ``[0, 1]`` to start from.
-        parameterization: an ``ImageParameterization`` class or a factory called like one (built with
-            ``size``, ``channels``, ``batch`` and ``init``, e.g. ``functools.partial(FFTImage,
-            decay_power=1.5)``), or a ready instance (then ``init`` must be None).
-        squash_func: maps the recorrelated values to ``[0, 1]`` (a function or an ``nn.Module``); None
-            for no squashing. ``torch.sigmoid``, None and scriptable modules keep the image scriptable;
-            a plain Python function does not.
-        decorrelation_module: colour recorrelation with ``forward(x, inverse=False)``; None for none.
-        decorrelate_init: apply the inverse colour transform to ``init``.
+        parameterization: (keyword-only) an ``ImageParameterization`` class or a factory called like one
+            (with the keywords ``size``, ``channels``, ``batch`` and, when given, ``init``; e.g.
+            ``functools.partial(FFTImage, decay_power=1.5)``), or a ready instance (then ``init`` must be None, and ``size``,
+            ``channels`` and ``batch`` are read from it: a value other than the default that disagrees
+            with the instance raises).
+        squash_func: (keyword-only) maps the recorrelated values to ``[0, 1]`` (a function or an
+            ``nn.Module``); None for no squashing. ``torch.sigmoid``, None and scriptable modules keep the
+            image scriptable; a plain Python function does not.
+        decorrelation_module: (keyword-only) colour recorrelation with ``forward(x, inverse=False)``;
+            None for none.
+        decorrelate_init: (keyword-only) apply the inverse colour transform to ``init``.
+
+    Raises:
+        ValueError: channels other than 3 or 4 with ``ToRGB``; ``init`` with a ready instance; a
+            ``size``, ``channels`` or ``batch`` that a ready instance does not have.
+        TypeError: a ``parameterization``, ``squash_func`` or ``decorrelation_module`` of the wrong kind.
 
     Example::
 
-        image = NaturalImage((128, 128), batch=2)
-        x = image()            # ImageTensor [2, 3, 128, 128] in [0, 1]
-        x.export("start.png")
+        >>> image = NaturalImage((128, 128), batch=2)
+        >>> x = image()  # an ImageTensor in [0, 1]
+        >>> tuple(x.shape), bool(0 <= x.min() and x.max() <= 1)
+        ((2, 3, 128, 128), True)
     """
 
     def __init__(
@@ -94,6 +105,7 @@ class NaturalImage(ImageParameterization):
         channels: int = 3,
         batch: int = 1,
         init: Optional[torch.Tensor] = None,
+        *,
         parameterization: Union[Type[nn.Module], Callable[..., nn.Module], nn.Module] = FFTImage,
         squash_func: Optional[Callable[[torch.Tensor], torch.Tensor]] = torch.sigmoid,
         decorrelation_module: Optional[nn.Module] = _DEFAULT_DECORRELATION,
@@ -114,6 +126,8 @@ class NaturalImage(ImageParameterization):
         if isinstance(parameterization, nn.Module):
             if init is not None:
                 raise ValueError("init can only be used with a parameterization class or factory, not an instance")
+            reference = check_wrapped_geometry(parameterization, size, channels, batch, "NaturalImage")
+            self._check_channels(reference.size(1))
             self.parameterization = parameterization
             return
         is_class = isinstance(parameterization, type)
@@ -124,11 +138,30 @@ class NaturalImage(ImageParameterization):
             )
         kwargs = {"size": size, "channels": channels, "batch": batch}
         if init is not None:
-            kwargs["init"] = self._invert(prepare_init(init, batch), squash_func, decorrelate_init)
+            init = prepare_init(init, batch)
+            self._check_channels(init.size(1))
+            kwargs["init"] = self._invert(init, squash_func, decorrelate_init)
+        else:
+            self._check_channels(channels)
         built = parameterization(**kwargs)
         if not isinstance(built, nn.Module):
             raise TypeError(f"the parameterization factory must return an nn.Module, got {type(built).__name__}")
         self.parameterization = built
+
+    def _check_channels(self, channels: int) -> None:
+        if isinstance(self.decorrelate, ToRGB) and channels not in (3, 4):
+            raise ValueError(
+                f"channels must be 3 (RGB) or 4 (RGB + alpha) with the ToRGB colour decorrelation, got "
+                f"{channels!r}; pass decorrelation_module=None (or your own) for other channel counts"
+            )
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Reset the inner parameterization (image ``i`` from ``generators[i]``); the colour
+        decorrelation and squash hold no random state.
+
+        See :meth:`ImageParameterization.reset_parameters`.
+        """
+        reset_inner(self.parameterization, generators, "NaturalImage")
 
     def _invert(
         self,

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .base import ImageParameterization, image_geometry
+from .base import ImageParameterization, assign_, check_generators, image_geometry, normal_noise
 from .fft import spectrum_scale
 
 __all__ = ["PhaseImage"]
@@ -21,20 +21,26 @@ class PhaseImage(ImageParameterization):
     which is what lets MACO scale feature visualization to deep networks.
 
     Args:
-        size: ``(height, width)``.
-        channels: channels per image.
-        batch: number of images.
-        magnitude: a fixed magnitude spectrum of shape ``[C, H, W // 2 + 1]`` or ``[H, W // 2 + 1]``, for
-            example ``opt.dataset.dataset_spectrum`` over your own images. By default a natural 1/f
-            power law (``1 / max(f, 1 / max(H, W)) ** decay_power``); nothing is downloaded.
+        size: ``(height, width)`` (ignored when ``init`` is given).
+        channels: channels per image (ignored when ``init`` is given).
+        batch: number of images; a single-image ``init`` is repeated to this many.
         init: a CHW or NCHW image whose phase starts the optimization (its magnitude is replaced by
-            ``magnitude``, so the output only resembles it). Random phases otherwise.
-        decay_power: exponent of the default 1/f magnitude.
+            ``magnitude``, so the output only resembles it). Random phases ``N(0, 1)`` otherwise.
+        magnitude: (keyword-only) a fixed magnitude spectrum of shape ``[C, H, W // 2 + 1]`` or
+            ``[H, W // 2 + 1]``, for example ``opt.dataset.dataset_spectrum`` over your own images. By
+            default a natural 1/f power law (``1 / max(f, 1 / max(H, W)) ** decay_power``); nothing is
+            downloaded.
+        decay_power: (keyword-only) exponent of the default 1/f magnitude.
+
+    Raises:
+        ValueError: a ``magnitude`` whose shape does not fit the image.
 
     Example::
 
-        image = NaturalImage((128, 128), parameterization=PhaseImage)
-        image().shape  # torch.Size([1, 3, 128, 128])
+        >>> from optim.images import NaturalImage
+        >>> image = NaturalImage((128, 128), parameterization=PhaseImage)
+        >>> image().shape
+        torch.Size([1, 3, 128, 128])
     """
 
     __constants__ = ["height", "width"]
@@ -44,11 +50,14 @@ class PhaseImage(ImageParameterization):
         size: Sequence[int] = (224, 224),
         channels: int = 3,
         batch: int = 1,
-        magnitude: Optional[torch.Tensor] = None,
         init: Optional[torch.Tensor] = None,
+        *,
+        magnitude: Optional[torch.Tensor] = None,
         decay_power: float = 1.0,
     ) -> None:
         super().__init__()
+        if not isinstance(decay_power, (int, float)) or isinstance(decay_power, bool):
+            raise TypeError(f"decay_power must be a number, got {type(decay_power).__name__}")
         batch, channels, height, width, init, dtype, _ = image_geometry(size, channels, batch, init)
         freq_shape = (height, width // 2 + 1)
         if magnitude is None:
@@ -72,11 +81,22 @@ class PhaseImage(ImageParameterization):
         self.width = width
         device = init.device if init is not None else magnitude.device
         self.register_buffer("magnitude", magnitude.to(device).clone())
+        self.phase = nn.Parameter(torch.empty(batch, channels, *freq_shape, dtype=dtype, device=device))
         if init is None:
-            phase = torch.randn(batch, channels, *freq_shape, dtype=dtype, device=device)
+            self._remember_initial_state(None)
         else:
-            phase = torch.angle(torch.fft.rfft2(init - init.mean(dim=(2, 3), keepdim=True)))
-        self.phase = nn.Parameter(phase)
+            centred = init - init.mean(dim=(2, 3), keepdim=True)
+            self._remember_initial_state([torch.angle(torch.fft.rfft2(centred))])
+        self.reset_parameters()
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Re-draw the phase as ``N(0, 1)`` (image ``i`` from ``generators[i]``), or go back to ``init``'s phase.
+
+        See :meth:`ImageParameterization.reset_parameters`.
+        """
+        check_generators(generators, self.phase.size(0), "PhaseImage.reset_parameters")
+        if not self._restore_initial_state([self.phase]):
+            assign_(self.phase, normal_noise(self.phase.shape, generators, self.phase.dtype))
 
     def forward(self) -> torch.Tensor:
         """Returns:

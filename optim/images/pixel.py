@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .base import ImageParameterization, image_geometry
+from .base import ImageParameterization, assign_, check_generators, image_geometry, normal_noise
 
 __all__ = ["PixelImage"]
 
@@ -23,8 +23,15 @@ class PixelImage(ImageParameterization):
 
     Example::
 
-        image = PixelImage((64, 64), batch=2)
-        image().shape  # torch.Size([2, 3, 64, 64])
+        >>> import torch
+        >>> image = PixelImage((64, 64), 3, 2)
+        >>> image().shape
+        torch.Size([2, 3, 64, 64])
+        >>> image.reset_parameters([torch.Generator().manual_seed(s) for s in (0, 1)])
+        >>> alone = PixelImage((64, 64))
+        >>> alone.reset_parameters([torch.Generator().manual_seed(1)])
+        >>> torch.equal(image()[1], alone()[0])
+        True
     """
 
     def __init__(
@@ -36,11 +43,19 @@ class PixelImage(ImageParameterization):
     ) -> None:
         super().__init__()
         geo = image_geometry(size, channels, batch, init)
-        if geo.init is None:
-            image = torch.randn(geo.batch, geo.channels, geo.height, geo.width) / 10 + 0.5
-        else:
-            image = geo.init
-        self.image = nn.Parameter(image)
+        shape = (geo.batch, geo.channels, geo.height, geo.width)
+        self.image = nn.Parameter(torch.empty(shape, dtype=geo.dtype, device=geo.device))
+        self._remember_initial_state(None if geo.init is None else [geo.init])
+        self.reset_parameters()
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Re-draw the pixels as ``0.5 + N(0, 0.1)`` (image ``i`` from ``generators[i]``), or go back to ``init``.
+
+        See :meth:`ImageParameterization.reset_parameters`.
+        """
+        check_generators(generators, self.image.size(0), "PixelImage.reset_parameters")
+        if not self._restore_initial_state([self.image]):
+            assign_(self.image, normal_noise(self.image.shape, generators, self.image.dtype) / 10 + 0.5)
 
     def forward(self) -> torch.Tensor:
         """Returns:

@@ -1,13 +1,22 @@
 """Shared low-resolution components added to every image of a batch (Lucid's lowres_tensor)."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+import warnings
+from typing import Callable, List, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import ImageParameterization
+from .base import (
+    ImageParameterization,
+    assign_,
+    check_generators,
+    check_wrapped_geometry,
+    normal_noise,
+    reset_inner,
+)
+from .fft import FFTImage
 
 __all__ = ["SharedImage", "resize_linear"]
 
@@ -30,7 +39,8 @@ def resize_linear(x: torch.Tensor, size: List[int]) -> torch.Tensor:
 
     Example::
 
-        resize_linear(torch.randn(2, 3, 4, 4), [5, 3, 8, 8]).shape  # torch.Size([5, 3, 8, 8])
+        >>> resize_linear(torch.randn(2, 3, 4, 4), [5, 3, 8, 8]).shape
+        torch.Size([5, 3, 8, 8])
     """
     if x.size(2) != size[2] or x.size(3) != size[3]:
         x = F.interpolate(x, size=[size[2], size[3]], mode="bilinear", align_corners=False)
@@ -95,51 +105,134 @@ class SharedImage(ImageParameterization):
     An offset (like a phase) shifts an interpolated tensor by that many elements per axis, padding the
     start symmetrically and cropping the end, as Lucid does.
 
+    Like ``NaturalImage``, it builds its per-image parameterization from ``(size, channels, batch,
+    init)`` or takes a ready one (then the geometry is read from it).
+
+    Random streams: the shared tensors belong to the whole batch, so they cannot come from one image's
+    stream alone. :meth:`reset_parameters` resets the inner parameterization (image ``i`` from
+    ``generators[i]``) and then draws the shared tensors from ``generators[0]``: equal generators give
+    equal images, and the inner part of image ``i`` is the same alone or in a batch, but the sum is not
+    (sharing is the point of this parameterization).
+
     Args:
-        shapes: one shape or a list of shapes of the shared tensors.
-        parameterization: the per-image parameterization the shared tensors are added to.
-        offset: None, an int for every axis, up to 4 ints ``[B, C, H, W]`` for every tensor, or one
-            such list per shared tensor.
-        sd: standard deviation of the random initial shared tensors.
+        size: ``(height, width)`` (ignored with ``init`` or a ready ``parameterization``).
+        channels: channels per image (ignored with ``init`` or a ready ``parameterization``).
+        batch: number of images (ignored with ``init`` or a ready ``parameterization``).
+        init: a CHW or NCHW tensor for the inner parameterization to start from; the shared tensors then
+            start at zero, so ``forward()`` returns what the inner one returns.
+        shapes: (keyword-only, required) one shape or a list of shapes of the shared tensors.
+        parameterization: (keyword-only) the per-image parameterization the shared tensors are added to:
+            a class or factory called with the keywords ``size``, ``channels``, ``batch`` (and ``init``
+            when given), or a ready instance (then ``init`` must be None, and a ``size``, ``channels`` or
+            ``batch`` other than the default must agree with it).
+        offset: (keyword-only) None, an int for every axis, up to 4 ints ``[B, C, H, W]`` for every tensor,
+            or one such list per shared tensor.
+        sd: (keyword-only) standard deviation of the random initial shared tensors.
+
+    The older form ``SharedImage(shapes, parameterization_instance, offset=..., sd=...)`` still works and
+    warns (DeprecationWarning).
+
+    Raises:
+        ValueError: bad ``shapes`` or ``offset``; ``init`` with a ready instance; a geometry that
+            disagrees with a ready instance.
+        TypeError: a ``parameterization`` that is neither a module class, a factory nor an instance.
 
     Example::
 
-        base = FFTImage((64, 64), batch=6)
-        image = SharedImage([(1, 3, 32, 32), (2, 3, 8, 8)], base)
-        image().shape  # torch.Size([6, 3, 64, 64])
+        >>> image = SharedImage((64, 64), 3, 6, shapes=[(1, 3, 32, 32), (2, 3, 8, 8)])
+        >>> image().shape
+        torch.Size([6, 3, 64, 64])
     """
 
     def __init__(
         self,
-        shapes: ShapeArg,
-        parameterization: nn.Module,
+        size: Sequence[int] = (224, 224),
+        channels: int = 3,
+        batch: int = 1,
+        init: Optional[torch.Tensor] = None,
+        *,
+        shapes: Optional[ShapeArg] = None,
+        parameterization: Union[Type[nn.Module], Callable[..., nn.Module], nn.Module] = FFTImage,
         offset: OffsetArg = None,
         sd: float = 0.01,
     ) -> None:
         super().__init__()
-        if not isinstance(parameterization, nn.Module):
-            raise TypeError(
-                f"parameterization must be an ImageParameterization instance, got {type(parameterization).__name__}"
+        if isinstance(channels, nn.Module):
+            # the pre-0.2 form SharedImage(shapes, parameterization, ...)
+            if shapes is not None or batch != 1 or init is not None:
+                raise TypeError(
+                    "SharedImage(shapes, parameterization) takes offset and sd as keywords; the current form "
+                    "is SharedImage(size, channels, batch, init, *, shapes=..., parameterization=...)"
+                )
+            warnings.warn(
+                "SharedImage(shapes, parameterization) is deprecated; use "
+                "SharedImage(shapes=shapes, parameterization=parameterization)",
+                DeprecationWarning,
+                stacklevel=2,
             )
+            shapes, parameterization = size, channels
+            size, channels = (224, 224), 3
+        if shapes is None:
+            raise TypeError("SharedImage needs shapes=: one shape or a list of shapes of the shared tensors")
+        if not isinstance(sd, (int, float)) or isinstance(sd, bool):
+            raise TypeError(f"sd must be a number, got {type(sd).__name__}")
         shape_list = _as_shapes(shapes)
         offsets = _as_offsets(offset, len(shape_list))
-        self.parameterization = parameterization
-        with torch.no_grad():
-            reference = parameterization()
-        if reference.dim() != 4:
-            raise ValueError(f"the parameterization must return NCHW, got shape {tuple(reference.shape)}")
+        if isinstance(parameterization, nn.Module):
+            if init is not None:
+                raise ValueError("init can only be used with a parameterization class or factory, not an instance")
+            inner = parameterization
+        elif callable(parameterization) and not (
+            isinstance(parameterization, type) and not issubclass(parameterization, nn.Module)
+        ):
+            kwargs = {"size": size, "channels": channels, "batch": batch}
+            if init is not None:
+                kwargs["init"] = init
+            inner = parameterization(**kwargs)
+            if not isinstance(inner, nn.Module):
+                raise TypeError(f"the parameterization factory must return an nn.Module, got {type(inner).__name__}")
+        else:
+            raise TypeError(
+                "parameterization must be an ImageParameterization class, a factory called like one, or an "
+                f"instance, got {parameterization!r}"
+            )
+        self.parameterization = inner
+        if isinstance(parameterization, nn.Module):
+            reference = check_wrapped_geometry(inner, size, channels, batch, "SharedImage")
+        else:
+            reference = check_wrapped_geometry(inner, (224, 224), 3, 1, "SharedImage")
         if offsets is not None:
             for o in offsets:
                 if any(v > s for v, s in zip(o, reference.shape)):
                     raise ValueError(f"offset {o} exceeds the image shape {list(reference.shape)}")
         self.has_offset = offsets is not None
         self.offsets: List[List[int]] = offsets if offsets is not None else []
+        self.sd = float(sd)
         self.shared = nn.ParameterList(
-            [
-                nn.Parameter(torch.randn(s, dtype=reference.dtype, device=reference.device) * sd)
-                for s in shape_list
-            ]
+            [nn.Parameter(torch.empty(s, dtype=reference.dtype, device=reference.device)) for s in shape_list]
         )
+        self._starts_at_zero = init is not None
+        self._batch = int(reference.size(0))
+        self._reset_shared(None)
+
+    def _reset_shared(self, generator: Optional[torch.Generator]) -> None:
+        for shared in self.shared:
+            if self._starts_at_zero:
+                assign_(shared, torch.zeros_like(shared))
+            elif generator is None:
+                assign_(shared, normal_noise(shared.shape, None, shared.dtype) * self.sd)
+            else:
+                assign_(shared, normal_noise((1,) + tuple(shared.shape), [generator])[0] * self.sd)
+
+    def reset_parameters(self, generators: Optional[Sequence[torch.Generator]] = None) -> None:
+        """Reset the inner parameterization, then the shared tensors (``N(0, sd)`` from ``generators[0]``,
+        or zero when started from ``init``).
+
+        See :meth:`ImageParameterization.reset_parameters` and the class notes on random streams.
+        """
+        generators = check_generators(generators, self._batch, "SharedImage.reset_parameters")
+        reset_inner(self.parameterization, generators, "SharedImage")
+        self._reset_shared(generators[0] if generators else None)
 
     def _offset(self, x: torch.Tensor, offset: List[int]) -> torch.Tensor:
         for dim in range(4):

@@ -45,9 +45,11 @@ class ToRGB(nn.Module):
 
     Example::
 
-        to_rgb = ToRGB("klt")
-        rgb = to_rgb(torch.randn(1, 3, 8, 8))
-        back = to_rgb(rgb, inverse=True)
+        >>> to_rgb = ToRGB("klt")
+        >>> x = torch.randn(1, 3, 8, 8)
+        >>> rgb = to_rgb(x)
+        >>> torch.allclose(to_rgb(rgb, inverse=True), x, atol=1e-6)
+        True
     """
 
     def __init__(self, transform: Union[str, torch.Tensor] = "klt") -> None:
