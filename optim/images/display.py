@@ -28,8 +28,9 @@ def make_grid_image(
 
     Example::
 
-        grid = make_grid_image(torch.rand(6, 3, 8, 8), images_per_row=3)
-        grid.shape  # torch.Size([1, 3, 22, 32])
+        >>> grid = make_grid_image(torch.rand(6, 3, 8, 8), images_per_row=3)
+        >>> grid.shape
+        torch.Size([1, 3, 22, 32])
     """
     if not isinstance(tiles, torch.Tensor) or tiles.dim() not in (3, 4):
         raise ValueError(f"tiles must be an NCHW or CHW tensor, got {getattr(tiles, 'shape', type(tiles))}")
@@ -109,7 +110,11 @@ def show(
 
     Example::
 
-        fig = show(torch.rand(4, 3, 32, 32), labels=["a", "b", "c", "d"])
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")  # no window here: plt.show() returns at once
+        >>> fig = show(torch.rand(4, 3, 32, 32), labels=["a", "b", "c", "d"])
+        >>> [ax.get_title() for ax in fig.axes]
+        ['a', 'b', 'c', 'd']
     """
     import matplotlib.pyplot as plt
 
@@ -163,7 +168,12 @@ def save_tensor_as_image(
 
     Example::
 
-        save_tensor_as_image(torch.rand(4, 3, 32, 32), "grid.png", images_per_row=2)
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     grid = save_tensor_as_image(torch.rand(4, 3, 32, 32), Path(folder) / "grid.png", images_per_row=2)
+        ...     each = save_tensor_as_image(torch.rand(2, 3, 8, 8), Path(folder) / "x.png", separate=True)
+        ...     print([p.name for p in grid], [p.name for p in each])
+        ['grid.png'] ['x_0.png', 'x_1.png']
     """
     from PIL import Image
 

@@ -42,9 +42,13 @@ class ImageTensor(torch.Tensor):
 
     Example::
 
-        image = ImageTensor.open("cat.png")     # [3, H, W] in [0, 1]
-        image.show()
-        (image * 0.5).export("dark_cat.png")
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = ImageTensor(torch.rand(3, 16, 24)).export(Path(folder) / "noise.png")
+        ...     image = ImageTensor.open(Path(folder) / "noise.png")  # [3, H, W] in [0, 1]
+        ...     dark = (image * 0.5).export(Path(folder) / "dark.png")
+        >>> type(image * 0.5).__name__, tuple(image.shape), [p.name for p in dark]
+        ('ImageTensor', (3, 16, 24), ['dark.png'])
     """
 
     @staticmethod
@@ -101,7 +105,13 @@ class ImageTensor(torch.Tensor):
 
         Example::
 
-            image = ImageTensor.open("photo.jpg")
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     _ = ImageTensor(torch.rand(4, 8, 8)).export(Path(folder) / "rgba.png")
+            ...     print(tuple(ImageTensor.open(Path(folder) / "rgba.png").shape))
+            ...     print(tuple(ImageTensor.open(Path(folder) / "rgba.png", mode="L").shape))
+            (4, 8, 8)
+            (1, 8, 8)
         """
         import numpy as np
         from PIL import Image
