@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn as nn
 
 from .base import Activations, BaseLoss, BatchIndex, Target, check_index, target_name
 
@@ -195,6 +196,10 @@ class ActivationInterpolation(BaseLoss):
         channel_index_two: Optional[int],
     ) -> None:
         super().__init__(target_one)
+        if not isinstance(target_two, (nn.Module, str)):
+            raise TypeError(
+                f"a loss target must be an nn.Module or a dotted module name, got {type(target_two).__name__}"
+            )
         self.target_two = target_two
         self.channel_index_one = _optional_index(channel_index_one, "channel_index_one")
         self.channel_index_two = _optional_index(channel_index_two, "channel_index_two")
