@@ -45,8 +45,12 @@ def top_connections(
 
     Example::
 
-        w = extract_expanded_weights(linear, linear.mixed4a_relu, linear.mixed4b_relu, 5)
-        top_connections(w, k=5, target_channel=443, score="sum")  # the most excitatory inputs of 443
+        >>> w = torch.zeros(2, 3, 1, 1)  # 3 source channels into 2 target channels, 1 x 1 kernels
+        >>> w[1, 0], w[1, 2], w[0, 1] = 0.5, -2.0, 1.0
+        >>> top_connections(w, k=2)  # the strongest, by the norm of the kernel
+        [Connection(target_channel=1, source_channel=2, strength=2.0), Connection(target_channel=0, source_channel=1, strength=1.0)]
+        >>> top_connections(w, k=1, target_channel=1, score="sum")  # the most excitatory input of channel 1
+        [Connection(target_channel=1, source_channel=0, strength=0.5)]
     """
     if not torch.is_tensor(expanded_weights) or expanded_weights.dim() < 2:
         got = tuple(expanded_weights.shape) if torch.is_tensor(expanded_weights) else type(expanded_weights).__name__

@@ -71,9 +71,14 @@ def extract_expanded_weights(
 
     Example::
 
-        linear = opt.models.googlenet(pretrained=True, use_linear_modules_only=True)
-        w = extract_expanded_weights(linear, linear.mixed4a_relu, linear.mixed4b_relu, 5)
-        w.shape  # torch.Size([512, 508, 5, 5])
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 2, 3))  # no activations
+        >>> w = extract_expanded_weights(net, net[0], net[2], 5, model_input=torch.zeros(1, 3, 16, 16))
+        >>> w.shape  # from each channel of net[0] into each channel of net[2]
+        torch.Size([2, 4, 5, 5])
+        >>> composed = nn.functional.conv2d(  # the two 3 x 3 kernels after net[0], composed into one 5 x 5
+        ...     net[1].weight.transpose(0, 1), net[2].weight.flip(-1, -2), padding=2).transpose(0, 1)
+        >>> torch.allclose(w, composed, atol=1e-6)
+        True
     """
     module1, module2 = resolve_module(model, target1), resolve_module(model, target2)
     name1, name2 = module_name(model, module1), module_name(model, module2)

@@ -39,8 +39,13 @@ def weights_to_heatmap_2d(weight: torch.Tensor, colors: Sequence[str] = DEFAULT_
 
     Example::
 
-        w = extract_expanded_weights(linear, linear.mixed4a_relu, linear.mixed4b_relu, 5)
-        img = weights_to_heatmap_2d(w[443, 308] / w[443].abs().max())  # [3, 5, 5]
+        >>> img = weights_to_heatmap_2d(torch.tensor([[-1.0, 0.0, 1.0]]))
+        >>> img.shape
+        torch.Size([3, 1, 3])
+        >>> img[:, 0]  # columns: blue (-1), white (0), red (+1)
+        tensor([[0.0196, 0.9686, 0.7922],
+                [0.4431, 0.9686, 0.0000],
+                [0.6902, 0.9686, 0.1255]])
     """
     if not torch.is_tensor(weight) or weight.dim() != 2:
         shape = tuple(weight.shape) if torch.is_tensor(weight) else type(weight).__name__
