@@ -4,9 +4,14 @@ scikit-learn and umap-learn are imported only when a reducer is built.
 
 Example::
 
-    import optim as opt
-    reducer = opt.reducer.ChannelReducer(3, "NMF")
-    factors = reducer.fit_transform(torch.rand(1, 64, 28, 28))  # [1, 3, 28, 28]
+    >>> import optim as opt
+    >>> acts = opt.models.collect_activations(model, "blocks.5", cat)["blocks.5"]  # cat: a [1, 3, 96, 96] photo
+    >>> acts.shape
+    torch.Size([1, 80, 6, 6])
+    >>> reducer = opt.reducer.ChannelReducer(3, "NMF", max_iter=1000)
+    >>> factors = reducer.fit_transform(acts.relu())  # NMF needs non-negative data
+    >>> factors.shape, reducer.components.shape  # 3 spatial maps, and each one's direction in channel space
+    (torch.Size([1, 3, 6, 6]), torch.Size([3, 80]))
 """
 from ._channel_reducer import ChannelReducer
 from ._posneg import posneg

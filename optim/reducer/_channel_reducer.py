@@ -65,10 +65,14 @@ class ChannelReducer:
 
     Example::
 
-        reducer = ChannelReducer(3, "NMF", max_iter=500)
-        acts = torch.rand(1, 64, 28, 28)
-        factors = reducer.fit_transform(acts)  # [1, 3, 28, 28]
-        reducer.components.shape               # torch.Size([3, 64])
+        >>> acts = torch.einsum("kc,nkhw->nchw", torch.rand(3, 16), torch.rand(1, 3, 8, 8))  # 16 channels, rank 3
+        >>> reducer = ChannelReducer(3, "NMF", max_iter=1000)
+        >>> factors = reducer.fit_transform(acts)
+        >>> factors.shape, reducer.components.shape
+        (torch.Size([1, 3, 8, 8]), torch.Size([3, 16]))
+        >>> rebuilt = torch.einsum("nkhw,kc->nchw", factors, reducer.components)
+        >>> torch.allclose(rebuilt, acts, atol=0.01)
+        True
     """
 
     def __init__(self, n_components: int = 3, reduction_alg: Any = "NMF", **kwargs: Any) -> None:

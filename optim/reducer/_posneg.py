@@ -24,9 +24,11 @@ def posneg(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
     Example::
 
-        w = torch.randn(8, 16)
-        reducer = ChannelReducer(2, "NMF")
-        reducer.fit_transform(posneg(w, dim=1))  # channels on dim 1 -> [8, 2]
+        >>> posneg(torch.tensor([[1.0, -2.0]]), dim=1)
+        tensor([[1., 0., 0., 2.]])
+        >>> w = torch.randn(8, 16)  # signed weights: 8 units, 16 inputs
+        >>> opt.reducer.ChannelReducer(2, "NMF", max_iter=1000).fit_transform(posneg(w, dim=1)).shape
+        torch.Size([8, 2])
     """
     if not torch.is_tensor(x):
         raise TypeError(f"posneg expects a torch.Tensor, got {type(x).__name__}")
