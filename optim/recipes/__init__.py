@@ -6,12 +6,18 @@
 - channels: :func:`diversity`, :func:`neuron_vs_channel`, :func:`positive_negative`, :func:`interpolation`
 - transparency: :func:`render_rgba`
 
-Example::
+Example (tiny budgets so it runs in a second; the defaults render 128 x 128 for 128 steps)::
 
-    import optim as opt
-    from optim import recipes
-    model = opt.models.efficientnet_lite0(pretrained=True)
-    pos, neg = recipes.positive_negative(model, "blocks.10:7")
+    >>> import optim as opt
+    >>> from optim import recipes
+    >>> model = opt.models.efficientnet_lite0(pretrained=True).eval()
+    >>> pos, neg = recipes.positive_negative(model, "blocks.10:7", size=64, steps=4, progress=False, seed=0)
+    >>> pos.shape
+    torch.Size([3, 64, 64])
+    >>> acts = opt.models.collect_activations(model, "blocks.10", torch.stack([pos, neg]))["blocks.10"]
+    >>> channel_7 = acts[:, 7].mean(dim=(1, 2))
+    >>> bool(channel_7[0] > 0 > channel_7[1])  # raised in the first image, lowered in the second
+    True
 """
 from .channels import diversity, interpolation, neuron_vs_channel, positive_negative
 from .classes import class_visualization

@@ -106,7 +106,11 @@ def render_once(
 
     Example::
 
-        out = render_once(model, DeepDream("blocks.6"), default_image(init=photo), None, 64, 0.05, False, 0)
+        >>> from optim.loss import DeepDream
+        >>> from optim.render import default_image
+        >>> out = render_once(model, DeepDream("blocks.6"), default_image(init=cat), None, 2, 0.05, False, 0)
+        >>> out.shape  # cat: a [1, 3, 96, 96] photo
+        torch.Size([1, 3, 96, 96])
     """
     from ..render import render_vis
 

@@ -49,7 +49,9 @@ def diversity(
 
     Example::
 
-        images = diversity(model, "blocks.10:7", n=4, weight=2.0)
+        >>> images = diversity(model, "blocks.10:7", n=3, weight=2.0, size=32, steps=4, progress=False, seed=0)
+        >>> images.shape
+        torch.Size([3, 3, 32, 32])
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"diversity needs n >= 2 images, got {n!r}")
@@ -139,7 +141,9 @@ def interpolation(
 
     Example::
 
-        frames = interpolation(model, "blocks.10:7", "blocks.11:20", n=5)
+        >>> frames = interpolation(model, "blocks.10:7", "blocks.11:20", n=5, size=32, steps=4, progress=False)
+        >>> frames.shape  # blocks.10:7 -> blocks.11:20
+        torch.Size([5, 3, 32, 32])
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"interpolation needs n >= 2 images, got {n!r}")

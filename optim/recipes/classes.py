@@ -44,9 +44,14 @@ def class_visualization(
 
     Example::
 
-        model = opt.models.efficientnet_lite0(pretrained=True)
-        images = class_visualization(model, [1, 130, 980])   # goldfish, flamingo, volcano
-        opt.show(images, labels=[opt.models.IMAGENET_CLASSES[c] for c in (1, 130, 980)])
+        >>> model = opt.models.efficientnet_lite0(pretrained=True).eval()
+        >>> classes = [1, 130, 980]
+        >>> [opt.models.IMAGENET_CLASSES[c] for c in classes]
+        ['goldfish', 'flamingo', 'volcano']
+        >>> images = class_visualization(model, classes, size=64, steps=4, progress=False, seed=0)  # try steps=128
+        >>> images.shape
+        torch.Size([3, 3, 64, 64])
+        >>> fig = opt.show(images, labels=[opt.models.IMAGENET_CLASSES[c] for c in classes])
     """
     indices = [classes] if isinstance(classes, int) and not isinstance(classes, bool) else list(classes)
     if not indices:

@@ -51,7 +51,12 @@ def deep_dream(
 
     Example::
 
-        dream = deep_dream(model, photo, "blocks.6", steps=64)
+        >>> dream = deep_dream(model, cat, "blocks.6", steps=4, progress=False, seed=0)  # cat: a [1, 3, 96, 96] photo
+        >>> dream.shape
+        torch.Size([1, 3, 96, 96])
+        >>> energy = lambda x: opt.models.collect_activations(model, "blocks.6", x)["blocks.6"].pow(2).mean()
+        >>> bool(energy(dream) > energy(cat))  # what blocks.6 sees in the photo is amplified
+        True
     """
     start = as_batch(image)
     jitter = shape_preserving_transforms() if transforms is None else transforms
@@ -88,7 +93,9 @@ def feature_inversion(
 
     Example::
 
-        inverted = feature_inversion(model, photo, "blocks.8", steps=256)
+        >>> inverted = feature_inversion(model, cat, "blocks.8", steps=4, progress=False, seed=0)  # try steps=256
+        >>> inverted.shape  # the photo's size; cat: a [1, 3, 96, 96] photo
+        torch.Size([1, 3, 96, 96])
     """
     target = as_batch(image)
     reference = reference_activations(model, [layer], target)[layer]
@@ -137,7 +144,10 @@ def style_transfer(
 
     Example::
 
-        out = style_transfer(model, photo, painting, "blocks.8", ["blocks.1", "blocks.3", "blocks.5"])
+        >>> painting = torch.rand(3, 64, 64)  # any size
+        >>> out = style_transfer(model, cat, painting, "blocks.8", ["blocks.1", "blocks.3"], steps=4, progress=False)
+        >>> out.shape  # the content's size; cat: a [1, 3, 96, 96] photo
+        torch.Size([1, 3, 96, 96])
     """
     style_layers = list(style_layers)
     if not style_layers:
@@ -188,7 +198,12 @@ def feature_accentuation(
 
     Example::
 
-        out = feature_accentuation(model, photo, "blocks.12:40", layer="blocks.4")
+        >>> out = feature_accentuation(model, cat, "blocks.12:40", layer="blocks.4", steps=4, progress=False, seed=0)
+        >>> channel_40 = lambda x: opt.models.collect_activations(model, "blocks.12", x)["blocks.12"][:, 40].mean()
+        >>> bool(channel_40(out) > channel_40(cat))  # cat: a [1, 3, 96, 96] photo
+        True
+        >>> bool((out - cat).abs().mean() < 0.05)  # while the image stays close to the photo
+        True
     """
     start = as_batch(image)
     target = parse(objective, model=model) if isinstance(objective, str) else objective

@@ -52,8 +52,11 @@ def render_rgba(
 
     Example::
 
-        rgba = render_rgba(model, "blocks.10:7", transparency=10.0)
-        rgba.export("feature.png")   # PNG with transparency
+        >>> rgba = render_rgba(model, "blocks.10:7", transparency=10.0, size=32, steps=4, progress=False, seed=0)
+        >>> rgba.shape  # RGB + alpha
+        torch.Size([1, 4, 32, 32])
+        >>> rgba.export("feature.png")  # a PNG with transparency
+        [PosixPath('feature.png')]
     """
     from ..transforms import BlendAlpha
 
