@@ -37,7 +37,14 @@ def create_atlas(
 
     Example::
 
-        atlas = create_atlas(torch.rand(3, 3, 8, 8), [(0, 0), (1, 0), (2, 2)], (3, 3))  # [1, 3, 24, 24]
+        >>> cells = torch.zeros(3, 3, 8, 8)  # three black 8 x 8 cells
+        >>> atlas = create_atlas(cells, [(0, 0), (1, 0), (2, 2)], (3, 3))  # on a white canvas
+        >>> atlas.shape
+        torch.Size([1, 3, 24, 24])
+        >>> atlas[0, 0, ::8, ::8]  # one value per cell: 0 where a cell was pasted; the top row is y = 2
+        tensor([[1., 1., 0.],
+                [1., 1., 1.],
+                [0., 0., 1.]])
     """
     width, height = grid_shape(grid_size)
     if torch.is_tensor(cells):

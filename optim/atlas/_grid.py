@@ -54,7 +54,9 @@ def normalize_grid(
 
     Example::
 
-        xy = normalize_grid(torch.randn(1000, 2))  # every value in [0, 1]
+        >>> xy = normalize_grid(torch.randn(1000, 2))
+        >>> xy.shape, float(xy.min()), float(xy.max())
+        (torch.Size([1000, 2]), 0.0, 1.0)
     """
     _check_points(xy_grid)
     if not 0.0 <= min_percentile < max_percentile <= 1.0:
@@ -99,8 +101,11 @@ def calc_grid_indices(
 
     Example::
 
-        idx = calc_grid_indices(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), (2, 2))
-        idx[0][1]  # tensor([0])
+        >>> idx = calc_grid_indices(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.2, 0.7]]), (2, 2))
+        >>> idx[0][1]  # the points in cell x = 0, y = 1 (top left)
+        tensor([0, 2])
+        >>> idx[1][0], idx[1][1]
+        (tensor([1]), tensor([], dtype=torch.int64))
     """
     _check_points(xy_grid)
     width, height = grid_shape(grid_size)
@@ -146,7 +151,14 @@ def compute_avg_cell_samples(
 
     Example::
 
-        vecs, coords = compute_avg_cell_samples(calc_grid_indices(xy, 8), acts, 8, min_density=4)
+        >>> xy = torch.tensor([[0.1, 0.1], [0.2, 0.2], [0.9, 0.9]])
+        >>> acts = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]])
+        >>> vecs, coords = compute_avg_cell_samples(calc_grid_indices(xy, 2), acts, 2, min_density=1)
+        >>> vecs
+        tensor([[2., 1.],
+                [5., 5.]])
+        >>> coords  # (x, y, number of samples)
+        [(0, 0, 2), (1, 1, 1)]
     """
     width, height = grid_shape(grid_size)
     if not torch.is_tensor(raw_samples) or raw_samples.dim() != 2:
@@ -196,7 +208,13 @@ def create_atlas_vectors(
 
     Example::
 
-        vecs, coords = create_atlas_vectors(layout, acts, (10, 10), min_density=5)
+        >>> layout = torch.randn(500, 2)  # e.g. a UMAP layout of 500 activation samples
+        >>> acts = torch.rand(500, 16)
+        >>> vecs, coords = create_atlas_vectors(layout, acts, (4, 4), min_density=5)
+        >>> vecs.shape  # 14 of the 16 cells hold at least 5 samples
+        torch.Size([14, 16])
+        >>> coords[:3]
+        [(0, 0, 5), (0, 1, 11), (0, 2, 10)]
     """
     _check_points(xy_grid)
     if not torch.is_tensor(raw_activations) or raw_activations.dim() != 2:

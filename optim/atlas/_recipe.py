@@ -39,7 +39,9 @@ def atlas_layout(samples: torch.Tensor, reducer: Any = "UMAP", **reducer_kwargs:
 
     Example::
 
-        xy = atlas_layout(acts, "TSNE", perplexity=30.0)
+        >>> xy = atlas_layout(torch.rand(128, 16), "TSNE", perplexity=10.0)
+        >>> xy.shape
+        torch.Size([128, 2])
     """
     from optim.reducer import ChannelReducer
 
@@ -122,9 +124,14 @@ def activation_atlas(
 
     Example::
 
-        acts = opt.models.collect_activations(model, "mixed4c", images)["mixed4c"]
-        atlas = activation_atlas(model, "mixed4c", acts, grid_size=10, min_density=4)
-        atlas.export("atlas.png")
+        >>> acts = opt.models.collect_activations(model, "blocks.10", torch.rand(8, 3, 64, 64))["blocks.10"]
+        >>> layout = atlas_layout(acts.permute(0, 2, 3, 1).reshape(-1, 112), "PCA")  # or "UMAP" (default)
+        >>> atlas = activation_atlas(model, "blocks.10", acts, grid_size=2, layout=layout, min_density=4,
+        ...                          image_size=32, steps=4)  # tiny budget; real atlases use 128+ steps
+        >>> type(atlas).__name__, atlas.shape
+        ('ImageTensor', torch.Size([1, 3, 64, 64]))
+        >>> atlas.export("atlas.png")
+        [PosixPath('atlas.png')]
     """
     from optim.images import ImageTensor, NaturalImage
     from optim.loss import sum_loss_list
