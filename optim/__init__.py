@@ -21,6 +21,7 @@ from typing import Any, List
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
+    "activations",
     "images",
     "transforms",
     "loss",

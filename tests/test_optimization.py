@@ -123,11 +123,12 @@ def test_early_exit_skips_the_rest_of_the_network():
     InputOptimization(net, ChannelActivation(net.conv, 0), Pixels(), nn.Identity()).optimize(
         n_steps(3, show_progress=False)
     )
-    assert net.after_calls == 0
+    # only the first pass runs to the end: it learns how often each target is called (the last call counts)
+    assert net.after_calls == 1
     InputOptimization(net, ChannelActivation(net.after, 0), Pixels(), nn.Identity()).optimize(
         n_steps(3, show_progress=False)
     )
-    assert net.after_calls == 3
+    assert net.after_calls == 4  # 1 + 3 steps: `after` is the target now
 
 
 def test_target_names_and_close_match_error(tiny_net):
@@ -202,9 +203,9 @@ def test_progress_bar_shows_objective(tiny_net, capsys):
 
 def test_module_outputs_hook_context():
     lin = nn.Linear(2, 2)
-    with ModuleOutputsHook([lin]) as hook:
+    with ModuleOutputsHook(lin, [lin]) as hook:
         out = lin(torch.ones(1, 2))
-        assert torch.equal(hook.outputs[lin], out)
+        assert torch.equal(hook.run(torch.ones(1, 2))[lin], out)
     assert not lin._forward_hooks
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype, named_module_map, resolve_module
-from ..optimization.hooks import ModuleOutputsHook, model_frozen, run_to_targets
+from ..activations import ActivationMap, ActivationRecorder, model_frozen, record_activations
 
 __all__ = ["LayerInfo", "get_model_layers", "layer_info", "collect_activations"]
 
@@ -41,23 +41,11 @@ def get_model_layers(model: nn.Module) -> List[str]:
     return list(named_module_map(model))
 
 
-def _first_tensor(out: Any) -> Optional[torch.Tensor]:
-    """The first tensor in a module output (a tensor, or a tuple/list/dict holding tensors)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else ()
-    for v in values:
-        t = _first_tensor(v)
-        if t is not None:
-            return t
-    return None
-
-
 def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> List[LayerInfo]:
     """Name, class, output shape and channel count of each layer, from one forward pass.
 
-    The pass runs on a zero input of the model's device and dtype, in eval mode under ``no_grad``; the
-    hooks, the train/eval mode and ``requires_grad`` of every parameter are restored afterwards.
+    The pass runs on a zero input of the model's device and dtype through the activation core (eval mode,
+    ``no_grad``, the model restored afterwards); a module called several times reports its last call.
 
     Args:
         model: any network taking one NCHW tensor.
@@ -67,10 +55,10 @@ def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -
         One :class:`LayerInfo` per module that ran, in definition order. ``shape`` is that of the
         module's (first) output tensor; ``channels`` is ``shape[1]`` (``None`` below 2 dimensions).
 
-    Example::
-
-        for row in layer_info(model, (1, 3, 224, 224)):
-            print(row.name, row.type, row.shape)
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> [(r.name, r.shape, r.channels) for r in layer_info(net, (1, 3, 8, 8))]
+        [('0', (1, 4, 6, 6), 4), ('1', (1, 4, 6, 6), 4)]
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -81,16 +69,22 @@ def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -
         )
     modules = named_module_map(model)
     device, dtype = model_device_dtype(model)
-    with model_frozen(model), torch.no_grad(), ModuleOutputsHook(modules.values()) as hook:
-        model(torch.zeros(size, device=device, dtype=dtype))
-        outputs = dict(hook.outputs)
+    shapes: Dict[int, Tuple[int, ...]] = {}
+    with torch.no_grad(), model_frozen(model), ActivationRecorder(model, list(modules.values()), stop_early=False,
+                                                                  inplace_safe=False) as rec:
+        rec.reset()
+        try:
+            model(torch.zeros(size, device=device, dtype=dtype))
+        finally:
+            for slot in rec._slots:
+                if isinstance(slot.value, torch.Tensor):
+                    shapes[id(slot.module)] = tuple(slot.value.shape)
     rows = []
     for name, module in modules.items():
-        if module not in outputs:
+        shape = shapes.get(id(module))
+        if shape is None:
             continue
-        t = _first_tensor(outputs[module])
-        shape = tuple(t.shape) if t is not None else None
-        channels = shape[1] if shape is not None and len(shape) >= 2 else None
+        channels = shape[1] if len(shape) >= 2 else None
         rows.append(LayerInfo(name, type(module).__name__, shape, channels))
     return rows
 
@@ -100,8 +94,13 @@ def collect_activations(
     targets: Union[Target, Sequence[Target]],
     model_input: Union[torch.Tensor, Tuple[torch.Tensor, ...], None] = None,
     requires_grad: bool = False,
-) -> Dict[Target, Any]:
-    """The output of each target layer for one input; the forward pass stops at the last target.
+    *,
+    call: int = -1,
+) -> ActivationMap:
+    """The output of each target layer for one input, in eval mode (captum.optim's name).
+
+    A thin door into :func:`optim.activations.record_activations`: the model runs in eval mode whatever mode
+    it is in (and is left in it), outputs are recorded as produced, and the pass stops after the last target.
 
     Args:
         model: any network.
@@ -109,31 +108,27 @@ def collect_activations(
         model_input: the input tensor (or tuple of inputs); default a zero 1x3x224x224 image on the
             model's device and dtype.
         requires_grad: keep the autograd graph (default: run under ``no_grad``).
+        call: which call of a module called several times (default the last).
 
     Returns:
-        A dict mapping each target, as given (module or name), to its activation.
+        An :class:`~optim.activations.ActivationMap`: each target, as given, by module or by dotted name.
 
     Raises:
         ValueError: for an unknown layer name or a target that never ran.
 
-    Example::
-
-        acts = collect_activations(model, ["mixed4a", "mixed4b"], images)
-        acts["mixed4a"].shape  # (N, 508, 14, 14)
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> acts = collect_activations(net, "0", torch.zeros(2, 3, 8, 8))
+        >>> acts["0"].shape == acts[net[0]].shape == (2, 4, 6, 6)
+        True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    target_list = [targets] if isinstance(targets, (str, nn.Module)) else list(targets)
-    if not target_list:
-        raise ValueError("targets must name at least one layer")
-    modules = [resolve_module(model, t) for t in target_list]
     if model_input is None:
         device, dtype = model_device_dtype(model)
         model_input = torch.zeros(1, 3, 224, 224, device=device, dtype=dtype)
     inputs = model_input if isinstance(model_input, tuple) else (model_input,)
-    with torch.set_grad_enabled(requires_grad and torch.is_grad_enabled()):
-        outputs = run_to_targets(model, modules, *inputs)
-    return {t: outputs[m] for t, m in zip(target_list, modules)}
+    return record_activations(model, targets, *inputs, requires_grad=requires_grad, call=call)
 
 
 def _load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:

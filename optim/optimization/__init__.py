@@ -1,7 +1,20 @@
-"""The optimization loop: InputOptimization, stop criteria and hooks."""
-from .hooks import ModuleOutputsHook, StopForward, model_frozen, run_to_targets
+"""The render core: ``InputOptimization``, its defaults, stop criteria, progress and callbacks, batched renders."""
+from ..activations import StopForward, model_frozen
+from .batched import make_transform, render_batches
+from .defaults import (
+    DEFAULT_DECAY_POWER,
+    DEFAULT_LR,
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
+    default_image,
+    default_transforms,
+    make_optimizer,
+)
+from .hooks import ModuleOutputsHook, run_to_targets
 from .input_optimization import InputOptimization
-from .stop_criteria import n_steps, plateau, target_value, StopCriteria
+from .progress import ProgressBar, TensorBoardCallback
+from .stop_criteria import StopCriteria, n_steps, plateau, target_value
+from .streams import apply_transform, image_generators
 
 __all__ = [
     "InputOptimization",
@@ -9,6 +22,19 @@ __all__ = [
     "plateau",
     "target_value",
     "StopCriteria",
+    "ProgressBar",
+    "TensorBoardCallback",
+    "render_batches",
+    "make_transform",
+    "make_optimizer",
+    "default_image",
+    "default_transforms",
+    "image_generators",
+    "apply_transform",
+    "DEFAULT_SIZE",
+    "DEFAULT_LR",
+    "DEFAULT_DECAY_POWER",
+    "DEFAULT_STEPS",
     "ModuleOutputsHook",
     "StopForward",
     "model_frozen",

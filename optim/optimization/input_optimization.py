@@ -1,60 +1,62 @@
-"""``InputOptimization``: optimize an image parameterization so that a loss on a model's activations rises."""
+"""``InputOptimization``: the render core. Every render in optim (``render_vis``, ``render_layer``, the atlas,
+the recipes, the CLI and the app) is one or more ``optimize`` calls of this class.
+
+One step: ``image = input_param()``; ``x = transform(image)`` with image ``i``'s random draws taken from its own
+stream (:mod:`optim.optimization.streams`); ``model(x)`` with the activation core recording every target (and
+skipping the rest of the forward pass); ``loss = summarize(loss_function(activations))``; one optimizer step.
+"""
 from __future__ import annotations
 
-import difflib
-from typing import Any, Callable, Dict, List, Optional, Type, Union
+import math
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype
-from ..loss.base import Loss, default_loss_summarize, target_name
-from .hooks import ModuleOutputsHook, StopForward, model_frozen
+from ..activations import ActivationMap, ActivationRecorder, autograd_context, model_frozen
+from ..loss.base import Loss, default_loss_summarize
+from .defaults import DEFAULT_LR, OptimizerArg, default_image, default_transforms, make_optimizer
+from .progress import StepCallback
 from .stop_criteria import _coerce
+from .streams import apply_transform, check_seed, image_generators
 
 __all__ = ["InputOptimization"]
 
-OptimizerArg = Union[None, torch.optim.Optimizer, Type[torch.optim.Optimizer]]
-
-
-class _Activations(dict):
-    """module -> output, where a target's dotted name also works as a key."""
-
-    def __init__(self, outputs: Dict[nn.Module, Any], names: Dict[str, nn.Module]) -> None:
-        super().__init__(outputs)
-        self._names = names
-
-    def __missing__(self, key: Any) -> Any:
-        if isinstance(key, str) and key in self._names and self._names[key] in self:
-            return self[self._names[key]]
-        raise KeyError(f"no activation recorded for target {target_name(key)}")
-
 
 class InputOptimization:
-    """Render an input that optimizes ``loss_function`` on ``model``.
+    """Render an input that optimizes ``loss_function`` on ``model`` (captum.optim's class, Lucid's core).
 
-    Each step runs ``model(transform(input_param()))``, records the output of every target of the loss with
-    forward hooks (stopping the forward pass as soon as the last target has fired), and takes an optimizer
-    step on the parameterization. The model is never changed: during :meth:`optimize` it is in eval mode with
-    ``requires_grad`` off, and hooks exist only inside :meth:`optimize`; all of it is restored on every exit
-    path.
+    The model is never changed: during :meth:`optimize` it is in eval mode with ``requires_grad`` off, hooks
+    exist only inside :meth:`optimize`, and all of it is restored on every exit path. It works under
+    ``torch.no_grad()`` (a validation loop, a notebook cell); inside ``torch.inference_mode()`` it works as long
+    as the model and the image were built outside it, and otherwise says so.
 
     Args:
         model: the network (``None`` for a loss on the image or transforms alone).
         loss_function: the objective; its targets may be modules of the model, of the transform or of the
-            parameterization, or dotted names of the model's modules (``"layer3.1.conv2"``), or
+            parameterization, dotted names of the model's modules (``"layer3.1.conv2"``), or
             ``"input_param.<name>"`` / ``"transform.<name>"``.
-        input_param: the image parameterization (default: ``NaturalImage((224, 224))``); it is moved to the
-            model's device and dtype.
-        transform: applied to the image before the model (default: ``TransformationRobustness()``).
+        input_param: the image parameterization (default: :func:`~optim.optimization.default_image`); it is
+            moved to the model's device and dtype.
+        transform: applied to the image before the model (default:
+            :func:`~optim.optimization.default_transforms`).
+        seed: a render seed. Image ``i`` gets its own random stream from ``(seed, image_keys[i])``; the image is
+            re-initialized from it (``input_param.reset_parameters``) and its transforms draw from it, so the
+            result depends on the seed and the key, not on the batch. ``None``: the image is used as built and
+            the streams are seeded from torch's global generator (``torch.manual_seed`` makes it reproducible).
+        image_keys: the identity of each image of the batch (default ``0 .. B-1``); ``render_layer`` uses the
+            channel, so a channel renders the same alone or in any batch.
+        call: which call of a target module called several times per forward pass (default the last, see
+            :class:`~optim.activations.ActivationRecorder`).
 
-    Example::
-
-        image = opt.images.NaturalImage((224, 224))
-        obj = opt.InputOptimization(model, opt.loss.ChannelActivation(model.mixed4a, 465), image,
-                                    opt.transforms.TransformationRobustness())
-        history = obj.optimize(opt.optimization.n_steps(512))
-        image().export("mixed4a_465.png")
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        >>> image = opt.images.NaturalImage((16, 16))
+        >>> obj = opt.InputOptimization(net, opt.loss.ChannelActivation(net[0], 2), image, seed=0)
+        >>> history = obj.optimize(opt.optimization.n_steps(8, show_progress=False))
+        >>> history.shape, bool(history[-1] < history[0])
+        (torch.Size([8]), True)
     """
 
     def __init__(
@@ -63,19 +65,20 @@ class InputOptimization:
         loss_function: Loss,
         input_param: Optional[nn.Module] = None,
         transform: Optional[nn.Module] = None,
+        *,
+        seed: Optional[int] = None,
+        image_keys: Optional[Sequence[Hashable]] = None,
+        call: int = -1,
     ) -> None:
         if not isinstance(loss_function, Loss):
             raise TypeError(f"loss_function must be an optim.loss.Loss, got {type(loss_function).__name__}")
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
+        seed = check_seed(seed)
         if input_param is None:
-            from ..images import NaturalImage
-
-            input_param = NaturalImage((224, 224))
+            input_param = default_image()
         if transform is None:
-            from ..transforms import TransformationRobustness
-
-            transform = TransformationRobustness()
+            transform = default_transforms()
         for name, value in (("input_param", input_param), ("transform", transform)):
             if not isinstance(value, nn.Module):
                 raise TypeError(f"{name} must be an nn.Module, got {type(value).__name__}")
@@ -83,67 +86,106 @@ class InputOptimization:
         self.loss_function = loss_function
         self.input_param = input_param
         self.transform = transform
+        self.call = call
         if any(True for _ in self.model.parameters()) or any(True for _ in self.model.buffers()):
             device, dtype = model_device_dtype(self.model)
             self.input_param.to(device=device, dtype=dtype)
             self.transform.to(device=device)
+        with torch.no_grad():
+            batch = int(self._image().shape[0])
+        keys = list(range(batch)) if image_keys is None else list(image_keys)
+        if len(keys) != batch:
+            raise ValueError(f"image_keys must give one key per image: {batch} images, got {len(keys)} keys")
+        if seed is None:
+            # streams from the global generator: torch.manual_seed(...) before the call reproduces the render
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+            self.generators = image_generators(seed, keys)
+        else:
+            self.generators = image_generators(seed, keys)
+            self._reset_image(self.generators)
+        self.seed = seed
+        self.image_keys = keys
         self._optimizer: Optional[torch.optim.Optimizer] = None
+        self._optimizer_source: Any = None
+        self._call_counts: Optional[Dict[int, int]] = None
+        self._inplace: Dict[int, Optional[bool]] = {}
+        self._steps_done = 0
+
+    def _reset_image(self, generators: List[torch.Generator]) -> None:
+        reset = getattr(self.input_param, "reset_parameters", None)
+        if reset is None:
+            raise TypeError(
+                f"seed= needs an image parameterization with reset_parameters(generators) to draw its initial "
+                f"state from; {type(self.input_param).__name__} has none (build it yourself under "
+                "torch.manual_seed and pass seed=None)"
+            )
+        reset(generators)
 
     def parameters(self) -> List[nn.Parameter]:
         """The trainable tensors: those of the image parameterization."""
         return [p for p in self.input_param.parameters() if p.requires_grad]
 
-    def _name_map(self) -> Dict[str, nn.Module]:
+    def _image(self) -> torch.Tensor:
+        image = self.input_param()
+        if type(image) is not torch.Tensor:
+            # ImageTensor's per-op Python dispatch is pure overhead inside transforms and the model.
+            image = image.as_subclass(torch.Tensor)
+        return image
+
+    def _names(self) -> Dict[str, nn.Module]:
         names: Dict[str, nn.Module] = {"input_param": self.input_param, "transform": self.transform}
         for prefix, root in (("input_param.", self.input_param), ("transform.", self.transform)):
             names.update({prefix + n: m for n, m in root.named_modules() if n})
-        names.update({n: m for n, m in self.model.named_modules() if n})
         return names
 
-    def _resolve_targets(self) -> tuple:
-        names = self._name_map()
-        known = set(map(id, self.model.modules())) | set(map(id, self.input_param.modules()))
-        known |= set(map(id, self.transform.modules()))
-        modules: List[nn.Module] = []
-        for target in self.loss_function.targets:
-            if isinstance(target, str):
-                if target not in names:
-                    close = difflib.get_close_matches(target, list(names), n=5, cutoff=0.5)
-                    hint = f"; closest names: {', '.join(close)}" if close else ""
-                    raise ValueError(f"the loss targets {target!r}, which is no module of the model{hint}")
-                modules.append(names[target])
-            elif id(target) in known:
-                modules.append(target)
-            else:
+    def _check_targets(self) -> None:
+        targets = self.loss_function.targets
+        if not targets:
+            raise ValueError(f"the loss {self.loss_function!r} has no targets")
+        known = {id(m) for root in (self.model, self.input_param, self.transform) for m in root.modules()}
+        for target in targets:
+            if isinstance(target, nn.Module) and id(target) not in known:
                 raise ValueError(
                     f"the loss targets a {type(target).__name__} module that is not part of the model, the "
                     "transform or the image parameterization"
                 )
-        if not modules:
-            raise ValueError(f"the loss {self.loss_function!r} has no targets")
-        return modules, {n: m for n, m in names.items() if any(m is t for t in modules)}
 
-    def _forward(self, hook: ModuleOutputsHook) -> None:
-        hook.reset()
-        try:
-            image = self.input_param()
-            if type(image) is not torch.Tensor:
-                # ImageTensor's per-op Python dispatch is pure overhead inside transforms and the model.
-                image = image.as_subclass(torch.Tensor)
-            self.model(self.transform(image))
-        except StopForward:
-            pass
+    def _recorder(self) -> ActivationRecorder:
+        self._check_targets()
+        in_model = {id(m) for m in self.model.modules()}
+        names = self._names()
+        # a target in the image or the transforms fires before the model runs: stopping there would lose the
+        # image of the step, so only targets inside the model end a pass early
+        early = all(
+            id(t) in in_model if isinstance(t, nn.Module) else t not in names for t in self.loss_function.targets
+        )
+        rec = ActivationRecorder(self.model, self.loss_function.targets, call=self.call, names=names,
+                                 stop_early=early)
+        # what earlier optimize() calls learned: call counts (to stop early) and which outputs need a copy
+        rec.call_counts = self._call_counts
+        for slot in rec._slots:
+            slot.clone = self._inplace.get(id(slot.module))
+        return rec
 
-    def _check_fired(self, hook: ModuleOutputsHook, modules: List[nn.Module]) -> None:
-        missing = [m for m in modules if m not in hook.outputs]
-        if missing:
-            raise ValueError(
-                "these loss targets produced no output in the forward pass: "
-                + ", ".join(type(m).__name__ for m in missing)
-            )
+    def _remember(self, rec: ActivationRecorder) -> None:
+        self._call_counts = rec.call_counts
+        self._inplace = {id(s.module): s.clone for s in rec._slots}
+
+    def _step_forward(self, rec: ActivationRecorder) -> Tuple[ActivationMap, torch.Tensor]:
+        images: List[torch.Tensor] = []
+
+        def forward() -> None:
+            image = self._image()
+            images.append(image)
+            self.model(apply_transform(self.transform, image, self.generators))
+
+        acts = rec.run_call(forward)
+        return acts, images[-1]
 
     def loss(self, loss_summarize_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
         """Evaluate the summarized loss of the current image once (model untouched afterwards).
+
+        The transforms draw from the images' streams, as a step would.
 
         Args:
             loss_summarize_fn: reduces the loss tensor to a scalar (default ``-mean``).
@@ -152,30 +194,19 @@ class InputOptimization:
             The scalar loss (with a graph to the parameterization).
         """
         summarize = loss_summarize_fn or default_loss_summarize
-        modules, names = self._resolve_targets()
-        with model_frozen(self.model), ModuleOutputsHook(modules, stop_when_done=True) as hook:
-            self._forward(hook)
-            self._check_fired(hook, modules)
-            return summarize(self.loss_function(_Activations(hook.outputs, names)))
+        with autograd_context(), model_frozen(self.model), self._recorder() as rec:
+            acts, _ = self._step_forward(rec)
+            self._remember(rec)
+            return summarize(self.loss_function(acts))
 
     def _make_optimizer(self, optimizer: OptimizerArg, lr: float) -> torch.optim.Optimizer:
         if isinstance(optimizer, torch.optim.Optimizer):
             return optimizer
-        if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
-            return optimizer(self.parameters(), lr=lr)
-        if optimizer is not None:
-            raise TypeError(
-                "optimizer must be a torch.optim.Optimizer, an Optimizer class or None, "
-                f"got {type(optimizer).__name__}"
-            )
-        # Continuing a render keeps Adam's moment estimates; only the learning rate follows the call.
-        if self._optimizer is None:
-            params = self.parameters()
-            # The fused kernel is several times faster per step on CPU and GPU; older builds lack it.
-            try:
-                self._optimizer = torch.optim.Adam(params, lr=lr, fused=True)
-            except (RuntimeError, TypeError, ValueError):
-                self._optimizer = torch.optim.Adam(params, lr=lr)
+        # Continuing a render with the same optimizer argument keeps its state (Adam's moments); only the
+        # learning rate follows the call.
+        if self._optimizer is None or optimizer is not self._optimizer_source:
+            self._optimizer = make_optimizer(optimizer, self.parameters(), lr)
+            self._optimizer_source = optimizer
         for group in self._optimizer.param_groups:
             group["lr"] = lr
         return self._optimizer
@@ -185,44 +216,75 @@ class InputOptimization:
         stop_criteria: Optional[Callable[..., bool]] = None,
         optimizer: OptimizerArg = None,
         loss_summarize_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-        lr: float = 0.025,
+        lr: float = DEFAULT_LR,
+        *,
+        callback: Optional[StepCallback] = None,
+        step_offset: int = 0,
     ) -> torch.Tensor:
-        """Optimize the parameterization; call again to continue.
+        """Optimize the parameterization; call again to continue (the optimizer's state carries over).
 
         Args:
-            stop_criteria: ``(step, obj, history, optimizer) -> bool``; default ``n_steps(512)``; an int
-                means that many steps.
-            optimizer: an optimizer over :meth:`parameters`, an optimizer class (built with ``lr``), or
-                ``None`` for Adam.
+            stop_criteria: ``(step, obj, history, optimizer) -> bool``; default ``n_steps(DEFAULT_STEPS)``; an
+                int means that many steps.
+            optimizer: ``None`` for Adam, an optimizer class (built with ``lr``), a function ``params ->
+                optimizer``, or an instance over :meth:`parameters` (see
+                :func:`~optim.optimization.make_optimizer`).
             loss_summarize_fn: reduces the loss tensor to the scalar to minimize (default ``-mean``).
             lr: the learning rate of a default or class-given optimizer.
+            callback: ``callback(step, loss, images)`` after every step (see
+                :mod:`optim.optimization.progress`).
+            step_offset: added to the step number the callback sees (a render in several calls or batches).
 
         Returns:
-            The summarized loss of every step, a 1-D tensor.
+            The summarized loss of every step, a 1-D CPU tensor.
+
+        Raises:
+            FloatingPointError: when the loss becomes NaN or infinite (names the step and the likely causes).
         """
         stop = _coerce(stop_criteria)
         summarize = loss_summarize_fn or default_loss_summarize
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be a function (step, loss, images), got {type(callback).__name__}")
         opt = self._make_optimizer(optimizer, lr)
-        modules, names = self._resolve_targets()
+        # a finiteness check reads the loss, which syncs a GPU: every step on CPU, every 16 steps elsewhere
+        check_every = 1 if model_device_dtype(self.model)[0].type == "cpu" else 16
         history: List[torch.Tensor] = []
         step = 0
         try:
-            with model_frozen(self.model), ModuleOutputsHook(modules, stop_when_done=True) as hook:
-                while stop(step, self, history, opt):
-                    opt.zero_grad(set_to_none=True)
-                    self._forward(hook)
-                    if step == 0:
-                        self._check_fired(hook, modules)
-                    loss_value = summarize(self.loss_function(_Activations(hook.outputs, names)))
-                    loss_value.backward()
-                    opt.step()
-                    history.append(loss_value.detach())
-                    step += 1
-                hook.reset()
+            with autograd_context(), model_frozen(self.model), self._recorder() as rec:
+                try:
+                    while stop(step, self, history, opt):
+                        opt.zero_grad(set_to_none=True)
+                        acts, image = self._step_forward(rec)
+                        loss_value = summarize(self.loss_function(acts))
+                        if step % check_every == 0 and not torch.isfinite(loss_value).all():
+                            self._non_finite(step, loss_value, image)
+                        loss_value.backward()
+                        opt.step()
+                        detached = loss_value.detach()
+                        history.append(detached)
+                        if callback is not None:
+                            callback(step_offset + step, detached, image.detach())
+                        step += 1
+                finally:
+                    self._remember(rec)
         finally:
             close = getattr(stop, "close", None)
             if callable(close):
                 close()
+        self._steps_done += step
         if not history:
             return torch.empty(0)
-        return torch.stack(history).cpu()
+        out = torch.stack(history).cpu()
+        if not torch.isfinite(out).all():
+            bad = int((~torch.isfinite(out)).nonzero()[0, 0])
+            self._non_finite(bad, out[bad], None)
+        return out
+
+    def _non_finite(self, step: int, loss: torch.Tensor, image: Optional[torch.Tensor]) -> None:
+        image_bad = image is not None and not bool(torch.isfinite(image).all())
+        where = "the image itself is not finite (a NaN start image, or a learning rate too large)" if image_bad else (
+            "the image is finite, so the model or the objective produced it (a model that outputs NaN/inf, "
+            "a division by zero in the loss)"
+        )
+        raise FloatingPointError(f"the loss became {float(loss.reshape(-1)[0])} at step {step}: {where}")

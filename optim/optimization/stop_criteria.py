@@ -10,6 +10,8 @@ from typing import Any, List, Optional
 
 import torch
 
+from .progress import ProgressBar
+
 __all__ = ["StopCriteria", "n_steps", "plateau", "target_value"]
 
 
@@ -26,20 +28,11 @@ class StopCriteria:
             raise ValueError(f"the number of steps must be an int >= 0, got {max_steps!r}")
         self.max_steps = max_steps
         self.show_progress = show_progress
-        self._bar: Any = None
+        self._bar = ProgressBar(max_steps, enabled=show_progress)
 
     def _progress(self, step: int, history: List[torch.Tensor]) -> None:
-        if not self.show_progress:
-            return
-        if self._bar is None:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.max_steps, unit="step")
         if step > 0:
-            self._bar.update(step - self._bar.n)
-            # Reading the loss syncs a GPU; a few times per second is plenty for a progress bar.
-            if history and (step % 8 == 0 or step >= self.max_steps):
-                self._bar.set_postfix(objective=f"{-float(history[-1]):.4g}", refresh=False)
+            self._bar.update(step, history)
 
     def should_stop(self, step: int, history: List[torch.Tensor]) -> bool:
         """Extra stopping rule of subclasses; the step budget is checked by ``__call__``."""
@@ -54,9 +47,7 @@ class StopCriteria:
 
     def close(self) -> None:
         """Close the progress bar (a later optimization opens a new one)."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._bar.close()
 
 
 class n_steps(StopCriteria):  # noqa: N801  (lower case: it reads as a function, as in Lucid and captum)
@@ -123,7 +114,9 @@ class target_value(StopCriteria):  # noqa: N801
 
 def _coerce(stop_criteria: Optional[Any]) -> Any:
     if stop_criteria is None:
-        return n_steps(512)
+        from .defaults import DEFAULT_STEPS
+
+        return n_steps(DEFAULT_STEPS)
     if isinstance(stop_criteria, int) and not isinstance(stop_criteria, bool):
         return n_steps(stop_criteria)
     if not callable(stop_criteria):

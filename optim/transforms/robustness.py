@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._affine import check_modes, similarity_theta, warp_similarity
+from ._affine import affine_grid, check_modes, sampling_source, similarity_theta, warp_similarity
 from ._sampling import ValueSpec, pick
 from .crop import _center_crop
 from .geometric import RandomRotation, RandomScaleAffine, RandomSpatialJitter
@@ -127,15 +127,20 @@ class TransformationRobustness(nn.Module):
         self.shift_max: List[int] = [t for t in translates for _ in range(2)] + [final, final]
         self.n_jitters = len(translates)
 
-    def sample_params(self) -> Tuple[List[List[int]], float, float, List[int]]:
+    def sample_params(
+        self, generator: Optional[torch.Generator] = None
+    ) -> Tuple[List[List[int]], float, float, List[int]]:
         """Draw the parameters of one call from torch's CPU generator (one ``torch.rand``, no device work).
+
+        Args:
+            generator: a CPU ``torch.Generator`` to draw from (default: torch's global one).
 
         Returns:
             ``(jitter_shifts, scale, angle, final_shift)``: one ``[shift_y, shift_x]`` per jitter, the content
             magnification, the rotation in degrees, and the final ``[shift_y, shift_x]``.
         """
         n = len(self.shift_max)
-        u: List[float] = torch.rand(n + 2, dtype=torch.float64).tolist()
+        u: List[float] = torch.rand(n + 2, dtype=torch.float64, generator=generator).tolist()
         shifts: List[int] = []
         for i in range(n):
             t = self.shift_max[i]
@@ -232,6 +237,45 @@ class TransformationRobustness(nn.Module):
         if self.fused:
             return self.apply_fused(x, jitter_shifts, scale, angle, final_shift)
         return self.apply_sequential(x, jitter_shifts, scale, angle, final_shift)
+
+    @torch.jit.unused
+    def forward_streams(self, x: torch.Tensor, generators: List[torch.Generator]) -> torch.Tensor:
+        """Transform image ``i`` of the batch with parameters drawn from ``generators[i]``, in one resampling.
+
+        The render core calls this so that an image's augmentations depend on its own random stream only,
+        not on its batch or its position in it (see :func:`optim.optimization.apply_transform`).
+
+        Args:
+            x: an NCHW tensor.
+            generators: one CPU ``torch.Generator`` per image.
+
+        Returns:
+            The transformed batch, as :meth:`forward` would shape it.
+        """
+        x = self._plain(x)
+        if x.dim() != 4 or x.shape[0] != len(generators):
+            raise ValueError(
+                f"forward_streams needs an NCHW tensor with one generator per image, got shape {tuple(x.shape)} "
+                f"and {len(generators)} generators"
+            )
+        if not self.fused:
+            outs = []
+            for i, g in enumerate(generators):
+                outs.append(self.apply_sequential(x[i : i + 1], *self.sample_params(g)))
+            return torch.cat(outs)
+        out_hw = self.output_size(x.shape[-2], x.shape[-1])
+        src, grid_padding = sampling_source(x, "constant", self.pad_value)
+        in_hw = [src.shape[-2], src.shape[-1]]
+        grids = []
+        for g in generators:
+            jitter_shifts, scale, angle, final_shift = self.sample_params(g)
+            theta = similarity_theta(
+                scale, angle, _total_shift(jitter_shifts), [float(v) for v in final_shift], in_hw, out_hw
+            )
+            grids.append(affine_grid(theta, 1, out_hw, x.device, x.dtype))
+        grid = grids[0] if len(grids) == 1 else torch.cat(grids)
+        out = F.grid_sample(src, grid, mode=self.mode, padding_mode=grid_padding, align_corners=False)
+        return out + self.pad_value if self.pad_value != 0.0 else out
 
     def extra_repr(self) -> str:
         return (

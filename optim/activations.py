@@ -1,0 +1,559 @@
+"""The activation core: the one place in optim that places forward hooks and reads layer outputs.
+
+Every reader of activations (rendering, ``collect_activations``, ``ModelInspector.stream``, CKA, circuits,
+attribution's layer choice, atlases, recipes) goes through :class:`ActivationRecorder` and returns an
+:class:`ActivationMap`. What it guarantees, once for all of them:
+
+- **As produced.** A recorded output is the tensor the module returned, even when a later in-place op
+  (``nn.ReLU(inplace=True)`` after a conv or BatchNorm) overwrites it. The first pass clones each output and
+  watches the original's version counter; later passes clone only the outputs an in-place op really touched,
+  so a model without in-place ops pays nothing per step. A pass that finds an unexpected in-place write is
+  run again with the clone.
+- **Several calls.** A module called more than once in one pass (torchvision ResNet's ``relu`` runs twice per
+  block) means its **last** call by default, as in Lucent, whose hooks keep the latest output: in ResNet,
+  ``"layer4.1.relu"`` is the block's output after the residual add. ``call=k`` asks for the k-th call (0 is
+  the first, negative counts from the end).
+- **Any output type.** The tensor is selected from tuple, list, dict or Hugging Face ``ModelOutput`` outputs:
+  the first tensor (depth first) by default, or ``select=`` a key, an index or a function.
+- **The model as it was.** The forward runs in eval mode with no parameter gradients; hooks, modes and
+  ``requires_grad`` flags are restored on every exit path, a partly failed hook registration included.
+- **Stops early.** Once each target has produced the call it means, the rest of the forward pass is skipped
+  (for the last call this needs the call counts, which the first pass learns).
+
+Example:
+    >>> import optim as opt, torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 1))
+    >>> acts = opt.activations.record_activations(net, ["0", net[2]], torch.randn(2, 3, 8, 8))
+    >>> bool(acts["0"].min() < 0)  # the conv's own output, not the in-place ReLU's
+    True
+    >>> acts[net[0]] is acts["0"], tuple(acts[net[2]].shape)
+    (True, (2, 2, 6, 6))
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from ._utils import model_device_dtype, resolve_module, lookup_module, named_module_map
+
+__all__ = [
+    "ActivationMap",
+    "ActivationRecorder",
+    "StopForward",
+    "model_frozen",
+    "record_activations",
+    "iter_activations",
+    "select_tensor",
+    "autograd_context",
+]
+
+Target = Union[str, nn.Module]
+Selector = Union[None, int, str, Callable[[Any], torch.Tensor]]
+
+
+class StopForward(Exception):
+    """Raised from a forward hook once every target has produced the call it means."""
+
+
+def select_tensor(output: Any, select: Selector = None, where: str = "the module") -> torch.Tensor:
+    """The tensor of a module's output that objectives read.
+
+    Args:
+        output: a tensor, or a tuple / list / dict / ``ModelOutput`` holding tensors.
+        select: ``None`` for the first tensor (depth first; for a Hugging Face ``ModelOutput`` that is
+            ``logits`` on a classifier and ``last_hidden_state`` on a base model), an int index or a str key
+            (attribute or item) of the output, or a function of the output.
+        where: who produced the output, for the error message.
+
+    Returns:
+        The selected tensor.
+
+    Raises:
+        ValueError: when the output holds no tensor or the key/index does not exist.
+
+    Example:
+        >>> select_tensor((torch.ones(2), {"a": torch.zeros(1)}), select=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: output element 1 of the module is a dict, not a tensor; give select= a key inside it or a function
+        >>> select_tensor({"hidden": torch.zeros(1, 4)}).shape
+        torch.Size([1, 4])
+    """
+    if select is None:
+        found = _first_tensor(output)
+        if found is None:
+            raise ValueError(f"{where} returned {type(output).__name__}, which holds no tensor")
+        return found
+    if callable(select):
+        value = select(output)
+    elif isinstance(select, str):
+        if isinstance(output, Mapping) and select in output:
+            value = output[select]
+        elif hasattr(output, select):
+            value = getattr(output, select)
+        else:
+            raise ValueError(f"{where} returned {type(output).__name__}, which has no key or attribute {select!r}")
+    elif isinstance(select, int) and not isinstance(select, bool):
+        if isinstance(output, Mapping):
+            output = list(output.values())
+        if not isinstance(output, (tuple, list)) or not -len(output) <= select < len(output):
+            raise ValueError(f"select={select} is no index of the output of {where} ({type(output).__name__})")
+        value = output[select]
+    else:
+        raise TypeError(f"select must be None, an int, a str or a function, got {type(select).__name__}")
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(
+            f"output element {select} of {where} is a {type(value).__name__}, not a tensor; "
+            "give select= a key inside it or a function"
+        )
+    return value
+
+
+def _first_tensor(out: Any) -> Optional[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return out
+    values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else ()
+    for v in values:
+        t = _first_tensor(v)
+        if t is not None:
+            return t
+    return None
+
+
+class ActivationMap(Mapping):
+    """Recorded activations: target -> tensor, answering the module, its dotted name or the key as given.
+
+    Iteration yields the targets as the caller gave them, so ``dict(acts)`` and ``acts.items()`` read like the
+    request; ``acts[module]``, ``acts["dotted.name"]`` and ``acts[key_as_given]`` all reach one tensor. Every
+    reader in optim returns this type, so every loss evaluates on every reader's output.
+
+    Args:
+        entries: ``(key, module, name, tensor)`` per target.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2))
+        >>> acts = ActivationMap([(net[0], net[0], "0", torch.ones(1, 2))])
+        >>> acts["0"].tolist(), list(acts) == [net[0]], acts.name_of(net[0])
+        ([[1.0, 1.0]], True, '0')
+    """
+
+    def __init__(self, entries: Iterable[Tuple[Hashable, nn.Module, str, torch.Tensor]]) -> None:
+        self._by_key: Dict[Any, torch.Tensor] = {}
+        self._by_module: Dict[int, torch.Tensor] = {}
+        self._by_name: Dict[str, torch.Tensor] = {}
+        self._names: Dict[int, str] = {}
+        for key, module, name, value in entries:
+            self._by_key[key] = value
+            self._by_module[id(module)] = value
+            self._names[id(module)] = name
+            if name:
+                self._by_name[name] = value
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        if isinstance(key, nn.Module):
+            if id(key) in self._by_module:
+                return self._by_module[id(key)]
+        elif isinstance(key, str):
+            if key in self._by_name:
+                return self._by_name[key]
+        try:
+            return self._by_key[key]
+        except (KeyError, TypeError):
+            pass
+        shown = key if isinstance(key, str) else type(key).__name__
+        raise KeyError(f"no activation recorded for {shown!r}; recorded: {sorted(self._by_name)}")
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
+    def name_of(self, module: nn.Module) -> str:
+        """The dotted name a recorded module was found under."""
+        return self._names[id(module)]
+
+    def detach(self) -> "ActivationMap":
+        """The same map with every tensor detached (for storing outside the autograd graph)."""
+        out = ActivationMap([])
+        out._by_key = {k: v.detach() for k, v in self._by_key.items()}
+        out._by_module = {k: v.detach() for k, v in self._by_module.items()}
+        out._by_name = {k: v.detach() for k, v in self._by_name.items()}
+        out._names = dict(self._names)
+        return out
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n}: {tuple(v.shape)}" for n, v in self._by_name.items())
+        return f"ActivationMap({shapes})"
+
+
+@contextlib.contextmanager
+def model_frozen(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter, restored on exit (errors included).
+
+    Args:
+        model: the network.
+        eval_mode: also switch every submodule to eval mode.
+
+    Example:
+        >>> net = nn.Sequential(nn.BatchNorm1d(2)).train()
+        >>> with model_frozen(net):
+        ...     net.training, net[0].weight.requires_grad
+        (False, False)
+        >>> net.training, net[0].weight.requires_grad
+        (True, True)
+    """
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        for p, _ in grads:
+            p.requires_grad_(False)
+        if eval_mode:
+            model.eval()
+        yield model
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        for m, flag in modes:
+            m.training = flag
+
+
+INFERENCE_MODE_HELP = (
+    "this needs autograd, which torch.inference_mode() forbids for tensors created inside it; call it outside "
+    "inference mode (torch.no_grad() is fine), and build the model, image and inputs outside it too"
+)
+
+
+@contextlib.contextmanager
+def autograd_context() -> Iterator[None]:
+    """Gradients on, whatever the caller's ``torch.no_grad()`` / ``torch.inference_mode()`` said.
+
+    A render or an attribution needs autograd even inside a validation loop under ``no_grad``. Inside
+    ``inference_mode`` autograd works on tensors made outside it; one made inside it (an "inference tensor")
+    cannot be saved for backward, and that error is replaced by one that names inference mode.
+    """
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    except RuntimeError as err:
+        if "nference tensor" in str(err):
+            raise RuntimeError(f"{INFERENCE_MODE_HELP} (torch said: {err})") from err
+        raise
+
+
+class _Slot:
+    """What the recorder keeps for one target module."""
+
+    __slots__ = ("module", "name", "key", "calls", "value", "watch", "clone", "error")
+
+    def __init__(self, module: nn.Module, name: str, key: Any) -> None:
+        self.module = module
+        self.name = name
+        self.key = key
+        self.calls = 0
+        self.value: Optional[torch.Tensor] = None
+        # (original tensor, its version when recorded) for the in-place check after the pass
+        self.watch: Optional[Tuple[torch.Tensor, int]] = None
+        # None: not known yet (clone, then learn); True: an in-place op follows (always clone); False: never
+        self.clone: Optional[bool] = None
+        # why the wanted output could not be read (no tensor in it), raised only if the caller needs it
+        self.error: Optional[str] = None
+
+
+class ActivationRecorder:
+    """Forward hooks that record the outputs of ``targets``; a context manager, removed on exit.
+
+    Args:
+        model: the network the dotted names refer to.
+        targets: modules or dotted names (one or a list); also modules outside ``model`` (a transform's).
+        call: which call of a module called several times in one pass: ``-1`` the last (default, Lucent's
+            meaning), ``k >= 0`` the k-th, ``-k`` the k-th from the end.
+        stop_early: skip the rest of the forward pass once every target produced the call it means.
+        select: which tensor of a non-tensor output to keep (see :func:`select_tensor`).
+        names: extra ``name -> module`` entries to resolve names against (besides ``model``'s own).
+        inplace_safe: protect recordings against later in-place ops (default on; off only to measure it).
+
+    Raises:
+        ValueError: for an unknown name, an empty target list, or a target that refuses a forward hook
+            (a TorchScript submodule); hooks already placed are removed first.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+        >>> with ActivationRecorder(net, "1") as rec:
+        ...     acts = rec.run(torch.ones(1, 3))
+        >>> acts["1"].shape
+        torch.Size([1, 3])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: Union[Target, Sequence[Target]],
+        *,
+        call: int = -1,
+        stop_early: bool = True,
+        select: Selector = None,
+        names: Optional[Dict[str, nn.Module]] = None,
+        inplace_safe: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(call, bool) or not isinstance(call, int):
+            raise TypeError(f"call must be an int (0 the first call, -1 the last), got {call!r}")
+        target_list = [targets] if isinstance(targets, (str, nn.Module)) else list(targets)
+        if not target_list:
+            raise ValueError("targets must name at least one layer")
+        name_map = named_module_map(model)
+        if names:
+            name_map = {**names, **name_map}
+        slots: Dict[int, _Slot] = {}
+        self._keys: List[Tuple[Any, _Slot]] = []
+        for t in target_list:
+            if isinstance(t, str):
+                module = lookup_module(t, name_map, type(model).__name__)
+            elif isinstance(t, nn.Module):
+                module = t
+            else:
+                raise TypeError(f"a target must be an nn.Module or a dotted module name, got {type(t).__name__}")
+            slot = slots.get(id(module))
+            if slot is None:
+                name = t if isinstance(t, str) else next((n for n, m in name_map.items() if m is module), "")
+                slot = slots[id(module)] = _Slot(module, name, t)
+            self._keys.append((t, slot))
+        self.model = model
+        self.call = call
+        self.stop_early = stop_early
+        self.select = select
+        self.inplace_safe = inplace_safe
+        self._slots = list(slots.values())
+        #: calls per target in one full pass, learned on the first pass that ran to the end
+        self.call_counts: Optional[Dict[int, int]] = None
+        self._handles: List[Any] = []
+        self._register()
+
+    # hooks ------------------------------------------------------------------------------------------------
+    def _register(self) -> None:
+        try:
+            for slot in self._slots:
+                try:
+                    self._handles.append(slot.module.register_forward_hook(self._make_hook(slot)))
+                except (RuntimeError, AttributeError, TypeError) as err:
+                    raise ValueError(
+                        f"cannot record {slot.name or type(slot.module).__name__!r}: its module "
+                        f"({type(slot.module).__name__}) refuses a forward hook ({err}); target a Python "
+                        "module around it instead"
+                    ) from err
+        except BaseException:
+            self.remove()
+            raise
+
+    def _wanted(self, slot: _Slot, k: int) -> bool:
+        """Whether call number ``k`` (0-based) of ``slot`` is the one to keep."""
+        if self.call >= 0:
+            return k == self.call
+        counts = self.call_counts
+        if counts is None:
+            return True  # not known yet: keep every call, the last one kept wins (-1), see _finish_pass
+        return k == counts[id(slot.module)] + self.call
+
+    def _make_hook(self, slot: _Slot) -> Callable:
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+            k = slot.calls
+            slot.calls += 1
+            if self._wanted(slot, k):
+                self._store(slot, out)
+            if self.stop_early and self._done():
+                raise StopForward()
+
+        return hook
+
+    def _store(self, slot: _Slot, out: Any) -> None:
+        where = slot.name or type(slot.module).__name__
+        try:
+            t = select_tensor(out, self.select, where)
+        except ValueError as err:
+            slot.value, slot.error = None, str(err)
+            return
+        slot.error = None
+        if self.call < -1 and self.call_counts is None:
+            # keep the last -call outputs until the count is known
+            history = slot.value if isinstance(slot.value, list) else []
+            history.append(self._protect(slot, t))
+            slot.value = history[self.call :]  # type: ignore[assignment]
+            return
+        slot.value = self._protect(slot, t)
+
+    def _protect(self, slot: _Slot, t: torch.Tensor) -> torch.Tensor:
+        if not self.inplace_safe:
+            return t
+        if t.is_inference():  # no version counter to watch: always copy
+            return t.clone()
+        slot.watch = (t, t._version)
+        return t.clone() if slot.clone is not False else t
+
+    def _done(self) -> bool:
+        if self.call >= 0:
+            return all(s.calls > self.call for s in self._slots)
+        counts = self.call_counts
+        if counts is None:
+            return False
+        return all(s.calls >= counts[id(s.module)] for s in self._slots)
+
+    def remove(self) -> None:
+        """Remove every hook this recorder placed."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "ActivationRecorder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+    # passes -----------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the last pass's outputs (the learned call counts and in-place policy stay)."""
+        for slot in self._slots:
+            slot.calls = 0
+            slot.value = None
+            slot.watch = None
+            slot.error = None
+
+    def _finish_pass(self, completed: bool) -> List[_Slot]:
+        """Learn call counts and the in-place policy; return the slots an in-place op corrupted."""
+        if completed and self.call_counts is None and self.call < 0:
+            self.call_counts = {id(s.module): s.calls for s in self._slots}
+            if self.call < -1:
+                for s in self._slots:
+                    history = s.value if isinstance(s.value, list) else []
+                    s.value = history[self.call] if len(history) >= -self.call else None
+        corrupted = []
+        for slot in self._slots:
+            if slot.watch is None:
+                continue
+            original, version = slot.watch
+            touched = original._version != version
+            if slot.clone is None:
+                slot.clone = touched
+            elif touched and slot.clone is False:
+                slot.clone = True
+                corrupted.append(slot)
+        return corrupted
+
+    def run_call(self, forward: Callable[[], Any]) -> ActivationMap:
+        """Run ``forward()`` (which must call the model) with the hooks recording, and return what they saw.
+
+        A pass stopped by :class:`StopForward` counts as done. If an in-place op unexpectedly overwrote a
+        recording that was not copied, the pass runs once more with the copy.
+
+        Raises:
+            ValueError: when a target did not produce the call asked for; its name, and the calls it made.
+        """
+        for _ in range(2):
+            self.reset()
+            completed = True
+            try:
+                forward()
+            except StopForward:
+                completed = False
+            if not self._finish_pass(completed):
+                break
+        missing = [s for s in self._slots if not isinstance(s.value, torch.Tensor)]
+        for s in missing:
+            if s.error is not None:
+                raise ValueError(s.error)
+        if missing:
+            said = ", ".join(f"{s.name or type(s.module).__name__} ({s.calls} calls)" for s in missing)
+            which = "ran" if all(s.calls == 0 for s in missing) else f"made call {self.call}"
+            raise ValueError(f"these targets never {which} in the forward pass: {said}")
+        return ActivationMap((key, slot.module, slot.name, slot.value) for key, slot in self._keys)
+
+    def run(self, *inputs: Any, **kwargs: Any) -> ActivationMap:
+        """``model(*inputs, **kwargs)`` as far as the targets need; see :meth:`run_call`."""
+        return self.run_call(lambda: self.model(*inputs, **kwargs))
+
+
+def record_activations(
+    model: nn.Module,
+    targets: Union[Target, Sequence[Target]],
+    *inputs: Any,
+    requires_grad: bool = False,
+    call: int = -1,
+    select: Selector = None,
+) -> ActivationMap:
+    """The outputs of ``targets`` for one input, in eval mode; the model is left exactly as it was.
+
+    Args:
+        model: any network.
+        targets: a module or dotted name, or a list of them.
+        inputs: the model's inputs (tensors are used as given; move them to the model's device first).
+        requires_grad: keep the autograd graph to ``inputs`` (works under ``torch.no_grad()``); without it
+            the pass runs under ``no_grad`` and the tensors are detached.
+        call: which call of a module called several times (see :class:`ActivationRecorder`).
+        select: which tensor of a non-tensor output (see :func:`select_tensor`).
+
+    Returns:
+        An :class:`ActivationMap`.
+
+    Raises:
+        ValueError: unknown names (with close matches), a target that never ran.
+        RuntimeError: ``requires_grad=True`` on inference tensors (names ``torch.inference_mode``).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> acts = record_activations(net, "0", torch.zeros(1, 3, 5, 5))
+        >>> acts["0"].shape, acts[net[0]].requires_grad
+        (torch.Size([1, 8, 3, 3]), False)
+    """
+    grad = contextlib.nullcontext() if requires_grad else torch.no_grad()
+    outer = autograd_context() if requires_grad else contextlib.nullcontext()
+    with outer, grad, model_frozen(model), ActivationRecorder(model, targets, call=call, select=select) as rec:
+        return rec.run(*inputs)
+
+
+def iter_activations(
+    model: nn.Module,
+    targets: Union[Target, Sequence[Target]],
+    batches: Iterable[Any],
+    *,
+    call: int = -1,
+    select: Selector = None,
+) -> Iterator[ActivationMap]:
+    """Activations batch by batch over a data loader, detached, with one set of hooks for the whole loop.
+
+    Args:
+        model: any network.
+        targets: modules or dotted names.
+        batches: an iterable of input tensors, or of tuples / lists whose first element is the input (what a
+            ``DataLoader`` of ``(image, label)`` pairs yields); moved to the model's device and dtype.
+        call: which call of a module called several times (see :class:`ActivationRecorder`).
+        select: which tensor of a non-tensor output.
+
+    Yields:
+        One :class:`ActivationMap` per batch. The model is in eval mode for the whole loop and restored after.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 2))
+        >>> [tuple(a["0"].shape) for a in iter_activations(net, "0", [torch.ones(3, 4), (torch.ones(1, 4), 0)])]
+        [(3, 2), (1, 2)]
+    """
+    device, dtype = model_device_dtype(model)
+    with torch.no_grad(), model_frozen(model), ActivationRecorder(model, targets, call=call, select=select) as rec:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"each batch must be a tensor or a tuple starting with one, got {type(x).__name__}")
+            x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
+            yield rec.run(x)

@@ -1,0 +1,305 @@
+"""The activation core and the render core: each silent-wrong-result situation of issue 11, with the right value."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import pytest
+
+import optim as opt
+from optim.activations import ActivationMap, ActivationRecorder, iter_activations, record_activations, select_tensor
+from optim.loss import ChannelActivation, LayerActivation
+
+
+def _torchvision_style_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.Conv2d(8, 4, 3), nn.ReLU(inplace=True)
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    return torchvision.models.resnet18().eval()
+
+
+# 1. in-place ops -------------------------------------------------------------------------------------------------
+def test_recorded_conv_keeps_its_negative_values_beside_a_later_layer():
+    net = _torchvision_style_net()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        conv, bn = net[0](x), net[1](net[0](x))
+    acts = record_activations(net, ["0", "1", "3"], x)
+    assert acts["0"].min() < 0 and torch.equal(acts["0"], conv)
+    assert torch.equal(acts["1"], bn) and float(acts["1"].min()) == pytest.approx(float(bn.min()))
+
+
+def test_inplace_protection_gives_the_true_gradient_of_a_two_layer_objective():
+    net = _torchvision_style_net()
+    x = torch.randn(1, 3, 12, 12, requires_grad=True)
+    acts = record_activations(net, ["1", "3"], x, requires_grad=True)
+    (acts["1"].mean() + acts["3"].mean()).backward()
+    got = x.grad.clone()
+    x.grad = None
+    with torch.enable_grad():
+        bn = net[1](net[0](x))
+        ref = bn.mean() + net[3](torch.relu(bn)).mean()
+        ref.backward()
+    assert torch.allclose(got, x.grad, atol=1e-7)
+
+
+def test_no_copy_on_the_hot_path_when_no_inplace_op_follows():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.ReLU(inplace=True))
+    with ActivationRecorder(net, ["0", "2"]) as rec:
+        rec.run(torch.randn(1, 3, 8, 8))
+        assert [s.clone for s in rec._slots] == [False, True]  # conv 0: plain ReLU after; conv 2: in-place ReLU
+        x = torch.randn(1, 3, 8, 8)
+        acts = rec.run(x)
+    assert acts["2"].min() < 0 and torch.equal(acts["0"], net[0](x))
+
+
+def test_resnet_bn1_read_with_a_later_layer(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    acts = record_activations(resnet18, ["layer1.0.bn1", "layer2"], x)
+    alone = record_activations(resnet18, "layer1.0.bn1", x)
+    assert acts["layer1.0.bn1"].min() < 0 and torch.equal(acts["layer1.0.bn1"], alone["layer1.0.bn1"])
+
+
+# 2. eval mode whatever the model's mode ----------------------------------------------------------------------------
+def test_collect_activations_from_train_mode_gives_eval_numbers_and_moves_nothing():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5)).train()
+    stats = net[1].running_mean.clone()
+    x = torch.randn(4, 3, 8, 8)
+    acts = opt.models.collect_activations(net, ["1", "2"], x)
+    net.eval()
+    with torch.no_grad():
+        expected = net(x)
+    assert torch.equal(acts["2"], expected)
+    assert torch.equal(net[1].running_mean, stats)
+    net.train()
+    opt.models.collect_activations(net, "1", x)
+    assert net.training and net[1].training
+
+
+# 3. modules called several times ---------------------------------------------------------------------------------
+def test_module_called_twice_means_its_last_call_and_call_selects_another(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    last = record_activations(resnet18, ["layer4.1.relu", "layer4"], x)
+    assert torch.equal(last["layer4.1.relu"], last["layer4"])  # after the residual add, as in Lucent
+    first = record_activations(resnet18, "layer4.1.relu", x, call=0)
+    with torch.no_grad():
+        block = resnet18.layer4[1]
+        inner = torch.relu(block.bn1(block.conv1(record_activations(resnet18, "layer4.0", x)["layer4.0"])))
+    assert torch.allclose(first["layer4.1.relu"], inner)
+    with pytest.raises(ValueError, match=r"never made call 5.*layer4.1.relu \(2 calls\)"):
+        record_activations(resnet18, "layer4.1.relu", x, call=5)
+
+
+def test_stop_early_after_the_last_call_once_counts_are_known(resnet18):
+    calls = []
+    handle = resnet18.fc.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with ActivationRecorder(resnet18, "layer1.0.relu") as rec:
+            x = torch.randn(1, 3, 32, 32)
+            a1 = rec.run(x)
+            a2 = rec.run(x)
+    finally:
+        handle.remove()
+    assert rec.call_counts is not None and list(rec.call_counts.values()) == [2]
+    assert len(calls) == 1  # the first pass learns the counts, the second stops after the second call
+    assert torch.equal(a1["layer1.0.relu"], a2["layer1.0.relu"])
+
+
+# 4. no_grad and inference_mode -----------------------------------------------------------------------------------
+def test_renders_work_under_no_grad(tiny_net):
+    image = opt.optimization.default_image(16)
+    with torch.no_grad():
+        (out,) = opt.render_vis(tiny_net, "conv2:1", image=image, thresholds=3, progress=False, seed=0)
+        tiles = opt.render_layer(tiny_net, "conv2", channels=[0, 1], steps=2, size=16, progress=False, seed=0)
+        hist = opt.InputOptimization(tiny_net, ChannelActivation("conv2", 1), opt.optimization.default_image(16)).optimize(
+            opt.optimization.n_steps(3, show_progress=False)
+        )
+    assert out.shape == (1, 3, 16, 16) and tiles.shape == (2, 3, 16, 16) and hist.shape == (3,)
+    (ref,) = opt.render_vis(tiny_net, "conv2:1", image=opt.optimization.default_image(16), thresholds=3,
+                            progress=False, seed=0)
+    assert torch.equal(out, ref)
+
+
+def test_inference_mode_works_for_outside_tensors_and_names_itself_otherwise(tiny_net):
+    with torch.inference_mode():
+        (out,) = opt.render_vis(tiny_net, "conv2:1", image=lambda: opt.optimization.default_image(16),
+                                thresholds=2, progress=False, seed=0)
+        acts = record_activations(tiny_net, "conv2", torch.zeros(1, 3, 16, 16))
+        assert out.shape == (1, 3, 16, 16) and acts["conv2"].shape[1] == 6
+        inside = torch.zeros(1, 3, 16, 16, requires_grad=False)
+        with pytest.raises(RuntimeError, match="inference_mode"):
+            opt.circuits.extract_expanded_weights(tiny_net, tiny_net.conv1, tiny_net.conv2, model_input=inside)
+
+
+# 5. a target that refuses a hook -----------------------------------------------------------------------------------
+def test_target_refusing_a_hook_leaves_no_hook_behind():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), torch.jit.script(nn.Sequential(nn.Conv2d(4, 4, 1))))
+    with pytest.raises(ValueError, match=r"cannot record '1'.*refuses a forward hook"):
+        record_activations(net, ["0", "1"], torch.zeros(1, 3, 8, 8))
+    assert not net[0]._forward_hooks
+
+
+# 6. an image depends on its seed and identity, not on its batch ------------------------------------------------------
+def test_channel_renders_identically_alone_and_in_a_batch(tiny_net):
+    # oneDNN picks convolution algorithms by batch size (float rounding differs); the native kernels compute each
+    # sample on its own, so with them the render core's batch invariance is exact
+    with torch.backends.mkldnn.flags(enabled=False):
+        batch = opt.render_layer(tiny_net, "conv2", channels=[0, 3, 5, 1], batch_size=4, steps=6, size=16,
+                                 progress=False, seed=7)
+        alone = opt.render_layer(tiny_net, "conv2", channels=[5], batch_size=1, steps=6, size=16, progress=False, seed=7)
+        pairs = opt.render_layer(tiny_net, "conv2", channels=[1, 5], batch_size=2, steps=6, size=16, progress=False,
+                                 seed=7)
+    assert torch.equal(batch[2], alone[0]) and torch.equal(pairs[1], alone[0]) and torch.equal(pairs[0], batch[3])
+    other_seed = opt.render_layer(tiny_net, "conv2", channels=[5], steps=6, size=16, progress=False, seed=8)
+    assert (other_seed[0] - alone[0]).abs().max() > 0.01
+
+
+def test_pretrained_lite0_channel_alone_and_in_batch_agree_to_float_rounding():
+    # with oneDNN's batch-size-dependent convolution kernels only float rounding differs (a render is chaotic
+    # and amplifies it over many steps: about 0.04 after 16 steps); with one random stream per batch the same
+    # channel rendered alone and in a batch of 4 differed by 0.815
+    model = opt.models.efficientnet_lite0(pretrained=True)
+    kw = dict(steps=3, size=64, progress=False, seed=0)
+    batch = opt.render_layer(model, "blocks.8", channels=[3, 9, 12], batch_size=3, **kw)
+    alone = opt.render_layer(model, "blocks.8", channels=[12], batch_size=1, **kw)
+    assert (batch[2] - alone[0]).abs().max() < 1e-4
+
+
+def test_seed_fixes_a_prebuilt_image_and_transforms(tiny_net):
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(len(outs))  # different global state each time: the seed alone must decide
+        image = opt.optimization.default_image(16)
+        (out,) = opt.render_vis(tiny_net, "conv2:2", image=image, thresholds=4, progress=False, seed=3)
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+
+
+# 7. every loss on every reader's output ------------------------------------------------------------------------------
+def test_a_loss_evaluates_on_the_collectors_whatever_the_key_type(tiny_net):
+    x = torch.rand(2, 3, 16, 16)
+    by_module, by_name = ChannelActivation(tiny_net.conv1, 1), ChannelActivation("conv1", 1)
+    readers = {
+        "collect_activations": opt.models.collect_activations(tiny_net, "conv1", x),
+        "collect_activations(module)": opt.models.collect_activations(tiny_net, tiny_net.conv1, x),
+        "run_to_targets": opt.optimization.run_to_targets(tiny_net, [tiny_net.conv1], x),
+        "record_activations": record_activations(tiny_net, ["conv1"], x),
+        "iter_activations": next(iter_activations(tiny_net, "conv1", [x])),
+    }
+    for name, acts in readers.items():
+        assert isinstance(acts, ActivationMap), name
+        assert torch.equal(by_module(acts), by_name(acts)), name
+        assert float(by_name(acts).mean()) == pytest.approx(float(tiny_net.conv1(x)[:, 1].mean()), abs=1e-6), name
+
+
+def test_activation_map_keys_and_errors(tiny_net):
+    acts = record_activations(tiny_net, [tiny_net.conv1, "conv2"], torch.rand(1, 3, 16, 16))
+    assert list(acts) == [tiny_net.conv1, "conv2"] and len(acts) == 2
+    assert acts["conv1"] is acts[tiny_net.conv1] and acts[tiny_net.conv2] is acts["conv2"]
+    assert "conv1" in acts and "fc" not in acts and tiny_net.fc not in acts
+    with pytest.raises(KeyError, match="no activation recorded for 'fc'"):
+        acts["fc"]
+
+
+def test_select_from_tuple_dict_and_model_output():
+    class Out(dict):
+        pass
+
+    net = nn.Linear(2, 3)
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, x):
+            y = self.inner(x)
+            return Out(logits=y, hidden=(y * 2, y * 3))
+
+    model = Wrap()
+    x = torch.ones(1, 2)
+    assert torch.equal(record_activations(model, "inner", x)["inner"], net(x).detach())
+    wrapped = nn.Sequential(model)
+    assert torch.equal(record_activations(wrapped, "0", x)["0"], net(x).detach())
+    assert torch.equal(record_activations(wrapped, "0", x, select=lambda o: o["hidden"][0])["0"], net(x).detach() * 2)
+    with pytest.raises(ValueError, match="output element hidden of 0 is a tuple"):
+        record_activations(wrapped, "0", x, select="hidden")
+    assert torch.equal(select_tensor((None, torch.ones(1)), select=1), torch.ones(1))
+    with pytest.raises(ValueError, match="holds no tensor"):
+        select_tensor((None, "a"))
+
+
+# 8. one set of defaults, one optimizer normalisation, one progress bar -----------------------------------------------
+def test_input_optimization_uses_the_render_defaults(tiny_net):
+    from optim.optimization import defaults
+
+    obj = opt.InputOptimization(tiny_net, ChannelActivation("conv2", 0))
+    assert obj.input_param().shape == (1, 3, defaults.DEFAULT_SIZE, defaults.DEFAULT_SIZE)
+    fft = obj.input_param.parameterization
+    ref = opt.images.FFTImage((defaults.DEFAULT_SIZE,) * 2, decay_power=defaults.DEFAULT_DECAY_POWER)
+    assert fft.decay_power == defaults.DEFAULT_DECAY_POWER and torch.allclose(fft.scale.double(), ref.scale.double())
+    import inspect
+
+    assert inspect.signature(obj.optimize).parameters["lr"].default == defaults.DEFAULT_LR
+    assert inspect.signature(opt.render_vis).parameters["lr"].default == defaults.DEFAULT_LR
+
+
+@pytest.mark.parametrize("form", ["none", "class", "factory"])
+def test_optimizer_state_carries_over_between_optimize_calls(tiny_net, form):
+    arg = {"none": None, "class": torch.optim.Adam, "factory": lambda p: torch.optim.Adam(p, lr=0.05)}[form]
+    obj = opt.InputOptimization(tiny_net, ChannelActivation("conv2", 0), opt.optimization.default_image(16),
+                                nn.Identity(), seed=0)
+    obj.optimize(opt.optimization.n_steps(2, show_progress=False), arg)
+    first = obj._optimizer
+    obj.optimize(opt.optimization.n_steps(2, show_progress=False), arg)
+    assert obj._optimizer is first
+    (param,) = obj.parameters()
+    assert int(first.state[param]["step"]) == 4
+
+
+def test_render_layer_shows_one_progress_bar_over_all_batches(tiny_net, capsys):
+    opt.render_layer(tiny_net, "conv2", channels=[0, 1, 2], batch_size=2, steps=3, size=8, seed=0)
+    err = capsys.readouterr().err
+    assert "6/6" in err and "3/3" not in err
+
+
+def test_one_callback_everywhere_and_tensorboard(tiny_net, tmp_path):
+    seen = []
+    cb = lambda step, loss, images: seen.append((step, float(loss), tuple(images.shape)))  # noqa: E731
+    opt.render_layer(tiny_net, "conv2", channels=[0, 1, 2], batch_size=2, steps=2, size=8, progress=False,
+                     seed=0, callback=cb)
+    assert [s[0] for s in seen] == [0, 1, 2, 3] and seen[0][2] == (2, 3, 8, 8) and seen[2][2] == (1, 3, 8, 8)
+    seen.clear()
+    opt.render_vis(tiny_net, "conv2:0", image=opt.optimization.default_image(8), thresholds=(1, 3), progress=False,
+                   callback=cb)
+    assert [s[0] for s in seen] == [0, 1, 2]
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = opt.optimization.TensorBoardCallback(tmp_path, image_every=2)
+    history = opt.InputOptimization(tiny_net, ChannelActivation("conv2", 0), opt.optimization.default_image(8),
+                                    seed=0).optimize(opt.optimization.n_steps(4, show_progress=False), callback=log)
+    log.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    losses = [e.value for e in events.Scalars("render/loss")]
+    assert losses == pytest.approx(history.tolist())
+    assert [e.step for e in events.Images("render/images")] == [0, 2]
+
+
+def test_non_finite_loss_names_the_step(tiny_net):
+    image = opt.optimization.default_image(8)
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        opt.render_vis(tiny_net, "conv2:0", image=image, thresholds=2, progress=False,
+                       transforms=[lambda x: x * float("nan")])
+    for bad in ("0.1", None, float("inf"), -1.0):
+        with pytest.raises((TypeError, ValueError), match="lr must be a finite number"):
+            opt.render_vis(tiny_net, "conv2:0", image=image, thresholds=1, progress=False, lr=bad)
+    with pytest.raises(ValueError, match=r"seed must be None or an int in \[0, 2\*\*63\)"):
+        opt.render_vis(tiny_net, "conv2:0", image=image, thresholds=1, progress=False, seed=2**70)
