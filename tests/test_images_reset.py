@@ -234,16 +234,6 @@ class _NoReset(ImageParameterization):
         return self.image
 
 
-def test_a_subclass_without_reset_parameters_says_what_to_implement():
-    with pytest.raises(NotImplementedError, match=r"_NoReset does not implement reset_parameters\(generators=None\)"):
-        _NoReset().reset_parameters()
-    wrapped = NaturalImage(parameterization=_NoReset())  # construction does not reset a ready instance
-    with pytest.raises(NotImplementedError, match="_NoReset"):
-        wrapped.reset_parameters(gens(1))
-    with pytest.raises(NotImplementedError, match="StackImage cannot reset its inner _ConvImage"):
-        StackImage([_ConvImage()]).reset_parameters()
-
-
 class _ConvImage(nn.Module):
     """A plain module (not an ImageParameterization) returning NCHW."""
 
@@ -254,6 +244,21 @@ class _ConvImage(nn.Module):
 
     def forward(self):
         return self.conv(self.x)
+
+
+def test_a_subclass_without_reset_parameters_says_what_to_implement():
+    with pytest.raises(NotImplementedError, match=r"_NoReset does not implement reset_parameters\(generators=None\)"):
+        _NoReset().reset_parameters()
+    wrapped = NaturalImage(parameterization=_NoReset())  # construction does not reset a ready instance
+    with pytest.raises(NotImplementedError, match="_NoReset"):
+        wrapped.reset_parameters(gens(1))
+    with pytest.raises(NotImplementedError, match="StackImage cannot reset its inner _ConvImage"):
+        StackImage([_ConvImage()]).reset_parameters()
+    # a plain module that implements reset_parameters(generators) is delegated to
+    duck = _ConvImage()
+    duck.reset_parameters = lambda generators=None: duck.x.fill_(float(len(generators or [])))
+    StackImage([duck]).reset_parameters(gens(3))
+    assert (duck.x == 1).all()
 
 
 # --- what each parameterization can and cannot honour -----------------------------------------------------
