@@ -184,3 +184,29 @@ def test_default_image_decay_power_from_noise_and_from_a_photo():
         return (low.norm() * 8 / delta.norm()).item()
 
     assert low_share(1.5) > 1.3 * low_share(1.0)  # 0.73 against 0.51
+
+
+def test_bad_arguments_name_themselves(tiny_net):
+    image = opt.optimization.default_image(8)
+    for bad in (torch.rand(8, 8), torch.rand(0, 3, 8, 8)):
+        with pytest.raises(ValueError, match="start image must be a non-empty CHW or NCHW tensor"):
+            opt.render_vis(tiny_net, "conv2:0", image=bad, thresholds=1, progress=False)
+    for size in (0, -1, (0, 32)):
+        with pytest.raises(ValueError, match="size must be a positive int"):
+            opt.render_layer(tiny_net, "conv2", size=size, steps=1, progress=False)
+    with pytest.raises(TypeError, match="size must be an int or"):
+        opt.render_layer(tiny_net, "conv2", size=1.5, steps=1, progress=False)
+    with pytest.raises(TypeError, match="patience must be an int >= 1, got 'a'"):
+        opt.optimization.plateau(patience="a")
+    with pytest.raises(TypeError, match="value must be a finite number"):
+        opt.optimization.target_value(float("nan"))
+    with pytest.raises(TypeError, match="callback must be a function"):
+        opt.render_vis(tiny_net, "conv2:0", image=image, thresholds=1, progress=False, callback=3)
+
+
+def test_seeded_render_restores_the_callers_random_state(tiny_net):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    opt.render_vis(tiny_net, "conv2:0", image=lambda: opt.optimization.default_image(8), thresholds=2,
+                   progress=False, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)

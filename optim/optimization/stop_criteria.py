@@ -25,7 +25,7 @@ class StopCriteria:
 
     def __init__(self, max_steps: int, show_progress: bool = True) -> None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 0:
-            raise ValueError(f"the number of steps must be an int >= 0, got {max_steps!r}")
+            raise ValueError(f"the number of steps (max_steps) must be an int >= 0, got {max_steps!r}")
         self.max_steps = max_steps
         self.show_progress = show_progress
         self._bar = ProgressBar(max_steps, enabled=show_progress)
@@ -78,10 +78,12 @@ class plateau(StopCriteria):  # noqa: N801
 
     def __init__(self, patience: int = 32, min_delta: float = 1e-4, max_steps: int = 2048, show_progress: bool = True) -> None:
         super().__init__(max_steps, show_progress)
+        if isinstance(patience, bool) or not isinstance(patience, int):
+            raise TypeError(f"patience must be an int >= 1, got {patience!r} ({type(patience).__name__})")
         if patience < 1:
-            raise ValueError(f"patience must be >= 1, got {patience}")
+            raise ValueError(f"patience must be an int >= 1, got {patience}")
         self.patience = patience
-        self.min_delta = float(min_delta)
+        self.min_delta = _finite(min_delta, "min_delta")
         self._best = math.inf
         self._best_step = 0
 
@@ -106,10 +108,16 @@ class target_value(StopCriteria):  # noqa: N801
 
     def __init__(self, value: float, max_steps: int = 2048, show_progress: bool = True) -> None:
         super().__init__(max_steps, show_progress)
-        self.value = float(value)
+        self.value = _finite(value, "value")
 
     def should_stop(self, step: int, history: List[torch.Tensor]) -> bool:
         return bool(history) and step > 0 and float(history[-1]) <= self.value
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
+    return float(value)
 
 
 def _coerce(stop_criteria: Optional[Any]) -> Any:
