@@ -49,6 +49,8 @@ class InputOptimization:
             channel, so a channel renders the same alone or in any batch.
         call: which call of a target module called several times per forward pass (default the last, see
             :class:`~optim.activations.ActivationRecorder`).
+        inplace_safe: protect recorded outputs against later in-place ops (default; after the first step it
+            costs nothing where no in-place op follows a target). ``False`` only to measure that cost.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
@@ -69,6 +71,7 @@ class InputOptimization:
         seed: Optional[int] = None,
         image_keys: Optional[Sequence[Hashable]] = None,
         call: int = -1,
+        inplace_safe: bool = True,
     ) -> None:
         if not isinstance(loss_function, Loss):
             raise TypeError(f"loss_function must be an optim.loss.Loss, got {type(loss_function).__name__}")
@@ -87,6 +90,7 @@ class InputOptimization:
         self.input_param = input_param
         self.transform = transform
         self.call = call
+        self.inplace_safe = bool(inplace_safe)
         if any(True for _ in self.model.parameters()) or any(True for _ in self.model.buffers()):
             device, dtype = model_device_dtype(self.model)
             self.input_param.to(device=device, dtype=dtype)
@@ -160,7 +164,7 @@ class InputOptimization:
             id(t) in in_model if isinstance(t, nn.Module) else t not in names for t in self.loss_function.targets
         )
         rec = ActivationRecorder(self.model, self.loss_function.targets, call=self.call, names=names,
-                                 stop_early=early)
+                                 stop_early=early, inplace_safe=self.inplace_safe)
         # what earlier optimize() calls learned: call counts (to stop early) and which outputs need a copy
         rec.call_counts = self._call_counts
         for slot in rec._slots:
