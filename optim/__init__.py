@@ -3,15 +3,20 @@
 Subpackages and the top-level helpers load on first use, so ``import optim`` stays light (no matplotlib,
 scikit-learn, PIL or tqdm) and a researcher pays only for what they touch.
 
-Example::
+Example (8 steps at 64 x 64 so it runs in a second; real renders take 128+ steps at 128 px or more)::
 
-    import optim as opt
-    model = opt.models.efficientnet_lite0(pretrained=True)
-    image = opt.images.NaturalImage((128, 128))
-    loss_fn = opt.loss.ChannelActivation("blocks.10", 7)
-    opt.InputOptimization(model, loss_fn, image, opt.transforms.TransformationRobustness()).optimize(
-        opt.optimization.n_steps(128))
-    image().export("channel7.png")
+    >>> import optim as opt
+    >>> model = opt.models.efficientnet_lite0(pretrained=True).eval()
+    >>> image = opt.images.NaturalImage((64, 64))
+    >>> loss_fn = opt.loss.ChannelActivation("blocks.10", 7)
+    >>> obj = opt.InputOptimization(model, loss_fn, image, opt.transforms.TransformationRobustness())
+    >>> history = obj.optimize(opt.optimization.n_steps(8, show_progress=False))
+    >>> history.shape  # the loss (minus the mean activation) of every step
+    torch.Size([8])
+    >>> bool(history[-1] < history[0])
+    True
+    >>> image().export("channel7.png")
+    [PosixPath('channel7.png')]
 """
 from __future__ import annotations
 
