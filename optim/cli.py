@@ -5,70 +5,50 @@ Subcommands::
     optim models                                   # the model registry
     optim layers efficientnet_lite0                # the layer table of a model
     optim render efficientnet_lite0 --target blocks.10:7 --steps 256 --output channel7.png
+    optim render efficientnet_lite0 --class "Egyptian cat" --output cat.png
     optim layer efficientnet_lite0 blocks.10 --channels 0:16 --output blocks10.png
-    optim app --data-dir ~/optim-gallery           # the Streamlit app (extra "app")
+    optim app --data-dir ~/optim-gallery           # the Streamlit app (extra "app"; see optim app --help)
 
-Every error is one line on stderr (``optim: error: ...``) with exit code 2; no traceback.
+Every user-caused failure (a bad argument, a missing device, a damaged or unfitting weights file, an image size
+over the limit, a download that fails offline, ...) is one line on stderr (``optim: error: ...``) with exit code
+2, no traceback (set ``OPTIM_TRACEBACK=1`` to see one). A reader that closes the pipe early (``optim layers ... |
+head``) ends the command quietly with exit code 0. PNG outputs are written atomically: an interrupted run
+leaves the previous file, never half a file.
+
+Model loading and image conversion come from the library (:mod:`optim.models.loading`,
+:mod:`optim.models.selection`, :mod:`optim.images.export`); the ``app`` subcommand hands its arguments to the
+app's launcher (``python -m optim.app``) in a child process that stops when this one is told to stop.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["main", "build_parser", "parse_channels", "app_command", "CLIError"]
+__all__ = ["main", "build_parser", "CLIError", "MAX_SIZE"]
+
+#: The largest image side ``--size`` accepts (checked before anything is allocated).
+MAX_SIZE = 4096
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
-def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
-    """Parse a channel selection: ``"0:16"`` (a range), ``"3,5,9"``, ``"4"``, or ``"all"``.
+def __getattr__(name: str) -> Any:
+    # parse_channels moved to the library (optim.models.selection); the old name keeps working
+    if name == "parse_channels":
+        from .models.selection import parse_channels
 
-    Args:
-        text: the selection.
-        num_channels: the layer's channel count (needed for ``"all"`` and an open range end).
-
-    Returns:
-        The sorted, de-duplicated channel indices.
-
-    Raises:
-        ValueError: malformed text, an empty selection, or channels outside the layer.
-
-    Example::
-
-        parse_channels("0:4,10")  # [0, 1, 2, 3, 10]
-    """
-    chosen: set = set()
-    for part in (p.strip() for p in text.split(",")):
-        if part == "all":
-            if num_channels is None:
-                raise ValueError("'all' channels needs the layer's channel count")
-            chosen.update(range(num_channels))
-        elif re.fullmatch(r"\d+", part):
-            chosen.add(int(part))
-        elif re.fullmatch(r"\d*:\d*", part):
-            start_text, end_text = part.split(":")
-            if not end_text and num_channels is None:
-                raise ValueError(f"the open range {part!r} needs the layer's channel count")
-            end = int(end_text) if end_text else num_channels
-            chosen.update(range(int(start_text or 0), int(end)))  # type: ignore[arg-type]
-        else:
-            raise ValueError(f"channels look like '0:16', '3,5,9' or 'all', got {text!r}")
-    if not chosen:
-        raise ValueError(f"the channel selection {text!r} is empty")
-    channels = sorted(chosen)
-    if num_channels is not None and channels[-1] >= num_channels:
-        raise ValueError(f"channel {channels[-1]} is out of range: the layer has {num_channels} channels")
-    return channels
+        return parse_channels
+    raise AttributeError(f"module 'optim.cli' has no attribute {name!r}")
 
 
-def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse ``type`` that parses an int of at least ``minimum`` (``what`` names it in errors)."""
+def _int_at_least(minimum: int, what: str, maximum: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse ``type`` that parses an int in ``minimum..maximum`` (``what`` names it in errors)."""
 
     def parse_int(text: str) -> int:
         try:
@@ -77,6 +57,11 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected a {what} integer, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"expected at most {maximum}, got {value} (a {value} x {value} image would need about "
+                f"{value * value * 3 * 4 * 8 / 2**30:.0f} GiB during a render)"
+            )
         return value
 
     return parse_int
@@ -84,6 +69,7 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
+_size = _int_at_least(1, "positive", MAX_SIZE)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,7 +81,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a registry name (see 'optim models') or a 'package.module:function' factory")
-    p.add_argument("--weights", metavar="FILE", help="a state dict for the model, or a TorchScript file")
+    p.add_argument("--weights", metavar="FILE", help="a state dict for the model (for a registry model, a file "
+                   "such as its published weights), or a TorchScript file you trust")
     p.add_argument(
         "--no-pretrained", dest="pretrained", action="store_false", help="registry models: random weights"
     )
@@ -103,7 +90,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_render_args(p: argparse.ArgumentParser, steps: int) -> None:
-    p.add_argument("--size", type=_positive_int, default=None, help="image side in pixels (default 128)")
+    p.add_argument("--size", type=_size, default=None, help=f"image side in pixels (default 128, at most {MAX_SIZE})")
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"optimization steps (default {steps})")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's, 0.05)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
@@ -123,13 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="the layer table of a model", description="Print every layer that runs "
                        "in a forward pass with its type, output shape and channel count.")
     _add_model_args(p)
-    p.add_argument("--size", type=_positive_int, default=None, help="input side (default: the model's)")
+    p.add_argument("--size", type=_size, default=None, help="input side (default: the model's)")
     p.add_argument("--filter", default=None, help="only layers whose name contains this text")
 
     p = sub.add_parser("render", help="render one channel to a PNG", description="Optimize an image that "
                        "excites one channel of one layer and write it as a PNG.")
     _add_model_args(p)
-    p.add_argument("--target", "-t", required=True, help="'layer:channel' (e.g. blocks.10:7), 'layer:channel:x:y' (a neuron) or 'layer' (DeepDream)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--target", "-t", help="'layer:channel' (e.g. blocks.10:7), 'layer:channel:x:y' (a neuron) "
+                      "or 'layer' (DeepDream)")
+    what.add_argument("--class", dest="class_name", metavar="NAME", help="a class visualization: the output of this "
+                      "class, by ImageNet name (e.g. 'Egyptian cat'; the model's own labels for registry models) "
+                      "or index")
     p.add_argument("--output", "-o", default=None, help="PNG path (default: MODEL_TARGET.png)")
     _add_render_args(p, steps=256)
 
@@ -143,13 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", default=None, help="PNG path (default: MODEL_LAYER.png)")
     _add_render_args(p, steps=128)
 
-    p = sub.add_parser("app", help="launch the Streamlit app", description="Launch the Streamlit app "
-                       "(needs the 'app' extra). Extra arguments after '--' go to 'streamlit run'.")
-    p.add_argument("--data-dir", default=None, help="gallery directory (default: $OPTIM_DATA_DIR or "
-                   "~/.local/share/optim-gallery)")
-    p.add_argument("--port", type=_positive_int, default=None, help="server port (default: Streamlit's)")
-    p.add_argument("--headless", action="store_true", help="do not open a browser")
-    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # `optim app ARGS` is handed to the app's launcher before this parser runs (see main); listed for --help
+    sub.add_parser("app", help="launch the Streamlit app (see 'optim app --help')", add_help=False)
     return parser
 
 
@@ -157,22 +144,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "model"
 
 
-def _device(name: Optional[str]) -> str:
-    import torch
-
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}: {err}") from None
-    return name
-
-
 def _load(args: argparse.Namespace):
-    from .app.model_source import load_model
+    from .models.loading import WeightsDownloadError, load_model, resolve_device
 
-    return load_model(args.model, weights=args.weights, pretrained=args.pretrained, device=_device(args.device))
+    device = resolve_device(args.device)  # before anything is built or downloaded
+    try:
+        # the user's own files: a TorchScript --weights file is theirs to trust
+        return load_model(args.model, weights=args.weights, pretrained=args.pretrained, device=device,
+                          allow_torchscript=True, progress=not getattr(args, "quiet", False))
+    except WeightsDownloadError as err:
+        where = err.url or "its published URL"
+        raise CLIError(
+            f"optim: error: cannot download the pretrained weights of {err.model!r} from {where} ({err.reason}); "
+            "download that file where there is a connection and pass it with --weights FILE, or use --no-pretrained"
+        ) from None
 
 
 def _render_size(args: argparse.Namespace) -> int:
@@ -194,11 +179,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
         info = model_info(name)
         offline = "offline" if info.weights_offline else "download"
         print(f"{name:22s} {info.input_size[0]}x{info.input_size[1]}  {offline:8s}  {info.description}")
+    sys.stdout.flush()
     return 0
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    from .app.rendering import layer_table, native_input_size
+    from .models.loading import native_input_size
+    from .models.selection import layer_table
 
     model = _load(args)
     rows = layer_table(model, args.size if args.size is not None else native_input_size(args.model))
@@ -209,41 +196,79 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     for r in rows:
         shape = "x".join(map(str, r.shape)) if r.shape else "-"
         print(f"{r.name:{width}s}  {r.type:18s}  {shape:18s}  {r.channels if r.channels is not None else '-'}")
+    sys.stdout.flush()
     return 0
+
+
+def _class_labels(spec: str) -> Sequence[str]:
+    """The class names of a registry model's outputs, else ImageNet's."""
+    from .models import IMAGENET_CLASSES, list_models, model_info
+
+    return model_info(spec).labels if spec in list_models() else IMAGENET_CLASSES
+
+
+def _class_objective(args: argparse.Namespace, model: Any) -> Any:
+    """``--class NAME``: the objective that maximizes that class's output (the model's own output)."""
+    import torch
+
+    from .loss import ChannelActivation
+    from .models.selection import class_index
+
+    labels = _class_labels(args.model)
+    index = class_index(args.class_name, labels)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        was_training = model.training
+        out = model.eval()(torch.full((1, 3, 32, 32), 0.5, device=device))
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ValueError(f"--class needs a classifier whose output is [batch, classes], got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    if index >= out.shape[1]:
+        raise ValueError(f"class {args.class_name!r} is output {index}, but the model has {out.shape[1]} outputs")
+    return ChannelActivation(model, index)
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from .render import default_image, render_vis
 
-    output = Path(args.output or f"{_slug(args.model)}_{_slug(args.target)}.png")
+    name = args.target if args.target is not None else f"class_{args.class_name}"
+    output = Path(args.output or f"{_slug(args.model)}_{_slug(name)}.png")
     _check_output(output)
+    if args.class_name is not None:
+        from .models.selection import class_index
+
+        class_index(args.class_name, _class_labels(args.model))  # an unknown name fails before the model loads
     model = _load(args)
+    objective = args.target if args.target is not None else _class_objective(args, model)
     (image,) = render_vis(
-        model, args.target, image=default_image(_render_size(args)), thresholds=(args.steps,), lr=_render_lr(args),
+        model, objective, image=default_image(_render_size(args)), thresholds=(args.steps,), lr=_render_lr(args),
         progress=not args.quiet, seed=args.seed,
     )
     _save(image[0], output)
-    print(output)
+    _print(output)
     return 0
 
 
 def _cmd_layer(args: argparse.Namespace) -> int:
     import torch
 
-    from .app.rendering import RenderSettings, channel_count, render_channels
     from .images import make_grid_image
+    from .models.selection import channel_count, parse_channels
+    from .render import render_layer
 
-    settings = RenderSettings(size=_render_size(args), steps=args.steps, seed=args.seed, lr=_render_lr(args))
+    size = _render_size(args)
     output = Path(args.output or f"{_slug(args.model)}_{_slug(args.layer)}.png")
     _check_output(output)
     model = _load(args)
-    channels = parse_channels(args.channels, channel_count(model, args.layer, settings.size))
-    images = render_channels(
-        model, args.layer, channels, settings, batch_size=args.batch_size, progress=not args.quiet
+    channels = parse_channels(args.channels, channel_count(model, args.layer, size))
+    tiles = render_layer(
+        model, args.layer, channels=channels, batch_size=args.batch_size, steps=args.steps, size=size,
+        lr=_render_lr(args), progress=not args.quiet, seed=args.seed,
     )
-    grid = make_grid_image(torch.stack([im.detach().cpu().float() for im in images]), images_per_row=args.per_row)
+    grid = make_grid_image(tiles.as_subclass(torch.Tensor).detach().cpu().float(), images_per_row=args.per_row)
     _save(grid[0], output)
-    print(output)
+    _print(output)
     return 0
 
 
@@ -257,42 +282,25 @@ def _check_output(output: Path) -> None:
         raise ValueError(f"cannot create the output folder {str(output.parent)!r}: {err.strerror}") from None
 
 
-def _save(image, output: Path) -> None:
-    from .app.gallery import to_pil
+def _save(image: Any, output: Path) -> None:
+    """Write the PNG atomically: a failed or interrupted write leaves the previous file as it was."""
+    from .images.export import save_png
 
-    to_pil(image).save(output, format="PNG")
-
-
-def app_command(data_dir: Optional[str], port: Optional[int], headless: bool, extra: Sequence[str]) -> List[str]:
-    """The ``streamlit run`` command line that starts the app.
-
-    Args:
-        data_dir: the gallery directory (passed to the app after ``--``).
-        port: the server port.
-        headless: do not open a browser.
-        extra: more ``streamlit run`` options.
-
-    Returns:
-        The argv list.
-    """
-    from .app import APP_SCRIPT
-
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT)]
-    if port is not None:
-        command += ["--server.port", str(port)]
-    if headless:
-        command += ["--server.headless", "true"]
-    command += [a for a in extra if a != "--"]
-    if data_dir:
-        command += ["--", "--data-dir", str(data_dir)]
-    return command
+    save_png(image, output)
 
 
-def _cmd_app(args: argparse.Namespace) -> int:
-    from ._utils import optional_import
+def _print(*values: Any) -> None:
+    """print, flushed at once, so a closed pipe is noticed here (and handled by main), not at exit."""
+    print(*values)
+    sys.stdout.flush()
 
-    optional_import("streamlit", "app", "the optim app")
-    return subprocess.call(app_command(args.data_dir, args.port, args.headless, args.streamlit_args))
+
+def _cmd_app(argv: Sequence[str]) -> int:
+    """``optim app ARGS``: the app's launcher in a child process (``python -m optim.app ARGS``), which gets this
+    process's SIGTERM / SIGINT / SIGHUP and stops the Streamlit server."""
+    from ._process import run_forwarding_signals
+
+    return run_forwarding_signals([sys.executable, "-m", "optim.app", *argv])
 
 
 _COMMANDS = {
@@ -300,8 +308,24 @@ _COMMANDS = {
     "layers": _cmd_layers,
     "render": _cmd_render,
     "layer": _cmd_layer,
-    "app": _cmd_app,
 }
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null, so the interpreter's final flush raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured by a test)
+        pass
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or any(
+        t in text for t in ("out of memory", "can't allocate memory", "not enough memory")
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -311,29 +335,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         argv: the arguments (default ``sys.argv[1:]``).
 
     Returns:
-        The exit code: 0 on success, 2 for a bad argument or input (after one line on stderr).
+        The exit code: 0 on success (also when a reader closed the output pipe early), 2 for a user-caused
+        failure (after one line on stderr), 130 when interrupted; for ``app``, the server's exit code.
 
-    Example::
-
-        optim.cli.main(["render", "efficientnet_lite0", "-t", "blocks.10:7", "--steps", "64"])
+    >>> main(["render", "efficientnet_lite0", "-t", "blocks.10:7", "--steps", "0"])
+    2
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["app"]:
+        try:
+            return _cmd_app(argv[1:])
+        except OSError as err:
+            print(f"optim: error: cannot start the app's launcher: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
         return _COMMANDS[args.command](args)
     except SystemExit as exit_:  # --help / --version
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    except BrokenPipeError:  # `optim layers ... | head`: the reader has all it wants
+        _silence_stdout()
+        return 0
     except CLIError as err:
         print(f"{err}", file=sys.stderr)
-    except (ValueError, TypeError, ImportError, OSError, KeyError, IndexError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"optim: error: {message}", file=sys.stderr)
     except KeyboardInterrupt:
         print("optim: interrupted", file=sys.stderr)
         return 130
+    except (ValueError, TypeError, ImportError, OSError, KeyError, IndexError, RuntimeError, MemoryError) as err:
+        if os.environ.get("OPTIM_TRACEBACK"):
+            raise
+        if _is_out_of_memory(err):
+            message = ("out of memory: " + (" ".join(str(err).split())[:200] or type(err).__name__)
+                       + " (try a smaller --size or --batch-size, or --device cpu)")
+        else:
+            message = " ".join(str(err).split()) or type(err).__name__
+        print(f"optim: error: {message}", file=sys.stderr)
     return 2
 
 

@@ -1,13 +1,22 @@
-"""The app: the gallery store, model sources, the Streamlit script (AppTest) and one run in headless Chromium."""
+"""The app: gallery store (confinement, concurrent writers, damaged index), model sources, the launcher, the
+Streamlit script (AppTest), its security against a real server on 127.0.0.1, and one run in headless Chromium."""
+import http.cookies
 import io
+import json
+import multiprocessing
 import os
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
+import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +25,10 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from optim.app.gallery import DATA_DIR_ENV, Gallery, resolve_data_dir, settings_key
-from optim.app.model_source import is_torchscript, load_model, load_weights_file, weights_hash
+from optim.app.gallery import DATA_DIR_ENV, Gallery, GalleryIndexError, resolve_data_dir, settings_key
+from optim.app.launch import announcement, app_command, app_config, build_parser
 from optim.app.rendering import RenderSettings, render_channels
+from optim.models.loading import is_torchscript, load_factory, load_model, load_weights_file, weights_hash
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 
@@ -44,6 +54,26 @@ def tiny_factory(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("app_tiny_models", None)
     return "app_tiny_models:tiny_net"
+
+
+class Evil(nn.Module):
+    """A model whose forward writes a file (TorchScript can: ``torch.from_file(shared=True)``)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        touched = torch.from_file(self.marker, shared=True, size=4, dtype=torch.uint8)
+        touched.fill_(1)
+        return self.conv(x) + touched[0].float() * 0
+
+
+def _evil_torchscript(marker: Path) -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(Evil(str(marker))), buffer)
+    return buffer.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------- gallery
@@ -97,8 +127,11 @@ def test_gallery_errors_and_data_dir(tmp_path, monkeypatch) -> None:
         gallery.add("m", "h", "l", -1, {}, torch.rand(3, 2, 2))
     with pytest.raises(TypeError, match="layer must be a non-empty str"):
         gallery.get("m", "h", "", 0, {})
-    with pytest.raises(ValueError, match="one image at a time"):
+    with pytest.raises(ValueError, match="batch of 2"):
         gallery.add("m", "h", "l", 0, {}, torch.rand(2, 3, 2, 2))
+    with pytest.raises(ValueError, match="3 non-finite values"):  # never stored as a black image
+        gallery.add("m", "h", "l", 0, {}, torch.tensor([[[0.5, float("nan")]]]).expand(3, 1, 2))
+    assert list((tmp_path / "images").iterdir()) == []  # a refused image leaves no file, not even a temporary one
     with pytest.raises(TypeError, match="JSON values"):
         settings_key({"bad": object()})
     (tmp_path / "file").write_text("x")
@@ -112,6 +145,138 @@ def test_gallery_errors_and_data_dir(tmp_path, monkeypatch) -> None:
     assert Gallery().data_dir == tmp_path / "xdg" / "optim-gallery"
 
 
+def test_gallery_data_dir_is_confined_to_the_root(tmp_path) -> None:
+    """Issue 14 item 4: the data directory lives under a root chosen at launch."""
+    root = tmp_path / "root"
+    assert Gallery(None, root=root).data_dir == root
+    assert Gallery("team/a", root=root).data_dir == root / "team" / "a"
+    assert Gallery("team/../b", root=root).data_dir == root / "b"  # stays inside: allowed
+    (tmp_path / "outside").mkdir()
+    (root / "link").symlink_to(tmp_path / "outside")
+    for bad in ("../x", "../../x", "team/../../x", str(tmp_path / "elsewhere"), "/etc", "link", "link/sub"):
+        with pytest.raises(ValueError, match="leaves the data root") as info:
+            Gallery(bad, root=root)
+        assert repr(bad) in str(info.value) and str(root) in str(info.value)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "elsewhere").exists()
+    assert list((tmp_path / "outside").iterdir()) == []  # nothing was created through the link
+
+
+def test_gallery_refuses_index_rows_that_leave_the_images_folder(tmp_path) -> None:
+    """Issue 14 item 4: the `file` column is resolved and refused if it leaves the gallery's folder."""
+    gallery = Gallery(tmp_path / "g")
+    good = gallery.add("m", "h", "l", 0, {"s": 1}, torch.rand(3, 4, 4))
+    secret = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(secret)
+    (tmp_path / "g" / "images" / "link.png").symlink_to(secret)
+    rows = [("../../secret.png", 1), (str(secret), 2), ("link.png", 3), ("sub/../../../secret.png", 4)]
+    with sqlite3.connect(gallery.index_path) as conn:
+        for file, channel in rows:
+            conn.execute(
+                "INSERT INTO renders (model, weights_hash, layer, channel, settings_key, settings, file, width, "
+                "height, created) VALUES ('m', 'h', 'l', ?, ?, ?, ?, 4, 4, 0)",
+                (channel, settings_key({"s": 1}), settings_key({"s": 1}), file),
+            )
+    for file, channel in rows:
+        with pytest.warns(UserWarning, match="is not inside") as record:
+            assert gallery.get("m", "h", "l", channel, {"s": 1}) is None
+        assert repr(file) in str(record[0].message)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        listed = gallery.entries()
+    assert [e.path for e in listed] == [good.path] and len(caught) == 4
+    # a render under a refused key replaces the row (the gallery heals itself), without touching the target
+    fresh = gallery.add("m", "h", "l", 1, {"s": 1}, torch.rand(3, 4, 4))
+    assert fresh.path.parent == tmp_path / "g" / "images" and np.asarray(Image.open(secret)).max() == 0
+
+
+def _add_many(data_dir: str, key_channel: int, images: list, errors: list) -> None:
+    gallery = Gallery(data_dir)
+    for image in images:
+        try:
+            gallery.add("m", "h", "layer", key_channel, {"steps": 1}, image)
+        except Exception as err:  # noqa: BLE001 - collected and asserted empty
+            errors.append(repr(err))
+
+
+def _process_writer(data_dir: str, seed: int, queue) -> None:
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(20)]
+    errors: list = []
+    threads = [threading.Thread(target=_add_many, args=(data_dir, 0, images[i::2], errors)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queue.put((errors, [im.tobytes() for im in images]))
+
+
+def test_gallery_concurrent_writers_leave_only_valid_pngs(tmp_path) -> None:
+    """Issue 14 item 6: 8 threads x 25 adds to one key, plus two writer processes: no error, only valid PNGs."""
+    rng = np.random.default_rng(0)
+    per_thread = [[rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(25)] for _ in range(8)]
+    written = {im.tobytes() for images in per_thread for im in images}
+    Gallery(tmp_path)  # the index exists before the race, as in the app
+    errors: list = []
+    threads = [threading.Thread(target=_add_many, args=(str(tmp_path), 0, images, errors)) for images in per_thread]
+    context = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
+    queue = context.Queue() if context else None
+    processes = [context.Process(target=_process_writer, args=(str(tmp_path), s, queue)) for s in (1, 2)] if context else []
+    for worker in processes + threads:  # fork before any thread holds an SQLite connection (SQLite's rule)
+        worker.start()
+    results = [queue.get(timeout=120) for _ in processes]
+    for worker in threads + processes:
+        worker.join(timeout=120)
+    assert errors == [] and all(r[0] == [] for r in results)
+    assert all(p.exitcode == 0 for p in processes)
+    for _, images in results:
+        written.update(images)
+    files = sorted((tmp_path / "images").iterdir())
+    assert [f.suffix for f in files] == [".png"]  # one file for the key, no temporary file left behind
+    with Image.open(files[0]) as im:
+        im.load()  # a complete PNG (a truncated one raises here)
+        assert np.asarray(im).tobytes() in written  # and exactly one writer's image, not a mix
+    gallery = Gallery(tmp_path)
+    (entry,) = gallery.entries()
+    assert entry.path == files[0] and len(gallery) == 1
+
+
+def test_damaged_index_names_the_file_and_destroys_nothing(tmp_path) -> None:
+    """Issue 14 item 7: a damaged index.sqlite: an error naming the file and how to recover; no data lost."""
+    gallery = Gallery(tmp_path)
+    stored = [gallery.add("m", "h", "l", c, {"steps": 2}, torch.rand(3, 8, 8)) for c in range(3)]
+    pngs = {e.path.name: e.path.read_bytes() for e in stored}
+    index = tmp_path / "index.sqlite"
+    index.write_bytes(b"this is not an sqlite database" * 100)
+    damaged = index.read_bytes()
+    for attempt in (lambda: Gallery(tmp_path), lambda: gallery.get("m", "h", "l", 0, {"steps": 2}),
+                    lambda: gallery.add("m", "h", "l", 9, {"steps": 2}, torch.rand(3, 8, 8)), lambda: len(gallery)):
+        with pytest.raises(GalleryIndexError) as info:
+            attempt()
+        message = str(info.value)
+        assert str(index) in message and "file is not a database" in message
+        assert "Gallery.recover(" in message and "nothing was changed" in message
+        assert index.read_bytes() == damaged  # never overwritten
+    assert all((tmp_path / "images" / n).read_bytes() == b for n, b in pngs.items())
+    # recovery: the damaged index is kept aside, the index rebuilt from the PNGs' own key chunks
+    recovered, indexed, skipped = Gallery.recover(tmp_path)
+    assert (indexed, skipped) == (4, [])  # the three, and the image add() wrote before the index failed
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("index.sqlite.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged
+    for c in range(3):
+        entry = recovered.get("m", "h", "l", c, {"steps": 2})
+        assert entry is not None and entry.path.read_bytes() == pngs[entry.path.name]
+    # an index damaged inside (a valid header, garbage pages) is caught at query time as well
+    with sqlite3.connect(recovered.index_path) as conn:
+        conn.executemany("INSERT INTO renders (model, weights_hash, layer, channel, settings_key, settings, file, "
+                         "width, height, created) VALUES ('x', 'h', 'l', ?, '{}', '{}', 'f.png', 1, 1, 0)",
+                         [(i,) for i in range(2000)])
+    raw = bytearray(recovered.index_path.read_bytes())
+    raw[4096:] = b"\xff" * (len(raw) - 4096)
+    recovered.index_path.write_bytes(bytes(raw))
+    with pytest.raises(GalleryIndexError, match="malformed|not a database"):
+        recovered.entries()
+
+
 # ------------------------------------------------------------------------------------------ model sources
 
 
@@ -122,21 +287,54 @@ def test_weights_hash_and_files(tiny_factory, tmp_path) -> None:
     with torch.no_grad():
         same[0].bias[0] += 1e-6
     assert weights_hash(model) != weights_hash(same)
-    # a state dict file needs the architecture; a TorchScript file brings its own
+    # a state dict file needs the architecture
     torch.save(same.state_dict(), tmp_path / "w.pt")
     assert not is_torchscript(tmp_path / "w.pt")
     loaded = load_weights_file(tmp_path / "w.pt", load_model(tiny_factory))
     assert weights_hash(loaded) == weights_hash(same)
     with pytest.raises(ValueError, match="choose the architecture"):
         load_weights_file(tmp_path / "w.pt")
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.trace(model, torch.rand(1, 3, 8, 8)), buffer)
-    assert is_torchscript(buffer.getvalue())
-    scripted = load_weights_file(buffer.getvalue())
-    x = torch.rand(2, 3, 8, 8)
-    torch.testing.assert_close(scripted(x), model(x))
-    with pytest.raises(ValueError, match="neither a TorchScript file nor a state dict"):
+    with pytest.raises(ValueError, match="not a weights file: neither a TorchScript file nor a state dict"):
         load_weights_file(b"not a checkpoint", model)
+    with pytest.raises(ValueError, match=r"is 0.0 MiB, over the limit of 0.0 MiB"):  # the upload size limit
+        load_weights_file((tmp_path / "w.pt").read_bytes(), model, max_bytes=100)
+
+
+def test_torchscript_is_refused_unless_allowed_and_nothing_runs(tmp_path) -> None:
+    """Issue 14 item 2: TorchScript is loaded only with an explicit flag; refusing it runs nothing."""
+    marker = tmp_path / "marker.bin"
+    data = _evil_torchscript(marker)
+    assert is_torchscript(data) and not marker.exists()
+    (tmp_path / "evil.pt").write_bytes(data)
+    for source in (data, tmp_path / "evil.pt"):
+        with pytest.raises(ValueError, match="is a TorchScript archive and was refused: loading it runs the code"):
+            load_weights_file(source, nn.Conv2d(3, 4, 3))
+        with pytest.raises(ValueError, match="--unsafe-allow-torchscript"):
+            load_model("efficientnet_lite0", weights=source)
+    assert not marker.exists()
+    trusted = load_weights_file(data, allow_torchscript=True)  # the operator's explicit choice
+    trusted(torch.rand(1, 3, 8, 8))
+    assert marker.read_bytes() == b"\x01" * 4  # proof that the marker detects execution
+
+
+def test_factory_allow_list_is_checked_before_import(tmp_path, monkeypatch) -> None:
+    """Issue 14 item 3: never import or call a factory before checking the allow-list."""
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "app_side_effect.py").write_text(
+        f"open({str(marker)!r}, 'w').write('imported')\ndef make():\n    open({str(marker)!r}, 'w').write('called')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("app_side_effect", None)
+    for allowed in ([], ["other.module:make"], ["app_side_effect:other"], ["app_side:*"]):
+        with pytest.raises(ValueError, match="'app_side_effect:make' is not allowed here"):
+            load_factory("app_side_effect:make", allowed=allowed)
+        with pytest.raises(ValueError, match="is not allowed here"):
+            load_model("app_side_effect:make", allowed_factories=allowed)
+    with pytest.raises(ValueError, match="looks like 'package.module:function'"):
+        load_factory("os.system('x'):y", allowed=None)
+    assert not marker.exists() and "app_side_effect" not in sys.modules
+    assert load_factory("app_side_effect:make", allowed=["app_side_effect:*"]).__name__ == "make"
+    assert marker.read_text() == "imported"
 
 
 def test_render_channels_batches_match_single_renders(tiny_factory) -> None:
@@ -156,13 +354,51 @@ def test_render_channels_batches_match_single_renders(tiny_factory) -> None:
         RenderSettings(steps=0)
 
 
+# ------------------------------------------------------------------------------------------------ launcher
+
+
+def test_launcher_binds_loopback_unless_told_and_says_so(tmp_path) -> None:
+    """Issue 14 item 1: 127.0.0.1 by default; another address only by flag, announced at start-up."""
+    args = build_parser().parse_args(["--data-dir", str(tmp_path), "--headless", "--", "--theme.base", "dark"])
+    command = app_command(args)
+    assert command[:5] == [sys.executable, "-m", "streamlit", "run", str(APP)]
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    assert command[command.index("--server.port") + 1] == "8501"
+    assert command[command.index("--server.maxUploadSize") + 1] == "100"
+    assert "--theme.base" in command and "--unsafe-allow-torchscript" not in command
+    assert command[command.index("--") + 1:] == ["--data-dir", str(tmp_path), "--max-upload-mb", "100"]
+    lines = announcement(args)
+    assert lines[0] == ("optim app: serving http://127.0.0.1:8501 to this machine only "
+                        "(--address HOST to listen elsewhere)")
+    assert str(tmp_path) in lines[1] and len(lines) == 2
+    wide = build_parser().parse_args(["--address", "0.0.0.0", "--port", "9000", "--max-upload-mb", "5",
+                                      "--unsafe-allow-torchscript", "--unsafe-allow-factory", "nets:small"])
+    command = app_command(wide)
+    assert command[command.index("--server.address") + 1] == "0.0.0.0"
+    assert command[command.index("--server.maxUploadSize") + 1] == "5"
+    assert command[command.index("--") + 1:][-3:] == ["--unsafe-allow-torchscript", "--unsafe-allow-factory",
+                                                      "nets:small"]
+    text = "\n".join(announcement(wide))
+    assert "WARNING: listening on 0.0.0.0:9000, which other machines can reach" in text
+    assert "WARNING: --unsafe-allow-torchscript" in text and "imports and calls nets:small" in text
+    for reserved in ("--server.address", "--server.port=1", "--server.maxUploadSize"):
+        with pytest.raises(ValueError, match=f"{reserved.split('=')[0]} is set by optim app's"):
+            app_command(build_parser().parse_args(["--", reserved, "1"]))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--unsafe-allow-factory", "not a factory"])
+    config = app_config(["--data-dir", str(tmp_path), "--unsafe-allow-factory", "a.b:c", "--pytest-flag", "-x"])
+    assert (config.data_root, config.allow_torchscript, config.factories) == (tmp_path, False, ("a.b:c",))
+    assert app_config([]).factories == () and not app_config([]).allow_torchscript
+
+
 # ---------------------------------------------------------------------------------------------- AppTest
 
 
-def _app(tmp_path, monkeypatch):
+def _app(tmp_path, monkeypatch, *flags):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "gallery"))
+    monkeypatch.setattr(sys, "argv", [str(APP), *flags])  # what the launcher passes after "--"
     return AppTest.from_file(str(APP), default_timeout=120)
 
 
@@ -177,10 +413,10 @@ def _choose_factory(at, spec: str):
 
 def test_app_renders_a_channel_then_serves_it_from_the_gallery(tiny_factory, tmp_path, monkeypatch) -> None:
     pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
-    at = _app(tmp_path, monkeypatch).run()
+    at = _app(tmp_path, monkeypatch, "--unsafe-allow-factory", tiny_factory).run()
     assert not at.exception
     assert at.title[0].value == "optim: feature visualization"
-    assert at.text_input(key="data_dir").value == str(tmp_path / "gallery")
+    assert at.text_input(key="data_dir").value == ""  # the data root itself
     at = _choose_factory(at, tiny_factory)
     assert not at.exception and not at.error
     table = at.dataframe[0].value
@@ -212,7 +448,8 @@ def test_app_renders_a_channel_then_serves_it_from_the_gallery(tiny_factory, tmp
 
 def test_app_renders_a_layer_in_batches_and_lists_the_gallery(tiny_factory, tmp_path, monkeypatch) -> None:
     pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
-    at = _choose_factory(_app(tmp_path, monkeypatch).run(), tiny_factory)
+    at = _choose_factory(_app(tmp_path, monkeypatch, "--unsafe-allow-factory", "app_tiny_models:*").run(),
+                         tiny_factory)
     at.selectbox(key="layer").set_value("0").run()
     at.number_input(key="channel").set_value(1)
     at.button(key="render_channel").click().run()
@@ -232,19 +469,44 @@ def test_app_renders_a_layer_in_batches_and_lists_the_gallery(tiny_factory, tmp_
     assert "out of range" in at.error[0].value
 
 
-def test_app_loads_an_uploaded_torchscript_file(tiny_factory, tmp_path, monkeypatch) -> None:
+def test_app_without_flags_offers_no_factory_and_no_torchscript(tiny_factory, tmp_path, monkeypatch) -> None:
+    """Items 2-4 in the page: no factory field, state dicts only, a gallery folder inside the root."""
+    pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
+    at = _app(tmp_path, monkeypatch).run()
+    assert at.radio(key="source").options == ["Model zoo", "Upload weights"]
+    at.radio(key="source").set_value("Upload weights").run()
+    assert "(TorchScript: none)" not in at.selectbox(key="architecture").options
+    marker = tmp_path / "marker.bin"
+    at.file_uploader(key="upload").set_value(("evil.pt", _evil_torchscript(marker), "application/octet-stream")).run()
+    assert "is a TorchScript archive and was refused" in at.sidebar.error[0].value
+    assert not marker.exists()
+    state = load_model("efficientnet_lite0").state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    at.file_uploader(key="upload").set_value(("lite0.pt", buffer.getvalue(), "application/octet-stream")).run()
+    assert not at.error and "upload:lite0.pt" in at.caption[0].value
+    at.text_input(key="data_dir").set_value("../escape").run()
+    assert "leaves the data root" in at.error[0].value and not (tmp_path / "escape").exists()
+    at.text_input(key="data_dir").set_value("team").run()
+    assert not at.error and (tmp_path / "gallery" / "team" / "index.sqlite").is_file()
+
+
+def test_app_loads_an_uploaded_torchscript_file_when_allowed(tiny_factory, tmp_path, monkeypatch) -> None:
     pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
     from app_tiny_models import tiny_net
 
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(tiny_net()), buffer)
-    at = _app(tmp_path, monkeypatch).run()
-    at.radio(key="source").set_value("Upload a file").run()
+    at = _app(tmp_path, monkeypatch, "--unsafe-allow-torchscript", "--max-upload-mb", "1").run()
+    at.radio(key="source").set_value("Upload weights").run()
     assert at.info[0].value == "Choose a model in the sidebar."
     at.file_uploader(key="upload").set_value(("tiny.pt", b"garbage", "application/octet-stream")).run()
-    assert "holds a state dict; choose the architecture" in at.sidebar.error[0].value
+    assert "holds a state dict; choose the architecture" in at.sidebar.error[0].value or \
+        "not a weights file" in at.sidebar.error[0].value
     at.selectbox(key="architecture").set_value("efficientnet_lite0").run()
-    assert "neither a TorchScript file nor a state dict" in at.sidebar.error[0].value
+    assert "not a weights file" in at.sidebar.error[0].value
+    at.file_uploader(key="upload").set_value(("big.pt", b"x" * (2 * 2**20), "application/octet-stream")).run()
+    assert "over the limit of 1 MiB" in at.sidebar.error[0].value
     at.selectbox(key="architecture").set_value("(TorchScript: none)")
     at.file_uploader(key="upload").set_value(("tiny.pt", buffer.getvalue(), "application/octet-stream")).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -252,13 +514,219 @@ def test_app_loads_an_uploaded_torchscript_file(tiny_factory, tmp_path, monkeypa
     assert list(at.dataframe[0].value["layer"])[:3] == ["0", "1", "2"]
 
 
-# ------------------------------------------------------------------------------------ headless Chromium
+# ------------------------------------------------------------------------------- a real server, 127.0.0.1
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read() == b"ok":
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail(f"the app did not start: {log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def _listening_addresses(port: int) -> list:
+    """The local addresses of the TCP sockets listening on ``port`` (Linux /proc/net/tcp, tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                address, port_hex = fields[1].split(":")
+                if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                    raw = bytes.fromhex(address)
+                    if len(raw) == 4:
+                        found.append(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                    else:  # four little-endian 32-bit words
+                        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                        found.append(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+def _descendants(pid: int) -> set:
+    children: dict = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class _Session:
+    """A minimal Streamlit client: the websocket protocol the browser speaks, and the upload endpoint."""
+
+    def __init__(self, port: int) -> None:
+        from websockets.sync.client import connect
+
+        self.base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(self.base + "/_stcore/health", timeout=10) as r:
+            self.xsrf = http.cookies.SimpleCookie(r.headers["Set-Cookie"])["_streamlit_xsrf"].value
+        self._connection = connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit", self.xsrf],
+                                   additional_headers={"Cookie": f"_streamlit_xsrf={self.xsrf}", "Origin": self.base},
+                                   max_size=None, open_timeout=30)
+        self.ws = self._connection.__enter__()
+        self.session_id = ""
+        self.widgets: dict = {}
+
+    def _receive(self, stop, timeout: float = 90):
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        messages, deadline = [], time.time() + timeout
+        while True:
+            msg = ForwardMsg()
+            msg.ParseFromString(self.ws.recv(timeout=max(0.1, deadline - time.time())))
+            messages.append(msg)
+            kind = msg.WhichOneof("type")
+            if kind == "new_session":
+                self.session_id = msg.new_session.initialize.session_id
+            elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                element = msg.delta.new_element
+                inner = getattr(element, element.WhichOneof("type"))
+                if getattr(inner, "id", ""):
+                    self.widgets[inner.id.rsplit("-", 1)[-1]] = inner.id
+            if stop(msg):
+                return messages
+
+    def run(self, **values) -> list:
+        """Rerun the script with widget values (by key); returns the texts of the alerts it showed."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        msg = BackMsg()
+        msg.rerun_script.query_string = ""
+        for key, value in values.items():
+            state = msg.rerun_script.widget_states.widgets.add()
+            state.id = self.widgets[key]
+            if isinstance(value, str):
+                state.string_value = value
+            else:
+                state.file_uploader_state_value.uploaded_file_info.append(value)
+        self.ws.send(msg.SerializeToString())
+        messages = self._receive(lambda m: m.WhichOneof("type") == "script_finished")
+        alerts = []
+        for m in messages:
+            if m.WhichOneof("type") == "delta" and m.delta.WhichOneof("type") == "new_element":
+                element = m.delta.new_element
+                if element.WhichOneof("type") == "alert":
+                    alerts.append(element.alert.body)
+                elif element.WhichOneof("type") == "exception":
+                    alerts.append(f"EXCEPTION {element.exception.message}")
+        return alerts
+
+    def upload(self, name: str, data: bytes):
+        """Upload a file as the browser does; returns the file uploader's widget value."""
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.Common_pb2 import UploadedFileInfo
+
+        request = BackMsg()
+        request.file_urls_request.request_id = "1"
+        request.file_urls_request.file_names.append(name)
+        request.file_urls_request.session_id = self.session_id
+        self.ws.send(request.SerializeToString())
+        (reply,) = [m for m in self._receive(lambda m: m.WhichOneof("type") == "file_urls_response")
+                    if m.WhichOneof("type") == "file_urls_response"]
+        urls = reply.file_urls_response.file_urls[0]
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        put = urllib.request.Request(self.base + urls.upload_url, data=body, method="PUT", headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Xsrftoken": self.xsrf,
+            "Cookie": f"_streamlit_xsrf={self.xsrf}"})
+        with urllib.request.urlopen(put, timeout=30) as r:
+            assert r.status in (200, 204)
+        return UploadedFileInfo(name=name, size=len(data), file_id=urls.file_id, file_urls=urls)
+
+    def close(self) -> None:
+        self._connection.__exit__(None, None, None)
+
+
+def test_app_security_against_a_real_server(tmp_path) -> None:
+    """Issue 14 items 1, 2, 4, 5 on `optim app` as an operator starts it: the listening socket is loopback; a
+    TorchScript upload is refused and nothing in it runs; a ../ gallery folder is refused; SIGTERM stops it."""
+    pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
+    pytest.importorskip("websockets", reason="the test speaks Streamlit's websocket protocol")
+    if not os.path.exists("/proc/net/tcp"):
+        pytest.skip("reads listening sockets from Linux's /proc")
+    port, root, log = _free_port(), tmp_path / "root", tmp_path / "server.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "optim", "app", "--port", str(port), "--headless",
+                                   "--data-dir", str(root)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  cwd=str(tmp_path))
+    session = None
+    try:
+        _wait_healthy(port, server, log)
+        assert "serving http://127.0.0.1:%d to this machine only" % port in log.read_text()
+        listening = _listening_addresses(port)
+        assert listening and all(a in ("127.0.0.1", "::1") for a in listening), listening
+        tree = _descendants(server.pid)
+        assert len(tree) >= 2  # the launcher and the Streamlit server
+
+        session = _Session(port)
+        alerts = session.run()
+        assert not [a for a in alerts if a.startswith("EXCEPTION")], alerts
+        assert "source" in session.widgets and "factory" not in session.widgets
+        session.run(source="Upload weights")
+        marker = tmp_path / "marker.bin"
+        upload = session.upload("evil.pt", _evil_torchscript(marker))
+        alerts = session.run(source="Upload weights", upload=upload)
+        refused = [a for a in alerts if "TorchScript archive and was refused" in a]
+        assert refused and "--unsafe-allow-torchscript" in refused[0], alerts
+        assert not marker.exists()  # nothing in the file ran: not at load, not for the layer table
+        alerts = session.run(data_dir="../escape")
+        assert any("leaves the data root" in a for a in alerts), alerts
+        assert not (tmp_path / "escape").exists() and not (tmp_path / "escape" / "index.sqlite").exists()
+    finally:
+        if session is not None:
+            session.close()
+        server.send_signal(signal.SIGTERM)
+        try:
+            code = server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for pid in _descendants(server.pid):
+                os.kill(pid, signal.SIGKILL)
+            server.kill()
+            raise
+    assert code in (0, 128 + signal.SIGTERM), log.read_text()[-2000:]
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in tree) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in tree), "a child of `optim app` outlived SIGTERM"
+    assert _listening_addresses(port) == []
+
+
+# ------------------------------------------------------------------------------------ headless Chromium
 
 
 def _chromium_or_skip():
@@ -286,25 +754,15 @@ def test_app_in_headless_chromium(tmp_path) -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false", "--",
-         "--data-dir", str(tmp_path / "gallery")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(tmp_path),
-    )
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "optim", "app", "--port", str(port), "--headless", "--data-dir",
+             str(tmp_path / "gallery")], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp_path),
+        )
     browser = None
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start: {server.stderr.read().decode()[-2000:]}")
-            time.sleep(0.3)
+        _wait_healthy(port, server, log, timeout=60)
         options = webdriver.ChromeOptions()
         options.binary_location = chromium
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -333,8 +791,8 @@ def test_app_in_headless_chromium(tmp_path) -> None:
     finally:
         if browser is not None:
             browser.quit()
-        server.terminate()
-        server.wait(timeout=30)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.float64)
     assert pixels.shape[0] >= 600 and pixels.shape[1] >= 1000
     assert pixels.std() > 10.0  # not a blank page

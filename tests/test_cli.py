@@ -1,14 +1,25 @@
-"""The ``optim`` command line: argument errors, the layer table, channel and layer renders to PNG."""
+"""The ``optim`` command line: one-line errors with exit 2 for every user-caused failure, a quiet closed pipe,
+``--class NAME``, atomic PNG writes, the layer table, channel and layer renders."""
+import os
+import socket
 import subprocess
 import sys
 import textwrap
+import urllib.error
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from optim.cli import app_command, main, parse_channels
+from optim.cli import MAX_SIZE, main
+from optim.models.selection import class_index, parse_channels
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = textwrap.dedent(
     """
@@ -45,7 +56,7 @@ def _one_error_line(capsys) -> str:
     return err
 
 
-def test_parse_channels() -> None:
+def test_parse_channels_and_class_names() -> None:
     assert parse_channels("0:4,10") == [0, 1, 2, 3, 10]
     assert parse_channels("3,1,3") == [1, 3]
     assert parse_channels("all", 3) == [0, 1, 2]
@@ -56,31 +67,52 @@ def test_parse_channels() -> None:
         parse_channels("a-b")
     with pytest.raises(ValueError, match="empty"):
         parse_channels("4:2")
+    import optim.cli
+
+    assert optim.cli.parse_channels is parse_channels  # the old name, now from the library
+    assert class_index("Egyptian cat") == 285 and class_index("egyptian_cat") == 285 and class_index("967") == 967
+    assert class_index("goldfish") == 1
+    with pytest.raises(ValueError, match="unknown class name 'goldfsh'; close names: 'goldfish'"):
+        class_index("goldfsh")
+    with pytest.raises(ValueError, match="class index 1000 is out of range: the model has 1000 classes"):
+        class_index("1000")
 
 
-@pytest.mark.parametrize("command", [[], ["render"], ["layers"], ["layer"], ["models"], ["app"]])
+@pytest.mark.parametrize("command", [[], ["render"], ["layers"], ["layer"], ["models"]])
 def test_help_on_every_subcommand(command, capsys) -> None:
     assert main(command + ["--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: optim")
     if command == ["render"]:
-        assert "--target" in out and "--steps" in out and "--seed" in out and "--output" in out
+        assert "--target" in out and "--class" in out and "--steps" in out and "--seed" in out and "--output" in out
 
 
-def test_python_dash_m_help() -> None:
+def test_python_dash_m_help_and_the_app_launcher_help() -> None:
     result = subprocess.run([sys.executable, "-m", "optim", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for command in ("render", "layers", "layer", "app"):
         assert command in result.stdout
+    result = subprocess.run([sys.executable, "-m", "optim", "app", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: optim app")
+    for flag in ("--address", "--data-dir", "--max-upload-mb", "--unsafe-allow-torchscript", "--unsafe-allow-factory"):
+        assert flag in result.stdout
+    # the launcher's own argument errors come back as its one line and exit 2
+    result = subprocess.run([sys.executable, "-m", "optim", "app", "--port", "0"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and result.stderr.strip() == "optim app: error: argument --port: --port must be " \
+        "1..65535, got 0"
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["render", "cli_tiny_models:tiny_net"], "required: --target"),
+        (["render", "cli_tiny_models:tiny_net"], "one of the arguments --target/-t --class is required"),
+        (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--class", "goldfish"], "not allowed with argument"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--steps", "0"], "positive integer"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--size", "big"], "positive integer"),
         (["render", "no_such_model", "-t", "x:1", "--steps", "1"], "unknown model 'no_such_model'"),
+        (["render", "efficientnet_lite", "-t", "x:1", "--steps", "1"], "; did you mean 'efficientnet_lite"),
         (["render", "cli_tiny_models:missing", "-t", "0:1"], "has no attribute 'missing'"),
         (["render", "cli_tiny_models:NOT_CALLABLE", "-t", "0:1"], "not callable"),
         (["render", "cli_tiny_models:not_a_module", "-t", "0:1"], "not an nn.Module"),
@@ -90,7 +122,7 @@ def test_python_dash_m_help() -> None:
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "out.jpg"], "must be a .png"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "cli_tiny_models.py/out.png"], "cannot create"),
         (["layer", "cli_tiny_models:tiny_net", "2", "--channels", "0:9", "-q"], "out of range"),
-        (["layers", "cli_tiny_models:tiny_net", "--weights", "missing.pt"], "no weights file"),
+        (["layers", "cli_tiny_models:tiny_net", "--weights", "missing.pt"], "no weights file at 'missing.pt'"),
         (["frobnicate"], "invalid choice"),
         ([], "usage"),
     ],
@@ -102,6 +134,141 @@ def test_bad_arguments_give_one_line_and_exit_2(tiny_factory, capsys, argv, mess
     if argv:
         assert len(err.strip().splitlines()) == 1, err
     assert message in err
+
+
+# ------------------------------------------------------------------------- issue 14 item 13: user failures
+
+
+def test_device_that_is_not_there(tiny_factory, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["render", tiny_factory, "-t", "0:1", "--steps", "1", "-q", "--device", "cuda"]) == 2
+    err = _one_error_line(capsys)
+    assert "device 'cuda' is not available" in err and "torch.cuda.is_available() is False" in err
+    assert "use 'cpu'" in err
+    assert not list(Path().glob("*.png"))  # failed before rendering anything
+    assert main(["layers", tiny_factory, "--device", "tpu7"]) == 2
+    assert "unknown device 'tpu7'" in _one_error_line(capsys)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert main(["layers", tiny_factory, "--device", "cuda:3"]) == 2
+    assert "device 'cuda:3' is not available: this machine has 1 CUDA device(s), cuda:0 to cuda:0" in \
+        _one_error_line(capsys)
+
+
+def test_corrupt_weights_files(tiny_factory, tmp_path, capsys) -> None:
+    from cli_tiny_models import tiny_net
+
+    torch.save(tiny_net().state_dict(), tmp_path / "good.pt")
+    good = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(good[: len(good) // 2])
+    (tmp_path / "garbage.pt").write_bytes(b"\x00\x01 not a checkpoint" * 50)
+    with zipfile.ZipFile(tmp_path / "broken.ts", "w") as archive:  # looks like TorchScript, is not loadable
+        archive.writestr("model/code/__torch__.py", "this is not TorchScript")
+        archive.writestr("model/data.pkl", b"\x80\x05garbage")
+    expected = {"truncated.pt": "is not a weights file", "garbage.pt": "is not a weights file",
+                "broken.ts": "is not a loadable TorchScript file"}
+    for model in (tiny_factory, "efficientnet_lite0"):
+        for name, message in expected.items():
+            assert main(["layers", model, "--weights", name]) == 2, (model, name)
+            err = _one_error_line(capsys)
+            assert message in err and f"'{name}'" in err, err
+    torch.save({"bogus": torch.zeros(1)}, tmp_path / "other.pt")
+    assert main(["layers", "efficientnet_lite0", "--weights", "other.pt"]) == 2
+    assert "do not fit" in _one_error_line(capsys)
+
+
+def test_huge_size_is_refused_before_anything_is_allocated(tiny_factory, capsys) -> None:
+    for argv in (["render", tiny_factory, "-t", "0:1", "--size", "100000"], ["layers", tiny_factory, "--size", "30000"],
+                 ["layer", tiny_factory, "0", "--size", str(MAX_SIZE + 1)]):
+        assert main(argv) == 2
+        err = _one_error_line(capsys)
+        assert f"expected at most {MAX_SIZE}" in err and "--size" in err
+
+
+def test_offline_download_names_the_url_and_the_weights_alternative(tmp_path, capsys, monkeypatch) -> None:
+    import optim.models as models
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", "googlenet", "-t", "mixed4a:0", "--steps", "1", "-q"]) == 2
+    err = _one_error_line(capsys)
+    assert models.INCEPTION5H_URL in err and "Name or service not known" in err
+    assert "--weights FILE" in err and "--no-pretrained" in err
+    # the alternative works offline: the published file's architecture, loaded from disk
+    pretrained_config = dict(transform_input=True, bgr_transform=False, replace_relus_with_redirectedrelu=True,
+                             use_linear_modules_only=False, aux_logits=False, out_features=1008)
+    torch.save(models.InceptionV1(**pretrained_config).state_dict(), tmp_path / "inception5h.pth")
+    assert main(["layers", "googlenet", "--weights", "inception5h.pth", "--filter", "mixed5b", "--size", "64"]) == 0
+    assert "mixed5b" in capsys.readouterr().out
+
+
+def test_closed_pipe_is_quiet(tiny_factory, tmp_path) -> None:
+    """`optim layers ... | head`: the reader closes the pipe; no "Broken pipe", exit 0."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "optim", "layers", tiny_factory, "--size", "8"], cwd=str(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_class_visualization_by_name(tiny_factory, tmp_path, capsys) -> None:
+    import optim as opt
+    from cli_tiny_models import tiny_net
+    from optim.loss import ChannelActivation
+
+    argv = ["render", tiny_factory, "--class", "goldfish", "--size", "16", "--steps", "3", "--seed", "2", "-q"]
+    assert main(argv) == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert out == Path("cli_tiny_models_tiny_net_class_goldfish.png") and out.is_file()
+    model = tiny_net().eval()
+    (expected,) = opt.render_vis(model, ChannelActivation(model, 1), image=opt.render.default_image(16),
+                                 thresholds=(3,), progress=False, seed=2)
+    reference = (expected[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - reference.astype(int)).max() <= 1
+    assert main(["render", tiny_factory, "--class", "goldfsh", "-q"]) == 2
+    assert "unknown class name 'goldfsh'; close names: 'goldfish'" in _one_error_line(capsys)
+    assert main(["render", tiny_factory, "--class", "Egyptian cat", "--steps", "1", "-q"]) == 2
+    assert "class 'Egyptian cat' is output 285, but the model has 5 outputs" in _one_error_line(capsys)
+
+
+def test_output_writes_are_atomic(tiny_factory, tmp_path, capsys, monkeypatch) -> None:
+    import optim.images.export as export
+
+    out = tmp_path / "out.png"
+    out.write_bytes(b"the previous render")
+
+    def failing(pil, handle, metadata):
+        handle.write(b"\x89PNG half of a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export, "_write_png", failing)
+    assert main(["render", tiny_factory, "-t", "2:1", "--size", "16", "--steps", "1", "-q", "-o", str(out)]) == 2
+    assert "No space left on device" in _one_error_line(capsys)
+    assert out.read_bytes() == b"the previous render"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp") or "out.png." in p.name) == []
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", tiny_factory, "-t", "2:1", "--size", "16", "--steps", "1", "-q", "-o", str(out)]) == 0
+    assert np.asarray(Image.open(out)).shape == (16, 16, 3)
+
+
+def test_interrupt_while_rendering_exits_130(tiny_factory, capsys, monkeypatch) -> None:
+    import optim.render as render
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render, "render_vis", interrupted)
+    assert main(["render", tiny_factory, "-t", "0:1", "-q"]) == 130
+    assert capsys.readouterr().err.strip() == "optim: interrupted"
+
+
+# -------------------------------------------------------------------------------------------- the commands
 
 
 def test_layers_table(tiny_factory, capsys) -> None:
@@ -170,14 +337,9 @@ def test_weights_file_changes_the_render(tiny_factory, tmp_path, capsys) -> None
     assert main(["render", tiny_factory, "--weights", "w.pt", *common, "-o", "b.png"]) == 0
     a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("a.png", "b.png"))
     assert np.abs(a - b).max() > 0
+    # a TorchScript file of the user's own is theirs to trust on the command line
+    torch.jit.save(torch.jit.script(model), tmp_path / "w.ts")
+    assert main(["render", tiny_factory, "--weights", "w.ts", *common, "-o", "c.png"]) == 0
     torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pt")
     assert main(["render", tiny_factory, "--weights", "bad.pt", *common]) == 2
     assert "do not fit" in _one_error_line(capsys)
-
-
-def test_app_command(tmp_path) -> None:
-    command = app_command(str(tmp_path), 8599, True, ["--", "--theme.base", "dark"])
-    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
-    assert command[4].endswith("streamlit_app.py")
-    assert command[5:] == ["--server.port", "8599", "--server.headless", "true", "--theme.base", "dark", "--",
-                           "--data-dir", str(tmp_path)]

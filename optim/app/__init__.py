@@ -1,20 +1,19 @@
 """The optim app: a Streamlit interface (extra ``app``) over a persistent render gallery.
 
-``optim app`` (or ``optim-app``) launches :data:`APP_SCRIPT` with ``streamlit run``. The gallery and the
-model loading live in plain modules that import neither Streamlit nor anything heavy, so the command line
-and scripts use them too.
+``optim app``, ``optim-app`` and ``python -m optim.app`` launch :data:`APP_SCRIPT` with ``streamlit run``
+through :mod:`optim.app.launch` (safe defaults: this machine only, state-dict uploads only). The gallery is a
+plain module that imports no Streamlit; model loading and image conversion live in the library
+(:mod:`optim.models.loading`, :mod:`optim.images.export`), shared with the command line.
 
-Example::
-
-    from optim.app import Gallery
-    for entry in Gallery("~/optim-gallery").entries(model="efficientnet_lite0"):
-        print(entry.caption, entry.path)
+>>> from optim.app import Gallery
+>>> [entry.caption for entry in Gallery("empty-gallery").entries(model="efficientnet_lite0")]
+[]
 """
 from pathlib import Path
 
-from .gallery import DATA_DIR_ENV, Gallery, GalleryEntry, default_data_dir, resolve_data_dir
+from .gallery import DATA_DIR_ENV, Gallery, GalleryEntry, GalleryIndexError, default_data_dir, resolve_data_dir
 
-__all__ = ["APP_SCRIPT", "Gallery", "GalleryEntry", "DATA_DIR_ENV", "default_data_dir", "resolve_data_dir", "main"]
+__all__ = ["APP_SCRIPT", "Gallery", "GalleryEntry", "GalleryIndexError", "DATA_DIR_ENV", "default_data_dir", "resolve_data_dir", "main"]
 
 #: The Streamlit script of the app.
 APP_SCRIPT = Path(__file__).with_name("streamlit_app.py")
@@ -24,6 +23,6 @@ def main() -> None:
     """Entry point of the ``optim-app`` console script: ``optim app`` with the same arguments."""
     import sys
 
-    from ..cli import main as cli_main
+    from .launch import main as launch
 
-    sys.exit(cli_main(["app", *sys.argv[1:]]))
+    sys.exit(launch(sys.argv[1:], prog="optim-app"))

@@ -4,15 +4,25 @@ Every render is keyed by the model name, a hash of its weights, the layer, the c
 settings, so the app (or a script) looks an image up before rendering it and nothing is rendered twice.
 This module needs neither Streamlit nor a model: it is plain ``sqlite3`` and PIL.
 
-Example::
+Safety and durability:
 
-    from optim.app.gallery import Gallery
-    gallery = Gallery("~/optim-gallery")
-    entry, hit = gallery.get_or_render(
-        "efficientnet_lite0", weights_hash(model), "blocks.10", 7, {"size": 128, "steps": 256},
-        lambda: opt.render_vis(model, "blocks.10:7", thresholds=(256,))[-1],
-    )
-    entry.path  # the PNG on disk
+- With ``root=``, the data directory must lie inside that folder (the app's root is chosen by the
+  operator at launch; a browser user only picks a folder inside it): a path that leaves it is refused.
+- Every image path, including the ``file`` column of the index, is resolved (symbolic links followed) and
+  refused, with a warning, if it leaves the gallery's ``images`` folder: such a row is never served.
+- Writes are atomic and unique per writer (a temporary file per call, moved into place), so any number of
+  threads and processes may add the same key at once: every stored PNG is complete.
+- A damaged ``index.sqlite`` raises :class:`GalleryIndexError` naming the file and how to recover; nothing
+  is deleted. :meth:`Gallery.recover` moves the damaged index aside and rebuilds it from the images (each
+  PNG carries its key in a text chunk).
+
+>>> import torch
+>>> gallery = Gallery("my-gallery")
+>>> entry, hit = gallery.get_or_render("tiny", "ab12", "conv1", 0, {"steps": 8}, lambda: torch.rand(3, 16, 16))
+>>> hit, entry.caption, entry.path.parent.name
+(False, 'conv1:0', 'images')
+>>> gallery.get_or_render("tiny", "ab12", "conv1", 0, {"steps": 8}, lambda: torch.rand(3, 16, 16))[1]
+True
 """
 from __future__ import annotations
 
@@ -21,7 +31,8 @@ import json
 import os
 import sqlite3
 import time
-from contextlib import closing
+import warnings
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -29,6 +40,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 __all__ = [
     "Gallery",
     "GalleryEntry",
+    "GalleryIndexError",
     "DATA_DIR_ENV",
     "default_data_dir",
     "resolve_data_dir",
@@ -57,6 +69,36 @@ CREATE TABLE IF NOT EXISTS renders (
 """
 _COLUMNS = "id, model, weights_hash, layer, channel, settings, file, width, height, created"
 
+#: The PNG text chunk holding an image's gallery key (what :meth:`Gallery.recover` rebuilds the index from).
+PNG_KEY_CHUNK = "optim-gallery"
+
+
+def __getattr__(name: str) -> Any:
+    # to_pil moved to optim.images.export (imported on use: this module stays free of torch)
+    if name == "to_pil":
+        from ..images.export import to_pil
+
+        return to_pil
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class GalleryIndexError(ValueError):
+    """The gallery's ``index.sqlite`` cannot be read (damaged, or not a gallery index). Nothing was changed.
+
+    Attributes:
+        index_path: the index file.
+    """
+
+    def __init__(self, index_path: Path, reason: str) -> None:
+        self.index_path = index_path
+        data_dir = index_path.parent
+        super().__init__(
+            f"the gallery index {index_path} cannot be read ({reason}); nothing was changed and the images in "
+            f"{data_dir / 'images'} are untouched. To recover, run: python -c \"from optim.app import Gallery; "
+            f"Gallery.recover({str(data_dir)!r})\" (it moves the damaged index aside and rebuilds the index from "
+            "the images), or move index.sqlite elsewhere to start an empty gallery there"
+        )
+
 
 def default_data_dir() -> Path:
     """The gallery directory used when the user names none: ``$OPTIM_DATA_DIR``, else the per-user data
@@ -68,20 +110,46 @@ def default_data_dir() -> Path:
     return Path(base).expanduser() / "optim-gallery"
 
 
-def resolve_data_dir(data_dir: Union[str, os.PathLike, None] = None) -> Path:
-    """The directory given by the user (a flag or a text field), else :func:`default_data_dir`.
+def resolve_data_dir(
+    data_dir: Union[str, os.PathLike, None] = None, root: Union[str, os.PathLike, None] = None
+) -> Path:
+    """The gallery directory a user named (a flag or a text field), resolved.
 
     Args:
-        data_dir: a path, or ``None`` / ``""`` for the default.
+        data_dir: a path, or ``None`` / ``""`` for the default: ``root`` when given, else
+            :func:`default_data_dir`.
+        root: confine the result to this folder: ``data_dir`` is then taken relative to it, and refused if it
+            resolves (symbolic links followed) outside it, e.g. ``"../x"`` or an absolute path elsewhere.
 
     Returns:
         The absolute path (not created).
+
+    Raises:
+        ValueError: ``data_dir`` leaves ``root``.
+        TypeError: ``data_dir`` is not a path.
+
+    >>> resolve_data_dir("a/b", root="/srv/gallery").as_posix()
+    '/srv/gallery/a/b'
+    >>> resolve_data_dir("../x", root="/srv/gallery")
+    Traceback (most recent call last):
+    ...
+    ValueError: the gallery directory '../x' leaves the data root '/srv/gallery': choose a folder inside it
     """
-    if data_dir is None or str(data_dir).strip() == "":
-        return default_data_dir().resolve()
-    if not isinstance(data_dir, (str, os.PathLike)):
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise TypeError(f"data_dir must be a path, got {type(data_dir).__name__}")
-    return Path(data_dir).expanduser().resolve()
+    empty = data_dir is None or str(data_dir).strip() == ""
+    if root is None:
+        return default_data_dir().resolve() if empty else Path(data_dir).expanduser().resolve()  # type: ignore[arg-type]
+    base = Path(root).expanduser().resolve()
+    if empty:
+        return base
+    text = str(data_dir).strip()
+    candidate = (base / text).resolve()  # an absolute `text` replaces `base`: caught just below
+    if candidate != base and base not in candidate.parents:
+        raise ValueError(
+            f"the gallery directory {text!r} leaves the data root {str(base)!r}: choose a folder inside it"
+        )
+    return candidate
 
 
 def settings_key(settings: Mapping[str, Any]) -> str:
@@ -122,70 +190,96 @@ class GalleryEntry:
         return self.layer if self.channel is None else f"{self.layer}:{self.channel}"
 
 
-def to_pil(image: Any) -> Any:
-    """A PIL image (for saving as PNG) from a PIL image, a CHW/1CHW tensor in [0, 1] or an HWC/HW uint8/float array."""
-    import numpy as np
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        return image.convert("RGB") if image.mode not in ("RGB", "L") else image
-    if hasattr(image, "detach"):  # a torch tensor
-        t = image.detach().cpu().float()
-        if t.dim() == 4:
-            if t.shape[0] != 1:
-                raise ValueError(f"the gallery stores one image at a time, got a batch of {t.shape[0]}")
-            t = t[0]
-        if t.dim() != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(f"an image tensor must be CHW with 1 or 3 channels, got shape {tuple(t.shape)}")
-        array = t.permute(1, 2, 0).numpy()
-    else:
-        array = np.asarray(image)
-    if array.dtype != np.uint8:
-        array = (np.clip(array.astype(np.float64), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
-        raise ValueError(f"an image array must be HxW or HxWx3, got shape {array.shape}")
-    return Image.fromarray(array)
-
-
 class Gallery:
     """A directory of rendered PNGs indexed by SQLite (``index.sqlite`` plus ``images/``).
 
     Args:
-        data_dir: where the index and the images live; created if missing. ``None`` means
-            :func:`default_data_dir`.
+        data_dir: where the index and the images live; created if missing. ``None`` means ``root``, or
+            :func:`default_data_dir` without one.
+        root: confine ``data_dir`` to this folder (see :func:`resolve_data_dir`).
 
-    Example::
+    Raises:
+        ValueError: ``data_dir`` leaves ``root`` or is a file.
+        GalleryIndexError: ``index.sqlite`` exists and cannot be read.
 
-        gallery = Gallery(tmp_path)
-        gallery.add("tiny", "ab12", "conv1", 0, {"steps": 8}, torch.rand(3, 32, 32))
-        gallery.get("tiny", "ab12", "conv1", 0, {"steps": 8}).path.exists()  # True
+    >>> import torch
+    >>> gallery = Gallery("demo")
+    >>> _ = gallery.add("tiny", "ab12", "conv1", 0, {"steps": 8}, torch.rand(3, 32, 32))
+    >>> gallery.get("tiny", "ab12", "conv1", 0, {"steps": 8}).path.is_file()
+    True
+    >>> Gallery("../elsewhere", root=".")
+    Traceback (most recent call last):
+    ...
+    ValueError: the gallery directory '../elsewhere' leaves the data root ...
     """
 
-    def __init__(self, data_dir: Union[str, os.PathLike, None] = None) -> None:
-        self.data_dir = resolve_data_dir(data_dir)
+    def __init__(
+        self, data_dir: Union[str, os.PathLike, None] = None, *, root: Union[str, os.PathLike, None] = None
+    ) -> None:
+        self.data_dir = resolve_data_dir(data_dir, root=root)
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ValueError(f"the gallery data directory {str(self.data_dir)!r} is a file, not a directory")
         self.image_dir = self.data_dir / "images"
         self.image_dir.mkdir(parents=True, exist_ok=True)
+        self._image_root = self.image_dir.resolve()
+        if self._image_root.parent != self.data_dir:
+            raise ValueError(f"{str(self.image_dir)!r} is a link out of the gallery directory; refusing to use it")
         self.index_path = self.data_dir / "index.sqlite"
-        with closing(self._connect()) as conn, conn:
+        with self._transaction() as conn:
             conn.execute(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # One short-lived connection per operation: Streamlit reruns the script in different threads.
-        return sqlite3.connect(self.index_path, timeout=30)
+        return sqlite3.connect(self.index_path, timeout=60)
+
+    @contextmanager
+    def _database(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose errors about a damaged index become :class:`GalleryIndexError`."""
+        try:
+            with closing(self._connect()) as conn:
+                yield conn
+        except sqlite3.DatabaseError as err:
+            text = " ".join(str(err).split())
+            if isinstance(err, sqlite3.OperationalError) and any(w in text for w in ("locked", "busy", "unable to open")):
+                raise
+            raise GalleryIndexError(self.index_path, text) from err
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._database() as conn, conn:
+            yield conn
 
     def _query(self, sql: str, params: Tuple[Any, ...] = ()) -> List[Tuple[Any, ...]]:
-        with closing(self._connect()) as conn:
+        with self._database() as conn:
             return conn.execute(sql, params).fetchall()
 
-    def _entry(self, row: Tuple[Any, ...]) -> GalleryEntry:
+    def _image_path(self, file: Any, row_id: Any = None) -> Optional[Path]:
+        """The image file a row names, or None (with a warning) if it is not a plain file inside ``images/``."""
+        path = None
+        if isinstance(file, str) and file and "\x00" not in file:
+            candidate = (self.image_dir / file).resolve()
+            if candidate.parent == self._image_root:
+                path = candidate
+        if path is None:
+            warnings.warn(
+                f"refused row {row_id} of {self.index_path}: its file {file!r} is not inside {self._image_root}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return path
+
+    def _entry(self, row: Tuple[Any, ...]) -> Optional[GalleryEntry]:
         id_, model, whash, layer, channel, settings, file, width, height, created = row
-        return GalleryEntry(
-            id_, model, whash, layer, channel, json.loads(settings), self.image_dir / file, width, height, created
-        )
+        path = self._image_path(file, id_)
+        if path is None:
+            return None
+        try:
+            values = json.loads(settings)
+        except (TypeError, ValueError):
+            warnings.warn(f"skipped row {id_} of {self.index_path}: its settings are not JSON", UserWarning,
+                          stacklevel=3)
+            return None
+        return GalleryEntry(id_, model, whash, layer, channel, values, path, width, height, created)
 
     @staticmethod
     def _check(model: Any, weights_hash: Any, layer: Any, channel: Any) -> None:
@@ -209,6 +303,9 @@ class Gallery:
 
         Returns:
             The entry or ``None``.
+
+        Raises:
+            GalleryIndexError: the index cannot be read.
         """
         self._check(model, weights_hash, layer, channel)
         sql = f"SELECT {_COLUMNS} FROM renders WHERE model=? AND weights_hash=? AND layer=? AND settings_key=? AND "
@@ -218,7 +315,7 @@ class Gallery:
         if not rows:
             return None
         entry = self._entry(rows[0])
-        return entry if entry.path.is_file() else None
+        return entry if entry is not None and entry.path.is_file() else None
 
     def add(
         self,
@@ -241,16 +338,24 @@ class Gallery:
 
         Returns:
             The new entry.
+
+        Raises:
+            ValueError: an image with non-finite values or of a wrong shape (nothing is written).
+            GalleryIndexError: the index cannot be read (the image file is written, the index unchanged).
         """
+        from ..images.export import save_png, to_pil
+
         self._check(model, weights_hash, layer, channel)
         key = settings_key(settings)
         pil = to_pil(image)
         digest = hashlib.sha256(json.dumps([model, weights_hash, layer, channel, key]).encode()).hexdigest()[:24]
         file = f"{digest}.png"
-        tmp = self.image_dir / f".{digest}.{os.getpid()}.tmp.png"
-        pil.save(tmp, format="PNG")
-        os.replace(tmp, self.image_dir / file)  # atomic: a reader never sees half a file
-        with closing(self._connect()) as conn, conn:
+        # Atomic and unique per writer: each call writes its own temporary file and moves it into place, so
+        # concurrent adds of one key (threads or processes) leave one complete PNG, never a mix.
+        record = {"model": model, "weights_hash": weights_hash, "layer": layer, "channel": channel,
+                  "settings": json.loads(key)}
+        save_png(pil, self.image_dir / file, metadata={PNG_KEY_CHUNK: json.dumps(record, sort_keys=True)})
+        with self._transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO renders (model, weights_hash, layer, channel, settings_key, settings, "
                 "file, width, height, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -260,6 +365,70 @@ class Gallery:
         if entry is None:  # pragma: no cover - the row was just written
             raise RuntimeError(f"could not read back the render just stored in {self.index_path}")
         return entry
+
+    @classmethod
+    def recover(
+        cls, data_dir: Union[str, os.PathLike], *, root: Union[str, os.PathLike, None] = None
+    ) -> Tuple["Gallery", int, List[Path]]:
+        """Rebuild a damaged (or lost) index from the images, deleting nothing.
+
+        The old ``index.sqlite`` (and its journal files) is renamed to ``index.sqlite.damaged-<time>``, a new
+        index is created, and every PNG in ``images/`` whose text chunk holds its gallery key is indexed again.
+
+        Args:
+            data_dir: the gallery directory.
+            root: as for :class:`Gallery`.
+
+        Returns:
+            ``(gallery, indexed, skipped)``: the gallery, the number of images indexed, and the PNGs that carry
+            no key (written by an older version; they stay where they are).
+
+        >>> import torch
+        >>> _ = Gallery("g").add("m", "h", "l", 1, {"steps": 2}, torch.rand(3, 4, 4))
+        >>> _ = Path("g/index.sqlite").write_bytes(b"garbage")
+        >>> Gallery("g")
+        Traceback (most recent call last):
+        ...
+        optim.app.gallery.GalleryIndexError: the gallery index ... cannot be read (file is not a database); ...
+        >>> gallery, indexed, skipped = Gallery.recover("g")
+        >>> indexed, skipped, len(gallery), sorted(p.name.split("-")[0] for p in Path("g").glob("index.sqlite*"))
+        (1, [], 1, ['index.sqlite', 'index.sqlite.damaged'])
+        """
+        from PIL import Image
+
+        folder = resolve_data_dir(data_dir, root=root)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            old = folder / f"index.sqlite{suffix}"
+            if old.exists():
+                target = folder / f"index.sqlite.damaged-{stamp}{suffix}"
+                n = 1
+                while target.exists():
+                    target = folder / f"index.sqlite.damaged-{stamp}.{n}{suffix}"
+                    n += 1
+                os.replace(old, target)
+        gallery = cls(folder)
+        indexed, skipped = 0, []
+        for path in sorted(gallery.image_dir.glob("*.png")):
+            if path.name.startswith("."):
+                continue
+            try:
+                with Image.open(path) as im:
+                    record = json.loads(im.text.get(PNG_KEY_CHUNK, "null"))  # type: ignore[attr-defined]
+                    width, height = im.size
+                key = settings_key(record["settings"])
+                row = (record["model"], record["weights_hash"], record["layer"], record["channel"], key, key,
+                       path.name, width, height, path.stat().st_mtime)
+            except (OSError, ValueError, TypeError, KeyError):
+                skipped.append(path)
+                continue
+            with gallery._transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO renders (model, weights_hash, layer, channel, settings_key, settings, "
+                    "file, width, height, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row,
+                )
+            indexed += 1
+        return gallery, indexed, skipped
 
     def get_or_render(
         self,
@@ -317,7 +486,7 @@ class Gallery:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY model, layer, channel, created"
         entries = [self._entry(r) for r in self._query(sql, tuple(params))]
-        return [e for e in entries if e.path.is_file()]
+        return [e for e in entries if e is not None and e.path.is_file()]
 
     def models(self) -> List[str]:
         """The model names that have renders."""

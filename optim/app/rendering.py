@@ -1,12 +1,13 @@
-"""What the command line and the app render: channels of a layer, in batches, with shared settings.
+"""What the app renders: channels of a layer, in batches, with the settings its gallery keys on.
 
-A thin layer over :func:`optim.render_vis` / :func:`optim.render_layer` that fixes the settings a gallery
-keys on (:class:`RenderSettings`) and reports progress batch by batch to a callback (the app's progress bar).
+A thin layer over :func:`optim.render_layer` that fixes the settings a gallery keys on (:class:`RenderSettings`)
+and reports progress batch by batch to a callback (the app's progress bar). The layer-table helpers live in
+:mod:`optim.models.selection` (shared with the command line) and are re-exported here.
 
-Example::
-
-    from optim.app.rendering import RenderSettings, render_channels
-    tiles = render_channels(model, "blocks.10", [0, 1, 2, 3], RenderSettings(size=96, steps=64), batch_size=4)
+>>> tiles = render_channels(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", [0, 1, 2], RenderSettings(size=16, steps=2),
+...                         batch_size=2)
+>>> [tuple(t.shape) for t in tiles]
+[(3, 16, 16), (3, 16, 16), (3, 16, 16)]
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from ..models.loading import native_input_size
+from ..models.selection import channel_count, layer_table, renderable_layers
 from ..render import DEFAULT_DECAY_POWER, DEFAULT_LR
 
 __all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count",
@@ -52,40 +55,6 @@ class RenderSettings:
         """The settings as JSON values (the gallery's key), with the default image's spectrum decay, so that
         renders made under other image defaults are not reused."""
         return {**asdict(self), "lr": float(self.lr), "decay_power": DEFAULT_DECAY_POWER}
-
-
-def native_input_size(model_spec: str) -> int:
-    """The side of a registry model's native input, or 224 for anything else."""
-    from ..models import list_models, model_info
-
-    return model_info(model_spec).input_size[0] if model_spec in list_models() else 224
-
-
-def layer_table(model: nn.Module, size: int = 224) -> List[Any]:
-    """``opt.models.layer_info`` rows of ``model`` for a ``size`` x ``size`` RGB input."""
-    from ..models import layer_info
-
-    return layer_info(model, (1, 3, size, size))
-
-
-def renderable_layers(rows: Sequence[Any]) -> List[Any]:
-    """The rows of :func:`layer_table` whose output is an NCHW feature map (channels can be rendered)."""
-    return [r for r in rows if r.shape is not None and len(r.shape) == 4 and r.channels]
-
-
-def channel_count(model: nn.Module, layer: str, size: int = 128) -> int:
-    """The number of channels of ``layer``'s output.
-
-    Raises:
-        ValueError: for an unknown layer (listing close names) or one without a channel dimension.
-    """
-    from ..models import collect_activations
-
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    out = collect_activations(model, layer, torch.full((1, 3, size, size), 0.5, device=device))[layer]
-    if not isinstance(out, torch.Tensor) or out.dim() < 2:
-        raise ValueError(f"layer {layer!r} has no channel dimension (its output is {type(out).__name__})")
-    return int(out.shape[1])
 
 
 def render_channels(

@@ -1,39 +1,42 @@
 """The optim Streamlit app: pick a model, browse its layers, render channels, keep every render in a gallery.
 
-Run it with ``optim app [--data-dir DIR]`` (or ``streamlit run streamlit_app.py -- --data-dir DIR``). The
-gallery directory comes from, in order: the sidebar field, ``--data-dir``, ``$OPTIM_DATA_DIR``, the per-user
-data directory. Renders are looked up in the gallery before anything is optimized, so nothing is rendered
-twice.
+Run it with ``optim app [--data-dir ROOT]`` (see :mod:`optim.app.launch` for the flags; ``streamlit run
+streamlit_app.py -- --data-dir ROOT`` works too, with every unsafe option off). The data root comes from
+``--data-dir``, else ``$OPTIM_DATA_DIR``, else the per-user data directory; the sidebar's gallery folder is a
+folder inside it, and a path that leaves it is refused. Renders are looked up in the gallery before anything is
+optimized, so nothing is rendered twice.
+
+What a browser user can make the server do is limited to what the operator allowed at launch: registry models,
+state-dict uploads (read with ``weights_only=True``, size-limited), and only with the launch flags TorchScript
+uploads and an allow-listed "Python factory".
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import streamlit as st
 
-from optim.app.gallery import Gallery, resolve_data_dir
-from optim.app.model_source import load_factory, load_model, load_weights_file, weights_hash
-from optim.app.rendering import RenderSettings, layer_table, native_input_size, render_channels, renderable_layers
-from optim.cli import parse_channels
+from optim.app.gallery import Gallery
+from optim.app.launch import AppConfig, app_config
+from optim.app.rendering import RenderSettings, render_channels
+from optim.models.loading import load_factory, load_model, load_weights_file, native_input_size, weights_hash
+from optim.models.selection import layer_table, parse_channels, renderable_layers
 from optim.render import DEFAULT_LR
 
 __all__: List[str] = []
 
-SOURCES = ("Model zoo", "Python factory", "Upload a file")
+ZOO, UPLOAD, FACTORY = "Model zoo", "Upload weights", "Python factory"
+TORCHSCRIPT_NONE = "(TorchScript: none)"
 _USER_ERRORS = (ValueError, TypeError, ImportError, OSError, RuntimeError)
 
 
-def _cli_data_dir(argv: Sequence[str]) -> Optional[str]:
-    """``--data-dir`` from the arguments after ``streamlit run app.py --`` (others are ignored)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--data-dir", default=None)
-    known, _ = parser.parse_known_args(list(argv))
-    return known.data_dir
+def _sources(config: AppConfig) -> Tuple[str, ...]:
+    """The model sources this launch allows (the factory field only with --unsafe-allow-factory)."""
+    return (ZOO, UPLOAD, FACTORY) if config.factories else (ZOO, UPLOAD)
 
 
 @dataclass
@@ -52,52 +55,63 @@ def _describe(name: str, model: Any, size: int) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _load_named(spec: str, pretrained: bool) -> LoadedModel:
+def _load_named(spec: str, pretrained: bool, allowed_factories: Tuple[str, ...] = ()) -> LoadedModel:
     name = spec if pretrained or ":" in spec else f"{spec} (random)"
-    return _describe(name, load_model(spec, pretrained=pretrained), native_input_size(spec))
+    model = load_model(spec, pretrained=pretrained, allowed_factories=allowed_factories)
+    return _describe(name, model, native_input_size(spec))
 
 
 @st.cache_resource(show_spinner="Loading the uploaded model...", max_entries=4)
-def _load_upload(file_name: str, digest: str, data: bytes, architecture: str) -> LoadedModel:
+def _load_upload(
+    file_name: str, digest: str, data: bytes, architecture: str, allow_torchscript: bool, max_bytes: int
+) -> LoadedModel:
     if architecture:
-        model = load_weights_file(data, load_model(architecture, pretrained=False))
+        # a state dict into a registry architecture, read with weights_only=True; a TorchScript file is
+        # refused unless the operator allowed it (load_model checks before anything in the file is read)
+        model = load_model(architecture, weights=data, allow_torchscript=allow_torchscript, max_bytes=max_bytes)
         size = native_input_size(architecture)
     else:
-        model = load_weights_file(data)
+        model = load_weights_file(data, None, allow_torchscript=allow_torchscript, max_bytes=max_bytes)
         size = 224
     return _describe(f"upload:{file_name}", model, size)
 
 
-def _sidebar() -> tuple:
-    """Model choice, settings and gallery directory from the sidebar."""
+def _sidebar(config: AppConfig) -> tuple:
+    """Model choice, settings and gallery folder from the sidebar."""
     from optim.models import list_models, model_info
 
     side = st.sidebar
     side.header("Model")
-    source = side.radio("Source", SOURCES, key="source")
+    source = side.radio("Source", _sources(config), key="source")
     loaded: Optional[LoadedModel] = None
     try:
-        if source == SOURCES[0]:
+        if source == ZOO:
             names = list_models(offline_only=True) or list_models()
             spec = side.selectbox("Model", names, key="zoo_model",
                                   format_func=lambda n: f"{n} ({model_info(n).input_size[0]} px)")
             pretrained = side.checkbox("Pretrained weights", value=True, key="pretrained")
             loaded = _load_named(spec, pretrained)
-        elif source == SOURCES[1]:
-            spec = side.text_input("Factory", placeholder="package.module:function", key="factory").strip()
+        elif source == FACTORY:
+            allowed = ", ".join(config.factories)
+            spec = side.text_input("Factory", placeholder=config.factories[0], key="factory",
+                                   help=f"allowed by the operator: {allowed}").strip()
             if spec:
-                load_factory(spec)  # a clear message for a bad path before anything is cached
-                loaded = _load_named(spec, True)
+                load_factory(spec, allowed=config.factories)  # allow-list first, then a clear message for a bad path
+                loaded = _load_named(spec, True, config.factories)
         else:
-            upload = side.file_uploader("State dict or TorchScript file", type=["pt", "pth", "ts", "bin"],
-                                        key="upload")
-            architecture = side.selectbox(
-                "Architecture (for a state dict)", ["(TorchScript: none)"] + list_models(), key="architecture"
-            )
+            kinds = "a state dict or a TorchScript file" if config.allow_torchscript else "a state dict"
+            upload = side.file_uploader(f"Weights: {kinds} (at most {config.max_upload_mb} MiB)",
+                                        type=["pt", "pth", "ts", "bin"], key="upload")
+            choices = ([TORCHSCRIPT_NONE] if config.allow_torchscript else []) + list_models()
+            architecture = side.selectbox("Architecture the weights belong to", choices, key="architecture")
             if upload is not None:
+                if upload.size > config.max_upload_bytes:
+                    raise ValueError(f"{upload.name!r} is {upload.size / 2**20:.1f} MiB, over the limit of "
+                                     f"{config.max_upload_mb} MiB")
                 data = upload.getvalue()
-                arch = "" if architecture.startswith("(") else architecture
-                loaded = _load_upload(upload.name, hashlib.sha256(data).hexdigest(), data, arch)
+                arch = "" if architecture == TORCHSCRIPT_NONE else architecture
+                loaded = _load_upload(upload.name, hashlib.sha256(data).hexdigest(), data, arch,
+                                      config.allow_torchscript, config.max_upload_bytes)
     except _USER_ERRORS as err:
         side.error(" ".join(str(err).split()))
     side.header("Render settings")
@@ -108,8 +122,8 @@ def _sidebar() -> tuple:
         lr=float(side.number_input("Learning rate", 0.001, 1.0, DEFAULT_LR, step=0.01, format="%.3f", key="lr")),
     )
     side.header("Gallery")
-    default_dir = str(resolve_data_dir(_cli_data_dir(sys.argv[1:])))
-    data_dir = side.text_input("Data directory", value=default_dir, key="data_dir")
+    data_dir = side.text_input("Gallery folder", value="", key="data_dir", placeholder="(the data root)",
+                               help=f"a folder inside the data root {config.data_root}, chosen at launch")
     return loaded, settings, data_dir
 
 
@@ -208,11 +222,12 @@ def main() -> None:
     """Lay out the app (Streamlit runs this script top to bottom on every interaction)."""
     st.set_page_config(page_title="optim feature visualization", layout="wide")
     st.title("optim: feature visualization")
-    loaded, settings, data_dir = _sidebar()
+    config = app_config(sys.argv[1:])
+    loaded, settings, data_dir = _sidebar(config)
     try:
-        gallery = Gallery(data_dir)
+        gallery = Gallery(data_dir, root=config.data_root)
     except _USER_ERRORS as err:
-        st.error(f"cannot use the gallery directory {data_dir!r}: {' '.join(str(err).split())}")
+        st.error(f"cannot use the gallery folder {data_dir!r}: {' '.join(str(err).split())}")
         return
     if loaded is not None:
         st.caption(f"Model **{loaded.name}** · {len(renderable_layers(loaded.rows))} renderable layers")
@@ -228,7 +243,10 @@ def main() -> None:
         with layers:
             _layers_tab(loaded)
     with browse:  # last, so that it lists what this run rendered
-        _gallery_tab(gallery)
+        try:
+            _gallery_tab(gallery)
+        except _USER_ERRORS as err:
+            st.error(" ".join(str(err).split()))
 
 
 main()

@@ -1,0 +1,155 @@
+"""Choosing what to visualize in a model: its layer table, a layer's channels, a class by name.
+
+The command line and the app share these, so a channel selection or a class name means the same in both.
+
+>>> parse_channels("0:4,10")
+[0, 1, 2, 3, 10]
+>>> class_index("Egyptian cat")
+285
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count", "class_index"]
+
+
+def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
+    """Parse a channel selection: ``"0:16"`` (a range), ``"3,5,9"``, ``"4"``, or ``"all"``.
+
+    Args:
+        text: the selection.
+        num_channels: the layer's channel count (needed for ``"all"`` and an open range end).
+
+    Returns:
+        The sorted, de-duplicated channel indices.
+
+    Raises:
+        ValueError: malformed text, an empty selection, or channels outside the layer.
+
+    >>> parse_channels("2:", 5)
+    [2, 3, 4]
+    >>> parse_channels("0:9", 6)
+    Traceback (most recent call last):
+    ...
+    ValueError: channel 8 is out of range: the layer has 6 channels
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a channel selection is a str such as '0:16', got {type(text).__name__}")
+    chosen: set = set()
+    for part in (p.strip() for p in text.split(",")):
+        if part == "all":
+            if num_channels is None:
+                raise ValueError("'all' channels needs the layer's channel count")
+            chosen.update(range(num_channels))
+        elif re.fullmatch(r"\d+", part):
+            chosen.add(int(part))
+        elif re.fullmatch(r"\d*:\d*", part):
+            start_text, end_text = part.split(":")
+            if not end_text and num_channels is None:
+                raise ValueError(f"the open range {part!r} needs the layer's channel count")
+            end = int(end_text) if end_text else num_channels
+            chosen.update(range(int(start_text or 0), int(end)))  # type: ignore[arg-type]
+        else:
+            raise ValueError(f"channels look like '0:16', '3,5,9' or 'all', got {text!r}")
+    if not chosen:
+        raise ValueError(f"the channel selection {text!r} is empty")
+    channels = sorted(chosen)
+    if num_channels is not None and channels[-1] >= num_channels:
+        raise ValueError(f"channel {channels[-1]} is out of range: the layer has {num_channels} channels")
+    return channels
+
+
+def layer_table(model: nn.Module, size: int = 224) -> List[Any]:
+    """``opt.models.layer_info`` rows of ``model`` for a ``size`` x ``size`` RGB input.
+
+    >>> [r.name for r in layer_table(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), 8)]
+    ['0', '1']
+    """
+    from ._utils import layer_info
+
+    return layer_info(model, (1, 3, size, size))
+
+
+def renderable_layers(rows: Sequence[Any]) -> List[Any]:
+    """The rows of :func:`layer_table` whose output is an NCHW feature map (channels can be rendered).
+
+    >>> rows = layer_table(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), 8)
+    >>> [r.name for r in renderable_layers(rows)]
+    ['0']
+    """
+    return [r for r in rows if r.shape is not None and len(r.shape) == 4 and r.channels]
+
+
+def channel_count(model: nn.Module, layer: str, size: int = 128) -> int:
+    """The number of channels of ``layer``'s output (one forward pass on a grey image).
+
+    Raises:
+        ValueError: for an unknown layer (listing close names) or one without a channel dimension.
+
+    >>> channel_count(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", 8)
+    4
+    """
+    from ._utils import collect_activations
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    out = collect_activations(model, layer, torch.full((1, 3, size, size), 0.5, device=device))[layer]
+    if not isinstance(out, torch.Tensor) or out.dim() < 2:
+        raise ValueError(f"layer {layer!r} has no channel dimension (its output is {type(out).__name__})")
+    return int(out.shape[1])
+
+
+def _normalize(name: str) -> str:
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -> int:
+    """The output index of a class, by name (case and ``_`` / space insensitive) or by number.
+
+    Args:
+        name: a class name such as ``"Egyptian cat"`` / ``"egyptian_cat"``, or its index (``285`` or ``"285"``).
+        labels: the model's class names, in output order (default ``opt.models.IMAGENET_CLASSES``; a
+            registry model's are ``opt.models.model_info(name).labels``). A name listed twice (ImageNet has
+            two "crane"s) gives its first index.
+
+    Returns:
+        The index.
+
+    Raises:
+        ValueError: an unknown name (with the closest names), or an index outside the labels.
+
+    >>> class_index("ESPRESSO")
+    967
+    >>> class_index("egyptain cat")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown class name 'egyptain cat'; close names: 'Egyptian cat'...
+    """
+    if labels is None:
+        from ._labels import IMAGENET_CLASSES
+
+        labels = IMAGENET_CLASSES
+    names = list(labels)
+    if isinstance(name, bool) or not isinstance(name, (str, int)):
+        raise TypeError(f"a class is a name or an index, got {type(name).__name__}")
+    text = str(name).strip()
+    if re.fullmatch(r"\d+", text):
+        index = int(text)
+        if index >= len(names):
+            raise ValueError(f"class index {index} is out of range: the model has {len(names)} classes")
+        return index
+    wanted = _normalize(text)
+    normalized = [_normalize(n) for n in names]
+    if wanted in normalized:
+        return normalized.index(wanted)
+    close = difflib.get_close_matches(wanted, normalized, n=3, cutoff=0.6)
+    if close:
+        hint = "close names: " + ", ".join(repr(names[normalized.index(c)]) for c in close)
+    else:
+        hint = "no name is close to it (see opt.models.IMAGENET_CLASSES, or give the class index)"
+    raise ValueError(f"unknown class name {name!r}; {hint}")
