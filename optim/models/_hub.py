@@ -39,7 +39,10 @@ def file_sha256(path: str) -> str:
 
     Example::
 
-        file_sha256("inception5h.pth")
+        >>> with open("hello.txt", "wb") as f:
+        ...     _ = f.write(b"hello\\n")
+        >>> file_sha256("hello.txt")
+        '5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03'
     """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -109,9 +112,21 @@ def load_verified_state_dict(
         ValueError: the cached file's digest differs from the pinned or the recorded one (the file is
             deleted, so the next call downloads it again), or ``sha256`` is not 64 hex characters.
 
-    Example::
+    Example (offline: the file is put in a fresh cache first, so nothing is downloaded)::
 
-        state = load_verified_state_dict(INCEPTION5H_URL)
+        >>> import os
+        >>> torch.hub.set_dir("hub")  # a cache in the working directory
+        >>> os.makedirs("hub/checkpoints")
+        >>> torch.save({"w": torch.ones(2)}, "hub/checkpoints/tiny.pth")
+        >>> url = "https://example.com/tiny.pth"  # the cached copy's name is the URL's file name
+        >>> load_verified_state_dict(url, sha256=file_sha256("hub/checkpoints/tiny.pth"))
+        {'w': tensor([1., 1.])}
+        >>> load_verified_state_dict(url, sha256="0" * 64)  # a damaged file is deleted, never unpickled
+        Traceback (most recent call last):
+        ...
+        ValueError: hub/checkpoints/tiny.pth (from https://example.com/tiny.pth) has SHA-256 ..., expected 000...; the file was deleted, so the next call downloads it again (or pass model_path to load a copy you trust)
+        >>> os.path.exists("hub/checkpoints/tiny.pth")
+        False
     """
     if sha256 is None:
         sha256 = WEIGHTS_SHA256.get(url)

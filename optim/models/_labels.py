@@ -25,8 +25,14 @@ class LabelList(Sequence[str]):
 
     Example::
 
-        IMAGENET_CLASSES[285]  # 'Egyptian cat'
-        IMAGENET_CLASSES.index("espresso")  # 967
+        >>> IMAGENET_CLASSES[285]
+        'Egyptian cat'
+        >>> IMAGENET_CLASSES.index("espresso")
+        967
+        >>> len(IMAGENET_CLASSES), len(INCEPTION5H_CLASSES)
+        (1000, 1008)
+        >>> INCEPTION5H_CLASSES[1007]
+        'unused 1007'
     """
 
     def __init__(self, filename: str) -> None:
