@@ -80,7 +80,15 @@ class RedirectedReLU(torch.autograd.Function):
 
     Example::
 
-        y = RedirectedReLU.apply(x)
+        >>> x = torch.tensor([[-1.0, 2.0], [-1.0, -2.0]], requires_grad=True)  # example 1 is all dead
+        >>> y = RedirectedReLU.apply(x)
+        >>> y
+        tensor([[0., 2.],
+                [0., 0.]], grad_fn=<RedirectedReLUBackward>)
+        >>> y.backward(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+        >>> x.grad  # example 0: the ReLU gradient; example 1: redirected (a push further down is dropped)
+        tensor([[ 0.,  1.],
+                [ 0., -1.]])
     """
 
     @staticmethod
@@ -108,7 +116,15 @@ class RedirectedReLU6(torch.autograd.Function):
 
     Example::
 
-        y = RedirectedReLU6.apply(x)
+        >>> x = torch.tensor([[-1.0, 3.0, 7.0], [-1.0, 7.0, 7.0]], requires_grad=True)
+        >>> y = RedirectedReLU6.apply(x)
+        >>> y
+        tensor([[0., 3., 6.],
+                [0., 6., 6.]], grad_fn=<RedirectedReLU6Backward>)
+        >>> y.backward(torch.tensor([[1.0, 1.0, 1.0], [-1.0, 1.0, -1.0]]))
+        >>> x.grad  # example 1 is all clamped: its gradient is redirected
+        tensor([[ 0.,  1.,  0.],
+                [-1.,  1.,  0.]])
     """
 
     @staticmethod
@@ -135,7 +151,10 @@ class RedirectedReluLayer(nn.Module):
 
     Example::
 
-        replace_layers(model, nn.ReLU, RedirectedReluLayer)
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> replace_layers(net, nn.ReLU, RedirectedReluLayer)
+        >>> net[1]
+        RedirectedReluLayer()
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -153,7 +172,10 @@ class RedirectedRelu6Layer(nn.Module):
 
     Example::
 
-        replace_layers(model, nn.ReLU6, RedirectedRelu6Layer)
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6())
+        >>> replace_layers(net, nn.ReLU6, RedirectedRelu6Layer)
+        >>> net[1](torch.tensor([-1.0, 3.0, 7.0]))
+        tensor([0., 3., 6.])
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -174,7 +196,10 @@ class SkipLayer(nn.Module):
 
     Example::
 
-        skip_layers(model, nn.ReLU)
+        >>> skip = SkipLayer(inplace=True)  # takes nn.ReLU's arguments, and ignores them
+        >>> x = torch.randn(2, 3)
+        >>> skip(x) is x
+        True
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -233,7 +258,10 @@ def replace_layers(
 
     Example::
 
-        replace_layers(model, nn.MaxPool2d, nn.AvgPool2d, transfer_vars=True)
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2, stride=2))
+        >>> replace_layers(net, nn.MaxPool2d, nn.AvgPool2d, transfer_vars=True)  # keeps kernel_size, stride
+        >>> net[2]
+        AvgPool2d(kernel_size=2, stride=2, padding=0)
     """
     old_types = _as_type_tuple(layer1, "layer1")
     if not (isinstance(layer2, type) and issubclass(layer2, nn.Module)):
@@ -257,7 +285,10 @@ def skip_layers(model: nn.Module, layer_types: Union[Type[nn.Module], Iterable[T
 
     Example::
 
-        skip_layers(model, nn.ReLU)  # a linear model for expanded weights
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU6())
+        >>> skip_layers(net, [nn.ReLU, nn.ReLU6])  # a linear model, for expanded weights
+        >>> [type(m).__name__ for m in net]
+        ['Conv2d', 'SkipLayer', 'Conv2d', 'SkipLayer']
     """
     replace_layers(model, _as_type_tuple(layer_types, "layer_types"), SkipLayer)
 
@@ -277,7 +308,15 @@ class MaxPool2dRelaxed(nn.Module):
 
     Example::
 
-        replace_layers(model, nn.MaxPool2d, MaxPool2dRelaxed, transfer_vars=True)
+        >>> pool = MaxPool2dRelaxed(2)
+        >>> x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]], requires_grad=True)
+        >>> y = pool(x)
+        >>> y.flatten()  # the maximum
+        tensor([4.], grad_fn=<ViewBackward0>)
+        >>> y.sum().backward()
+        >>> x.grad  # the gradient of the average
+        tensor([[[[0.2500, 0.2500],
+                  [0.2500, 0.2500]]]])
     """
 
     def __init__(
@@ -313,7 +352,11 @@ class Conv2dSame(nn.Conv2d):
 
     Example::
 
-        conv = Conv2dSame(3, 64, kernel_size=7, stride=2)  # 224x224 -> 112x112
+        >>> conv = Conv2dSame(3, 64, kernel_size=7, stride=2)
+        >>> conv(torch.rand(1, 3, 224, 224)).shape  # ceil(224 / 2)
+        torch.Size([1, 64, 112, 112])
+        >>> conv(torch.rand(1, 3, 225, 225)).shape  # ceil(225 / 2)
+        torch.Size([1, 64, 113, 113])
     """
 
     def __init__(
