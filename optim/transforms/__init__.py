@@ -7,9 +7,17 @@ fixed parameters. :class:`TransformationRobustness` is the default stack, fused 
 
 Example::
 
-    import optim as opt
-    transform = opt.transforms.TransformationRobustness()
-    x = transform(torch.rand(1, 3, 224, 224))   # (1, 3, 228, 228)
+    >>> import optim as opt
+    >>> transform = opt.transforms.TransformationRobustness()
+    >>> transform(torch.rand(1, 3, 224, 224)).shape
+    torch.Size([1, 3, 228, 228])
+    >>> jitter = opt.transforms.RandomSpatialJitter(4)
+    >>> x = torch.rand(1, 3, 32, 32)
+    >>> shift = jitter.sample_params()  # one random draw, replayed
+    >>> torch.equal(jitter.apply_params(x, *shift), jitter.apply_params(x, *shift))
+    True
+    >>> torch.jit.script(jitter)(x).shape
+    torch.Size([1, 3, 32, 32])
 """
 from .color import BlendAlpha, IgnoreAlpha, NChannelsToRGB, RGBToBGR, ScaleInputRange, hue_to_rgb, nchannels_to_rgb
 from .crop import CenterCrop, RandomCrop, center_crop
