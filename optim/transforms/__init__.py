@@ -16,8 +16,6 @@ Example::
     >>> shift = jitter.sample_params()  # one random draw, replayed
     >>> torch.equal(jitter.apply_params(x, *shift), jitter.apply_params(x, *shift))
     True
-    >>> torch.jit.script(jitter)(x).shape
-    torch.Size([1, 3, 32, 32])
 """
 from .color import BlendAlpha, IgnoreAlpha, NChannelsToRGB, RGBToBGR, ScaleInputRange, hue_to_rgb, nchannels_to_rgb
 from .crop import CenterCrop, RandomCrop, center_crop
