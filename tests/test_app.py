@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 import warnings
@@ -391,6 +392,47 @@ def test_launcher_binds_loopback_unless_told_and_says_so(tmp_path) -> None:
     assert app_config([]).factories == () and not app_config([]).allow_torchscript
 
 
+CHILD = textwrap.dedent(
+    """
+    import signal, sys, time
+    signal.signal(signal.SIGINT, lambda *a: sys.exit(7))
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(8))
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+PARENT = textwrap.dedent(
+    """
+    import sys
+    from optim._process import run_forwarding_signals
+    sys.exit(run_forwarding_signals([sys.executable, "-c", sys.argv[1]]))
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL") or not os.path.exists("/proc"), reason="POSIX signals, /proc")
+@pytest.mark.parametrize("signum, expected", [(signal.SIGINT, 7), (signal.SIGTERM, 8), (signal.SIGKILL, None)])
+def test_signals_to_the_launcher_stop_its_child(signum, expected) -> None:
+    """Issue 14 item 5 at the process level: SIGINT / SIGTERM are forwarded and waited for; a parent killed
+    outright (SIGKILL) still takes its child along (Linux's parent-death signal)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD], stdout=subprocess.PIPE, env=env)
+    try:
+        assert parent.stdout.readline() == b"ready\n"
+        (child,) = _descendants(parent.pid)
+        parent.send_signal(signum)
+        code = parent.wait(timeout=30)
+        if expected is not None:
+            assert code == expected  # the child's own exit code: it got the signal and stopped
+        deadline = time.time() + 10
+        while _alive(child) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
 # ---------------------------------------------------------------------------------------------- AppTest
 
 
@@ -489,6 +531,25 @@ def test_app_without_flags_offers_no_factory_and_no_torchscript(tiny_factory, tm
     assert "leaves the data root" in at.error[0].value and not (tmp_path / "escape").exists()
     at.text_input(key="data_dir").set_value("team").run()
     assert not at.error and (tmp_path / "gallery" / "team" / "index.sqlite").is_file()
+
+
+def test_app_factory_field_checks_the_allow_list_first(tiny_factory, tmp_path, monkeypatch) -> None:
+    """Issue 14 item 3 in the page: a factory outside the allow-list is neither imported nor called."""
+    pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
+    marker = tmp_path / "side_effect.txt"
+    (tmp_path / "app_page_side_effect.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported ')\ndef make():\n    open({str(marker)!r}, 'a').write('called')\n"
+    )
+    sys.modules.pop("app_page_side_effect", None)
+    at = _app(tmp_path, monkeypatch, "--unsafe-allow-factory", tiny_factory).run()
+    at.radio(key="source").set_value("Python factory").run()
+    for spec in ("app_page_side_effect:make", "os:abort", "app_tiny_models:other"):
+        at.text_input(key="factory").set_value(spec).run()
+        assert not at.exception
+        assert f"the model factory '{spec}' is not allowed here; allowed: '{tiny_factory}'" in at.sidebar.error[0].value
+    assert not marker.exists() and "app_page_side_effect" not in sys.modules
+    at.text_input(key="factory").set_value(tiny_factory).run()
+    assert not at.error and f"Model **{tiny_factory}**" in at.caption[0].value
 
 
 def test_app_loads_an_uploaded_torchscript_file_when_allowed(tiny_factory, tmp_path, monkeypatch) -> None:
@@ -682,8 +743,8 @@ def test_app_security_against_a_real_server(tmp_path) -> None:
            "OMP_NUM_THREADS": "1"}
     with open(log, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "optim", "app", "--port", str(port), "--headless",
-                                   "--data-dir", str(root)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  cwd=str(tmp_path))
+                                   "--data-dir", str(root), "--max-upload-mb", "1"], stdout=out,
+                                  stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
     session = None
     try:
         _wait_healthy(port, server, log)
@@ -704,6 +765,9 @@ def test_app_security_against_a_real_server(tmp_path) -> None:
         refused = [a for a in alerts if "TorchScript archive and was refused" in a]
         assert refused and "--unsafe-allow-torchscript" in refused[0], alerts
         assert not marker.exists()  # nothing in the file ran: not at load, not for the layer table
+        with pytest.raises(urllib.error.HTTPError) as too_big:  # the upload limit, enforced by the server itself
+            session.upload("big.pt", b"\0" * (2 * 2**20))
+        assert too_big.value.code == 413
         alerts = session.run(data_dir="../escape")
         assert any("leaves the data root" in a for a in alerts), alerts
         assert not (tmp_path / "escape").exists() and not (tmp_path / "escape" / "index.sqlite").exists()

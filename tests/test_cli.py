@@ -343,3 +343,30 @@ def test_weights_file_changes_the_render(tiny_factory, tmp_path, capsys) -> None
     torch.save({"bogus": torch.zeros(1)}, tmp_path / "bad.pt")
     assert main(["render", tiny_factory, "--weights", "bad.pt", *common]) == 2
     assert "do not fit" in _one_error_line(capsys)
+
+
+def test_cli_and_app_do_not_import_each_other() -> None:
+    """Issue 11: model loading and image conversion are the library's; the CLI reaches the app only as a process
+    (``python -m optim.app``), and the app never imports the CLI."""
+    import ast
+
+    def imported(path: Path) -> set:
+        names = set()
+        package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                names.update([module] + [f"{module}.{alias.name}" for alias in node.names])
+        return names
+
+    cli = imported(ROOT / "optim" / "cli.py")
+    assert not [n for n in cli if n == "optim.app" or n.startswith("optim.app.")], cli
+    for path in sorted((ROOT / "optim" / "app").glob("*.py")):
+        names = imported(path)
+        assert not [n for n in names if n == "optim.cli" or n.startswith("optim.cli.")], (path.name, names)
+    result = subprocess.run([sys.executable, "-c", "import sys, optim.cli; print(sorted(m for m in sys.modules "
+                             "if m.startswith('optim.app')))"], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]"
