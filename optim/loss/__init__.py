@@ -27,6 +27,7 @@ from .activation import (
     DeepDream,
     LayerActivation,
     NeuronActivation,
+    get_neuron_pos,
 )
 from .base import (
     BaseLoss,
@@ -35,6 +36,8 @@ from .base import (
     batch_slice,
     check_index,
     default_loss_summarize,
+    module_op,
+    rmodule_op,
     sum_loss_list,
 )
 from .direction import (
@@ -58,6 +61,9 @@ __all__ = [
     "default_loss_summarize",
     "check_index",
     "batch_slice",
+    "module_op",
+    "rmodule_op",
+    "get_neuron_pos",
     "LayerActivation",
     "ChannelActivation",
     "NeuronActivation",

@@ -1,7 +1,7 @@
 """Objectives that read activations directly: layers, channels, neurons, DeepDream and interpolation."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ __all__ = [
     "ActivationInterpolation",
     "check_channel",
     "neuron_position",
+    "get_neuron_pos",
 ]
 
 
@@ -47,6 +48,42 @@ def neuron_position(activation: torch.Tensor, x: Optional[int], y: Optional[int]
     height, width = activation.shape[2:]
     col = width // 2 if x is None else check_index(x, "x", size=width, target=target, unit="columns")
     row = height // 2 if y is None else check_index(y, "y", size=height, target=target, unit="rows")
+    return col, row
+
+
+def get_neuron_pos(height: int, width: int, x: Optional[int] = None, y: Optional[int] = None) -> Tuple[int, int]:
+    """The ``(x, y)`` position of a neuron in an ``height x width`` map; ``None`` means the centre (captum's name).
+
+    ``x`` is the column (it indexes the width, dim 3 of NCHW) and ``y`` the row (the height, dim 2), as in
+    Lucid and every neuron loss of optim. The centre of an even side is the cell right of / below the middle
+    (``width // 2``, ``height // 2``).
+
+    Args:
+        height: rows of the map.
+        width: columns of the map.
+        x: the column, or ``None`` for the centre.
+        y: the row, or ``None`` for the centre.
+
+    Returns:
+        ``(x, y)``; index the activation as ``act[:, c, y, x]``.
+
+    Raises:
+        TypeError / ValueError: a position that is not an int inside the map (:func:`check_index`).
+
+    Example:
+        >>> get_neuron_pos(5, 8)
+        (4, 2)
+        >>> get_neuron_pos(5, 8, x=7, y=0)
+        (7, 0)
+        >>> get_neuron_pos(5, 8, x=8)
+        Traceback (most recent call last):
+        ...
+        ValueError: x 8 is out of range for the activation, which has 8 columns (valid: 0..7)
+    """
+    height = check_index(height, "height")
+    width = check_index(width, "width")
+    col = width // 2 if x is None else check_index(x, "x", size=width, unit="columns")
+    row = height // 2 if y is None else check_index(y, "y", size=height, unit="rows")
     return col, row
 
 
@@ -182,6 +219,9 @@ class ActivationInterpolation(BaseLoss):
         target_two: the second layer.
         channel_index_two: its channel, or ``None`` for the whole layer.
 
+    captum's keyword names ``target1``, ``channel_index1``, ``target2`` and ``channel_index2`` are accepted
+    too (``ActivationInterpolation(target1=m, channel_index1=3, target2=m, channel_index2=7)``).
+
     Example:
         >>> acts = {"mixed4a": torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])}
         >>> ActivationInterpolation("mixed4a", 0, "mixed4a", 1)(acts).item()  # 1 + 0.5 * 1 + 1
@@ -190,11 +230,27 @@ class ActivationInterpolation(BaseLoss):
 
     def __init__(
         self,
-        target_one: Target,
-        channel_index_one: Optional[int],
-        target_two: Target,
-        channel_index_two: Optional[int],
+        target_one: Optional[Target] = None,
+        channel_index_one: Optional[int] = None,
+        target_two: Optional[Target] = None,
+        channel_index_two: Optional[int] = None,
+        **captum_names: Any,
     ) -> None:
+        aliases = {"target1": "target_one", "channel_index1": "channel_index_one",
+                   "target2": "target_two", "channel_index2": "channel_index_two"}
+        given = {"target_one": target_one, "channel_index_one": channel_index_one,
+                 "target_two": target_two, "channel_index_two": channel_index_two}
+        for alias, value in captum_names.items():
+            if alias not in aliases:
+                raise TypeError(f"ActivationInterpolation got an unexpected keyword argument {alias!r}")
+            if given[aliases[alias]] is not None:
+                raise TypeError(f"ActivationInterpolation got both {alias!r} and {aliases[alias]!r}")
+            given[aliases[alias]] = value
+        target_one, target_two = given["target_one"], given["target_two"]
+        channel_index_one, channel_index_two = given["channel_index_one"], given["channel_index_two"]
+        for name, value in (("target_one", target_one), ("target_two", target_two)):
+            if value is None:
+                raise TypeError(f"ActivationInterpolation needs {name} (a module or a dotted module name)")
         super().__init__(target_one)
         if not isinstance(target_two, (nn.Module, str)):
             raise TypeError(

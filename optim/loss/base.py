@@ -24,6 +24,8 @@ __all__ = [
     "target_name",
     "check_index",
     "batch_slice",
+    "module_op",
+    "rmodule_op",
 ]
 
 Target = Union[nn.Module, str]
@@ -69,6 +71,18 @@ class Loss(ABC):
     def targets(self) -> List[Target]:
         """The modules (or dotted module names) whose outputs this loss reads."""
 
+    @property
+    def target(self) -> Union[Target, List[Target]]:
+        """captum's name: the one target of a single-target loss, the list of targets otherwise.
+
+        :class:`BaseLoss` returns its target as given (a module, a name, or the list it was built with;
+        for :class:`~optim.loss.FacetLoss` and :class:`~optim.loss.ActivationInterpolation`, whose second
+        target is an attribute of its own, the first one); :class:`CompositeLoss` always returns the list.
+        :attr:`targets` is always the full list.
+        """
+        targets = self.targets
+        return targets[0] if len(targets) == 1 else targets
+
     @abstractmethod
     def __call__(self, activations: Activations) -> torch.Tensor:
         """Map recorded activations (target -> tensor) to a loss tensor."""
@@ -110,6 +124,19 @@ class Loss(ABC):
     def __abs__(self) -> "CompositeLoss":
         return CompositeLoss(lambda acts: torch.abs(self(acts)), self.targets, f"abs({self!r})")
 
+    def __round__(self, ndigits: Optional[int] = None) -> "CompositeLoss":
+        """``round(loss)`` / ``round(loss, n)``: the loss rounded elementwise to ``n`` decimals (default 0).
+
+        Rounding is piecewise constant, so its gradient is zero everywhere: use it to report or compare
+        objective values, not as something to optimize.
+        """
+        decimals = 0 if ndigits is None else check_index(ndigits, "ndigits", negative=True)
+        return CompositeLoss(
+            lambda acts: torch.round(self(acts), decimals=decimals),
+            self.targets,
+            f"round({self!r})" if ndigits is None else f"round({self!r}, {decimals})",
+        )
+
 
 class CompositeLoss(Loss):
     """A loss built from other losses: a function of the activations plus the union of their targets.
@@ -127,6 +154,11 @@ class CompositeLoss(Loss):
 
     @property
     def targets(self) -> List[Target]:
+        return list(self._targets)
+
+    @property
+    def target(self) -> List[Target]:
+        """captum's name for :attr:`targets` (always a list for a composite loss)."""
         return list(self._targets)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -156,6 +188,82 @@ def _binary(
     targets = [t for side in (left, right) if isinstance(side, Loss) for t in side.targets]
     name = f"({left!r} {symbol} {right!r})"
     return CompositeLoss(lambda acts: op(evaluate(left, acts), evaluate(right, acts)), targets, name)
+
+
+def _check_other(other: Any) -> None:
+    if not isinstance(other, (Loss, int, float)) or isinstance(other, bool):
+        raise TypeError(
+            f"a loss combines with another Loss or a number (int/float), got {type(other).__name__}"
+        )
+
+
+def module_op(loss: Loss, other: Union[None, Loss, Number], math_op: Callable) -> CompositeLoss:
+    """Apply ``math_op`` to a loss (captum.optim's functional form of the loss algebra).
+
+    Args:
+        loss: the loss on the left.
+        other: ``None`` for a unary operation (``math_op(loss(acts))``, e.g. ``operator.neg``,
+            ``torch.abs``), a number (elementwise: ``math_op(loss(acts), other)``) or another loss (both
+            reduced to their means first: ``math_op(mean(loss(acts)), mean(other(acts)))``).
+        math_op: a function of one (unary) or two tensors/numbers, e.g. ``operator.add``.
+
+    Returns:
+        A :class:`CompositeLoss` whose targets are the union of both sides'.
+
+    Raises:
+        TypeError: ``loss`` is not a Loss, ``other`` is neither None, a number nor a Loss, or ``math_op`` is
+            not callable.
+
+    Example:
+        >>> import operator
+        >>> from optim.loss import LayerActivation
+        >>> acts = {"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([10.0])}
+        >>> module_op(LayerActivation("a"), LayerActivation("b"), operator.sub)(acts).item()  # 2 - 10
+        -8.0
+        >>> module_op(LayerActivation("a"), 2, operator.mul)(acts).tolist()
+        [2.0, 6.0]
+        >>> module_op(LayerActivation("a"), None, operator.neg)(acts).tolist()
+        [-1.0, -3.0]
+    """
+    if not isinstance(loss, Loss):
+        raise TypeError(f"module_op applies to a Loss, got {type(loss).__name__}")
+    if not callable(math_op):
+        raise TypeError(f"math_op must be callable, got {type(math_op).__name__}")
+    if other is None:
+        name = getattr(math_op, "__name__", "op")
+        return CompositeLoss(lambda acts: math_op(loss(acts)), loss.targets, f"{name}({loss!r})")
+    _check_other(other)
+    return _binary(loss, other, math_op, getattr(math_op, "__name__", "op"))
+
+
+def rmodule_op(loss: Loss, other: Number, math_op: Callable) -> CompositeLoss:
+    """The reflected form of :func:`module_op`: ``math_op(other, loss(acts))``, ``other`` a number.
+
+    This is what ``2 / loss`` and ``2 ** loss`` build (elementwise).
+
+    Args:
+        loss: the loss on the right.
+        other: the number on the left.
+        math_op: a function of two arguments, e.g. ``operator.truediv``.
+
+    Raises:
+        TypeError: ``other`` is not a number (two losses go through :func:`module_op`).
+
+    Example:
+        >>> import operator
+        >>> from optim.loss import LayerActivation
+        >>> rmodule_op(LayerActivation("a"), 6, operator.truediv)({"a": torch.tensor([2.0, 3.0])}).tolist()
+        [3.0, 2.0]
+    """
+    if not isinstance(loss, Loss):
+        raise TypeError(f"rmodule_op applies to a Loss, got {type(loss).__name__}")
+    if not callable(math_op):
+        raise TypeError(f"math_op must be callable, got {type(math_op).__name__}")
+    if isinstance(other, Loss) or isinstance(other, bool) or not isinstance(other, (int, float)):
+        raise TypeError(
+            f"rmodule_op takes a number on the left (use module_op for two losses), got {type(other).__name__}"
+        )
+    return _binary(other, loss, math_op, getattr(math_op, "__name__", "op"))
 
 
 def sum_loss_list(
@@ -342,7 +450,9 @@ class BaseLoss(Loss):
     """A loss on one target, optionally restricted to part of the batch.
 
     Args:
-        target: the module (or dotted module name) whose output is read.
+        target: the module (or dotted module name) whose output is read, or a list of them for a loss that
+            reads several layers (captum's ``BaseLoss([m1, m2])``; such a subclass reads each one with
+            ``self._activation(activations, target=m)``).
         batch_index: keyword-only. ``None`` for the whole batch, an int for one image (negative counts from
             the end: ``-1`` is the last image), or a ``[start, end]`` pair for images ``start`` to
             ``end - 1`` (negative values as in ``x[start:end]``). Checked against the batch size when the
@@ -355,19 +465,42 @@ class BaseLoss(Loss):
             the batch.
     """
 
-    def __init__(self, target: Target, *, batch_index: BatchIndex = None) -> None:
-        if not isinstance(target, (nn.Module, str)):
-            raise TypeError(f"a loss target must be an nn.Module or a dotted module name, got {type(target).__name__}")
+    def __init__(self, target: Union[Target, Sequence[Target]], *, batch_index: BatchIndex = None) -> None:
         self.target = target
         self.batch_index = _check_batch_index(batch_index)
 
     @property
+    def target(self) -> Union[Target, List[Target]]:
+        """The target as given: one module or name, or the list a multi-target loss was built with."""
+        return self._target
+
+    @target.setter
+    def target(self, value: Union[Target, Sequence[Target]]) -> None:
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("a loss needs at least one target, got an empty list")
+            for t in value:
+                if not isinstance(t, (nn.Module, str)):
+                    raise TypeError(
+                        f"a loss target must be an nn.Module or a dotted module name, got {type(t).__name__}"
+                    )
+            value = list(value)
+        elif not isinstance(value, (nn.Module, str)):
+            raise TypeError(f"a loss target must be an nn.Module or a dotted module name, got {type(value).__name__}")
+        self._target = value
+
+    @property
     def targets(self) -> List[Target]:
-        return [self.target]
+        return _unique(self._target) if isinstance(self._target, list) else [self._target]
 
     def _activation(self, activations: Activations, target: Optional[Target] = None) -> torch.Tensor:
         """The recorded output of ``target`` (default: this loss's target), cut to ``batch_index``."""
         target = self.target if target is None else target
+        if isinstance(target, list):
+            raise ValueError(
+                f"{type(self).__name__} has several targets ({[target_name(t) for t in target]}); read each "
+                "one with self._activation(activations, target=...)"
+            )
         act = activations[target]
         if self.batch_index is None:
             return act
@@ -381,7 +514,8 @@ class BaseLoss(Loss):
         return ""
 
     def __repr__(self) -> str:
-        args = [target_name(self.target)]
+        target = self.target
+        args = [f"[{', '.join(target_name(t) for t in target)}]" if isinstance(target, list) else target_name(target)]
         extra = self._extra_repr()
         if extra:
             args.append(extra)

@@ -1,9 +1,10 @@
 """Objectives along directions in activation space (Lucid's direction objectives, CLIP facets)."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .activation import _optional_index, check_channel, neuron_position
@@ -328,9 +329,29 @@ class FacetLoss(BaseLoss):
         ultimate_target: the late layer whose direction is followed.
         layer_target: the earlier layer that the facet weights live in.
         vec: the direction in ``ultimate_target``'s channels.
-        facet_weights: weights shaped like ``layer_target``'s output (``[C]`` or ``[1, C, H, W]``).
-        strength: an optional (start, end) strength interpolated over the batch.
+        facet_weights: weights for ``layer_target``'s channels: ``[C]`` or ``[1, C]`` (one weight per
+            channel, applied at every position: the same total as captum's spatial sum of a ``[1, C]`` probe),
+            or ``[1, C, H, W]`` (resized bilinearly to the layer's spatial size when it differs).
+        strength: keyword-only; ``None``, one number scaling every image, or a ``(start, end)`` pair
+            interpolated linearly over the batch (the first image gets ``start``, the last ``end``).
         batch_index: which images of the batch the loss reads.
+
+    captum's argument order ``FacetLoss(vec, ultimate_target, layer_target, facet_weights)`` is accepted too:
+    a tensor in the first position cannot be a target, so the first three arguments are read in captum's
+    order then.
+
+    Raises:
+        TypeError: ``vec`` or ``facet_weights`` not a tensor, a ``strength`` that is neither a number nor a pair.
+        ValueError: ``facet_weights`` of another shape, a ``strength`` sequence that is not a pair.
+
+    Example:
+        >>> acts = {"early": torch.ones(1, 2, 2, 2, requires_grad=True)}
+        >>> acts["late"] = acts["early"] * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1)  # d late / d early = +-1
+        >>> loss = FacetLoss("late", "early", torch.tensor([1.0, 0.0]), torch.tensor([[3.0, 5.0]]))
+        >>> loss(acts).item()  # only channel 0 helps the direction: 4 positions * 1 * grad 0.25 * weight 3
+        3.0
+        >>> FacetLoss("late", "early", torch.tensor([1.0, 0.0]), torch.tensor([[3.0, 5.0]]), strength=2.0)(acts).item()
+        6.0
     """
 
     def __init__(
@@ -340,16 +361,38 @@ class FacetLoss(BaseLoss):
         vec: torch.Tensor,
         facet_weights: torch.Tensor,
         *,
-        strength: Optional[List[float]] = None,
+        strength: Optional[Union[float, Sequence[float]]] = None,
         batch_index: BatchIndex = None,
     ) -> None:
+        if isinstance(ultimate_target, torch.Tensor):
+            # captum's order: (vec, ultimate_target, layer_target, facet_weights)
+            ultimate_target, layer_target, vec = layer_target, vec, ultimate_target
         super().__init__(ultimate_target, batch_index=batch_index)
+        if not isinstance(layer_target, (nn.Module, str)):
+            raise TypeError(
+                f"layer_target must be an nn.Module or a dotted module name, got {type(layer_target).__name__}"
+            )
         self.layer_target = layer_target
         self.vec = _as_direction(vec).reshape(-1)
         weights = _as_direction(facet_weights, "facet_weights")
-        self.facet_weights = weights.reshape(1, -1, 1, 1) if weights.dim() == 1 else weights
-        if strength is not None and len(strength) != 2:
-            raise ValueError(f"strength must be a (start, end) pair, got {strength!r}")
+        if weights.dim() == 1 or (weights.dim() == 2 and weights.shape[0] == 1):
+            weights = weights.reshape(1, -1, 1, 1)
+        elif weights.dim() != 4 or weights.shape[0] != 1:
+            raise ValueError(
+                f"facet_weights must be [C], [1, C] or [1, C, H, W], got shape {tuple(weights.shape)}"
+            )
+        self.facet_weights = weights
+        if strength is not None:
+            if isinstance(strength, bool):
+                raise TypeError(f"strength must be a number or a (start, end) pair, got {strength!r}")
+            if isinstance(strength, (int, float)):
+                strength = float(strength)
+            elif isinstance(strength, (list, tuple)):
+                if len(strength) != 2:
+                    raise ValueError(f"strength must be a number or a (start, end) pair, got {strength!r}")
+                strength = [float(strength[0]), float(strength[1])]
+            else:
+                raise TypeError(f"strength must be a number or a (start, end) pair, got {strength!r}")
         self.strength = strength
 
     @property
@@ -365,7 +408,9 @@ class FacetLoss(BaseLoss):
         if self.batch_index is not None:
             grad = grad[self._batch_slice(grad.shape[0], self.layer_target)]
         attribution = layer * F.relu(grad)
-        if self.strength is not None:
+        if isinstance(self.strength, float):
+            attribution = attribution * self.strength
+        elif self.strength is not None:
             n = attribution.shape[0]
             strength = torch.linspace(self.strength[0], self.strength[1], n, device=layer.device, dtype=layer.dtype)
             attribution = attribution * strength.reshape((-1,) + (1,) * (layer.dim() - 1))
