@@ -252,7 +252,7 @@ def test_gradcam_on_the_cat(lite0, chelsea):
     with torch.no_grad():
         assert int(lite0(chelsea).argmax()) == 285  # Egyptian cat
     cam = attribute(lite0, chelsea, 285, method="gradcam")[0, 0]
-    assert opt._utils.module_name(lite0, opt.attribution.default_gradcam_layer(lite0, chelsea)) == "head.relu"
+    assert opt._utils.module_name(lite0, opt.attribution.default_gradcam_layer(lite0, chelsea)) == "head"
     head = box_mask(cam.shape, HEAD)
     assert cam[head].mean() > 2.5 * cam[~head].mean()
     assert cam[head].sum() > 0.85 * cam.sum()  # the head box is 75% of the image but holds ~90% of the mass
@@ -276,3 +276,39 @@ def test_every_method_on_lite0(lite0, chelsea):
     assert not torch.allclose(results["guided_backprop"], results["saliency"])
     blend = overlay(small, attribute(lite0, small, 285))
     assert blend.shape == (1, 3, 64, 96) and 0 <= float(blend.min()) <= float(blend.max()) <= 1
+
+
+def _manual_resnet_gradcam(net, x, target):
+    """Grad-CAM at ``layer4`` computed by calling the ResNet's submodules by hand (no hooks, no captum)."""
+    with torch.no_grad():
+        feats = net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))
+        feats = net.layer4(feats)
+    feats = feats.clone().requires_grad_(True)
+    logits = net.fc(torch.flatten(net.avgpool(feats), 1))
+    logits[torch.arange(len(target)), target].sum().backward()
+    weights = feats.grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * feats).sum(1, keepdim=True)).detach()
+    return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_default_gradcam_layer_is_the_resnet_stage_output(arch):
+    # A module called twice per block (torchvision's `relu`) used to count at its first call, which made the
+    # search stop inside the last residual branch (layer4.1.bn2 / layer4.2.bn3); the stage output is layer4.
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None).eval()
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    layer = opt.attribution.default_gradcam_layer(net, x)
+    assert opt._utils.module_name(net, layer) == "layer4" and layer is net.layer4
+    assert hook_count(net) == 0
+    with torch.no_grad():
+        target = [int(c) for c in net(x).argmax(1)]  # the predicted classes: a map with positive evidence
+    cam = attribute(net, x, target)
+    explicit = attribute(net, x, target, layer="layer4")
+    torch.testing.assert_close(cam, explicit)
+    torch.testing.assert_close(cam, _manual_resnet_gradcam(net, x, target), rtol=1e-4, atol=1e-6)
+    assert (cam.flatten(1).amax(1) > 0).all()
+    # the old choice inside the residual branch gives another map
+    inner = "layer4.1.bn2" if arch == "resnet18" else "layer4.2.bn3"
+    assert not torch.allclose(cam, attribute(net, x, target, layer=inner), atol=0.1 * float(cam.abs().max()))

@@ -120,6 +120,30 @@ def test_linear_googlenet_mixed4a_to_mixed4b_shape() -> None:
     torch.testing.assert_close(moved[0, :, 2, 2], torch.einsum("oihw,ihw->o", weights, delta[0]), rtol=1e-4, atol=1e-4)
 
 
+def _conv_relu_conv(inplace: bool) -> nn.Sequential:
+    """A torchvision-style pair of layers: conv -> ReLU(inplace) -> conv."""
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=inplace), nn.Conv2d(4, 5, 3, padding=1))
+
+
+def test_expanded_weights_from_a_conv_that_an_inplace_relu_overwrites() -> None:
+    # The in-place ReLU overwrites conv 0's output; the expanded weights are still taken with respect to the
+    # output as the conv produced it (masked by the ReLU's derivative), as on a copy without in-place ops.
+    net, plain = _conv_relu_conv(True), _conv_relu_conv(False)
+    x = torch.randn(1, 3, 9, 9, generator=torch.Generator().manual_seed(5))
+    got = extract_expanded_weights(net, "0", "2", model_input=x)
+    torch.testing.assert_close(got, extract_expanded_weights(plain, "0", "2", model_input=x), rtol=0, atol=0)
+    # by hand, without hooks: d conv2(relu(a))[:, c, 4, 4] / d a, with a = conv1(x)
+    a = plain[0](x).detach().requires_grad_(True)
+    out = plain[2](torch.relu(a))
+    rows = [torch.autograd.grad(out[0, c, 4, 4], a, retain_graph=True)[0][0] for c in range(5)]
+    torch.testing.assert_close(got, torch.stack(rows), rtol=1e-6, atol=1e-7)
+    # the old reading (the gradient with respect to the ReLU's output) misses the mask
+    masked_out = (a.detach()[0] <= 0)[:, 3:6, 3:6].sum()
+    assert masked_out > 0 and got[:, :, 3:6, 3:6].eq(0).sum() >= 5 * masked_out
+    assert all(not m._forward_hooks for m in net.modules()) and net[1].inplace
+
+
 def test_heatmap_colours() -> None:
     w = torch.tensor([[-1.0, -0.5, 0.0], [0.25, 1.0, 3.0]])
     img = weights_to_heatmap_2d(w)

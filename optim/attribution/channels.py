@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from .._utils import module_name, resolve_module
 from .methods import Target, _captum, _check_target, _prepare
-from ..optimization.hooks import model_frozen
+from ..activations import autograd_context, model_frozen
 
 __all__ = ["ChannelAttribution", "ChannelBlock", "channel_attribution", "channel_blocks", "plot_channel_blocks"]
 
@@ -69,9 +69,10 @@ def channel_attribution(
     if not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, got {top_k!r}")
     module = resolve_module(model, layer)
-    x = _prepare(model, image)
+    with autograd_context():
+        x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
-    with model_frozen(model), torch.enable_grad():
+    with autograd_context(), model_frozen(model):
         attr = _captum().LayerGradientXActivation(model, module).attribute(x, target=target)
     attr = attr.detach()
     if attr.dim() == 2:

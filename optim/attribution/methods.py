@@ -7,15 +7,16 @@ mode, ``requires_grad`` flags, hooks).
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, Callable, Dict, List, Sequence, Union
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .._utils import model_device_dtype, optional_import, resolve_module
-from ..optimization.hooks import ModuleOutputsHook, model_frozen
+from ..activations import ActivationRecorder, autograd_context, model_frozen, select_tensor
 
 __all__ = ["METHODS", "attribute", "default_gradcam_layer"]
 
@@ -52,32 +53,66 @@ def _guided_backprop(model: nn.Module) -> Any:
 
 
 def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
-    """The last module (in execution order) whose output is still a spatial ``(N, C, h, w)`` map.
+    """Grad-CAM's usual layer: the output of the last convolutional stage, found with one forward pass.
 
-    That is Grad-CAM's usual choice: the rectified output of the final convolutional stage (``layer4`` of a
-    ResNet, the head activation of an EfficientNet), found with one forward pass.
+    That is the shallowest module whose output is the last spatial ``(N, C, h, w)`` activation (``h * w > 1``)
+    of the pass: ``layer4`` of a torchvision ResNet (not a module inside its last residual block), the head
+    of an EfficientNet. Containers finish after their children, so it is the last module to return a spatial
+    map; a module called several times counts at its last call. Outputs are read through the activation core
+    (:class:`~optim.activations.ActivationRecorder`); modules that refuse a forward hook (TorchScript) are
+    skipped.
 
-    The pass runs in eval mode without gradients (batch norm statistics stay untouched); the model's mode
-    and hooks are restored afterwards.
+    The pass runs in eval mode without gradients (batch norm statistics stay untouched); the model's mode,
+    ``requires_grad`` flags and hooks are restored afterwards.
 
     Args:
         model: the network.
         image: an ``NCHW`` input it accepts (moved to the model's device and dtype).
 
+    Returns:
+        The module (a submodule of ``model``, never ``model`` itself).
+
     Raises:
         ValueError: if no module outputs a spatial map larger than 1 x 1.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()),
+        ...                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> default_gradcam_layer(net, torch.rand(1, 3, 16, 16)) is net[1]  # the stage, not its ReLU
+        True
     """
-    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     device, dtype = model_device_dtype(model)
     image = image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype)
-    with torch.no_grad(), model_frozen(model), ModuleOutputsHook(leaves) as hook:
+    # (depth, name, module, output) in the order the modules returned
+    fired: List[Tuple[int, str, nn.Module, Any]] = []
+
+    def logger(name: str, module: nn.Module) -> Callable[[Any], torch.Tensor]:
+        def select(output: Any) -> torch.Tensor:
+            fired.append((name.count("."), name, module, output))
+            return select_tensor(output, None, name)
+
+        return select
+
+    with torch.no_grad(), model_frozen(model), contextlib.ExitStack() as stack:
+        for name, module in model.named_modules():
+            if not name:
+                continue
+            try:
+                stack.enter_context(ActivationRecorder(model, module, stop_early=False, inplace_safe=False,
+                                                       select=logger(name, module)))
+            except ValueError:
+                continue  # refuses a hook: captum could not hook it for Grad-CAM either
         model(image)
-        # the dict is filled in firing order, so the last match is the deepest spatial map
-        spatial = [m for m, out in hook.outputs.items()
-                   if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1]
+    spatial = [i for i, (_, _, _, out) in enumerate(fired)
+               if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1]
     if not spatial:
         raise ValueError(f"{type(model).__name__} has no layer with a spatial output; pass layer= for Grad-CAM")
-    return spatial[-1]
+    last = fired[spatial[-1]][3]
+    # every module that returned that very tensor (an in-place chain, or nested containers); the shallowest,
+    # the latest of equals
+    same = [i for i in spatial if fired[i][3] is last]
+    best = min(same, key=lambda i: (fired[i][0], -i))
+    return fired[best][2]
 
 
 def _layer(model: nn.Module, layer: Union[str, nn.Module, None], x: torch.Tensor) -> nn.Module:
@@ -268,9 +303,10 @@ def attribute(
         raise ValueError(f"unknown attribution method {method!r}; choose one of: {', '.join(METHODS)}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    x = _prepare(model, image)
+    with autograd_context():  # works under torch.no_grad() and for inputs made under torch.inference_mode()
+        x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
-    with model_frozen(model), torch.enable_grad(), warnings.catch_warnings():
+    with autograd_context(), model_frozen(model), warnings.catch_warnings():
         # captum announces its (always removed) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         result = _METHODS[method](model, x, target, layer, dict(kwargs))

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from optim._utils import model_device_dtype, module_name, resolve_module
-from optim.optimization.hooks import model_frozen, run_to_targets
+from optim.activations import autograd_context, record_activations
 from optim.transforms import center_crop
 
 __all__ = ["extract_expanded_weights"]
@@ -31,6 +31,23 @@ def _grad_ready_inputs(model_input: ModelInput) -> Tuple[torch.Tensor, ...]:
     return tuple(ready)
 
 
+def _gradient_edge(recorded: torch.Tensor) -> Optional[torch.autograd.graph.GradientEdge]:
+    """Where the gradient with respect to a recorded activation enters the autograd graph.
+
+    The activation core hands out a copy of an output that a later in-place op (``nn.ReLU(inplace=True)``)
+    overwrites, so the copy itself is not on the path to the later layers; the gradient with respect to the
+    output as the module produced it flows through the copy's source, the node below the ``clone``. A copy
+    is the identity, so for an output that was not copied the two gradients are the same.
+    """
+    fn = recorded.grad_fn
+    if fn is not None and type(fn).__name__ == "CloneBackward0":
+        node, index = fn.next_functions[0]
+        return None if node is None else torch.autograd.graph.GradientEdge(node, index)
+    if not recorded.requires_grad:
+        return None
+    return torch.autograd.graph.get_gradient_edge(recorded)
+
+
 def extract_expanded_weights(
     model: nn.Module,
     target1: Union[str, nn.Module],
@@ -47,8 +64,12 @@ def extract_expanded_weights(
     of all the layers in between (Voss et al., "Visualizing Weights", Distill 2021). With a nonlinear
     model it is the local linearization at ``model_input``, averaged over its batch.
 
-    The forward pass stops once ``target2`` has run. It runs in eval mode with frozen parameters; hooks,
-    modes and ``requires_grad`` are restored afterwards, on errors too.
+    The activations are read through the activation core (:mod:`optim.activations`): the forward pass stops
+    once ``target2`` has run; it runs in eval mode with frozen parameters, and hooks, modes and
+    ``requires_grad`` are restored afterwards, on errors too. ``target1`` means its output as the module
+    produced it, even when an in-place op (``nn.ReLU(inplace=True)``) overwrites it later, and a module called
+    several times means its last call. It works under ``torch.no_grad()`` and ``torch.inference_mode()`` (the
+    input is copied outside inference mode; a model built inside it raises an error naming it).
 
     Args:
         model: the network.
@@ -85,28 +106,26 @@ def extract_expanded_weights(
     if model_input is None:
         device, dtype = model_device_dtype(model)
         model_input = torch.zeros(1, 3, 224, 224, device=device, dtype=dtype)
-    inputs = _grad_ready_inputs(model_input)
 
-    with model_frozen(model), torch.enable_grad():
-        outputs = run_to_targets(model, [module1, module2], *inputs)
+    with autograd_context():
+        inputs = _grad_ready_inputs(model_input)
+        outputs = record_activations(model, [module1, module2], *inputs, requires_grad=True)
         activ1, activ2 = outputs[module1], outputs[module2]
-        for name, act in ((name1, activ1), (name2, activ2)):
-            if not torch.is_tensor(act):
-                raise TypeError(f"the output of {name} must be a tensor, got {type(act).__name__}")
         if activ2.dim() == 4:
             centre = activ2[:, :, (activ2.size(2) - 1) // 2, (activ2.size(3) - 1) // 2]
         elif activ2.dim() == 2:
             centre = activ2
         else:
             raise ValueError(f"target2 ({name2}) must give a 4-D or 2-D output, got shape {tuple(activ2.shape)}")
-        if not activ1.requires_grad or not centre.requires_grad:
+        edge1 = _gradient_edge(activ1)
+        if edge1 is None or not centre.requires_grad:
             raise ValueError(f"{name2} does not depend on {name1} through a differentiable path")
 
         rows = []
         for channel in range(centre.size(1)):
             # Each sample's centre neuron depends only on that sample, so the gradient of the batch sum
             # holds every sample's row; the batch mean is the row itself for a batch of one.
-            (grad,) = torch.autograd.grad(centre[:, channel].sum(), activ1, retain_graph=True, allow_unused=True)
+            (grad,) = torch.autograd.grad(centre[:, channel].sum(), edge1, retain_graph=True, allow_unused=True)
             if grad is None:
                 raise ValueError(f"{name2} does not depend on {name1}; is {name1} below {name2}?")
             rows.append(grad.mean(0))
