@@ -11,9 +11,9 @@ calls give the InceptionV1 circuits of the Distill thread, e.g. ``mixed4a_relu``
     >>> w = opt.circuits.extract_expanded_weights(model, "blocks.7", "blocks.8", 5, model_input=x)
     >>> w.shape  # [channels of blocks.8, channels of blocks.7, 5, 5]
     torch.Size([112, 80, 5, 5])
-    >>> best = opt.circuits.top_connections(w, k=3, target_channel=7, score="sum")  # most excitatory first
+    >>> best = opt.circuits.top_connections(w, k=2, target_channel=7, score="sum")  # most excitatory first
     >>> [c.source_channel for c in best]
-    [34, 8, 37]
+    [34, 8]
     >>> heatmap = opt.circuits.weights_to_heatmap_2d(w[7, 34] / w[7].abs().max())  # blue-white-red
     >>> heatmap.shape
     torch.Size([3, 5, 5])
