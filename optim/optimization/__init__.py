@@ -10,7 +10,7 @@ from .defaults import (
     default_transforms,
     make_optimizer,
 )
-from .hooks import ModuleOutputsHook, run_to_targets
+from .hooks import ActivationFetcher, ModuleOutputsHook, run_to_targets
 from .input_optimization import InputOptimization
 from .progress import ProgressBar, TensorBoardCallback
 from .stop_criteria import StopCriteria, n_steps, plateau, target_value
@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_DECAY_POWER",
     "DEFAULT_STEPS",
     "ModuleOutputsHook",
+    "ActivationFetcher",
     "StopForward",
     "model_frozen",
     "run_to_targets",

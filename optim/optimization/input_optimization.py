@@ -129,6 +129,25 @@ class InputOptimization:
         """The trainable tensors: those of the image parameterization."""
         return [p for p in self.input_param.parameters() if p.requires_grad]
 
+    @property
+    def targets(self) -> List[Any]:
+        """The loss's targets (captum's attribute; read-only: the loss decides them)."""
+        return list(self.loss_function.targets)
+
+    def cleanup(self) -> None:
+        """captum's clean-up call, kept for code written against it: it removes nothing, because hooks exist
+        only inside :meth:`optimize` and :meth:`loss` and are removed on every exit path. Safe to call any
+        number of times.
+
+        Example:
+            >>> net = nn.Sequential(nn.Conv2d(3, 2, 1))
+            >>> obj = opt.InputOptimization(net, opt.loss.ChannelActivation(net[0], 1), opt.images.PixelImage(4))
+            >>> obj.cleanup(); obj.cleanup()
+            >>> len(net[0]._forward_hooks)
+            0
+        """
+        return None
+
     def _image(self) -> torch.Tensor:
         image = self.input_param()
         if type(image) is not torch.Tensor:
