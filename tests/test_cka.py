@@ -207,6 +207,35 @@ def test_model_cka_same_model_is_one_on_diagonal_and_paired(tiny_net):
         model_cka(tiny_net, tiny_net, loader, ["conv3"], ["fc"], progress=False)
 
 
+def _inplace_pair(inplace=True):
+    """A torchvision-style pair of layers: conv -> ReLU(inplace) -> conv (the ReLU overwrites conv 0's output)."""
+    torch.manual_seed(4)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3), torch.nn.ReLU(inplace=inplace), torch.nn.Conv2d(6, 5, 3))
+
+
+def test_model_cka_reads_a_conv_that_an_inplace_relu_overwrites():
+    net = _inplace_pair()
+    images, loader = _loader()
+    # watched together: the conv's own output (with its negative values), not the ReLU's
+    got = model_cka(net, net, loader, ["0", "2"], ["0", "2"], progress=False)
+    ref = MinibatchCKA()
+    relu_ref = MinibatchCKA()
+    with torch.no_grad():  # by hand, without hooks
+        for xb in images.split(16):
+            conv = net[0](xb)
+            top = net[2](torch.relu(conv))
+            ref.update([conv, top], [conv, top])
+            relu_ref.update([torch.relu(conv), top], [torch.relu(conv), top])
+    torch.testing.assert_close(got, ref.compute(), rtol=1e-10, atol=1e-12)
+    # what the old hook read (the ReLU's output) is a different, wrong number
+    assert abs(float(got[0, 1]) - float(relu_ref.compute()[0, 1])) > 0.01
+    # two models: the same numbers, and the same on a copy of the net without in-place ops
+    plain = _inplace_pair(inplace=False)
+    two = model_cka(net, plain, images, ["0", "2"], ["0", "2"], batch_size=16, progress=False)
+    torch.testing.assert_close(two, got, rtol=1e-10, atol=1e-12)
+    assert net[1].inplace and not any(m._forward_hooks for m in net.modules())
+
+
 def test_cka_heatmap_and_plot(tiny_net):
     import matplotlib
     matplotlib.use("Agg")

@@ -4,6 +4,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import optim as opt
+from optim.activations import ActivationMap
 from optim.analysis import LayerInfo, ModelInspector
 
 
@@ -28,7 +30,13 @@ class BNNet(nn.Module):
 
 def test_layer_info_lists_weighted_layers_with_channels(tiny_net):
     info = ModelInspector(tiny_net).layer_info()
-    assert info == [LayerInfo("conv1", "Conv2d", 4), LayerInfo("conv2", "Conv2d", 6), LayerInfo("fc", "Linear", 5)]
+    assert info == [LayerInfo("conv1", "Conv2d", None, 4), LayerInfo("conv2", "Conv2d", None, 6),
+                    LayerInfo("fc", "Linear", None, 5)]
+    # the one layer table of optim; with an input size one forward pass fills in the output shapes
+    assert LayerInfo is opt.models.LayerInfo
+    assert ModelInspector(tiny_net).layer_info((2, 3, 8, 8)) == [
+        LayerInfo("conv1", "Conv2d", (2, 4, 8, 8), 4), LayerInfo("conv2", "Conv2d", (2, 6, 8, 8), 6),
+        LayerInfo("fc", "Linear", (2, 5), 5)]
     nested = ModelInspector(BNNet()).layer_info()
     assert [(r.name, r.type, r.channels) for r in nested] == [
         ("features.0", "Conv2d", 4), ("features.1", "BatchNorm2d", 4), ("head", "Linear", 2)]
@@ -150,7 +158,8 @@ def test_stream_over_loader_equals_one_big_batch(tiny_net):
     loader = DataLoader(TensorDataset(images, torch.arange(10)), batch_size=4)
     insp = ModelInspector(tiny_net)
     acts = insp.stream(loader, layers=["conv1", "relu2", tiny_net.fc])
-    assert set(acts) == {"conv1", "relu2", "fc"}
+    assert isinstance(acts, ActivationMap) and list(acts) == ["conv1", "relu2", "fc"]
+    assert acts[tiny_net.fc] is acts["fc"] and insp.activations is acts
     with torch.no_grad():
         tiny_net.eval()
         c1 = tiny_net.conv1(images)
@@ -158,7 +167,7 @@ def test_stream_over_loader_equals_one_big_batch(tiny_net):
         logits = tiny_net(images)
         tiny_net.train()
     torch.testing.assert_close(acts["conv1"], c1)
-    torch.testing.assert_close(insp.activations.relu2, r2)
+    torch.testing.assert_close(insp.activations["relu2"], r2)
     torch.testing.assert_close(insp.neurons["fc"], logits)
     # the model is left as it was
     assert tiny_net.training and [p.requires_grad for p in tiny_net.parameters()] == flags
@@ -168,8 +177,8 @@ def test_stream_over_loader_equals_one_big_batch(tiny_net):
     assert set(acts2) == {"conv1", "conv2", "fc"}
     torch.testing.assert_close(acts2["fc"], logits)
     assert insp.stream(images, layers=["conv1"], batch_size=3, max_batches=2)["conv1"].shape[0] == 6
-    with pytest.raises(AttributeError, match="available"):
-        insp.activations.conv2
+    with pytest.raises(KeyError, match="recorded"):
+        insp.activations["conv2"]
 
 
 def test_stream_follows_model_dtype(tiny_net):
@@ -179,3 +188,17 @@ def test_stream_follows_model_dtype(tiny_net):
     assert acts["fc"].dtype == torch.float64 and acts["fc"].shape == (5, 5)
     with torch.no_grad():
         torch.testing.assert_close(acts["fc"], net(x.double()))  # batches of 2, 2, 1 put back in order
+
+
+def test_stream_keeps_the_negative_values_of_a_conv_an_inplace_relu_overwrites():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(inplace=True), nn.Conv2d(6, 5, 3))
+    images = torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    acts = ModelInspector(net).stream(images, layers=["0", net[2]], batch_size=4)
+    with torch.no_grad():  # by hand, without hooks
+        conv = net[0](images)
+        top = net[2](torch.relu(conv))
+    assert float(conv.min()) < -0.1
+    torch.testing.assert_close(acts["0"], conv, rtol=1e-6, atol=1e-6)  # batches of 4, 4, 2 against one of 10
+    torch.testing.assert_close(acts[net[2]], top, rtol=1e-6, atol=1e-6)
+    assert list(acts) == ["0", "2"]

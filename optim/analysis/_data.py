@@ -1,69 +1,75 @@
-"""Turn a DataLoader, a tensor or any iterable of batches into a stream of input tensors."""
+"""What the analysis readers (``model_cka``, ``ModelInspector.stream``) take as data, handed to the one loader
+iterator, :func:`optim.activations.iter_activations`.
+
+Example:
+    >>> net = nn.Sequential(nn.Linear(4, 2))
+    >>> [tuple(a["0"].shape) for a in stream_activations(net, ["0"], torch.ones(5, 4), batch_size=2)]
+    [(2, 2), (2, 2), (1, 2)]
+"""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, List, Optional, Union
+import itertools
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
-from .._utils import model_device_dtype
-from ..optimization.hooks import run_to_targets
+from ..activations import ActivationMap, iter_activations
 
-__all__ = ["iter_inputs", "count_batches", "layer_outputs"]
+__all__ = ["batches", "count_batches", "stream_activations"]
+
+Data = Union[torch.Tensor, Iterable[Any]]
+
+# keys under which a dict batch (Hugging Face datasets, dict-style collate functions) holds its input
+_INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
 
 
-def _first_tensor(batch: Any) -> torch.Tensor:
-    # Labelled datasets yield (inputs, labels) tuples or dicts; the model only sees the inputs.
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
+def _check(batch_size: int, max_batches: Optional[int]) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
+                                    or max_batches < 1):
+        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
+
+
+def _input_of(batch: Any) -> Any:
+    """A dict batch's input tensor; any other batch as it is (``iter_activations`` takes tensors and tuples)."""
     if isinstance(batch, dict):
-        for key in ("image", "images", "input", "inputs", "x", "pixel_values"):
+        for key in _INPUT_KEYS:
             if isinstance(batch.get(key), torch.Tensor):
                 return batch[key]
-    raise TypeError(
-        "each batch must be a tensor, a (inputs, labels, ...) tuple/list or a dict with an 'image'/'input' "
-        f"tensor, got {type(batch).__name__}"
-    )
+        raise TypeError(f"a dict batch must hold its input under one of {list(_INPUT_KEYS)}, got keys {list(batch)}")
+    return batch
 
 
-def iter_inputs(
-    data: Union[torch.Tensor, Iterable[Any]], batch_size: int = 64, max_batches: Optional[int] = None
-) -> Iterator[torch.Tensor]:
-    """Yield input tensors from a tensor (split into batches), a DataLoader or any iterable of batches.
+def batches(data: Data, batch_size: int = 64, max_batches: Optional[int] = None) -> Iterable[Any]:
+    """``data`` as the batches :func:`~optim.activations.iter_activations` takes.
 
     Args:
-        data: an ``(N, ...)`` tensor, or an iterable whose items are tensors, tuples whose first item is
-            the input tensor, or dicts with an ``"image"``/``"input"`` entry.
-        batch_size: batch size used to split a tensor.
-        max_batches: stop after this many batches (``None``: all of them).
+        data: an ``(N, ...)`` tensor (split into ``batch_size`` chunks), or an iterable (a DataLoader) of
+            tensors, ``(inputs, labels, ...)`` tuples, or dicts with the input under ``"image"``, ``"input"``,
+            ``"pixel_values"``, ...
+        batch_size: the chunk size for a tensor.
+        max_batches: keep only the first ``max_batches`` batches (``None``: all).
 
     Returns:
-        An iterator of input tensors.
+        An iterable of batches (tensors or tuples whose first element is the input).
+
+    Raises:
+        TypeError: for data that is neither; ValueError for a bad ``batch_size`` or ``max_batches``.
     """
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
+    _check(batch_size, max_batches)
     if isinstance(data, torch.Tensor):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        batches: Iterable[Any] = data.split(batch_size)
+        items: Iterable[Any] = data.split(batch_size)
     elif isinstance(data, Iterable):
-        batches = data
+        items = (_input_of(b) for b in data)
     else:
-        raise TypeError(
-            f"data must be a tensor or an iterable of batches (e.g. a DataLoader), got {type(data).__name__}"
-        )
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            return
-        yield _first_tensor(batch)
+        raise TypeError(f"data must be a tensor or an iterable of batches (e.g. a DataLoader), got {type(data).__name__}")
+    return items if max_batches is None else itertools.islice(items, max_batches)
 
 
-def count_batches(
-    data: Union[torch.Tensor, Iterable[Any]], batch_size: int = 64, max_batches: Optional[int] = None
-) -> Optional[int]:
-    """The number of batches :func:`iter_inputs` will yield, when it is known in advance (for tqdm)."""
+def count_batches(data: Data, batch_size: int = 64, max_batches: Optional[int] = None) -> Optional[int]:
+    """The number of batches :func:`batches` gives, when it is known in advance (for a progress bar)."""
     if isinstance(data, torch.Tensor):
         total: Optional[int] = -(-data.shape[0] // batch_size)
     else:
@@ -76,21 +82,27 @@ def count_batches(
     return total
 
 
-def layer_outputs(model: nn.Module, modules: List[nn.Module], x: torch.Tensor) -> List[torch.Tensor]:
-    """The output of each module for the input batch ``x``, running the model only as far as needed.
+def with_progress(items: Iterable[Any], data: Data, batch_size: int, max_batches: Optional[int], desc: str) -> Iterable[Any]:
+    """``items`` behind a tqdm bar sized by :func:`count_batches`."""
+    from tqdm.auto import tqdm
 
-    ``x`` is moved to the model's device (and floating dtype). A module returning a tuple or list (e.g.
-    attention) contributes its first output.
+    return tqdm(items, total=count_batches(data, batch_size, max_batches), desc=desc, unit="batch")
 
-    Args:
-        model: the network (the caller decides on eval mode and gradients).
-        modules: submodules of ``model``.
-        x: one input batch.
 
-    Returns:
-        One tensor per module, in the order of ``modules``.
+def stream_activations(
+    model: nn.Module,
+    targets: Sequence[Union[str, nn.Module]],
+    data: Data,
+    batch_size: int = 64,
+    max_batches: Optional[int] = None,
+    progress: bool = False,
+    desc: str = "activations",
+) -> Iterator[ActivationMap]:
+    """One :class:`~optim.activations.ActivationMap` per batch of ``data`` (see :func:`batches`), through
+    :func:`~optim.activations.iter_activations`: eval mode, no gradients, inputs moved to the model's device
+    and dtype, one set of hooks for the loop, the model restored afterwards.
     """
-    device, dtype = model_device_dtype(model)
-    x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
-    outputs = run_to_targets(model, modules, x)
-    return [out[0] if isinstance(out, (tuple, list)) else out for out in (outputs[m] for m in modules)]
+    items = batches(data, batch_size, max_batches)
+    if progress:
+        items = with_progress(items, data, batch_size, max_batches, desc)
+    return iter_activations(model, list(targets), items)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -9,8 +10,8 @@ import torch
 import torch.nn as nn
 
 from .._utils import module_name, resolve_module
-from ..optimization.hooks import model_frozen
-from ._data import count_batches, iter_inputs, layer_outputs
+from ..activations import iter_activations
+from ._data import batches as data_batches, with_progress
 from .cka import MinibatchCKA
 
 __all__ = ["CKAMap", "model_cka", "cka_heatmap", "plot_cka", "default_cka_layers"]
@@ -67,7 +68,9 @@ def model_cka(
 ) -> torch.Tensor:
     """Unbiased minibatch CKA between layers of two models over a data loader (Nguyen et al., 2021).
 
-    Both models see the same batches in eval mode without gradients; each is left as it was.
+    Both models see the same batches in eval mode without gradients, read through the activation core
+    (:func:`optim.activations.iter_activations`: a layer's output as the layer produced it, even when an
+    in-place op such as ``nn.ReLU(inplace=True)`` overwrites it later); each model is left as it was.
 
     Args:
         model1: the first network.
@@ -98,28 +101,22 @@ def model_cka(
     mods2, _ = _resolve(model2, layers2, "layers2")
     if paired and len(mods1) != len(mods2):
         raise ValueError(f"paired=True needs as many layers1 as layers2, got {len(mods1)} and {len(mods2)}")
-    same_model = model1 is model2
     metric = MinibatchCKA(kernel=kernel)
-    batches = iter_inputs(loader, batch_size=batch_size, max_batches=max_batches)
+    items = data_batches(loader, batch_size=batch_size, max_batches=max_batches)
     if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, total=count_batches(loader, batch_size, max_batches), desc="CKA", unit="batch")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        stack.enter_context(model_frozen(model1))
-        if not same_model:
-            stack.enter_context(model_frozen(model2))
-        for x in batches:
-            if same_model:
-                acts = layer_outputs(model1, list(dict.fromkeys(mods1 + mods2)), x)
-                by_module = dict(zip(dict.fromkeys(mods1 + mods2), acts))
-                acts1 = [by_module[m] for m in mods1]
-                acts2 = [by_module[m] for m in mods2]
-            else:
-                acts1 = layer_outputs(model1, mods1, x)
-                acts2 = layer_outputs(model2, mods2, x)
-            metric.update(acts1, acts2)
+        items = with_progress(items, loader, batch_size, max_batches, "CKA")
+    if model1 is model2:
+        union = list(dict.fromkeys(mods1 + mods2))
+        with contextlib.closing(iter_activations(model1, union, items)) as stream:
+            for acts in stream:
+                metric.update([acts[m] for m in mods1], [acts[m] for m in mods2])
+    else:
+        # both models see each batch once, in lockstep (tee keeps one batch between the two)
+        first, second = itertools.tee(items, 2)
+        with contextlib.closing(iter_activations(model1, mods1, first)) as stream1, \
+                contextlib.closing(iter_activations(model2, mods2, second)) as stream2:
+            for acts1, acts2 in zip(stream1, stream2):
+                metric.update([acts1[m] for m in mods1], [acts2[m] for m in mods2])
     if metric.n_batches == 0:
         raise ValueError("the loader yielded no batches")
     values = metric.compute()

@@ -2,31 +2,26 @@
 
 After the CelebA & Lucid toolkit: read a layer's weights as ``insp.weights["conv1"].w``, swap in another
 checkpoint with ``switch_to`` without rebuilding the network, overwrite one channel with another model's
-weights (``set_weights("conv1:3", other)``), and collect activations over a whole DataLoader.
+weights (``set_weights("conv1:3", other)``), and collect activations over a whole DataLoader (through the
+activation core, :func:`optim.activations.iter_activations`).
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype, module_name, resolve_module
-from ..optimization.hooks import model_frozen
-from ._data import count_batches, iter_inputs, layer_outputs
+from ..activations import ActivationMap
+from ..models._utils import LayerInfo, layer_info as _layer_info
+from ._data import stream_activations
 
-__all__ = ["LayerInfo", "LayerWeights", "Activations", "ModelInspector"]
+# LayerInfo is optim.models.LayerInfo (one layer table in optim), re-exported for ``from optim.analysis import``
+__all__ = ["LayerInfo", "LayerWeights", "ModelInspector"]
 
 _MODES = ("both", "weight", "bias")
-
-
-class LayerInfo(NamedTuple):
-    """One row of :meth:`ModelInspector.layer_info`: dotted name, module type and output channel count."""
-
-    name: str
-    type: str
-    channels: int
 
 
 class LayerWeights:
@@ -85,16 +80,6 @@ class LayerWeights:
         return f"LayerWeights({self._name or type(self._module).__name__!r}, weight shape={shape})"
 
 
-class Activations(dict):
-    """A dict of dotted layer name -> activations that also allows ``acts.conv1`` for simple names."""
-
-    def __getattr__(self, name: str) -> torch.Tensor:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"no streamed activations for {name!r}; available: {list(self)}") from None
-
-
 class ModelInspector:
     """Inspect and operate on a network in place.
 
@@ -107,7 +92,7 @@ class ModelInspector:
         >>> insp
         ModelInspector(EfficientNetLite, 99 layers)
         >>> insp.layer_info()[0]
-        LayerInfo(name='stem.conv', type='Conv2d...', channels=32)
+        LayerInfo(name='stem.conv', type='Conv2d...', shape=None, channels=32)
         >>> insp.weights["stem.conv"].w.shape
         torch.Size([32, 3, 3, 3])
         >>> other = opt.models.efficientnet_lite0()  # same architecture, random weights
@@ -127,21 +112,31 @@ class ModelInspector:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
-        self.activations = Activations()
+        #: what the last :meth:`stream` returned (an empty map before the first)
+        self.activations = ActivationMap([])
 
     # -- listing and reading ---------------------------------------------------------------------------
-    def layer_info(self) -> List[LayerInfo]:
-        """Every module that owns a ``weight`` tensor, with its output channel count (``weight.shape[0]``).
+    def layer_info(self, input_size: Optional[Sequence[int]] = None) -> List[LayerInfo]:
+        """Every module that owns a ``weight`` tensor, as rows of the one layer table,
+        :class:`optim.models.LayerInfo` ``(name, type, shape, channels)``.
+
+        Args:
+            input_size: without it (default) nothing runs: ``shape`` is ``None`` and ``channels`` is the
+                weight's output channel count (``weight.shape[0]``). With an input shape such as
+                ``(1, 3, 224, 224)``, one forward pass fills in each output shape and ``channels = shape[1]``,
+                as :func:`optim.models.layer_info` does (modules that did not run are left out).
 
         Returns:
-            A list of :class:`LayerInfo` ``(name, type, channels)`` in definition order.
+            A list of :class:`~optim.models.LayerInfo` in definition order.
         """
-        rows = []
+        weighted = {}
         for name, m in self.model.named_modules():
             weight = m._parameters.get("weight") if name else None
             if isinstance(weight, torch.Tensor) and weight.dim() >= 1:
-                rows.append(LayerInfo(name, type(m).__name__, int(weight.shape[0])))
-        return rows
+                weighted[name] = LayerInfo(name, type(m).__name__, None, int(weight.shape[0]))
+        if input_size is None:
+            return list(weighted.values())
+        return [row for row in _layer_info(self.model, input_size) if row.name in weighted]
 
     @property
     def weights(self) -> LayerWeights:
@@ -267,11 +262,14 @@ class ModelInspector:
         max_batches: Optional[int] = None,
         progress: bool = False,
         device: Union[str, torch.device, None] = "cpu",
-    ) -> Activations:
+    ) -> ActivationMap:
         """Run the model over a tensor or a DataLoader and keep the chosen layers' outputs.
 
-        The model runs in eval mode without gradients, only as far as the deepest chosen layer; its mode,
-        ``requires_grad`` flags and hooks are restored afterwards. Results replace :attr:`activations`.
+        The batches go through the one loader iterator, :func:`optim.activations.iter_activations`: eval mode
+        without gradients, only as far as the deepest chosen layer, each output as its layer produced it (an
+        in-place op such as ``nn.ReLU(inplace=True)`` after a conv does not change the conv's recording), a
+        module called several times read at its last call; the model's mode, ``requires_grad`` flags and hooks
+        are restored afterwards. Results replace :attr:`activations`.
 
         Args:
             data: an ``(N, C, H, W)`` tensor, a DataLoader or any iterable of batches (tensors,
@@ -283,7 +281,12 @@ class ModelInspector:
             device: where to keep the collected activations (``None``: where the model computed them).
 
         Returns:
-            :attr:`activations`: layer name -> tensor concatenated over batches along dim 0.
+            :attr:`activations`, an :class:`~optim.activations.ActivationMap`: each layer's outputs
+            concatenated over batches along dim 0, keyed by dotted name (iteration yields the names) and
+            answering the module too.
+
+        Raises:
+            ValueError: for an unknown layer, no layers, or data that yields no batches.
         """
         if layers is None:
             layers = [row.name for row in self.layer_info()]
@@ -294,22 +297,18 @@ class ModelInspector:
             raise ValueError("stream needs at least one layer")
         names = [layer if isinstance(layer, str) else module_name(self.model, layer) for layer in layers]
         chunks: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
-        batches: Iterable[torch.Tensor] = iter_inputs(data, batch_size=batch_size, max_batches=max_batches)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, total=count_batches(data, batch_size, max_batches), desc="stream", unit="batch")
-        with torch.no_grad(), model_frozen(self.model):
-            for x in batches:
-                for name, out in zip(names, layer_outputs(self.model, modules, x)):
-                    chunks[name].append(out.detach().to(device) if device is not None else out.detach())
-        self.activations = Activations({name: torch.cat(parts) for name, parts in chunks.items() if parts})
-        if not self.activations:
+        owner = dict(zip(names, modules))
+        for acts in stream_activations(self.model, modules, data, batch_size, max_batches, progress, "stream"):
+            for name, module in owner.items():
+                out = acts[module]
+                chunks[name].append(out.to(device) if device is not None else out)
+        if not any(chunks.values()):
             raise ValueError("the data yielded no batches")
+        self.activations = ActivationMap((name, owner[name], name, torch.cat(parts)) for name, parts in chunks.items())
         return self.activations
 
     @property
-    def neurons(self) -> Activations:
+    def neurons(self) -> ActivationMap:
         """Alias of :attr:`activations` (the CelebA & Lucid name)."""
         return self.activations
 
