@@ -160,10 +160,13 @@ def test_shared_image_bad_arguments():
         SharedImage(init=torch.rand(3, 8, 8), shapes=(4, 4), parameterization=base)
     with pytest.raises(ValueError, match=r"size \(16, 16\) disagrees .* 8x8"):
         SharedImage((16, 16), shapes=(4, 4), parameterization=base)
-    # the pre-0.2 positional form still works, with a warning
-    with pytest.warns(DeprecationWarning, match="SharedImage"):
-        legacy = SharedImage((4, 4), base, offset=1)
+    # captum's positional form SharedImage(shapes, parameterization, offset) works as written
+    legacy = SharedImage((4, 4), base, offset=1)
     assert legacy.parameterization is base and legacy.offsets == [[1, 1, 1, 1]] and legacy().shape == (1, 3, 8, 8)
+    positional = SharedImage((4, 4), base, (0, 0, 1, 2))
+    assert positional.offsets == [[0, 0, 1, 2]]
+    with pytest.raises(TypeError, match="offset twice"):
+        SharedImage((4, 4), base, (0, 0, 1, 1), offset=2)
 
 
 # --- StackImage -------------------------------------------------------------------------------------------

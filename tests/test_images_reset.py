@@ -300,7 +300,7 @@ def test_every_exported_parameterization_is_covered():
     names = sorted(c.__name__ for c in _parameterization_classes())
     assert names == sorted(
         ["PixelImage", "FFTImage", "LaplacianImage", "PhaseImage", "CPPNImage", "NaturalImage", "SharedImage",
-         "StackImage"]
+         "StackImage", "SimpleTensorParameterization"]
     )
 
 
@@ -312,6 +312,8 @@ def test_signature_is_size_channels_batch_init_then_keyword_only(cls):
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in others), others
     if cls is StackImage:  # built from ready parts: the geometry is theirs
         assert positional == ["parameterizations"]
+    elif cls.__name__ == "SimpleTensorParameterization":  # captum's: one given tensor
+        assert positional == ["tensor"]
     else:
         assert positional == ["size", "channels", "batch", "init"]
         defaults = [params[i].default for i in range(4)]

@@ -16,7 +16,7 @@ import optim as opt
 P = inspect.Parameter
 
 # Wrappers built from ready parameterizations take those, not a geometry (see ImageParameterization).
-_IMAGE_WRAPPERS = {"StackImage"}
+_IMAGE_WRAPPERS = {"StackImage", "SimpleTensorParameterization"}
 
 
 def _exported_subclasses(module, base):

@@ -19,7 +19,7 @@ Example::
     >>> torch.equal(image()[1], alone()[0])
     True
 """
-from .base import ImageParameterization
+from .base import ImageParameterization, InputParameterization
 from .decorrelation import ToRGB
 from .cppn import CPPNImage
 from .display import make_grid_image, save_tensor_as_image, show
@@ -30,11 +30,14 @@ from .natural import NaturalImage, logit
 from .phase import PhaseImage
 from .pixel import PixelImage
 from .shared import SharedImage
+from .simple import SimpleTensorParameterization
 from .stack import StackImage
 
 __all__ = [
     "ImageTensor",
+    "InputParameterization",
     "ImageParameterization",
+    "SimpleTensorParameterization",
     "PixelImage",
     "FFTImage",
     "LaplacianImage",

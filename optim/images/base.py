@@ -7,10 +7,31 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ["ImageParameterization", "check_generators", "normal_noise"]
+__all__ = ["InputParameterization", "ImageParameterization", "check_generators", "normal_noise"]
 
 
-class ImageParameterization(nn.Module):
+class InputParameterization(nn.Module):
+    """The base class of every optimizable input (captum.optim's): ``forward()`` takes no argument and
+    returns the input the model reads. Image parameterizations derive from :class:`ImageParameterization`.
+
+    Example:
+        >>> class Tokens(InputParameterization):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.embedding = nn.Parameter(torch.zeros(1, 4, 8))
+        ...     def forward(self):
+        ...         return self.embedding
+        >>> Tokens()().shape
+        torch.Size([1, 4, 8])
+        >>> issubclass(ImageParameterization, InputParameterization)
+        True
+    """
+
+    def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+
+class ImageParameterization(InputParameterization):
     """An optimizable image: ``forward()`` takes no argument and returns an NCHW tensor.
 
     Subclasses keep every parameter a real tensor (a spectrum carries a trailing dimension of 2), so

@@ -12,13 +12,33 @@ __all__ = ["make_grid_image", "show", "save_tensor_as_image"]
 Images = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
+@torch.jit.unused
+def _check_grid_args(images_per_row: int, padding: int) -> None:
+    # eager-mode type checks (a scripted call has them from the annotations)
+    for name, value in (("images_per_row", images_per_row), ("padding", padding)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+
+
+@torch.jit.unused
+def _plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    # an ImageTensor would route every op below through its Python dispatch; the grid is a plain tensor
+    return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
+
+
 def make_grid_image(
-    tiles: torch.Tensor, images_per_row: int = 4, padding: int = 2, pad_value: float = 0.0
+    tiles: Union[torch.Tensor, List[torch.Tensor]],
+    images_per_row: int = 4,
+    padding: int = 2,
+    pad_value: float = 0.0,
 ) -> torch.Tensor:
-    """Lay an NCHW batch out as one image, row by row, with ``padding`` pixels around every tile.
+    """Lay images out as one image, row by row, with ``padding`` pixels around every tile.
+
+    Compiles with ``torch.jit.script`` (as captum's does).
 
     Args:
-        tiles: an NCHW (or a single CHW) tensor.
+        tiles: an NCHW (or a single CHW) tensor, or a list of CHW / NCHW tensors (concatenated along the
+            batch; they must share C, H and W).
         images_per_row: tiles per row (fewer when the batch is smaller).
         padding: pixels between tiles and around the border.
         pad_value: value of the padding pixels.
@@ -26,29 +46,52 @@ def make_grid_image(
     Returns:
         A ``[1, C, rows * (H + padding) + padding, cols * (W + padding) + padding]`` tensor.
 
+    Raises:
+        ValueError: a tensor that is not CHW/NCHW, an empty list, ``images_per_row < 1`` or ``padding < 0``.
+
     Example::
 
         >>> grid = make_grid_image(torch.rand(6, 3, 8, 8), images_per_row=3)
         >>> grid.shape
         torch.Size([1, 3, 22, 32])
+        >>> make_grid_image([torch.rand(3, 8, 8), torch.rand(2, 3, 8, 8)], images_per_row=3).shape
+        torch.Size([1, 3, 12, 32])
+        >>> torch.jit.script(make_grid_image)(torch.ones(2, 1, 2, 2), 2, 1).shape
+        torch.Size([1, 1, 4, 7])
     """
-    if not isinstance(tiles, torch.Tensor) or tiles.dim() not in (3, 4):
-        raise ValueError(f"tiles must be an NCHW or CHW tensor, got {getattr(tiles, 'shape', type(tiles))}")
-    if not isinstance(images_per_row, int) or images_per_row < 1:
-        raise ValueError(f"images_per_row must be a positive int, got {images_per_row!r}")
-    if not isinstance(padding, int) or padding < 0:
-        raise ValueError(f"padding must be a non-negative int, got {padding!r}")
-    tiles = tiles.as_subclass(torch.Tensor)
-    if tiles.dim() == 3:
-        tiles = tiles.unsqueeze(0)
-    n, c, h, w = tiles.shape
+    if isinstance(tiles, torch.Tensor):
+        batch = tiles
+    else:
+        if len(tiles) == 0:
+            raise ValueError("tiles is an empty list: give at least one CHW or NCHW tensor")
+        parts: List[torch.Tensor] = []
+        for tile in tiles:
+            if tile.dim() == 3:
+                parts.append(tile.unsqueeze(0))
+            elif tile.dim() == 4:
+                parts.append(tile)
+            else:
+                raise ValueError("every tile must be a CHW or NCHW tensor, got " + str(tile.dim()) + " dimensions")
+        batch = torch.cat(parts, 0)
+    if not torch.jit.is_scripting():
+        _check_grid_args(images_per_row, padding)
+        batch = _plain_tensor(batch)
+    if batch.dim() == 3:
+        batch = batch.unsqueeze(0)
+    if batch.dim() != 4:
+        raise ValueError("tiles must be an NCHW or CHW tensor, got " + str(batch.dim()) + " dimensions")
+    if images_per_row < 1:
+        raise ValueError("images_per_row must be a positive int, got " + str(images_per_row))
+    if padding < 0:
+        raise ValueError("padding must be a non-negative int, got " + str(padding))
+    n, c, h, w = batch.size(0), batch.size(1), batch.size(2), batch.size(3)
     cols = min(images_per_row, n)
-    rows = math.ceil(n / cols)
-    grid = tiles.new_full((1, c, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value)
+    rows = (n + cols - 1) // cols
+    grid = batch.new_full([1, c, rows * (h + padding) + padding, cols * (w + padding) + padding], pad_value)
     for i in range(n):
         top = padding + (i // cols) * (h + padding)
         left = padding + (i % cols) * (w + padding)
-        grid[0, :, top : top + h, left : left + w] = tiles[i]
+        grid[0, :, top : top + h, left : left + w] = batch[i]
     return grid
 
 

@@ -30,6 +30,8 @@ class LaplacianImage(ImageParameterization):
         init: a CHW or NCHW tensor to start from.
         scales: downsampling factors of the levels; factors larger than the image are dropped.
         power: how strongly coarse levels are favoured at random initialization.
+        scale_list: captum's name for ``scales`` (whole numbers, e.g. ``[1.0, 2.0, 4.0]``); give one or the
+            other.
 
     Example::
 
@@ -49,8 +51,20 @@ class LaplacianImage(ImageParameterization):
         *,
         scales: Sequence[int] = (1, 2, 4, 8, 16, 32),
         power: float = 0.1,
+        scale_list: Optional[Sequence[float]] = None,
     ) -> None:
         super().__init__()
+        if scale_list is not None:
+            if tuple(scales) != (1, 2, 4, 8, 16, 32):
+                raise TypeError("LaplacianImage got both scales and scale_list (captum's name for it): give one")
+            if isinstance(scale_list, (int, float, str, torch.Tensor)) or not hasattr(scale_list, "__iter__"):
+                raise TypeError(f"scale_list must be a sequence of whole numbers, got {scale_list!r}")
+            converted = []
+            for s in scale_list:
+                if isinstance(s, bool) or not isinstance(s, (int, float)) or float(s) != int(s):
+                    raise ValueError(f"scale_list must hold whole numbers (pyramid factors), got {s!r}")
+                converted.append(int(s))
+            scales = converted
         if not isinstance(power, (int, float)) or isinstance(power, bool):
             raise TypeError(f"power must be a number, got {type(power).__name__}")
         if isinstance(scales, (int, str, torch.Tensor)) or not hasattr(scales, "__iter__"):

@@ -148,6 +148,25 @@ class NaturalImage(ImageParameterization):
             raise TypeError(f"the parameterization factory must return an nn.Module, got {type(built).__name__}")
         self.parameterization = built
 
+    # a Python-level attribute: TorchScript leaves it out
+    __jit_unused_properties__ = ["squash_func"]
+
+    @property
+    def squash_func(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The squash applied after the colour recorrelation (captum's attribute): the function or module
+        given as ``squash_func`` (``torch.sigmoid`` by default), or an identity module when it was None.
+
+        Example:
+            >>> NaturalImage((8, 8)).squash_func is torch.sigmoid
+            True
+            >>> NaturalImage((8, 8), squash_func=None).squash_func(torch.tensor([2.0]))
+            tensor([2.])
+        """
+        squash = self.squash
+        if isinstance(squash, _Squash):
+            return squash.func if squash.func is not None else squash
+        return squash
+
     def _check_channels(self, channels: int) -> None:
         if isinstance(self.decorrelate, ToRGB) and channels not in (3, 4):
             raise ValueError(

@@ -1,7 +1,7 @@
 """Shared low-resolution components added to every image of a batch (Lucid's lowres_tensor)."""
 from __future__ import annotations
 
-import warnings
+import inspect
 from typing import Callable, List, Optional, Sequence, Type, Union
 
 import torch
@@ -17,6 +17,7 @@ from .base import (
     reset_inner,
 )
 from .fft import FFTImage
+from .simple import FunctionImage
 
 __all__ = ["SharedImage", "resize_linear"]
 
@@ -93,6 +94,18 @@ def _as_offsets(offset: OffsetArg, count: int) -> Optional[List[List[int]]]:
     return offsets
 
 
+def _takes_no_argument(func: Callable) -> bool:
+    """Whether ``func`` is a ready image function (callable with no argument, taking no ``size``) rather than
+    a factory called like a parameterization class."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_KEYWORD or p.name in ("size", "channels", "batch") for p in params):
+        return False
+    return all(p.default is not p.empty or p.kind is p.VAR_POSITIONAL for p in params)
+
+
 class SharedImage(ImageParameterization):
     """Add shared low-resolution tensors to the output of another parameterization.
 
@@ -123,14 +136,16 @@ class SharedImage(ImageParameterization):
         shapes: (keyword-only, required) one shape or a list of shapes of the shared tensors.
         parameterization: (keyword-only) the per-image parameterization the shared tensors are added to:
             a class or factory called with the keywords ``size``, ``channels``, ``batch`` (and ``init``
-            when given), or a ready instance (then ``init`` must be None, and a ``size``, ``channels`` or
-            ``batch`` other than the default must agree with it).
+            when given), a ready instance (then ``init`` must be None, and a ``size``, ``channels`` or
+            ``batch`` other than the default must agree with it), or a plain function of no argument that
+            returns the NCHW image (captum accepts any callable; it is wrapped, and its state is its owner's).
         offset: (keyword-only) None, an int for every axis, up to 4 ints ``[B, C, H, W]`` for every tensor,
             or one such list per shared tensor.
         sd: (keyword-only) standard deviation of the random initial shared tensors.
 
-    The older form ``SharedImage(shapes, parameterization_instance, offset=..., sd=...)`` still works and
-    warns (DeprecationWarning).
+    captum's positional form ``SharedImage(shapes, parameterization, offset)`` works too (a module or a
+    callable in the second position), with ``sd`` as a keyword (a positional offset of exactly ``1`` cannot
+    be told from the default ``batch``: give that one as ``offset=1``).
 
     Raises:
         ValueError: bad ``shapes`` or ``offset``; ``init`` with a ready instance; a geometry that
@@ -142,6 +157,10 @@ class SharedImage(ImageParameterization):
         >>> image = SharedImage((64, 64), 3, 6, shapes=[(1, 3, 32, 32), (2, 3, 8, 8)])
         >>> image().shape
         torch.Size([6, 3, 64, 64])
+        >>> fixed = torch.zeros(2, 3, 8, 8)
+        >>> captum_style = SharedImage([(1, 3, 4, 4)], lambda: fixed, (0, 0, 1, 1))  # shapes, a callable, offset
+        >>> captum_style().shape
+        torch.Size([2, 3, 8, 8])
     """
 
     def __init__(
@@ -157,21 +176,25 @@ class SharedImage(ImageParameterization):
         sd: float = 0.01,
     ) -> None:
         super().__init__()
-        if isinstance(channels, nn.Module):
-            # the pre-0.2 form SharedImage(shapes, parameterization, ...)
-            if shapes is not None or batch != 1 or init is not None:
+        if isinstance(channels, nn.Module) or callable(channels):
+            # captum's positional form SharedImage(shapes, parameterization, offset)
+            if shapes is not None or init is not None:
                 raise TypeError(
-                    "SharedImage(shapes, parameterization) takes offset and sd as keywords; the current form "
+                    "SharedImage(shapes, parameterization, offset) takes no shapes= or init=; the keyword form "
                     "is SharedImage(size, channels, batch, init, *, shapes=..., parameterization=...)"
                 )
-            warnings.warn(
-                "SharedImage(shapes, parameterization) is deprecated; use "
-                "SharedImage(shapes=shapes, parameterization=parameterization)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            if batch != 1:
+                if offset is not None:
+                    raise TypeError("SharedImage(shapes, parameterization, offset) got offset twice")
+                offset = batch
             shapes, parameterization = size, channels
-            size, channels = (224, 224), 3
+            size, channels, batch = (224, 224), 3, 1
+        if (
+            callable(parameterization)
+            and not isinstance(parameterization, (nn.Module, type))
+            and _takes_no_argument(parameterization)
+        ):
+            parameterization = FunctionImage(parameterization)
         if shapes is None:
             raise TypeError("SharedImage needs shapes=: one shape or a list of shapes of the shared tensors")
         if not isinstance(sd, (int, float)) or isinstance(sd, bool):
