@@ -53,9 +53,19 @@ PENDING_CONVERSION: Dict[str, str] = {
 ROOT = Path(optim.__file__).resolve().parent
 
 
+# module name -> the error that stopped its import (reported by test_every_module_imports, so that one broken
+# module does not hide the examples of all the others)
+IMPORT_ERRORS: Dict[str, str] = {}
+
+
+def _walk_error(name: str) -> None:
+    error = sys.exc_info()[1]
+    IMPORT_ERRORS[name] = f"{type(error).__name__}: {error}"
+
+
 def _module_names() -> List[str]:
     names = ["optim"]
-    for info in pkgutil.walk_packages(optim.__path__, "optim."):
+    for info in pkgutil.walk_packages(optim.__path__, "optim.", onerror=_walk_error):
         if info.name not in SKIP_MODULES:
             names.append(info.name)
     return sorted(names)
@@ -66,13 +76,24 @@ def _collect() -> Tuple[List[doctest.DocTest], List[doctest.DocTest]]:
     finder = doctest.DocTestFinder(exclude_empty=False)
     everything: List[doctest.DocTest] = []
     for name in _module_names():
-        module = importlib.import_module(name)
+        if name in IMPORT_ERRORS:
+            continue
+        try:
+            module = importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 (reported below, with the module's name)
+            IMPORT_ERRORS[name] = f"{type(err).__name__}: {err}"
+            continue
         everything.extend(finder.find(module, name))
     everything.sort(key=lambda t: t.name)
     return [t for t in everything if t.examples], everything
 
 
 DOCTESTS, DOCSTRINGS = _collect()
+
+
+def test_every_module_imports() -> None:
+    assert not IMPORT_ERRORS, "modules whose examples could not be collected:\n" + "\n".join(
+        f"{name}: {error}" for name, error in IMPORT_ERRORS.items())
 
 
 @lru_cache(maxsize=None)
