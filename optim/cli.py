@@ -219,7 +219,8 @@ def _class_objective(args: argparse.Namespace, model: Any) -> Any:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
         was_training = model.training
-        out = model.eval()(torch.full((1, 3, 32, 32), 0.5, device=device))
+        size = _render_size(args)  # the size the render will use: a model that needs another fails here alike
+        out = model.eval()(torch.full((1, 3, size, size), 0.5, device=device))
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ValueError(f"--class needs a classifier whose output is [batch, classes], got "

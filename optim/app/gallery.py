@@ -45,7 +45,6 @@ __all__ = [
     "default_data_dir",
     "resolve_data_dir",
     "settings_key",
-    "to_pil",
 ]
 
 #: Environment variable naming the gallery's data directory.

@@ -67,8 +67,10 @@ def _load_upload(
 ) -> LoadedModel:
     if architecture:
         # a state dict into a registry architecture, read with weights_only=True; a TorchScript file is
-        # refused unless the operator allowed it (load_model checks before anything in the file is read)
-        model = load_model(architecture, weights=data, allow_torchscript=allow_torchscript, max_bytes=max_bytes)
+        # refused unless the operator allowed it (load_model checks before anything in the file is read);
+        # allowed_factories=() refuses a "module:function" sent in place of a registry name
+        model = load_model(architecture, weights=data, allow_torchscript=allow_torchscript, max_bytes=max_bytes,
+                           allowed_factories=())
         size = native_input_size(architecture)
     else:
         model = load_weights_file(data, None, allow_torchscript=allow_torchscript, max_bytes=max_bytes)
