@@ -111,7 +111,7 @@ def test_tiny_end_to_end_atlas(tiny_net: nn.Module) -> None:
     tiny_net.train()
     atlas = activation_atlas(
         tiny_net, "conv2", acts, grid_size=2, layout=layout, min_density=3, image_size=12, batch_size=1,
-        steps=25, lr=0.1, transform=nn.Identity(), loss_fn=loss_fn,
+        steps=25, lr=0.1, transforms=nn.Identity(), loss_fn=loss_fn, progress=False,
     )
     assert isinstance(atlas, opt.ImageTensor) and atlas.shape == (1, 3, 24, 24)
     assert tiny_net.training and all(p.requires_grad for p in tiny_net.parameters())
@@ -134,7 +134,7 @@ def test_batched_atlas_with_tsne_layout(tiny_net: nn.Module) -> None:
     acts = torch.rand(3, 6, 4, 4)  # spatial positions are samples: 48 of them
     atlas = activation_atlas(
         tiny_net, tiny_net.conv2, acts, grid_size=(2, 1), reducer="TSNE", reducer_kwargs={"perplexity": 5.0},
-        min_density=1, image_size=(8, 10), batch_size=4, steps=2, transform=nn.Identity(),
+        min_density=1, image_size=(8, 10), batch_size=4, steps=2, transforms=nn.Identity(), progress=False,
     )
     assert atlas.shape == (1, 3, 8, 20)
     # The normalized layout spans [0, 1] on x, so both cells hold samples and both tiles are rendered.
@@ -143,3 +143,43 @@ def test_batched_atlas_with_tsne_layout(tiny_net: nn.Module) -> None:
         activation_atlas(tiny_net, "conv2", acts, batch_size=0)
     with pytest.raises(ValueError, match=r"\[N, C\]"):
         activation_atlas(tiny_net, "conv2", torch.rand(3, 6, 4))
+
+
+def test_atlas_renders_through_the_render_core(tiny_net: nn.Module, capsys) -> None:
+    # three cells in a 3 x 1 grid, one cluster of samples per cell
+    acts = torch.zeros(30, 6)
+    for k in range(3):
+        acts[10 * k : 10 * (k + 1), k] = 1.0
+    acts += 0.05 * torch.rand(30, 6, generator=torch.Generator().manual_seed(0))
+    layout = torch.cat([torch.stack([torch.full((10,), (k + 0.5) / 3), torch.full((10,), 0.5)], 1) for k in range(3)])
+    kw = dict(grid_size=(3, 1), layout=layout, min_density=3, image_size=8, steps=3)
+    # one progress bar over all batches (2 batches of 3 steps)
+    batched = activation_atlas(tiny_net, "conv2", acts, batch_size=2, seed=4, **kw)
+    err = capsys.readouterr().err
+    assert "6/6" in err and "3/3" not in err
+    # a cell's render depends on the seed and the cell, not on the batch it was rendered in
+    with torch.backends.mkldnn.flags(enabled=False):
+        one = activation_atlas(tiny_net, "conv2", acts, batch_size=1, seed=4, progress=False, **kw)
+        three = activation_atlas(tiny_net, "conv2", acts, batch_size=3, seed=4, progress=False, **kw)
+    assert torch.equal(one, three)
+    assert (batched - one).abs().max() < 1e-4  # oneDNN's batch-size-dependent kernels: float rounding only
+    other = activation_atlas(tiny_net, "conv2", acts, batch_size=3, seed=5, progress=False, **kw)
+    assert (other - one).abs().max() > 0.01
+    # the callback sees every step of every batch
+    seen = []
+    activation_atlas(tiny_net, "conv2", acts, batch_size=2, seed=4, progress=False,
+                     callback=lambda step, loss, images: seen.append((step, tuple(images.shape))), **kw)
+    assert seen == [(0, (2, 3, 8, 8)), (1, (2, 3, 8, 8)), (2, (2, 3, 8, 8)),
+                    (3, (1, 3, 8, 8)), (4, (1, 3, 8, 8)), (5, (1, 3, 8, 8))]
+
+
+def test_atlas_uses_the_render_core_defaults() -> None:
+    import inspect
+
+    from optim.optimization import defaults
+
+    params = inspect.signature(activation_atlas).parameters
+    assert params["image_size"].default == defaults.DEFAULT_SIZE
+    assert params["lr"].default == defaults.DEFAULT_LR and params["steps"].default == defaults.DEFAULT_STEPS
+    assert params["transforms"].default is None  # render_batches' default_transforms()
+    assert {"seed", "callback", "optimizer", "preprocess"} <= set(params)

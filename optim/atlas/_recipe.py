@@ -6,6 +6,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS, OptimizerArg, default_image
+from ..optimization.progress import StepCallback
 from ._canvas import create_atlas
 from ._grid import GridSize, create_atlas_vectors
 
@@ -76,22 +78,30 @@ def activation_atlas(
     reducer_kwargs: Optional[Dict[str, Any]] = None,
     layout: Optional[torch.Tensor] = None,
     min_density: int = 8,
-    image_size: Union[int, Sequence[int]] = 64,
+    image_size: Union[int, Sequence[int]] = DEFAULT_SIZE,
     batch_size: int = 16,
-    steps: int = 128,
-    lr: float = 0.05,
-    transform: Optional[nn.Module] = None,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    transforms: Optional[Union[nn.Module, Sequence[nn.Module]]] = None,
     cossim_pow: float = 0.0,
     loss_fn: Optional[Callable[[Union[str, nn.Module], torch.Tensor, int], Any]] = None,
     base_tensor: Callable[..., torch.Tensor] = torch.ones,
-    show_progress: bool = False,
+    progress: bool = True,
+    *,
+    optimizer: OptimizerArg = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    seed: Optional[int] = None,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Render an activation atlas of ``layer`` (Carter et al., "Activation Atlas", Distill 2019).
 
     The activations are laid out in 2-D (UMAP by default), binned into a ``grid_size`` grid, and every cell
-    holding at least ``min_density`` samples is averaged into a direction. Each direction is rendered
-    with ``NaturalImage`` and a ``Direction`` loss, ``batch_size`` cells per optimization (one image per
-    ``batch_index``, losses summed with ``opt.loss.sum_loss_list``), and the renders are pasted into one
+    holding at least ``min_density`` samples is averaged into a direction. The directions are rendered by the
+    render core's batched render, :func:`optim.optimization.render_batches`, with its defaults
+    (:mod:`optim.optimization.defaults`: :func:`~optim.optimization.default_image`, the default transforms,
+    Adam at ``DEFAULT_LR``): a ``Direction`` loss per cell, ``batch_size`` cells per optimization, one progress
+    bar over all of them, and one random stream per cell keyed by its grid position, so a cell's render
+    depends on the seed and the cell, not on ``batch_size`` or the other cells. The renders are pasted into one
     image at their cells' positions (y up).
 
     Args:
@@ -107,14 +117,19 @@ def activation_atlas(
         min_density: cells with fewer samples stay empty.
         image_size: the size of each cell's render, an int or ``(h, w)``.
         batch_size: cells rendered per optimization.
-        steps: optimization steps per batch.
-        lr: the Adam learning rate.
-        transform: robustness transforms (default ``opt.transforms.TransformationRobustness()``).
+        steps: optimization steps per cell.
+        lr: the learning rate.
+        transforms: robustness transforms, as ``render_vis`` takes them (``None``: the default transforms,
+            ``[]``: none).
         cossim_pow: the ``Direction`` loss's cosine similarity power (higher: match the direction more
             than the magnitude).
         loss_fn: ``loss_fn(layer, vec, batch_index) -> Loss`` replaces the ``Direction`` loss.
         base_tensor: the empty canvas (``torch.ones``: white).
-        show_progress: show a progress bar per batch.
+        progress: one progress bar over all batches.
+        optimizer: an optimizer class or a function ``params -> optimizer`` (default Adam).
+        preprocess: applied after the transforms and before the model (e.g. input normalization).
+        seed: seed for a reproducible atlas (``None``: drawn from torch's global generator).
+        callback: ``callback(step, loss, images)`` after every step of every batch.
 
     Returns:
         The atlas, an ``ImageTensor`` of shape ``[1, 3, h * height, w * width]``.
@@ -127,17 +142,16 @@ def activation_atlas(
         >>> acts = opt.models.collect_activations(model, "blocks.10", torch.rand(8, 3, 64, 64))["blocks.10"]
         >>> layout = atlas_layout(acts.permute(0, 2, 3, 1).reshape(-1, 112), "PCA")  # or "UMAP" (default)
         >>> atlas = activation_atlas(model, "blocks.10", acts, grid_size=2, layout=layout, min_density=4,
-        ...                          image_size=32, steps=4)  # tiny budget; real atlases use 128+ steps
+        ...                          image_size=32, steps=4, progress=False)  # tiny budget; real atlases use 128+
         >>> type(atlas).__name__, atlas.shape
         ('ImageTensor', torch.Size([1, 3, 64, 64]))
         >>> atlas.export("atlas.png")
         [PosixPath('atlas.png')]
     """
-    from optim.images import ImageTensor, NaturalImage
-    from optim.loss import sum_loss_list
-    from optim.optimization import InputOptimization, n_steps
+    from optim.images import ImageTensor
+    from optim.optimization.batched import render_batches
 
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     samples = _as_samples(dataset_activations)
     if layout is None:
@@ -145,20 +159,21 @@ def activation_atlas(
     vectors, coords = create_atlas_vectors(layout, samples, grid_size, min_density=min_density)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     make_loss = loss_fn or (lambda target, vec, index: _direction_loss(target, vec, index, cossim_pow))
-
-    renders: List[torch.Tensor] = []
-    for start in range(0, vectors.size(0), batch_size):
-        batch = vectors[start : start + batch_size]
-        image = NaturalImage(size, batch=batch.size(0))
-        loss = sum_loss_list([make_loss(layer, vec, i) for i, vec in enumerate(batch)])
-        if transform is None:
-            from optim.transforms import TransformationRobustness
-
-            batch_transform: nn.Module = TransformationRobustness()
-        else:
-            batch_transform = transform
-        InputOptimization(model, loss, image, batch_transform).optimize(n_steps(steps, show_progress), lr=lr)
-        with torch.no_grad():
-            renders.append(image().detach().as_subclass(torch.Tensor))
-    atlas = create_atlas(torch.cat(renders), coords, grid_size, base_tensor=base_tensor)
+    objectives = [lambda i, vec=vec: make_loss(layer, vec, i) for vec in vectors]
+    renders = render_batches(
+        model,
+        objectives,
+        [(int(x), int(y)) for x, y, _ in coords],  # a cell's random stream: its grid position
+        lambda n: default_image(size, batch=n),
+        batch_size=batch_size,
+        steps=steps,
+        transforms=transforms,
+        preprocess=preprocess,
+        optimizer=optimizer,
+        lr=lr,
+        progress=progress,
+        seed=seed,
+        callback=callback,
+    )
+    atlas = create_atlas(renders, coords, grid_size, base_tensor=base_tensor)
     return ImageTensor(atlas)
