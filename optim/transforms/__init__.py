@@ -46,3 +46,13 @@ __all__ = [
     "symmetric_pad",
     "TransformationRobustness",
 ]
+
+
+def __getattr__(name: str):
+    # captum keeps ToRGB among the transforms; optim's lives with the images (optim.images.ToRGB), loaded on
+    # first use so that the transforms package keeps needing nothing but torch
+    if name == "ToRGB":
+        from ..images.decorrelation import ToRGB
+
+        return ToRGB
+    raise AttributeError(f"module 'optim.transforms' has no attribute {name!r}")

@@ -8,13 +8,52 @@ host, so a step launches no tiny device kernels and never waits for the device.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["ValueSpec", "parse_values", "pick"]
+__all__ = ["ValueSpec", "parse_values", "pick", "split_distribution", "sample_distribution"]
 
-ValueSpec = Union[Sequence[float], Tuple[float, float], torch.Tensor]
+ValueSpec = Union[Sequence[float], Tuple[float, float], torch.Tensor, torch.distributions.Distribution]
+
+
+def split_distribution(values: ValueSpec, name: str) -> Tuple[ValueSpec, Optional[torch.distributions.Distribution]]:
+    """Separate a ``torch.distributions`` object from a table spec (captum accepts one wherever it takes a range).
+
+    Returns:
+        ``(spec, None)`` for a table, or ``([], distribution)`` for a distribution.
+
+    Raises:
+        ValueError: a distribution of non-scalar samples (one scale or angle per draw is needed).
+    """
+    if not isinstance(values, torch.distributions.Distribution):
+        return values, None
+    if values.batch_shape != torch.Size([]) or values.event_shape != torch.Size([]):
+        raise ValueError(
+            f"{name} as a torch.distributions object must draw one number at a time, got batch_shape "
+            f"{tuple(values.batch_shape)} and event_shape {tuple(values.event_shape)}"
+        )
+    return [], values
+
+
+def sample_distribution(distribution: torch.distributions.Distribution, u: float) -> float:
+    """The value of ``distribution`` at the uniform draw ``u`` in ``[0, 1)``: its inverse CDF where it has one,
+    else one ``sample()`` from torch's CPU generator seeded with ``u`` (so a draw still depends only on ``u``,
+    i.e. on the transform's random stream, and replays exactly).
+
+    Example::
+
+        >>> sample_distribution(torch.distributions.Uniform(2.0, 4.0), 0.25)
+        2.5
+    """
+    eps = 1e-7
+    p = torch.tensor(min(max(u, eps), 1.0 - eps), dtype=torch.float64)
+    try:
+        return float(distribution.icdf(p.to(torch.get_default_dtype())))
+    except NotImplementedError:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(u * 2**53))
+            return float(distribution.sample())
 
 
 def parse_values(values: ValueSpec, name: str) -> Tuple[List[float], bool]:

@@ -30,11 +30,19 @@ class GaussianSmoothing(nn.Module):
         dim: number of spatial dimensions: 1 (NCL), 2 (NCHW) or 3 (NCDHW).
         padding_mode: ``None`` for a "valid" convolution (the output shrinks by ``kernel_size - 1``, as in
             captum), or ``"constant"``, ``"reflect"``, ``"replicate"``, ``"circular"`` to keep the size.
+        padding: keyword-only, captum's argument: the convolution's own zero padding, ``"same"``,
+            ``"valid"``, an int or one int per spatial dimension (as ``F.conv2d`` takes it). Give either this
+            or ``padding_mode``.
+
+    Raises:
+        ValueError: bad sizes, sigmas, ``dim``, ``padding_mode`` or ``padding``, or both padding arguments.
 
     Example::
 
         >>> GaussianSmoothing(3, 5, 1.0, padding_mode="reflect")(torch.rand(1, 3, 16, 16)).shape
         torch.Size([1, 3, 16, 16])
+        >>> GaussianSmoothing(1, 3, 1.0, padding="same")(torch.ones(1, 1, 4, 4))[0, 0, 0, 0] < 1  # zero-padded
+        tensor(True)
     """
 
     def __init__(
@@ -44,6 +52,8 @@ class GaussianSmoothing(nn.Module):
         sigma: Union[float, Sequence[float]],
         dim: int = 2,
         padding_mode: Optional[str] = None,
+        *,
+        padding: Optional[Union[str, int, Sequence[int]]] = None,
     ) -> None:
         super().__init__()
         if dim not in (1, 2, 3):
@@ -67,6 +77,22 @@ class GaussianSmoothing(nn.Module):
         self.groups = channels
         self.dim = dim
         self.padding_mode = padding_mode
+        # the convolution's own padding (captum's ``padding``): a string, or ints per spatial dimension
+        self.conv_padding_str = "valid"
+        self.conv_padding: List[int] = [0] * dim
+        if padding is not None:
+            if padding_mode is not None:
+                raise ValueError("give padding_mode or padding (the convolution's zero padding), not both")
+            if isinstance(padding, str):
+                if padding not in ("same", "valid"):
+                    raise ValueError(f"padding as a string must be 'same' or 'valid', got {padding!r}")
+                self.conv_padding_str = padding
+            else:
+                amounts = [int(p) for p in _per_dim(padding, dim, "padding")]
+                if min(amounts) < 0:
+                    raise ValueError(f"padding must be non-negative, got {amounts}")
+                self.conv_padding_str = ""
+                self.conv_padding = amounts
         # F.pad order: last dimension first, (before, after) per dimension; the odd pixel goes after.
         pad: List[int] = []
         for size in reversed(sizes):
@@ -84,8 +110,14 @@ class GaussianSmoothing(nn.Module):
         if padding_mode is not None:
             x = F.pad(x, self.pad, mode=padding_mode)
         weight = self.weight.to(x.dtype)
+        if self.conv_padding_str != "":
+            if self.dim == 1:
+                return F.conv1d(x, weight, padding=self.conv_padding_str, groups=self.groups)
+            if self.dim == 2:
+                return F.conv2d(x, weight, padding=self.conv_padding_str, groups=self.groups)
+            return F.conv3d(x, weight, padding=self.conv_padding_str, groups=self.groups)
         if self.dim == 1:
-            return F.conv1d(x, weight, groups=self.groups)
+            return F.conv1d(x, weight, padding=self.conv_padding, groups=self.groups)
         if self.dim == 2:
-            return F.conv2d(x, weight, groups=self.groups)
-        return F.conv3d(x, weight, groups=self.groups)
+            return F.conv2d(x, weight, padding=self.conv_padding, groups=self.groups)
+        return F.conv3d(x, weight, padding=self.conv_padding, groups=self.groups)

@@ -5,14 +5,14 @@ and exposes ``apply_params`` to run the same transform with given parameters.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ._affine import check_modes, warp_similarity
-from ._sampling import ValueSpec, parse_values, pick
+from ._sampling import ValueSpec, parse_values, pick, sample_distribution, split_distribution
 
 __all__ = ["spatial_jitter", "RandomSpatialJitter", "RandomScale", "RandomScaleAffine", "RandomRotation"]
 
@@ -104,35 +104,78 @@ class RandomSpatialJitter(nn.Module):
         return f"translate={self.translate}, padding_mode={self.padding_mode!r}"
 
 
-class RandomScale(nn.Module):
+class _Distributed(nn.Module):
+    """A random transform parameter that may come from a ``torch.distributions`` object (captum's option).
+
+    A distribution is not TorchScript-compatible: a module holding one scripts, but a scripted call raises.
+    """
+
+    # the distribution is Python-only state; TorchScript leaves the attribute out
+    __jit_ignored_attributes__ = ["distribution"]
+
+    def _set_distribution(self, distribution: Optional[torch.distributions.Distribution]) -> None:
+        self.distribution = distribution
+        self.is_distribution = distribution is not None
+
+    @torch.jit.unused
+    def _sample_distribution(self, u):
+        # type: (float) -> float
+        # (a type comment: this module's postponed annotations are strings, which TorchScript cannot read on
+        # an unused method)
+        return sample_distribution(self.distribution, u)
+
+
+class RandomScale(_Distributed):
     """Resize an NCHW tensor by a random factor with ``F.interpolate`` (the output size changes).
 
     Args:
-        scale: a list (or 1-D tensor) of factors to choose from, or a ``(min, max)`` tuple for a uniform range.
+        scale: a list (or 1-D tensor) of factors to choose from, a ``(min, max)`` tuple for a uniform range, or
+            a ``torch.distributions`` object of scalars (drawn through its inverse CDF from the transform's
+            random stream; not TorchScript-compatible).
         mode: ``F.interpolate`` mode (``"bilinear"``, ``"nearest"``, ``"bicubic"``, ``"area"``).
         align_corners: passed to ``F.interpolate`` for the modes that take it.
+        antialias: low-pass filter before downscaling (``F.interpolate``'s option; ``"bilinear"`` and
+            ``"bicubic"`` only), as captum's ``RandomScale(antialias=True)``.
 
     Example::
 
         >>> RandomScale([0.5])(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 3, 16, 16])
+        >>> RandomScale(torch.distributions.Uniform(0.5, 0.75)).value_at(0.5)
+        0.625
     """
 
-    def __init__(self, scale: ValueSpec, mode: str = "bilinear", align_corners: bool = False) -> None:
+    def __init__(
+        self, scale: ValueSpec, mode: str = "bilinear", align_corners: bool = False, antialias: bool = False
+    ) -> None:
         super().__init__()
-        table, is_range = parse_values(scale, "scale")
-        if min(table) <= 0:
-            raise ValueError(f"scale factors must be positive, got {table}")
+        spec, distribution = split_distribution(scale, "scale")
+        if distribution is None:
+            table, is_range = parse_values(spec, "scale")
+            if min(table) <= 0:
+                raise ValueError(f"scale factors must be positive, got {table}")
+        else:
+            table, is_range = [1.0], False  # unused with a distribution (a typed placeholder for TorchScript)
         if mode not in ("bilinear", "nearest", "bicubic", "area"):
             raise ValueError(f"mode must be 'bilinear', 'nearest', 'bicubic' or 'area', got {mode!r}")
+        if antialias and mode not in ("bilinear", "bicubic"):
+            raise ValueError(f"antialias needs mode 'bilinear' or 'bicubic', got {mode!r}")
         self.scale: List[float] = table
         self.is_range = is_range
+        self._set_distribution(distribution)
         self.mode = mode
         self.align_corners = align_corners
+        self.antialias = bool(antialias)
+
+    def value_at(self, u: float) -> float:
+        """The factor for the uniform draw ``u`` in ``[0, 1)``."""
+        if self.is_distribution:
+            return self._sample_distribution(u)
+        return pick(self.scale, self.is_range, u)
 
     def sample_params(self) -> float:
         """Draw a factor (from the CPU generator)."""
-        return pick(self.scale, self.is_range, float(torch.rand(())))
+        return self.value_at(float(torch.rand(())))
 
     def apply_params(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         """Resize ``x`` by ``scale``."""
@@ -140,7 +183,12 @@ class RandomScale(nn.Module):
         if self.mode in ("nearest", "area"):
             return F.interpolate(x, scale_factor=scale, mode=self.mode, recompute_scale_factor=False)
         return F.interpolate(
-            x, scale_factor=scale, mode=self.mode, align_corners=self.align_corners, recompute_scale_factor=False
+            x,
+            scale_factor=scale,
+            mode=self.mode,
+            align_corners=self.align_corners,
+            recompute_scale_factor=False,
+            antialias=self.antialias,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,24 +196,37 @@ class RandomScale(nn.Module):
         return self.apply_params(x, self.sample_params())
 
 
-class _RandomSimilarity(nn.Module):
-    """Shared storage of a random parameter table, the resampling mode and the canvas fill."""
+class _RandomSimilarity(_Distributed):
+    """Shared storage of a random parameter table (or distribution), the resampling mode and the canvas fill."""
 
     def __init__(self, values: ValueSpec, name: str, mode: str, padding_mode: str, value: float) -> None:
         super().__init__()
-        table, is_range = parse_values(values, name)
+        spec, distribution = split_distribution(values, name)
+        # with a distribution the table is an unused placeholder (TorchScript needs a typed, non-empty list)
+        table, is_range = parse_values(spec, name) if distribution is None else ([1.0], False)
         self.values: List[float] = table
         self.is_range = is_range
+        self._set_distribution(distribution)
         self.mode = mode
         self.padding_mode = check_modes(mode, padding_mode, float(value))
         self.value = float(value)
 
+    def value_at(self, u: float) -> float:
+        """The value for the uniform draw ``u`` in ``[0, 1)`` (a table entry, a point of the range, or the
+        distribution's inverse CDF at ``u``)."""
+        if self.is_distribution:
+            return self._sample_distribution(u)
+        return pick(self.values, self.is_range, u)
+
     def sample_params(self) -> float:
         """Draw one value (from the CPU generator; no device work)."""
-        return pick(self.values, self.is_range, float(torch.rand(())))
+        return self.value_at(float(torch.rand(())))
 
     def extra_repr(self) -> str:
-        values = f"range={tuple(self.values)}" if self.is_range else f"choices={len(self.values)}"
+        if self.is_distribution:
+            values = f"distribution={self.distribution!r}"
+        else:
+            values = f"range={tuple(self.values)}" if self.is_range else f"choices={len(self.values)}"
         return f"{values}, mode={self.mode!r}, padding_mode={self.padding_mode!r}"
 
 
@@ -177,7 +238,8 @@ class RandomScaleAffine(_RandomSimilarity):
     reciprocal convention: its factor scales the sampling grid.)
 
     Args:
-        scale: a list (or 1-D tensor) of factors to choose from, or a ``(min, max)`` tuple for a uniform range.
+        scale: a list (or 1-D tensor) of factors to choose from, a ``(min, max)`` tuple for a uniform range, or
+            a ``torch.distributions`` object (see :class:`RandomScale`).
         mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
         padding_mode: ``"constant"`` (fill with ``value``; ``"zeros"`` is accepted), ``"border"`` or
             ``"reflection"``.
@@ -193,7 +255,7 @@ class RandomScaleAffine(_RandomSimilarity):
         self, scale: ValueSpec, mode: str = "bilinear", padding_mode: str = "constant", value: float = 0.0
     ) -> None:
         super().__init__(scale, "scale", mode, padding_mode, value)
-        if min(self.values) <= 0:
+        if not self.is_distribution and min(self.values) <= 0:
             raise ValueError(f"scale factors must be positive, got {self.values}")
 
     def apply_params(self, x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -211,7 +273,9 @@ class RandomRotation(_RandomSimilarity):
     """Rotate the content by a random angle (degrees, counter-clockwise as displayed) about the centre.
 
     Args:
-        degrees: a list (or 1-D tensor) of angles to choose from, or a ``(min, max)`` tuple for a uniform range.
+        degrees: a list (or 1-D tensor) of angles to choose from, a ``(min, max)`` tuple for a uniform range, or
+            a ``torch.distributions`` object (e.g. ``torch.distributions.Normal(0.0, 10.0)``; see
+            :class:`RandomScale`).
         mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``.
         padding_mode: ``"constant"`` (fill with ``value``; ``"zeros"`` is accepted), ``"border"`` or
             ``"reflection"``.

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._affine import affine_grid, check_modes, sampling_source, similarity_theta, warp_similarity
-from ._sampling import ValueSpec, pick
+from ._sampling import ValueSpec
 from .crop import _center_crop
 from .geometric import RandomRotation, RandomScaleAffine, RandomSpatialJitter
 
@@ -62,8 +62,11 @@ class TransformationRobustness(nn.Module):
         pad_value: the canvas value around the image.
         translate: largest shift of each integer jitter (an int for one jitter, a sequence for several, whose
             sum is roughly Gaussian), or ``None``.
-        scale: content magnification factors: a list of choices, a ``(min, max)`` range, or ``None``.
-        degrees: rotation angles in degrees: a list of choices, a ``(min, max)`` range, or ``None``.
+        scale: content magnification factors: a list of choices, a ``(min, max)`` range, a
+            ``torch.distributions`` object (as captum accepts; drawn from the image's stream through its inverse
+            CDF), or ``None``.
+        degrees: rotation angles in degrees: a list of choices, a ``(min, max)`` range, a ``torch.distributions``
+            object, or ``None``.
         final_translate: largest shift of the last jitter (applied after scaling, so it moves fractional
             content), or ``None``.
         crop_or_pad_output: make the output the same size as the input.
@@ -149,11 +152,11 @@ class TransformationRobustness(nn.Module):
         scale = 1.0
         random_scale = self.random_scale
         if random_scale is not None:
-            scale = pick(random_scale.values, random_scale.is_range, u[n])
+            scale = random_scale.value_at(u[n])
         angle = 0.0
         random_rotation = self.random_rotation
         if random_rotation is not None:
-            angle = pick(random_rotation.values, random_rotation.is_range, u[n + 1])
+            angle = random_rotation.value_at(u[n + 1])
         return jitter_shifts, scale, angle, shifts[n - 2 :]
 
     def output_size(self, height: int, width: int) -> List[int]:
