@@ -41,6 +41,18 @@ def _needs_nonnegative(estimator: Any) -> bool:
     return any(c.__name__ in _NONNEGATIVE_ALGS for c in type(estimator).__mro__)
 
 
+def _channels_last(channels_last: bool, swap_2nd_and_last_dims: Optional[bool]) -> bool:
+    """Resolve captum's ``swap_2nd_and_last_dims`` (True: channels on dim 1) against ``channels_last``."""
+    if swap_2nd_and_last_dims is None:
+        return bool(channels_last)
+    if channels_last and swap_2nd_and_last_dims:
+        raise ValueError(
+            "channels_last=True and swap_2nd_and_last_dims=True contradict each other (captum's "
+            "swap_2nd_and_last_dims=True means the channels are on dim 1): give one of them"
+        )
+    return not swap_2nd_and_last_dims
+
+
 class ChannelReducer:
     """Reduce the channel dimension of a tensor with NMF, PCA, FastICA, t-SNE, UMAP or any sklearn-style model.
 
@@ -62,6 +74,10 @@ class ChannelReducer:
     Raises:
         ValueError: for an unknown algorithm name, or ``kwargs`` given with an estimator instance.
         TypeError: for a ``reduction_alg`` that is not a name, a class, or an estimator.
+
+    captum's keyword ``swap_2nd_and_last_dims`` is accepted by :meth:`fit`, :meth:`fit_transform`,
+    :meth:`transform` and :meth:`inverse_transform`: ``True`` (captum's default) means channels on dim 1, i.e.
+    ``channels_last=False``; ``False`` means channels last.
 
     Example::
 
@@ -131,43 +147,55 @@ class ChannelReducer:
         return flat.cpu().numpy(), restore
 
     # -- estimator API -----------------------------------------------------------------------------------
-    def fit(self, x: torch.Tensor, channels_last: bool = False) -> "ChannelReducer":
+    def fit(
+        self, x: torch.Tensor, channels_last: bool = False, *, swap_2nd_and_last_dims: Optional[bool] = None
+    ) -> "ChannelReducer":
         """Fit the algorithm on ``x`` (channels on dim 1, or last with ``channels_last``).
 
         Returns:
             ``self``.
         """
+        channels_last = _channels_last(channels_last, swap_2nd_and_last_dims)
         data, _ = self._samples(x, channels_last)
         self.reducer.fit(data)
         return self
 
-    def fit_transform(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    def fit_transform(
+        self, x: torch.Tensor, channels_last: bool = False, *, swap_2nd_and_last_dims: Optional[bool] = None
+    ) -> torch.Tensor:
         """Fit on ``x`` and return it with its channels reduced to ``n_components``.
 
         Returns:
             A tensor of ``x``'s layout with ``n_components`` channels, on ``x``'s device.
         """
+        channels_last = _channels_last(channels_last, swap_2nd_and_last_dims)
         data, restore = self._samples(x, channels_last)
         if hasattr(self.reducer, "fit_transform"):
             return restore(self.reducer.fit_transform(data))
         return restore(self.reducer.fit(data).transform(data))
 
-    def transform(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    def transform(
+        self, x: torch.Tensor, channels_last: bool = False, *, swap_2nd_and_last_dims: Optional[bool] = None
+    ) -> torch.Tensor:
         """Reduce the channels of ``x`` with the already fitted algorithm.
 
         Raises:
             TypeError: for algorithms without ``transform`` (t-SNE embeds only the data it was fit on).
         """
+        channels_last = _channels_last(channels_last, swap_2nd_and_last_dims)
         self._require("transform", "use fit_transform instead")
         data, restore = self._samples(x, channels_last)
         return restore(self.reducer.transform(data))
 
-    def inverse_transform(self, y: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    def inverse_transform(
+        self, y: torch.Tensor, channels_last: bool = False, *, swap_2nd_and_last_dims: Optional[bool] = None
+    ) -> torch.Tensor:
         """Map reduced channels back to the original channel space (PCA, NMF, FastICA, ...).
 
         Raises:
             TypeError: for algorithms without ``inverse_transform``.
         """
+        channels_last = _channels_last(channels_last, swap_2nd_and_last_dims)
         self._require("inverse_transform", "this algorithm cannot reconstruct its input")
         data, restore = self._samples(y, channels_last)
         return restore(self.reducer.inverse_transform(data))
