@@ -248,7 +248,7 @@ def test_inception_linear_variant_has_no_relu_or_max_pool():
     model = InceptionV1(use_linear_modules_only=True).eval()
     nonlinear = (nn.ReLU, nn.MaxPool2d, RedirectedReluLayer)
     assert not [n for n, m in model.named_modules() if isinstance(m, nonlinear)]
-    assert isinstance(model.conv1_relu, nn.Identity) and isinstance(model.mixed3a.pool, nn.AvgPool2d)
+    assert isinstance(model.conv1_relu, om.SkipLayer) and isinstance(model.mixed3a.pool, nn.AvgPool2d)
     assert (model.pool1.kernel_size, model.pool1.stride, model.pool1.ceil_mode) == (3, 2, True)
     assert set(model.state_dict()) == set(InceptionV1().state_dict())
     rows = {r.name: r.shape for r in layer_info(model, (1, 3, 64, 64))}
@@ -367,6 +367,7 @@ def test_vgg16_round_trip_download_and_variants(tmp_path, fake_hub, vgg):
         vgg16(pretrained=True, model_path=str(path), classifier_logits=True)
     linear = VGG16(use_linear_modules_only=True)
     assert not any(isinstance(m, (nn.ReLU, nn.MaxPool2d)) for m in linear.modules())
+    assert sum(isinstance(m, om.SkipLayer) for m in linear.modules()) == 13  # captum's marker of a linear variant
     redirected = VGG16(replace_relus_with_redirectedrelu=True)
     assert sum(isinstance(m, RedirectedReluLayer) for m in redirected.modules()) == 13
 

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from ._heads import fresh_linear, pop_num_classes
 from ._hub import WEIGHTS_SHA256
-from ._layers import Conv2dSame, RedirectedReluLayer
+from ._input_range import warn_if_outside_unit_range
+from ._layers import Conv2dSame, RedirectedReluLayer, SkipLayer
 from ._utils import _load_pretrained
 
 __all__ = ["googlenet", "InceptionV1", "InceptionModule", "AuxBranch", "INCEPTION5H_URL"]
@@ -100,7 +101,7 @@ def _layer_types(
 ) -> Tuple[Type[nn.Module], Type[nn.Module]]:
     """The activation and pooling classes of a model variant."""
     if use_linear_modules_only:
-        return nn.Identity, _AvgPoolLikeMax
+        return SkipLayer, _AvgPoolLikeMax
     return (RedirectedReluLayer if replace_relus_with_redirectedrelu else nn.ReLU), nn.MaxPool2d
 
 
@@ -118,16 +119,18 @@ class InceptionV1(nn.Module):
         out_features: number of classes (1008 for inception5h).
         aux_logits: add the two auxiliary classifiers ``aux1`` (after ``mixed4a``) and ``aux2`` (after
             ``mixed4d``); forward then returns ``(logits, aux1, aux2)``.
-        transform_input: map an RGB input in [0, 1] to the network's range, ``x * 255 - 117``.
+        transform_input: map an RGB input in [0, 1] to the network's range, ``x * 255 - 117`` (and warn, as
+            captum does, when the input leaves [0, 1]; see ``optim.models._input_range``).
         bgr_transform: with ``transform_input``, also reorder the channels RGB -> BGR.
         replace_relus_with_redirectedrelu: use :class:`RedirectedReluLayer` for every ReLU.
-        use_linear_modules_only: the linear variant for circuits: every ReLU an identity and every max
-            pool an average pool of the same geometry.
+        use_linear_modules_only: the linear variant for circuits: every ReLU a :class:`SkipLayer` (an
+            identity, as in captum, so the variant is recognisable) and every max pool an average pool of the
+            same geometry.
 
     Example:
         >>> model = InceptionV1(use_linear_modules_only=True)
         >>> type(model.conv1_relu).__name__, type(model.pool1).__name__
-        ('Identity', '_AvgPoolLikeMax')
+        ('SkipLayer', '_AvgPoolLikeMax')
     """
 
     def __init__(
@@ -194,6 +197,8 @@ class InceptionV1(nn.Module):
         if x.dim() != 4:
             raise ValueError("InceptionV1 expects an NCHW (or CHW) image tensor, got " + str(x.dim()) + " dimensions")
         if self.transform_input:
+            if not torch.jit.is_scripting():
+                warn_if_outside_unit_range(x, "InceptionV1")
             x = x * 255 - 117
             if self.bgr_transform:
                 x = x[:, [2, 1, 0]]

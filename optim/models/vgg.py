@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from ._heads import pop_num_classes
 from ._hub import WEIGHTS_SHA256
-from ._layers import RedirectedReluLayer
+from ._input_range import warn_if_outside_unit_range
+from ._layers import RedirectedReluLayer, SkipLayer
 from ._utils import _load_pretrained
 
 __all__ = ["vgg16", "VGG16", "VGG16_CAFFE_URL", "VGG16_LAYERS"]
@@ -125,7 +126,7 @@ class VGG16(nn.Module):
         scale_input: with ``transform_input``, multiply by 255 first (set False for 0-255 inputs).
         classifier_logits: add the three fully connected layers (``classifier.0/3/6``).
         replace_relus_with_redirectedrelu: use :class:`RedirectedReluLayer` for every ReLU.
-        use_linear_modules_only: every ReLU an identity and every max pool an average pool.
+        use_linear_modules_only: every ReLU a ``SkipLayer`` (an identity) and every max pool an average pool.
         layers: the trunk layout (default :data:`VGG16_LAYERS`).
 
     Example:
@@ -151,7 +152,7 @@ class VGG16(nn.Module):
         self.scale_input = bool(scale_input)
         self.classifier_logits = bool(classifier_logits)
         if use_linear_modules_only:
-            activ: Type[nn.Module] = nn.Identity
+            activ: Type[nn.Module] = SkipLayer  # an identity, as captum's linear variants use
             pool: Type[nn.Module] = nn.AvgPool2d
         else:
             activ = RedirectedReluLayer if replace_relus_with_redirectedrelu else nn.ReLU
@@ -181,6 +182,8 @@ class VGG16(nn.Module):
             raise ValueError("VGG16 expects an NCHW (or CHW) image tensor, got " + str(x.dim()) + " dimensions")
         if self.transform_input:
             if self.scale_input:
+                if not torch.jit.is_scripting():
+                    warn_if_outside_unit_range(x, "VGG16")
                 x = x * 255
             x = x - self._mean.to(x.dtype)
             x = x[:, [2, 1, 0]]  # Caffe was trained on BGR
