@@ -155,3 +155,83 @@ def test_model_untouched_by_the_recipes(lite0):
     hooks = sum(len(m._forward_hooks) for m in lite0.modules())
     assert hooks == 0 and not lite0.training
     assert all(p.requires_grad for p in lite0.parameters())
+
+
+# -- every recipe goes through render_vis with the render core's defaults, and passes callback= / seed= -------------
+def _recipe_calls(net):
+    photo = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    style = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(4))
+    return {
+        "class_visualization": lambda **kw: recipes.class_visualization(net, [1, 3], size=16, **kw),
+        "deep_dream": lambda **kw: recipes.deep_dream(net, photo, "conv2", **kw),
+        "feature_inversion": lambda **kw: recipes.feature_inversion(net, photo, "conv2", **kw),
+        "style_transfer": lambda **kw: recipes.style_transfer(net, photo, style, "conv2", ["conv1"], **kw),
+        "feature_accentuation": lambda **kw: recipes.feature_accentuation(net, photo, "conv2:1", "conv1", **kw),
+        "diversity": lambda **kw: recipes.diversity(net, "conv2:1", n=2, size=16, **kw),
+        "neuron_vs_channel": lambda **kw: recipes.neuron_vs_channel(net, "conv2:1", size=16, **kw),
+        "positive_negative": lambda **kw: recipes.positive_negative(net, "conv2:1", size=16, **kw),
+        "interpolation": lambda **kw: recipes.interpolation(net, "conv1:1", "conv2:2", n=3, size=16, **kw),
+        "render_rgba": lambda **kw: recipes.render_rgba(net, "conv2:1", size=16, **kw),
+    }
+
+
+# BlendAlpha draws its random backgrounds from torch's global generator, but optim.optimization.streams'
+# is_deterministic() takes every optim transform without sample_params for deterministic, so render_rgba's
+# backgrounds do not come from the per-image streams yet (reported to the render core's owner).
+_NOT_SEEDED = {"render_rgba": "BlendAlpha's backgrounds bypass the per-image random streams (streams.is_deterministic)"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=_NOT_SEEDED[n], strict=False)) if n in _NOT_SEEDED else n
+    for n in sorted(recipes.__all__)
+])
+def test_every_recipe_passes_callback_and_seed_through(tiny_net, name):
+    assert name in _recipe_calls(tiny_net), "a new recipe needs a line in _recipe_calls"
+    call = _recipe_calls(tiny_net)[name]
+    seen = []
+    first = call(steps=3, progress=False, seed=5, callback=lambda step, loss, images: seen.append((step, images)))
+    assert [s for s, _ in seen] == [0, 1, 2]
+    assert seen[-1][1].shape == first.shape
+    torch.manual_seed(123)  # other global state: the seed alone decides
+    assert torch.equal(first, call(steps=3, progress=False, seed=5))
+    assert not torch.equal(first, call(steps=3, progress=False, seed=6))
+
+
+def test_recipes_render_through_render_vis_with_the_core_defaults(tiny_net):
+    import inspect
+
+    from optim.optimization import defaults
+
+    for name in recipes.__all__:
+        params = inspect.signature(getattr(recipes, name)).parameters
+        if "size" in params:
+            assert params["size"].default == defaults.DEFAULT_SIZE, name
+        if "lr" in params and name != "feature_accentuation":  # 0.01: must not leave the photo in the first steps
+            assert params["lr"].default == defaults.DEFAULT_LR, name
+        if name not in ("deep_dream", "feature_accentuation"):  # 64 steps: amplify / accentuate, not replace
+            assert params["steps"].default == defaults.DEFAULT_STEPS, name
+    # the same image as render_vis with the same objective, image and default transforms / optimizer / lr
+    got = recipes.class_visualization(tiny_net, [1, 3], size=16, steps=3, progress=False, seed=2)
+    loss = opt.loss.ChannelActivation(tiny_net, 1, batch_index=0) + opt.loss.ChannelActivation(tiny_net, 3, batch_index=1)
+    (ref,) = opt.render_vis(tiny_net, loss, image=lambda: defaults.default_image(16, batch=2), thresholds=3,
+                            progress=False, seed=2)
+    assert torch.equal(got, ref)
+    got = recipes.positive_negative(tiny_net, "conv2:1", size=16, steps=3, progress=False, seed=2)
+    loss = opt.loss.ChannelActivation("conv2", 1, batch_index=0) - opt.loss.ChannelActivation("conv2", 1, batch_index=1)
+    (ref,) = opt.render_vis(tiny_net, loss, image=lambda: defaults.default_image(16, batch=2), thresholds=3,
+                            progress=False, seed=2)
+    assert torch.equal(got, ref)
+
+
+def test_reference_activations_are_an_activation_map_in_place_safe():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True), torch.nn.Conv2d(4, 2, 1)).train()
+    x = torch.rand(2, 3, 8, 8)
+    acts = reference_activations(net, ["0", net[2]], x)
+    assert isinstance(acts, opt.activations.ActivationMap) and list(acts) == ["0", net[2]]
+    with torch.no_grad():
+        conv = net[0](x)
+        top = net[2](torch.relu(conv))
+    assert float(conv.min()) < 0
+    assert torch.equal(acts[net[0]], conv) and torch.equal(acts["2"], top) and not acts["0"].requires_grad
+    assert net.training and not any(m._forward_hooks for m in net.modules())

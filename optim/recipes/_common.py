@@ -1,16 +1,17 @@
 """What the recipes share: reading reference activations and turning objective strings into channels."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype, resolve_module
+from ..activations import ActivationMap, record_activations
 from ..loss.activation import ChannelActivation
 from ..loss.base import Loss
 from ..loss.parse import parse
-from ..optimization.hooks import model_frozen, run_to_targets
+from ..optimization.progress import StepCallback
 
 __all__ = [
     "ChannelSpec",
@@ -38,22 +39,28 @@ def as_batch(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 def reference_activations(
     model: nn.Module, layers: Sequence[Union[str, nn.Module]], image: torch.Tensor
-) -> Dict[Union[str, nn.Module], torch.Tensor]:
-    """The outputs of ``layers`` for ``image`` (model frozen, no gradients, stopped after the last layer).
+) -> ActivationMap:
+    """The outputs of ``layers`` for ``image``, through the activation core
+    (:func:`~optim.activations.record_activations`: eval mode, no gradients, stopped after the last layer,
+    each output as its layer produced it, a module called several times read at its last call).
 
     Args:
         model: the network (left as it was).
         layers: modules or dotted names.
-        image: an NCHW batch in ``[0, 1]``.
+        image: an NCHW batch in ``[0, 1]`` (moved to the model's device and dtype).
 
     Returns:
-        layer (as given) -> detached activation.
+        An :class:`~optim.activations.ActivationMap` of detached activations: iteration yields the layers as
+        given, and each answers its module and its dotted name.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(inplace=True))
+        >>> acts = reference_activations(net, ["0", net[1]], torch.ones(1, 3, 2, 2))
+        >>> torch.equal(acts[net[0]], net[0](torch.ones(1, 3, 2, 2))), acts["1"].min().item() >= 0
+        (True, True)
     """
     device, dtype = model_device_dtype(model)
-    modules = [resolve_module(model, layer) for layer in layers]
-    with model_frozen(model), torch.no_grad():
-        outputs = run_to_targets(model, modules, image.to(device=device, dtype=dtype))
-    return {layer: outputs[module].detach() for layer, module in zip(layers, modules)}
+    return record_activations(model, list(layers), image.to(device=device, dtype=dtype))
 
 
 def channel_spec(spec: ChannelSpec, model: nn.Module) -> Tuple[Union[str, nn.Module], int]:
@@ -88,8 +95,10 @@ def render_once(
     lr: float,
     progress: bool,
     seed: Optional[int],
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
-    """One :func:`~optim.render.render_vis` run of ``steps`` steps, returning its single image.
+    """One :func:`~optim.render.render_vis` run of ``steps`` steps, returning its single image: every recipe
+    renders through it (the render core and its defaults, no loop of its own).
 
     Args:
         model: the network (left as it was).
@@ -100,6 +109,7 @@ def render_once(
         lr: Adam's learning rate.
         progress: show a progress bar.
         seed: seed for a reproducible render.
+        callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
 
     Returns:
         The rendered ``ImageTensor``.
@@ -115,6 +125,7 @@ def render_once(
     from ..render import render_vis
 
     (out,) = render_vis(
-        model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed
+        model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed,
+        callback=callback,
     )
     return out

@@ -10,13 +10,15 @@ from ..loss.activation import ActivationInterpolation, ChannelActivation, Neuron
 from ..loss.base import BaseLoss, Loss
 from ..loss.parse import parse
 from ..loss.regularizer import Alignment, Diversity
-from ..render import DEFAULT_SIZE, default_image, render_vis
+from ..optimization.defaults import DEFAULT_SIZE, DEFAULT_STEPS, default_image
+from ..render import render_vis
 from ._common import ChannelSpec, channel_spec
 
 __all__ = ["diversity", "neuron_vs_channel", "positive_negative", "interpolation"]
 
 
 def _render(model: nn.Module, loss: Loss, size: int, batch: int, steps: int, **kwargs) -> torch.Tensor:
+    """One :func:`~optim.render.render_vis` run (the render core, no loop of its own) of ``batch`` images."""
     (out,) = render_vis(model, loss, image=lambda: default_image(size, batch=batch), thresholds=(steps,), **kwargs)
     return out
 
@@ -28,7 +30,7 @@ def diversity(
     layer: Optional[Union[str, nn.Module]] = None,
     weight: float = 1.0,
     size: int = DEFAULT_SIZE,
-    steps: int = 128,
+    steps: int = DEFAULT_STEPS,
     **render_kwargs,
 ) -> torch.Tensor:
     """Several different images of one feature (Lucid's diversity): the objective on every image of a
@@ -42,7 +44,7 @@ def diversity(
         weight: strength of the diversity term.
         size: image side.
         steps: optimization steps.
-        **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ...).
+        **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 
     Returns:
         An ``ImageTensor`` ``[n, 3, size, size]``.
@@ -69,7 +71,7 @@ def neuron_vs_channel(
     x: Optional[int] = None,
     y: Optional[int] = None,
     size: int = DEFAULT_SIZE,
-    steps: int = 128,
+    steps: int = DEFAULT_STEPS,
     **render_kwargs,
 ) -> torch.Tensor:
     """Image 0 maximizes one neuron of the channel (at ``x``, ``y``; the centre by default), image 1 the
@@ -82,7 +84,7 @@ def neuron_vs_channel(
         y: the neuron's row (``None``: centre).
         size: image side.
         steps: optimization steps.
-        **render_kwargs: passed to :func:`~optim.render_vis`.
+        **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 
     Returns:
         An ``ImageTensor`` ``[2, 3, size, size]``: neuron, channel.
@@ -93,7 +95,7 @@ def neuron_vs_channel(
 
 
 def positive_negative(
-    model: nn.Module, channel: ChannelSpec, size: int = DEFAULT_SIZE, steps: int = 128, **render_kwargs
+    model: nn.Module, channel: ChannelSpec, size: int = DEFAULT_SIZE, steps: int = DEFAULT_STEPS, **render_kwargs
 ) -> torch.Tensor:
     """Image 0 maximizes the channel, image 1 minimizes it (TorchLight's positive/negative pair).
 
@@ -102,7 +104,7 @@ def positive_negative(
         channel: ``"layer:channel"`` or ``(layer, channel)``.
         size: image side.
         steps: optimization steps.
-        **render_kwargs: passed to :func:`~optim.render_vis`.
+        **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 
     Returns:
         An ``ImageTensor`` ``[2, 3, size, size]``: positive, negative.
@@ -119,7 +121,7 @@ def interpolation(
     n: int = 5,
     alignment: float = 0.0,
     size: int = DEFAULT_SIZE,
-    steps: int = 128,
+    steps: int = DEFAULT_STEPS,
     **render_kwargs,
 ) -> torch.Tensor:
     """Interpolate between two channels across a batch: image 0 shows ``first``, image ``n - 1``
@@ -134,7 +136,7 @@ def interpolation(
             images share their layout (0: off).
         size: image side.
         steps: optimization steps.
-        **render_kwargs: passed to :func:`~optim.render_vis`.
+        **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 
     Returns:
         An ``ImageTensor`` ``[n, 3, size, size]``.

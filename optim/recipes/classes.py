@@ -9,7 +9,8 @@ import torch.nn as nn
 
 from ..loss.activation import ChannelActivation
 from ..loss.base import sum_loss_list
-from ..render import DEFAULT_LR, DEFAULT_SIZE, default_image
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS, default_image
+from ..optimization.progress import StepCallback
 from ._common import render_once
 
 __all__ = ["class_visualization"]
@@ -20,11 +21,13 @@ def class_visualization(
     classes: Union[int, Sequence[int]],
     target: Optional[Union[str, nn.Module]] = None,
     size: int = DEFAULT_SIZE,
-    steps: int = 128,
+    steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     transforms: Optional[nn.Module] = None,
     progress: bool = True,
     seed: Optional[int] = None,
+    *,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Render one image per class, each maximizing its class logit (all classes in one batched render).
 
@@ -38,6 +41,7 @@ def class_visualization(
         transforms: default :func:`~optim.render.default_transforms`.
         progress: show a progress bar.
         seed: seed for a reproducible render.
+        callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
 
     Returns:
         An ``ImageTensor`` ``[len(classes), 3, size, size]``, in the order of ``classes``.
@@ -62,4 +66,4 @@ def class_visualization(
     logits = model if target is None else target
     loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
     image = partial(default_image, size, batch=len(indices))  # built after seeding, so seed fixes its init
-    return render_once(model, loss, image, transforms, steps, lr, progress, seed)
+    return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback)

@@ -11,7 +11,8 @@ from ..loss.activation import DeepDream
 from ..loss.base import Loss, sum_loss_list
 from ..loss.parse import parse
 from ..loss.style import ContentLoss, ReferenceDistance, StyleLoss
-from ..render import DEFAULT_LR, default_image
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image
+from ..optimization.progress import StepCallback
 from ._common import as_batch, reference_activations, render_once, shape_preserving_transforms
 
 __all__ = ["deep_dream", "feature_inversion", "style_transfer", "feature_accentuation"]
@@ -33,6 +34,8 @@ def deep_dream(
     transforms: Optional[nn.Module] = None,
     progress: bool = True,
     seed: Optional[int] = None,
+    *,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """DeepDream on a photo (Mordvintsev et al. 2015): amplify whatever ``layer`` sees in it.
 
@@ -45,6 +48,7 @@ def deep_dream(
         transforms: default: a small size-preserving jitter.
         progress: show a progress bar.
         seed: seed for a reproducible render.
+        callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
 
     Returns:
         The dreamed ``ImageTensor``, same shape as ``image`` (batched).
@@ -60,18 +64,20 @@ def deep_dream(
     """
     start = as_batch(image)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed)
+    return render_once(model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed, callback)
 
 
 def feature_inversion(
     model: nn.Module,
     image: torch.Tensor,
     layer: Layer,
-    steps: int = 128,
+    steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     transforms: Optional[nn.Module] = None,
     progress: bool = True,
     seed: Optional[int] = None,
+    *,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Invert a layer's representation of a photo (Mahendran & Vedaldi 2015): from noise, render an image
     whose activation at ``layer`` matches the photo's (:class:`~optim.loss.ContentLoss`).
@@ -87,6 +93,7 @@ def feature_inversion(
         transforms: default: none (the match is position by position).
         progress: show a progress bar.
         seed: seed for a reproducible render.
+        callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
 
     Returns:
         The inverted ``ImageTensor`` ``[N, 3, H, W]``.
@@ -103,7 +110,7 @@ def feature_inversion(
     # no jitter by default: the match is position by position, and the Fourier parameterization
     # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
     jitter = [] if transforms is None else transforms
-    return render_once(model, -ContentLoss(layer, reference), noise, jitter, steps, lr, progress, seed)
+    return render_once(model, -ContentLoss(layer, reference), noise, jitter, steps, lr, progress, seed, callback)
 
 
 def style_transfer(
@@ -113,11 +120,13 @@ def style_transfer(
     content_layer: Layer,
     style_layers: Sequence[Layer],
     style_weight: float = 10.0,
-    steps: int = 128,
+    steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     transforms: Optional[nn.Module] = None,
     progress: bool = True,
     seed: Optional[int] = None,
+    *,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Neural style transfer (Gatys et al. 2016): keep ``content``'s activation at ``content_layer`` and
     take on ``style``'s Gram matrices at ``style_layers``, starting from the content image.
@@ -138,6 +147,7 @@ def style_transfer(
         transforms: default: a small size-preserving jitter.
         progress: show a progress bar.
         seed: seed for a reproducible render.
+        callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
 
     Returns:
         The stylized ``ImageTensor``.
@@ -159,7 +169,7 @@ def style_transfer(
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
     jitter = shape_preserving_transforms(2) if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed)
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback)
 
 
 def feature_accentuation(
@@ -173,6 +183,8 @@ def feature_accentuation(
     transforms: Optional[nn.Module] = None,
     progress: bool = True,
     seed: Optional[int] = None,
+    *,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Feature accentuation (Hamblin et al. 2024): raise ``objective`` starting from a real image while
     staying close to the image's activation at ``layer``, so the render shows *what in this image* drives
@@ -192,6 +204,7 @@ def feature_accentuation(
         transforms: default: a small size-preserving jitter.
         progress: show a progress bar.
         seed: seed for a reproducible render.
+        callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
 
     Returns:
         The accentuated ``ImageTensor``.
@@ -212,4 +225,4 @@ def feature_accentuation(
     reference = reference_activations(model, [layer], start)[layer]
     loss = target - float(weight) * ReferenceDistance(layer, reference)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed)
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback)

@@ -10,7 +10,8 @@ import torch.nn as nn
 from ..loss.base import Loss
 from ..loss.parse import parse
 from ..loss.style import Transparency
-from ..render import DEFAULT_LR, DEFAULT_SIZE, default_image, default_transforms
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS, default_image, default_transforms
+from ..optimization.progress import StepCallback
 from ._common import render_once
 
 __all__ = ["render_rgba"]
@@ -22,11 +23,13 @@ def render_rgba(
     transparency: float = 10.0,
     size: int = DEFAULT_SIZE,
     batch: int = 1,
-    steps: int = 128,
+    steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     transforms: Optional[nn.Module] = None,
     progress: bool = True,
     seed: Optional[int] = None,
+    *,
+    callback: Optional[StepCallback] = None,
 ) -> torch.Tensor:
     """Render a feature with an alpha channel (Lucid's transparent neuron visualizations).
 
@@ -46,6 +49,7 @@ def render_rgba(
         transforms: applied after the blending (default :func:`~optim.render.default_transforms`).
         progress: show a progress bar.
         seed: seed for a reproducible render.
+        callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
 
     Returns:
         An ``ImageTensor`` ``[batch, 4, size, size]`` (RGB and alpha in ``[0, 1]``).
@@ -67,4 +71,5 @@ def render_rgba(
     # "input_param" names the image parameterization inside the optimization
     loss = loss + float(transparency) * Transparency("input_param")
     image = partial(default_image, size, batch=batch, channels=4)  # built after seeding, so seed fixes its init
-    return render_once(model, loss, image, nn.Sequential(BlendAlpha(), after), steps, lr, progress, seed)
+    return render_once(model, loss, image, nn.Sequential(BlendAlpha(), after), steps, lr, progress, seed,
+                       callback)
