@@ -6,13 +6,16 @@ graph's own order), and indices 1001-1007, outputs the graph pads its classifier
 a class, are labelled ``"unused 1001"`` ... ``"unused 1007"`` so that ``INCEPTION5H_CLASSES[logits.argmax()]``
 always names the output.
 ``IMAGENET_CLASSES`` is the standard ImageNet-1k order (index 285 "Egyptian cat", 967 "espresso").
+``INCEPTIONV1_PLACES365_CLASSES`` names the 365 outputs of ``googlenet_places365``: the Places365 scene
+categories in the dataset's own order and spelling (``categories_places365.txt``: index 0 ``"/a/airfield"``,
+319 ``"/s/street"``).
 """
 from __future__ import annotations
 
 import os
 from typing import Iterator, List, Optional, Sequence, Union, overload
 
-__all__ = ["INCEPTION5H_CLASSES", "IMAGENET_CLASSES", "LabelList"]
+__all__ = ["INCEPTION5H_CLASSES", "IMAGENET_CLASSES", "INCEPTIONV1_PLACES365_CLASSES", "LabelList"]
 
 _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -76,3 +79,4 @@ class LabelList(Sequence[str]):
 
 INCEPTION5H_CLASSES = LabelList("inception5h_labels.txt")
 IMAGENET_CLASSES = LabelList("imagenet_classes.txt")
+INCEPTIONV1_PLACES365_CLASSES = LabelList("places365_labels.txt")

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 __all__ = ["ModelEntry", "register_model", "list_models", "get_model", "model_info"]
 
-_LABEL_SETS = ("imagenet", "inception5h")
+_LABEL_SETS = ("imagenet", "inception5h", "places365")
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
 
@@ -32,7 +32,7 @@ class ModelEntry:
         input_size: native input (height, width).
         value_range: (low, high) of the pixel values the model expects as built by the factory with
             ``pretrained=True`` (``(0.0, 1.0)`` when the model applies its own input transform).
-        label_set: name of the label list of the outputs: ``"imagenet"`` or ``"inception5h"``.
+        label_set: name of the label list of the outputs: ``"imagenet"``, ``"inception5h"`` or ``"places365"``.
         weights_package: importable package that ships the weights offline, or None when the weights
             are downloaded on first use.
         description: one line for listings.
@@ -74,7 +74,11 @@ class ModelEntry:
         """The class names of the outputs (the label lists shipped with optim, loaded on first use)."""
         from . import _labels
 
-        return _labels.IMAGENET_CLASSES if self.label_set == "imagenet" else _labels.INCEPTION5H_CLASSES
+        return {
+            "imagenet": _labels.IMAGENET_CLASSES,
+            "inception5h": _labels.INCEPTION5H_CLASSES,
+            "places365": _labels.INCEPTIONV1_PLACES365_CLASSES,
+        }[self.label_set]
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
@@ -135,7 +139,7 @@ def register_model(
         name: the registry name.
         input_size: native input size, an int or (height, width).
         value_range: (low, high) of the input values the pretrained model expects.
-        label_set: ``"imagenet"`` or ``"inception5h"``.
+        label_set: ``"imagenet"``, ``"inception5h"`` or ``"places365"``.
         weights_package: importable package that ships the weights offline, if any.
         description: one line for listings.
         overwrite: replace an existing entry of that name instead of raising.
@@ -184,7 +188,7 @@ def list_models(offline_only: bool = False) -> List[str]:
 
     Example:
         >>> list_models()
-        ['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'googlenet', 'inceptionv1', 'vgg16']
+        ['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'googlenet', 'googlenet_places365', 'inceptionv1', 'vgg16']
     """
     return sorted(n for n, e in _REGISTRY.items() if not offline_only or e.weights_offline)
 
@@ -237,7 +241,7 @@ def get_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
         >>> get_model("resnet-9000")
         Traceback (most recent call last):
         ...
-        ValueError: unknown model 'resnet-9000'; registered models: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, googlenet, inceptionv1, vgg16
+        ValueError: unknown model 'resnet-9000'; registered models: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, googlenet, googlenet_places365, inceptionv1, vgg16
     """
     return model_info(name).factory(pretrained=pretrained, **kwargs)
 
@@ -277,6 +281,13 @@ for _alias in ("googlenet", "inceptionv1"):
         label_set="inception5h",
         description="InceptionV1 (Lucid / inception5h), weights downloaded on first use",
     )
+_add(
+    "googlenet_places365",
+    "optim.models.googlenet_places365:googlenet_places365",
+    224,
+    label_set="places365",
+    description="InceptionV1 trained on Places365 (365 scene categories), weights downloaded on first use",
+)
 _add(
     "vgg16",
     "optim.models.vgg:vgg16",
