@@ -106,10 +106,16 @@ NOTEBOOKS["02_model_preparation"] = ("Preparing a model: layer names, Redirected
              'opt.show(images[0])'),
     ("md", "## Linear models\nWith the nonlinearities skipped, the network between two layers is linear (batch "
            "norm in eval mode is affine), which is what expanded weights (the circuits tutorial) rely on. "
-           "`skip_layers` swaps every ReLU6 for an identity:"),
-    ("code", 'linear = copy.deepcopy(model)\n'
-             'opt.models.skip_layers(linear, nn.ReLU6)\n'
-             'a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)\n'
+           "The zoo factories build that variant with `use_linear_modules_only=True` (every ReLU6 a "
+           "`SkipLayer`, as captum's googlenet); `skip_layers` does the same to any model, and raises if the "
+           "class it is given matches nothing (the pretrained model's ReLU6s are `RedirectedRelu6Layer`):"),
+    ("code", 'linear = opt.models.efficientnet_lite0(pretrained=True, use_linear_modules_only=True).eval()\n'
+             'print(sum(isinstance(m, opt.models.SkipLayer) for m in linear.modules()), "activations skipped")\n'
+             'try:\n'
+             '    opt.models.skip_layers(copy.deepcopy(model), nn.ReLU6)\n'
+             'except ValueError as err:\n'
+             '    print("ValueError:", str(err)[:90], "...")\n'
+             'a, b = torch.rand(1, 3, 64, 64) / 2, torch.rand(1, 3, 64, 64) / 2  # a + b stays in [0, 1]\n'
              'f = lambda t: opt.models.collect_activations(linear, "blocks.4", t)["blocks.4"]\n'
              'with torch.no_grad():\n'
              '    residual = f(a + b) - f(a) - f(b) + f(torch.zeros_like(a))\n'
@@ -149,19 +155,22 @@ NOTEBOOKS["04_circuits"] = ("Circuits: expanded weights between layers", [
     ("code", SETUP),
     ("md", "Expanded weights are the effective linear weights between two layers of the linearized network "
            "(nonlinearities skipped): entry `[c2, c1, y, x]` says how much channel `c1` at offset `(y, x)` "
-           "excites channel `c2`. Here: from the output of block 4 to the expansion of block 5."),
-    ("code", 'import copy, torch.nn as nn\n'
-             'linear = copy.deepcopy(model)\n'
-             'opt.models.skip_layers(linear, nn.ReLU6)\n'
-             'w = opt.circuits.extract_expanded_weights(linear, "blocks.4", "blocks.5.expand", crop_shape=5,\n'
+           "excites channel `c2`. Here: from the output of block 4 to the output of block 6 (two blocks with 3x3 and 5x5 "
+           "depthwise convolutions between them, so every offset of the 5 x 5 window carries weight)."),
+    ("code", 'linear = opt.models.efficientnet_lite0(pretrained=True, use_linear_modules_only=True).eval()\n'
+             'w = opt.circuits.extract_expanded_weights(linear, "blocks.4", "blocks.6", crop_shape=5,\n'
              '                                          model_input=torch.zeros(1, 3, 96, 96))\n'
              'print("expanded weights:", tuple(w.shape))\n'
              'top = opt.circuits.top_connections(w, k=4, target_channel=0, score="sum")\n'
              'top'),
-    ("md", "`weights_to_heatmap_2d` colours a 2-D weight slice (blue negative, red positive); the strongest "
-           "input channels of channel 0 and their feature visualizations:"),
-    ("code", 'heat = opt.circuits.weights_to_heatmap_2d(w[0, top[0].source_channel])\n'
-             'opt.show(heat)\n'
+    ("md", "`weights_to_heatmap_2d` colours a 2-D weight slice in [-1, 1] (blue negative, white zero, red "
+           "positive), so the slices are divided by the largest magnitude into channel 0 first, as captum's "
+           "example does; the strongest input channels of channel 0, and their feature visualizations:"),
+    ("code", 'from torch.nn.functional import interpolate\n'
+             'scale = w[0].abs().max()\n'
+             'heat = torch.stack([opt.circuits.weights_to_heatmap_2d(w[0, c.source_channel] / scale) for c in top])\n'
+             'opt.show(interpolate(heat, scale_factor=16, mode="nearest"),\n'
+             '         labels=[f"{c.source_channel} -> 0" for c in top])\n'
              'channels = [c.source_channel for c in top]\n'
              'tiles = opt.render_layer(model, "blocks.4", channels=channels, steps=STEPS, size=SIZE, progress=False,\n'
              '                         seed=0)\n'

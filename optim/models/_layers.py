@@ -283,14 +283,34 @@ def skip_layers(model: nn.Module, layer_types: Union[Type[nn.Module], Iterable[T
         model: the network to edit.
         layer_types: a layer class or several, e.g. ``[nn.ReLU, nn.ReLU6]``.
 
+    Raises:
+        ValueError: no layer of ``model`` is of those classes (nothing would change, and a model believed
+            linear would not be); the message names the model's activation layer classes. A pretrained zoo
+            model's ReLU6s are ``RedirectedRelu6Layer``: skip that class, or build the model with
+            ``use_linear_modules_only=True``.
+
     Example::
 
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU6())
         >>> skip_layers(net, [nn.ReLU, nn.ReLU6])  # a linear model, for expanded weights
         >>> [type(m).__name__ for m in net]
         ['Conv2d', 'SkipLayer', 'Conv2d', 'SkipLayer']
+        >>> skip_layers(nn.Sequential(nn.Conv2d(3, 8, 3), RedirectedRelu6Layer()), nn.ReLU6)
+        Traceback (most recent call last):
+        ...
+        ValueError: skip_layers found no ReLU6 in Sequential, so nothing would be skipped; its activation layers are ['RedirectedRelu6Layer'] (layer classes: ['Conv2d', 'RedirectedRelu6Layer']). Skip those classes, or build a zoo model with use_linear_modules_only=True
     """
-    replace_layers(model, _as_type_tuple(layer_types, "layer_types"), SkipLayer)
+    types = _as_type_tuple(layer_types, "layer_types")
+    if not any(isinstance(m, types) for m in model.modules() if m is not model):
+        present = sorted({type(m).__name__ for m in model.modules() if m is not model and not list(m.children())})
+        markers = ("relu", "gelu", "sigmoid", "tanh", "silu", "swish", "elu", "softplus")
+        activations = [n for n in present if any(k in n.lower() for k in markers)]
+        raise ValueError(
+            f"skip_layers found no {' or '.join(t.__name__ for t in types)} in {type(model).__name__}, so nothing "
+            f"would be skipped; its activation layers are {activations or 'none'} (layer classes: {present}). "
+            "Skip those classes, or build a zoo model with use_linear_modules_only=True"
+        )
+    replace_layers(model, types, SkipLayer)
 
 
 class MaxPool2dRelaxed(nn.Module):

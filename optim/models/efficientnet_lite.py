@@ -31,7 +31,8 @@ import torch
 import torch.nn as nn
 
 from ._heads import fresh_linear, pop_num_classes
-from ._layers import Conv2dSame, RedirectedRelu6Layer
+from ._input_range import warn_if_outside_unit_range
+from ._layers import Conv2dSame, RedirectedRelu6Layer, SkipLayer
 from ._utils import _load_state_dict_strict
 
 __all__ = [
@@ -189,11 +190,19 @@ class EfficientNetLite(nn.Module):
             ``(255 * x - 127) / 128`` (about [-1, 1]).
         replace_relus_with_redirectedrelu: use the redirected ReLU6 layer (same forward, gradient that
             escapes dead units) instead of ``nn.ReLU6``; for feature visualization.
+        use_linear_modules_only: the linear variant for circuits (captum's flag): every ReLU6 a
+            :class:`SkipLayer`, so with BatchNorm in eval mode the network between two layers is affine and
+            ``opt.circuits.extract_expanded_weights`` reads its exact weights.
+
+    With ``transform_input`` the model warns when its input leaves [0, 1] (see ``optim.models._input_range``).
 
     Example:
         >>> model = EfficientNetLite(transform_input=True).eval()
         >>> model(torch.rand(1, 3, 224, 224)).shape
         torch.Size([1, 1000])
+        >>> linear = EfficientNetLite(use_linear_modules_only=True)
+        >>> sum(isinstance(m, SkipLayer) for m in linear.modules())  # stem, head, 2 per block (block 0: 1)
+        33
     """
 
     def __init__(
@@ -205,6 +214,7 @@ class EfficientNetLite(nn.Module):
         input_size: int = 224,
         transform_input: bool = False,
         replace_relus_with_redirectedrelu: bool = False,
+        use_linear_modules_only: bool = False,
     ) -> None:
         super().__init__()
         for arg, value in (("width_multiplier", width_multiplier), ("depth_multiplier", depth_multiplier)):
@@ -216,7 +226,9 @@ class EfficientNetLite(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.transform_input = bool(transform_input)
         self.input_size = int(input_size)
-        activation = RedirectedRelu6Layer if replace_relus_with_redirectedrelu else nn.ReLU6
+        activation: Type[nn.Module] = RedirectedRelu6Layer if replace_relus_with_redirectedrelu else nn.ReLU6
+        if use_linear_modules_only:
+            activation = SkipLayer
 
         self.stem = ConvBNReLU6(3, _STEM_CHANNELS, 3, stride=2, activation=activation)
         blocks: List[nn.Module] = []
@@ -239,6 +251,8 @@ class EfficientNetLite(nn.Module):
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.transform_input:
+            if not torch.jit.is_scripting():
+                warn_if_outside_unit_range(x, "EfficientNetLite")
             # TF-Lite EfficientNet preprocessing: (pixel - 127) / 128 on a 0..255 scale
             x = x * (255.0 / 128.0) - (127.0 / 128.0)
         return x
@@ -320,7 +334,7 @@ def _efficientnet_lite(
     num_classes = pop_num_classes(kwargs)
     if pretrained or model_path is not None:
         kwargs.setdefault("transform_input", True)
-        kwargs.setdefault("replace_relus_with_redirectedrelu", True)
+        kwargs.setdefault("replace_relus_with_redirectedrelu", not kwargs.get("use_linear_modules_only", False))
     for fixed in ("width_multiplier", "depth_multiplier"):
         if fixed in kwargs:
             raise TypeError(f"{name}() sets {fixed} itself; build EfficientNetLite directly to change it")
@@ -360,7 +374,8 @@ _FACTORY_DOC = """EfficientNet-{variant} ({size}x{size} native input, 1000 Image
             ``num_classes`` other than 1000, the backbone keeps the ImageNet weights and ``classifier`` is
             replaced by a freshly initialised ``nn.Linear(1280, num_classes)``, as timm does. When weights
             are loaded, ``transform_input`` and ``replace_relus_with_redirectedrelu`` default to True, so
-            the model takes [0, 1] RGB input.
+            the model takes [0, 1] RGB input. ``use_linear_modules_only=True`` gives the linear variant for
+            circuits (every ReLU6 a ``SkipLayer``), as captum's googlenet has.
 
     Returns:
         The model (in training mode, like torchvision; call ``.eval()`` to classify).
