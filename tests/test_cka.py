@@ -188,8 +188,23 @@ def test_model_cka_matches_cka_of_collected_activations(tiny_net):
             ref.update(a1, [b_conv2, o(xb), b_conv1])
     other.train()
     torch.testing.assert_close(out, ref.compute())
-    # the model comes back in the mode and requires_grad state it had
+    # the model comes back in the mode and requires_grad state it had, and so does the grad mode
     assert other.training and [p.requires_grad for p in other.parameters()] == flags
+    assert torch.is_grad_enabled()
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "activation core: a recorder's hooks stay active outside its own run, so the first model's recorder raises "
+    "StopForward inside the second model's forward pass when they share a module (reported to its owner)"))
+def test_model_cka_of_two_models_that_share_modules(tiny_net):
+    images, loader = _loader()
+    backbone = type(tiny_net)().train()
+    with_head = torch.nn.Sequential(backbone, torch.nn.Linear(5, 2)).train()
+    out = model_cka(backbone, with_head, loader, ["conv1", "fc"], ["0.conv1", "0.fc"], progress=False)
+    torch.testing.assert_close(out, model_cka(backbone, backbone, loader, ["conv1", "fc"], ["conv1", "fc"],
+                                              progress=False))
+    assert torch.is_grad_enabled() and all(p.requires_grad for p in with_head.parameters())
+    assert all(m.training for m in with_head.modules())
     assert not any(m._forward_hooks for m in other.modules())
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import module_name, resolve_module
-from ..activations import iter_activations
+from ..activations import iter_activations, model_frozen
 from ._data import batches as data_batches, with_progress
 from .cka import MinibatchCKA
 
@@ -111,12 +111,15 @@ def model_cka(
             for acts in stream:
                 metric.update([acts[m] for m in mods1], [acts[m] for m in mods2])
     else:
-        # both models see each batch once, in lockstep (tee keeps one batch between the two)
+        # Both models see each batch once, in lockstep (tee keeps one batch between the two). The two loops
+        # finish in the order they started, not the reverse, so each restores the grad mode and flags it found
+        # while the other still held them: the outer contexts save the caller's state and restore it last.
         first, second = itertools.tee(items, 2)
-        with contextlib.closing(iter_activations(model1, mods1, first)) as stream1, \
-                contextlib.closing(iter_activations(model2, mods2, second)) as stream2:
-            for acts1, acts2 in zip(stream1, stream2):
-                metric.update([acts1[m] for m in mods1], [acts2[m] for m in mods2])
+        with torch.no_grad(), model_frozen(model1), model_frozen(model2):
+            with contextlib.closing(iter_activations(model1, mods1, first)) as stream1, \
+                    contextlib.closing(iter_activations(model2, mods2, second)) as stream2:
+                for acts1, acts2 in zip(stream1, stream2):
+                    metric.update([acts1[m] for m in mods1], [acts2[m] for m in mods2])
     if metric.n_batches == 0:
         raise ValueError("the loader yielded no batches")
     values = metric.compute()
