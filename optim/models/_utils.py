@@ -9,7 +9,7 @@ import torch.nn as nn
 from .._utils import model_device_dtype, named_module_map, resolve_module
 from ..activations import ActivationMap, ActivationRecorder, model_frozen, record_activations
 
-__all__ = ["LayerInfo", "get_model_layers", "layer_info", "collect_activations"]
+__all__ = ["LayerInfo", "get_model_layers", "get_model_layer_graph", "layer_info", "collect_activations"]
 
 Target = Union[str, nn.Module]
 
@@ -31,6 +31,8 @@ def get_model_layers(model: nn.Module) -> List[str]:
 
     Returns:
         Names in definition order, containers included, e.g. ``["conv1", "layer1", "layer1.0", ...]``.
+        (Lucent's ``layer_names, dependency_graph = get_model_layers(model)`` is
+        :func:`get_model_layer_graph`, which also says which layer feeds which.)
 
     Example::
 
@@ -39,6 +41,125 @@ def get_model_layers(model: nn.Module) -> List[str]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     return list(named_module_map(model))
+
+
+def get_model_layer_graph(
+    model: nn.Module,
+    input_size: Sequence[int] = (1, 3, 224, 224),
+    *,
+    model_input: Optional[torch.Tensor] = None,
+) -> Tuple[List[str], Dict[str, List[str]]]:
+    """The layer names and which layer feeds which (Lucent's ``layer_names, dependency_graph``), from one pass.
+
+    The graph is over the *leaf* layers (modules without children: convolutions, activations, pools, ...) that
+    ran in one forward pass: ``dependency_graph[a]`` lists, in execution order, the leaf layers that read
+    ``a``'s output, directly or through functional code between modules (``torch.cat`` of an inception block,
+    a residual ``+``, ``flatten``). Edges are found in the autograd graph of that pass, so they are the real data
+    flow, whatever the module tree looks like; containers (``nn.Sequential``, blocks) are not nodes, since their
+    output is one of their children's. A layer called several times is one node. Layers that read only the
+    model's input have no predecessor; layers that ran but feed nothing (the classifier) map to ``[]``.
+
+    Args:
+        model: any network whose leaf layers' outputs depend on its input.
+        input_size: the shape of the zero input used when ``model_input`` is not given.
+        model_input: the input to run (default: zeros of ``input_size`` on the model's device and dtype).
+
+    Returns:
+        ``(layer_names, dependency_graph)``: :func:`get_model_layers`'s list (every module, containers included),
+        and ``{leaf name: [names of the leaves it feeds]}`` for every leaf that ran, in execution order.
+
+    Raises:
+        TypeError: ``model`` is not a module.
+        ValueError: a bad ``input_size``.
+
+    Example:
+        >>> class Residual(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        ...         self.relu = nn.ReLU()
+        ...         self.head = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
+        ...     def forward(self, x):
+        ...         return self.head(self.relu(self.conv(x)) + x)
+        >>> names, graph = get_model_layer_graph(Residual(), (1, 3, 4, 4))
+        >>> names
+        ['conv', 'relu', 'head', 'head.0', 'head.1']
+        >>> graph
+        {'conv': ['relu'], 'relu': ['head.0'], 'head.0': ['head.1'], 'head.1': []}
+    """
+    import contextlib
+
+    from ..activations import autograd_context
+
+    names = get_model_layers(model)
+    modules = named_module_map(model)
+    leaves = [(name, m) for name, m in modules.items() if not any(True for _ in m.children())]
+    if model_input is None:
+        size = tuple(int(s) for s in input_size)
+        if len(size) < 1 or any(s <= 0 for s in size):
+            raise ValueError(f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}")
+        device, dtype = model_device_dtype(model)
+        model_input = torch.zeros(size, device=device, dtype=dtype)
+    # every call of every leaf: (call number, name, the autograd node of its output)
+    calls: List[Tuple[int, str, Any]] = []
+    owners: Dict[Any, List[Tuple[int, str]]] = {}
+
+    def recorder_select(name: str):
+        def select(output: Any) -> torch.Tensor:
+            from ..activations import select_tensor
+
+            t = select_tensor(output, None, name)
+            node = t.grad_fn
+            if node is not None:
+                k = len(calls)
+                calls.append((k, name, node))
+                owners.setdefault(node, []).append((k, name))
+            return t
+
+        return select
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(autograd_context())
+        stack.enter_context(model_frozen(model))
+        for name, module in leaves:
+            stack.enter_context(ActivationRecorder(model, [module], stop_early=False, inplace_safe=False,
+                                                   select=recorder_select(name)))
+        x = model_input.detach().requires_grad_(model_input.is_floating_point())
+        model(x)
+
+    ran = []
+    for _, name, _ in calls:
+        if name not in ran:
+            ran.append(name)
+    graph: Dict[str, List[str]] = {name: [] for name in ran}
+
+    def producer(node: Any, before: int) -> Optional[str]:
+        earlier = [o for o in owners.get(node, []) if o[0] < before]
+        return max(earlier)[1] if earlier else None
+
+    for k, name, node in calls:
+        found: List[str] = []
+        direct = producer(node, k)  # a layer that passes its input through (an identity) shares its node
+        if direct is not None:
+            found.append(direct)
+        else:
+            pending = [n for n, _ in node.next_functions if n is not None]
+            seen = set()
+            while pending:
+                current = pending.pop()
+                if current in seen:
+                    continue
+                seen.add(current)
+                source = producer(current, k)
+                if source is not None:
+                    found.append(source)
+                else:
+                    pending.extend(n for n, _ in current.next_functions if n is not None)
+        for source in found:
+            if source != name and name not in graph[source]:
+                graph[source].append(name)
+    order = {name: i for i, name in enumerate(ran)}
+    return names, {src: sorted(dsts, key=order.__getitem__) for src, dsts in graph.items()}
 
 
 def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> List[LayerInfo]:
