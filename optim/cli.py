@@ -213,6 +213,7 @@ def _class_objective(args: argparse.Namespace, model: Any) -> Any:
 
     from .loss import ChannelActivation
     from .models.selection import class_index
+    from .optimization.defaults import model_input_channels
 
     labels = _class_labels(args.model)
     index = class_index(args.class_name, labels)
@@ -220,7 +221,8 @@ def _class_objective(args: argparse.Namespace, model: Any) -> Any:
     with torch.no_grad():
         was_training = model.training
         size = _render_size(args)  # the size the render will use: a model that needs another fails here alike
-        out = model.eval()(torch.full((1, 3, size, size), 0.5, device=device))
+        channels = model_input_channels(model)
+        out = model.eval()(torch.full((1, channels, size, size), 0.5, device=device))
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ValueError(f"--class needs a classifier whose output is [batch, classes], got "
@@ -231,6 +233,7 @@ def _class_objective(args: argparse.Namespace, model: Any) -> Any:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from .optimization.defaults import model_input_channels
     from .render import default_image, render_vis
 
     name = args.target if args.target is not None else f"class_{args.class_name}"
@@ -243,7 +246,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     model = _load(args)
     objective = args.target if args.target is not None else _class_objective(args, model)
     (image,) = render_vis(
-        model, objective, image=default_image(_render_size(args)), thresholds=(args.steps,), lr=_render_lr(args),
+        model, objective, image=default_image(_render_size(args), channels=model_input_channels(model)),
+        thresholds=(args.steps,), lr=_render_lr(args),
         progress=not args.quiet, seed=args.seed,
     )
     _save(image[0], output)

@@ -32,6 +32,7 @@ from .optimization.defaults import (
     default_image,
     default_transforms,
     make_optimizer,
+    model_input_channels,
 )
 from .optimization.input_optimization import InputOptimization
 from .optimization.progress import ProgressBar, StepCallback
@@ -51,9 +52,9 @@ Objective = Union[Loss, str]
 ImageArg = Union[None, nn.Module, torch.Tensor, Callable[[], nn.Module]]
 
 
-def _build_image(image: ImageArg) -> nn.Module:
+def _build_image(image: ImageArg, model: Optional[nn.Module] = None) -> nn.Module:
     if image is None:
-        return default_image()
+        return default_image(channels=model_input_channels(model))
     if isinstance(image, nn.Module):
         return image
     if isinstance(image, torch.Tensor):
@@ -112,7 +113,9 @@ def render_vis(
         objective: a :class:`~optim.loss.Loss`, or a string: ``"layer:channel"``, ``"layer:channel:x:y"``
             for a neuron, ``"layer"`` for DeepDream on the layer (dotted module names, see
             :func:`optim.loss.parse`).
-        image: the image parameterization (default :func:`default_image`), a function that builds one
+        image: the image parameterization (default :func:`default_image` with as many channels as the model's
+            first convolution reads: 1 renders a grayscale image, without colour decorrelation), a function that
+            builds one
             (Lucent's ``param_f``), or a tensor in ``[0, 1]`` to start from.
         transforms: a module, a list of modules (applied in order), or ``None`` for
             :func:`default_transforms`; ``[]`` for none.
@@ -151,7 +154,7 @@ def render_vis(
     steps = _check_thresholds(thresholds)
     # built outside inference mode even when the caller is inside it, so autograd can train the image
     with autograd_context(), seeded(seed, model):
-        param = _build_image(image)
+        param = _build_image(image, model)
         transform = make_transform(transforms, preprocess)
         obj = InputOptimization(model, objective, param, transform, seed=seed)
     # one optimizer for every segment, so Adam's moments carry over between snapshots
@@ -176,7 +179,7 @@ def _layer_channels(model: nn.Module, layer: nn.Module, size: Sequence[int], pre
     from ._utils import model_device_dtype
 
     device, dtype = model_device_dtype(model)
-    probe = torch.full((1, 3, *size), 0.5, device=device, dtype=dtype)
+    probe = torch.full((1, model_input_channels(model), *size), 0.5, device=device, dtype=dtype)
     if preprocess is not None:
         probe = preprocess(probe)
     out = record_activations(model, [layer], probe)[layer]
@@ -223,7 +226,8 @@ def render_layer(
         callback: ``callback(step, loss, images)`` after every step of every batch.
 
     Returns:
-        A CPU ``ImageTensor`` ``[len(channels), 3, H, W]``, in channel order (see ``opt.make_grid_image``).
+        A CPU ``ImageTensor`` ``[len(channels), C, H, W]``, in channel order (see ``opt.make_grid_image``); ``C``
+        is the model's input channels (:func:`~optim.optimization.model_input_channels`, 3 for RGB models).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 6, 3))
@@ -249,11 +253,12 @@ def render_layer(
         if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_channels:
             raise ValueError(f"channel {c!r} is out of range for a layer with {n_channels} channels (0..{n_channels - 1})")
     objectives = [lambda i, c=c: ChannelActivation(module, c, batch_index=i) for c in chosen]
+    in_channels = model_input_channels(model)
     tiles = render_batches(
         model,
         objectives,
         chosen,
-        lambda n: default_image(hw, batch=n),
+        lambda n: default_image(hw, channels=in_channels, batch=n),
         batch_size=batch_size,
         steps=steps,
         transforms=transforms,

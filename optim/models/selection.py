@@ -66,14 +66,16 @@ def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
 
 
 def layer_table(model: nn.Module, size: int = 224) -> List[Any]:
-    """``opt.models.layer_info`` rows of ``model`` for a ``size`` x ``size`` RGB input.
+    """``opt.models.layer_info`` rows of ``model`` for a ``size`` x ``size`` input (RGB, or as many channels as
+    its first convolution reads).
 
     >>> [r.name for r in layer_table(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), 8)]
     ['0', '1']
     """
+    from ..optimization.defaults import model_input_channels
     from ._utils import layer_info
 
-    return layer_info(model, (1, 3, size, size))
+    return layer_info(model, (1, model_input_channels(model), size, size))
 
 
 def renderable_layers(rows: Sequence[Any]) -> List[Any]:
@@ -95,10 +97,12 @@ def channel_count(model: nn.Module, layer: str, size: int = 128) -> int:
     >>> channel_count(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", 8)
     4
     """
+    from ..optimization.defaults import model_input_channels
     from ._utils import collect_activations
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    out = collect_activations(model, layer, torch.full((1, 3, size, size), 0.5, device=device))[layer]
+    probe = torch.full((1, model_input_channels(model), size, size), 0.5, device=device)
+    out = collect_activations(model, layer, probe)[layer]
     if not isinstance(out, torch.Tensor) or out.dim() < 2:
         raise ValueError(f"layer {layer!r} has no channel dimension (its output is {type(out).__name__})")
     return int(out.shape[1])

@@ -9,6 +9,7 @@ from .defaults import (
     default_image,
     default_transforms,
     make_optimizer,
+    model_input_channels,
 )
 from .hooks import ActivationFetcher, ModuleOutputsHook, run_to_targets
 from .input_optimization import InputOptimization
@@ -29,6 +30,7 @@ __all__ = [
     "make_optimizer",
     "default_image",
     "default_transforms",
+    "model_input_channels",
     "image_generators",
     "apply_transform",
     "DEFAULT_SIZE",

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "default_image",
     "default_transforms",
+    "model_input_channels",
     "make_optimizer",
     "check_lr",
     "OptimizerArg",
@@ -44,6 +45,31 @@ OptimizerArg = Union[
 ]
 
 
+def model_input_channels(model: Optional[nn.Module], default: int = 3) -> int:
+    """The number of channels ``model`` reads: the ``in_channels`` of its first ``nn.Conv2d`` (definition order).
+
+    Renders use it to build their default image, so a model whose first layer takes 1 channel (grayscale) or 4
+    (RGB + depth, RGBA) renders with the defaults.
+
+    Args:
+        model: the network (``None``: ``default``).
+        default: the answer for a model with no ``Conv2d`` (a transformer, an MLP).
+
+    Returns:
+        The channel count.
+
+    Example:
+        >>> model_input_channels(nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)))
+        1
+        >>> model_input_channels(nn.Linear(4, 2))
+        3
+    """
+    if model is None:
+        return default
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return default if first is None else int(first.in_channels)
+
+
 def default_image(
     size: Union[int, Sequence[int]] = DEFAULT_SIZE,
     channels: int = 3,
@@ -56,7 +82,9 @@ def default_image(
 
     Args:
         size: ``(height, width)`` or one int for a square (ignored with ``init``).
-        channels: 3, or 4 for RGBA.
+        channels: 3 (RGB), 4 (RGBA: the fourth channel passes the colour decorrelation untouched), or any
+            other count (1 for grayscale): then no colour decorrelation, which is defined for RGB only. Renders
+            take it from the model (:func:`model_input_channels`).
         batch: number of images.
         init: an image in ``[0, 1]`` (CHW or NCHW) to start from.
         decay_power: exponent of the ``FFTImage``'s 1/f spectrum scaling. Default: ``DEFAULT_DECAY_POWER``
@@ -64,20 +92,26 @@ def default_image(
             helps a render from noise find object-scale shapes but washes out a photo one starts from.
 
     Returns:
-        A ``NaturalImage`` (Fourier parameterization, KLT colour decorrelation, sigmoid).
+        A ``NaturalImage`` (Fourier parameterization, KLT colour decorrelation for 3 or 4 channels, sigmoid).
 
     Example:
         >>> default_image(32, batch=2)().shape
         torch.Size([2, 3, 32, 32])
+        >>> gray = default_image(32, channels=1)
+        >>> gray().shape, type(gray.decorrelate).__name__
+        (torch.Size([1, 1, 32, 32]), 'Identity')
     """
-    from ..images import FFTImage, NaturalImage
+    from ..images import FFTImage, NaturalImage, ToRGB
 
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
     if decay_power is None:
         decay_power = DEFAULT_DECAY_POWER if init is None else 1.0
     fft = functools.partial(FFTImage, decay_power=decay_power)
-    return NaturalImage(size, channels=channels, batch=batch, init=init, parameterization=fft)
+    n_channels = int(init.shape[-3]) if isinstance(init, torch.Tensor) and init.dim() in (3, 4) else channels
+    decorrelation = ToRGB("klt") if n_channels in (3, 4) else None
+    return NaturalImage(size, channels=channels, batch=batch, init=init, parameterization=fft,
+                        decorrelation_module=decorrelation)
 
 
 def default_transforms() -> nn.Module:

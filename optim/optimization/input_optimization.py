@@ -16,7 +16,14 @@ import torch.nn as nn
 from .._utils import model_device_dtype
 from ..activations import ActivationMap, ActivationRecorder, autograd_context, model_frozen
 from ..loss.base import Loss, default_loss_summarize
-from .defaults import DEFAULT_LR, OptimizerArg, default_image, default_transforms, make_optimizer
+from .defaults import (
+    DEFAULT_LR,
+    OptimizerArg,
+    default_image,
+    default_transforms,
+    make_optimizer,
+    model_input_channels,
+)
 from .progress import StepCallback
 from .stop_criteria import _coerce
 from .streams import apply_transform, check_seed, image_generators
@@ -37,8 +44,9 @@ class InputOptimization:
         loss_function: the objective; its targets may be modules of the model, of the transform or of the
             parameterization, dotted names of the model's modules (``"layer3.1.conv2"``), or
             ``"input_param.<name>"`` / ``"transform.<name>"``.
-        input_param: the image parameterization (default: :func:`~optim.optimization.default_image`); it is
-            moved to the model's device and dtype.
+        input_param: the image parameterization (default: :func:`~optim.optimization.default_image` with the
+            model's input channels, :func:`~optim.optimization.model_input_channels`); it is moved to the model's
+            device and dtype.
         transform: applied to the image before the model (default:
             :func:`~optim.optimization.default_transforms`).
         seed: a render seed. Image ``i`` gets its own random stream from ``(seed, image_keys[i])``; the image is
@@ -79,7 +87,7 @@ class InputOptimization:
             raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
         seed = check_seed(seed)
         if input_param is None:
-            input_param = default_image()
+            input_param = default_image(channels=model_input_channels(model))
         if transform is None:
             transform = default_transforms()
         for name, value in (("input_param", input_param), ("transform", transform)):
