@@ -101,9 +101,10 @@ def center_crop(
     """Crop the centre of a CHW or NCHW tensor (captum's arguments, in captum's order; compiles with TorchScript).
 
     When the amount cropped away on an axis is odd, the extra pixel comes off the bottom/right, or off the
-    top/left with ``offset_left=True``, as in TensorFlow / Lucid. A crop larger than the image pads it, the odd
-    padded pixel on the same side (captum pads the odd pixel on the top/left: ``offset_left=True`` gives
-    captum's result, see ``docs/migrating_from_captum.md``).
+    top/left with ``offset_left=True``, as in TensorFlow / Lucid (and captum). A crop larger than the image pads
+    it, the odd padded pixel on the same side (bottom/right by default, as TensorFlow's
+    ``resize_with_crop_or_pad``); captum pads it on the other side, so for padding captum's ``offset_left=False``
+    is optim's ``offset_left=True`` and the reverse (see ``docs/migrating_from_captum.md``).
 
     Args:
         x: a tensor whose last two dimensions are height and width.
