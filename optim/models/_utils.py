@@ -34,9 +34,9 @@ def get_model_layers(model: nn.Module) -> List[str]:
         (Lucent's ``layer_names, dependency_graph = get_model_layers(model)`` is
         :func:`get_model_layer_graph`, which also says which layer feeds which.)
 
-    Example::
-
-        [n for n in get_model_layers(model) if n.startswith("mixed4")]
+    Example:
+        >>> get_model_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), nn.Conv2d(4, 2, 1))))
+        ['0', '1', '1.0', '1.1']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -118,12 +118,16 @@ def get_model_layer_graph(
 
         return select
 
+    from ..optimization.hooks import listen_to_direct_calls
+
     with contextlib.ExitStack() as stack:
         stack.enter_context(autograd_context())
         stack.enter_context(model_frozen(model))
         for name, module in leaves:
-            stack.enter_context(ActivationRecorder(model, [module], stop_early=False, inplace_safe=False,
-                                                   select=recorder_select(name)))
+            recorder = ActivationRecorder(model, [module], stop_early=False, inplace_safe=False,
+                                          select=recorder_select(name))
+            stack.enter_context(recorder)
+            listen_to_direct_calls(recorder)  # one pass feeds every leaf's recorder
         x = model_input.detach().requires_grad_(model_input.is_floating_point())
         model(x)
 

@@ -16,7 +16,7 @@ from ._input_range import warn_if_outside_unit_range
 from ._layers import RedirectedReluLayer, SkipLayer
 from ._utils import _load_pretrained
 
-__all__ = ["vgg16", "VGG16", "VGG16_CAFFE_URL", "VGG16_LAYERS"]
+__all__ = ["vgg16", "VGG16", "VGG", "VGG16_CAFFE_URL", "VGG16_LAYERS"]
 
 # captum's conversion of the Caffe VGG-16 (convolutional features only, no classifier).
 VGG16_CAFFE_URL = "https://pytorch-tutorial-assets.s3.amazonaws.com/captum/vgg16_caffe_features.pth"
@@ -194,3 +194,42 @@ class VGG16(nn.Module):
         if self.classifier is not None:
             x = self.classifier(torch.flatten(x, 1))
         return x
+
+
+class VGG(VGG16):
+    """captum's name and argument order for the same network: ``VGG(layers, out_features=1000, ...)``.
+
+    Args:
+        layers: the trunk layout: output channels of each 3x3 convolution, ``"P"`` for each 2x2 pool
+            (:data:`VGG16_LAYERS` for VGG-16).
+        out_features: classes of the classifier.
+        transform_input: see :class:`VGG16`.
+        scale_input: see :class:`VGG16`.
+        classifier_logits: see :class:`VGG16`.
+        replace_relus_with_redirectedrelu: see :class:`VGG16`.
+        use_linear_modules_only: see :class:`VGG16`.
+
+    Example:
+        >>> VGG([8, "P", 16], transform_input=False)(torch.rand(1, 3, 16, 16)).shape
+        torch.Size([1, 16, 7, 7])
+    """
+
+    def __init__(
+        self,
+        layers: List[Union[int, str]],
+        out_features: int = 1000,
+        transform_input: bool = True,
+        scale_input: bool = True,
+        classifier_logits: bool = False,
+        replace_relus_with_redirectedrelu: bool = False,
+        use_linear_modules_only: bool = False,
+    ) -> None:
+        super().__init__(
+            out_features=out_features,
+            transform_input=transform_input,
+            scale_input=scale_input,
+            classifier_logits=classifier_logits,
+            replace_relus_with_redirectedrelu=replace_relus_with_redirectedrelu,
+            use_linear_modules_only=use_linear_modules_only,
+            layers=layers,
+        )
