@@ -266,7 +266,9 @@ class AttentionPool2d(nn.Module):
         (torch.Size([2, 4]), torch.Size([2, 4]))
     """
 
-    def __init__(self, spacial_size: int = 9, in_features: int = 2560, out_features: int = 640, num_heads: int = 40) -> None:
+    def __init__(
+        self, spacial_size: int = 9, in_features: int = 2560, out_features: int = 640, num_heads: int = 40
+    ) -> None:
         super().__init__()
         if in_features % num_heads:
             raise ValueError(f"in_features ({in_features}) must be a multiple of num_heads ({num_heads})")
