@@ -49,6 +49,7 @@ __all__ = [
     "iter_activations",
     "select_tensor",
     "autograd_context",
+    "batch_input",
 ]
 
 Target = Union[str, nn.Module]
@@ -56,7 +57,14 @@ Selector = Union[None, int, str, Callable[[Any], torch.Tensor]]
 
 
 class StopForward(Exception):
-    """Raised from a forward hook once every target has produced the call it means."""
+    """Raised from a forward hook once every target has produced the call it means.
+
+    ``recorder`` is the :class:`ActivationRecorder` that stopped the pass: only that recorder's run catches it.
+    """
+
+    def __init__(self, recorder: Any = None) -> None:
+        super().__init__("the forward pass stopped: every target has fired")
+        self.recorder = recorder
 
 
 def select_tensor(output: Any, select: Selector = None, where: str = "the module") -> torch.Tensor:
@@ -283,6 +291,10 @@ class ActivationRecorder:
         select: which tensor of a non-tensor output to keep (see :func:`select_tensor`).
         names: extra ``name -> module`` entries to resolve names against (besides ``model``'s own).
         inplace_safe: protect recordings against later in-place ops (default on; off only to measure it).
+        passive: also record the passes the caller runs by calling the model itself (captum's usage: read
+            :meth:`recorded` afterwards); such passes are never stopped early. By default a recorder records
+            only inside its own :meth:`run` / :meth:`run_call`, so a module shared by two models recorded at
+            once is not disturbed by the other model's passes.
 
     Raises:
         ValueError: for an unknown name, an empty target list, or a target that refuses a forward hook
@@ -306,6 +318,7 @@ class ActivationRecorder:
         select: Selector = None,
         names: Optional[Dict[str, nn.Module]] = None,
         inplace_safe: bool = True,
+        passive: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -340,6 +353,8 @@ class ActivationRecorder:
         #: calls per target in one full pass, learned on the first pass that ran to the end
         self.call_counts: Optional[Dict[int, int]] = None
         self._handles: List[Any] = []
+        self._running = False
+        self.passive = bool(passive)
         self._register()
 
     # hooks ------------------------------------------------------------------------------------------------
@@ -368,39 +383,60 @@ class ActivationRecorder:
         return k == counts[id(slot.module)] + self.call
 
     def _make_hook(self, slot: _Slot) -> Callable:
-        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> Any:
+            if not (self._running or self.passive):  # another recorder's pass (a module shared by two models)
+                return None
             k = slot.calls
             slot.calls += 1
+            replaced = None
             if self._wanted(slot, k):
-                self._store(slot, out)
-            if self.stop_early and self._done():
-                raise StopForward()
+                replaced = self._store(slot, out)
+            if self.stop_early and self._running and self._done():
+                raise StopForward(self)
+            return replaced
 
         return hook
 
-    def _store(self, slot: _Slot, out: Any) -> None:
+    def _store(self, slot: _Slot, out: Any) -> Any:
+        """Record the wanted tensor of ``out``; return the module output to pass on (``None``: ``out`` itself)."""
         where = slot.name or type(slot.module).__name__
         try:
             t = select_tensor(out, self.select, where)
         except ValueError as err:
             slot.value, slot.error = None, str(err)
-            return
+            return None
         slot.error = None
+        recorded, passed_on = self._protect(slot, t, out)
         if self.call < -1 and self.call_counts is None:
             # keep the last -call outputs until the count is known
             history = slot.value if isinstance(slot.value, list) else []
-            history.append(self._protect(slot, t))
+            history.append(recorded)
             slot.value = history[self.call :]  # type: ignore[assignment]
-            return
-        slot.value = self._protect(slot, t)
+        else:
+            slot.value = recorded
+        return passed_on
 
-    def _protect(self, slot: _Slot, t: torch.Tensor) -> torch.Tensor:
+    def _protect(self, slot: _Slot, t: torch.Tensor, out: Any) -> Tuple[torch.Tensor, Any]:
+        """The tensor to record and the output to pass downstream.
+
+        Where a copy is needed and the module returned a plain tensor, the copy goes downstream and the
+        original is recorded: later in-place ops then write into the copy, and the recording stays on the
+        autograd path between the input and the model's output (``autograd.grad`` with respect to it works,
+        as ``FacetLoss`` needs). For other output types the copy is recorded.
+        """
         if not self.inplace_safe:
-            return t
-        if t.is_inference():  # no version counter to watch: always copy
-            return t.clone()
-        slot.watch = (t, t._version)
-        return t.clone() if slot.clone is not False else t
+            return t, None
+        inference = t.is_inference()  # no version counter to watch: always copy
+        if not inference:
+            slot.watch = (t, t._version)
+        if slot.clone is False and not inference:
+            return t, None
+        if out is t:
+            copy = t.clone()
+            if not inference:
+                slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
+            return t, copy
+        return t.clone(), None
 
     def _done(self) -> bool:
         if self.call >= 0:
@@ -452,24 +488,37 @@ class ActivationRecorder:
                 corrupted.append(slot)
         return corrupted
 
-    def run_call(self, forward: Callable[[], Any]) -> ActivationMap:
+    def run_call(self, forward: Callable[[], Any], *, missing_ok: bool = False) -> ActivationMap:
         """Run ``forward()`` (which must call the model) with the hooks recording, and return what they saw.
 
         A pass stopped by :class:`StopForward` counts as done. If an in-place op unexpectedly overwrote a
         recording that was not copied, the pass runs once more with the copy.
 
+        Args:
+            forward: runs the model.
+            missing_ok: leave out targets that did not run (or gave no tensor) instead of raising.
+
         Raises:
             ValueError: when a target did not produce the call asked for; its name, and the calls it made.
         """
+        if self._running:
+            raise RuntimeError("an ActivationRecorder cannot run inside its own forward pass")
         for _ in range(2):
             self.reset()
             completed = True
+            self._running = True
             try:
                 forward()
-            except StopForward:
+            except StopForward as stop:
+                if stop.recorder is not self and stop.recorder is not None:
+                    raise
                 completed = False
+            finally:
+                self._running = False
             if not self._finish_pass(completed):
                 break
+        if missing_ok:
+            return self.recorded()
         missing = [s for s in self._slots if not isinstance(s.value, torch.Tensor)]
         for s in missing:
             if s.error is not None:
@@ -479,6 +528,12 @@ class ActivationRecorder:
             which = "ran" if all(s.calls == 0 for s in missing) else f"made call {self.call}"
             raise ValueError(f"these targets never {which} in the forward pass: {said}")
         return ActivationMap((key, slot.module, slot.name, slot.value) for key, slot in self._keys)
+
+    def recorded(self) -> ActivationMap:
+        """What the hooks hold now (targets without a recording are left out): for passive recorders."""
+        return ActivationMap(
+            (key, slot.module, slot.name, slot.value) for key, slot in self._keys if isinstance(slot.value, torch.Tensor)
+        )
 
     def run(self, *inputs: Any, **kwargs: Any) -> ActivationMap:
         """``model(*inputs, **kwargs)`` as far as the targets need; see :meth:`run_call`."""
@@ -550,10 +605,44 @@ def iter_activations(
         [(3, 2), (1, 2)]
     """
     device, dtype = model_device_dtype(model)
-    with torch.no_grad(), model_frozen(model), ActivationRecorder(model, targets, call=call, select=select) as rec:
+    with ActivationRecorder(model, targets, call=call, select=select) as rec:
         for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"each batch must be a tensor or a tuple starting with one, got {type(x).__name__}")
+            x = batch_input(batch)
             x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
-            yield rec.run(x)
+            # frozen and gradient-free for the pass only: the caller's loop body runs as the caller set it up
+            with torch.no_grad(), model_frozen(model):
+                acts = rec.run(x)
+            yield acts
+
+
+#: the keys a dict batch (Hugging Face datasets, torchvision v2 samples) may hold its images under
+BATCH_INPUT_KEYS = ("pixel_values", "image", "images", "input", "inputs", "x")
+
+
+def batch_input(batch: Any) -> torch.Tensor:
+    """The model input of one batch of a data loader: the batch itself, its first element, or a dict entry.
+
+    Args:
+        batch: a tensor; a tuple / list whose first element is the input (``(image, label)`` pairs); or a
+            mapping holding it under one of :data:`BATCH_INPUT_KEYS`.
+
+    Raises:
+        TypeError: for anything else.
+
+    Example:
+        >>> batch_input({"pixel_values": torch.zeros(2, 3), "labels": torch.ones(2)}).shape
+        torch.Size([2, 3])
+    """
+    x = batch
+    if isinstance(batch, (tuple, list)) and batch:
+        x = batch[0]
+    elif isinstance(batch, Mapping):
+        key = next((k for k in BATCH_INPUT_KEYS if k in batch), None)
+        if key is None:
+            raise TypeError(f"a dict batch must hold its input under one of {BATCH_INPUT_KEYS}, got keys {list(batch)}")
+        x = batch[key]
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"each batch must be a tensor, a tuple starting with one, or a dict holding one, got {type(x).__name__}"
+        )
+    return x

@@ -132,9 +132,15 @@ def test_inference_mode_works_for_outside_tensors_and_names_itself_otherwise(tin
                                 thresholds=2, progress=False, seed=0)
         acts = record_activations(tiny_net, "conv2", torch.zeros(1, 3, 16, 16))
         assert out.shape == (1, 3, 16, 16) and acts["conv2"].shape[1] == 6
-        inside = torch.zeros(1, 3, 16, 16, requires_grad=False)
-        with pytest.raises(RuntimeError, match="inference_mode"):
-            opt.circuits.extract_expanded_weights(tiny_net, tiny_net.conv1, tiny_net.conv2, model_input=inside)
+        inside = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        weights = opt.circuits.extract_expanded_weights(tiny_net, tiny_net.conv1, tiny_net.conv2, model_input=inside)
+        image = opt.optimization.default_image(16)
+    outside = opt.circuits.extract_expanded_weights(tiny_net, tiny_net.conv1, tiny_net.conv2,
+                                                    model_input=torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(weights, outside)
+    # an image parameterization built inside inference mode holds inference tensors: autograd cannot train it
+    with pytest.raises(RuntimeError, match="inference_mode"):
+        opt.render_vis(tiny_net, "conv2:1", image=image, thresholds=1, progress=False)
 
 
 # 5. a target that refuses a hook -----------------------------------------------------------------------------------

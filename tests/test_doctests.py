@@ -46,8 +46,6 @@ EXAMPLE_HEADER = re.compile(r"^[ \t]*Examples?\b[^\n]*:[ \t]*$", re.MULTILINE)
 # wave; each is an expected failure that turns into a failure (strict) once it is converted, so the entry has to
 # be removed then. Nothing else may be listed here.
 PENDING_CONVERSION: Dict[str, str] = {
-    "optim.models._utils.get_model_layers": "optim/models/_utils.py: its owner (the lead) converts the example",
-    "optim.optimization.stop_criteria.n_steps": "optim/optimization: its owner (the lead) converts the example",
 }
 
 ROOT = Path(optim.__file__).resolve().parent

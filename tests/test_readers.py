@@ -32,11 +32,6 @@ NOT_LAYER_LOSSES = {
 # the autograd graph (requires_grad=True); on the detached readers they are not evaluated.
 NEEDS_GRAPH = {"FacetLoss"}
 
-# FacetLoss takes d(ultimate)/d(layer) with torch.autograd.grad(..., activations[layer]); the activation core
-# records a copy of each output on its first pass (in-place safety), and that copy is not on the autograd path
-# to the later layer, so the gradient is "not used in the graph" (render_vis with a FacetLoss fails the same
-# way). Reported to the owners of optim/activations.py and optim/loss/direction.py.
-FACET_ON_A_COPY = "FacetLoss differentiates with respect to the core's in-place-safe copy, which is off the graph"
 
 
 def _g(seed: int) -> torch.Generator:
@@ -163,8 +158,6 @@ def test_every_loss_on_every_reader_by_module_and_by_name(net, x, reader, loss_n
     read, graph = READERS[reader]
     if loss_name in NEEDS_GRAPH and not graph:
         pytest.skip(f"{loss_name} needs the autograd graph; {reader} returns detached activations")
-    if loss_name == "FacetLoss":
-        pytest.xfail(FACET_ON_A_COPY)
     inp = x.clone().requires_grad_(graph)
     acts = read(net, ["conv1", "conv2"], inp)
     assert isinstance(acts, ActivationMap)

@@ -178,7 +178,7 @@ def _recipe_calls(net):
 # BlendAlpha draws its random backgrounds from torch's global generator, but optim.optimization.streams'
 # is_deterministic() takes every optim transform without sample_params for deterministic, so render_rgba's
 # backgrounds do not come from the per-image streams yet (reported to the render core's owner).
-_NOT_SEEDED = {"render_rgba": "BlendAlpha's backgrounds bypass the per-image random streams (streams.is_deterministic)"}
+_NOT_SEEDED: dict = {}
 
 
 @pytest.mark.parametrize("name", [

@@ -99,7 +99,7 @@ def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
                 continue
             try:
                 stack.enter_context(ActivationRecorder(model, module, stop_early=False, inplace_safe=False,
-                                                       select=logger(name, module)))
+                                                       select=logger(name, module), passive=True))
             except ValueError:
                 continue  # refuses a hook: captum could not hook it for Grad-CAM either
         model(image)

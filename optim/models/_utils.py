@@ -118,16 +118,13 @@ def get_model_layer_graph(
 
         return select
 
-    from ..optimization.hooks import listen_to_direct_calls
-
     with contextlib.ExitStack() as stack:
         stack.enter_context(autograd_context())
         stack.enter_context(model_frozen(model))
         for name, module in leaves:
-            recorder = ActivationRecorder(model, [module], stop_early=False, inplace_safe=False,
-                                          select=recorder_select(name))
-            stack.enter_context(recorder)
-            listen_to_direct_calls(recorder)  # one pass feeds every leaf's recorder
+            # passive: one direct model(x) pass feeds every leaf's recorder
+            stack.enter_context(ActivationRecorder(model, [module], stop_early=False, inplace_safe=False,
+                                                   select=recorder_select(name), passive=True))
         x = model_input.detach().requires_grad_(model_input.is_floating_point())
         model(x)
 
@@ -194,21 +191,14 @@ def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -
         )
     modules = named_module_map(model)
     device, dtype = model_device_dtype(model)
-    shapes: Dict[int, Tuple[int, ...]] = {}
     with torch.no_grad(), model_frozen(model), ActivationRecorder(model, list(modules.values()), stop_early=False,
                                                                   inplace_safe=False) as rec:
-        rec.reset()
-        try:
-            model(torch.zeros(size, device=device, dtype=dtype))
-        finally:
-            for slot in rec._slots:
-                if isinstance(slot.value, torch.Tensor):
-                    shapes[id(slot.module)] = tuple(slot.value.shape)
+        acts = rec.run_call(lambda: model(torch.zeros(size, device=device, dtype=dtype)), missing_ok=True)
     rows = []
     for name, module in modules.items():
-        shape = shapes.get(id(module))
-        if shape is None:
+        if module not in acts:
             continue
+        shape = tuple(acts[module].shape)
         channels = shape[1] if len(shape) >= 2 else None
         rows.append(LayerInfo(name, type(module).__name__, shape, channels))
     return rows

@@ -152,8 +152,9 @@ def render_batches(
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3))
         >>> loss = lambda c: (lambda i: opt.loss.ChannelActivation(net[0], c, batch_index=i))
         >>> img = lambda n: opt.optimization.default_image(16, batch=n)
-        >>> one = render_batches(net, [loss(2)], [2], img, steps=3, progress=False, seed=0)
-        >>> two = render_batches(net, [loss(1), loss(2)], [1, 2], img, steps=3, progress=False, seed=0)
+        >>> with torch.backends.mkldnn.flags(enabled=False):  # batch-invariant kernels: equal bit for bit
+        ...     one = render_batches(net, [loss(2)], [2], img, steps=3, progress=False, seed=0)
+        ...     two = render_batches(net, [loss(1), loss(2)], [1, 2], img, steps=3, progress=False, seed=0)
         >>> torch.equal(one[0], two[1])
         True
     """

@@ -22,17 +22,6 @@ __all__ = ["StopForward", "ModuleOutputsHook", "ActivationFetcher", "model_froze
 Target = Union[str, nn.Module]
 
 
-def listen_to_direct_calls(recorder: ActivationRecorder, on: bool = True) -> None:
-    """Let ``recorder`` record the passes its owner runs by calling the model directly (captum's usage).
-
-    The activation core records during its own :meth:`~optim.activations.ActivationRecorder.run`; a captum-style
-    hook is filled by ``model(x)`` calls the user makes. This switches the recorder to record those too (a no-op
-    on a core that records every call anyway).
-    """
-    if hasattr(recorder, "_running"):
-        recorder._running = on
-
-
 class _NoModel(nn.Module):
     """Stands in for the model of a hook built from target modules alone (captum's form)."""
 
@@ -122,9 +111,9 @@ class ModuleOutputsHook:
             model = _NoModel()
             stop = bool(stop_early) if stop_early is not None else False
             self._has_model = False
-        self._recorder = ActivationRecorder(model, targets, call=call, stop_early=stop, select=select)
-        if not self._has_model:
-            listen_to_direct_calls(self._recorder)  # filled by the user's own model(x) calls
+        # captum's form is filled by the user's own model(x) calls: a passive recorder
+        self._recorder = ActivationRecorder(model, targets, call=call, stop_early=stop, select=select,
+                                            passive=not self._has_model)
 
     # captum's interface -------------------------------------------------------------------------------------
     @property

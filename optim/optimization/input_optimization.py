@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype
-from ..activations import ActivationMap, ActivationRecorder, autograd_context, model_frozen
+from ..activations import INFERENCE_MODE_HELP, ActivationMap, ActivationRecorder, autograd_context, model_frozen
 from ..loss.base import Loss, default_loss_summarize
 from .defaults import (
     DEFAULT_LR,
@@ -103,6 +103,11 @@ class InputOptimization:
             device, dtype = model_device_dtype(self.model)
             self.input_param.to(device=device, dtype=dtype)
             self.transform.to(device=device)
+        if any(p.is_inference() for p in self.input_param.parameters()):
+            raise RuntimeError(
+                f"the image parameterization {type(self.input_param).__name__} was built inside "
+                f"torch.inference_mode(), so its tensors cannot be trained: {INFERENCE_MODE_HELP}"
+            )
         with torch.no_grad():
             batch = int(self._image().shape[0])
         keys = list(range(batch)) if image_keys is None else list(image_keys)

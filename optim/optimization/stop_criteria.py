@@ -57,9 +57,11 @@ class n_steps(StopCriteria):  # noqa: N801  (lower case: it reads as a function,
         n: the number of steps.
         show_progress: show a tqdm bar with the current objective.
 
-    Example::
-
-        history = obj.optimize(n_steps(512))
+    Example:
+        >>> image = opt.images.PixelImage((4, 4))
+        >>> obj = opt.InputOptimization(None, opt.loss.DeepDream(image), image, nn.Identity())
+        >>> obj.optimize(n_steps(3, show_progress=False)).shape
+        torch.Size([3])
     """
 
     def __init__(self, n: int, show_progress: bool = True) -> None:

@@ -63,16 +63,19 @@ def image_generators(seed: int, keys: Sequence[Hashable]) -> List[torch.Generato
 def is_deterministic(module: nn.Module) -> bool:
     """Whether a transform draws no random numbers, so the batch can go through it in one call.
 
-    ``nn.Identity``, a module marked ``deterministic = True``, and optim's own transform modules with no
-    ``sample_params`` anywhere inside are; any other module is assumed to draw from torch's global generator.
+    ``nn.Identity``, a module whose class or instance says ``deterministic = True`` (optim's deterministic
+    transforms do), and an ``nn.Sequential`` of those are; any other module is assumed to draw from torch's
+    global generator and runs image by image.
+
+    Example:
+        >>> is_deterministic(opt.transforms.CenterCrop(8)), is_deterministic(opt.transforms.BlendAlpha())
+        (True, False)
     """
     if isinstance(module, nn.Identity) or getattr(module, "deterministic", False) is True:
         return True
     if isinstance(module, nn.Sequential):
         return all(is_deterministic(m) for m in module)
-    return type(module).__module__.startswith("optim.") and not any(
-        hasattr(m, "sample_params") for m in module.modules()
-    )
+    return False
 
 
 def apply_transform(transform: nn.Module, x: torch.Tensor, generators: Optional[Sequence[torch.Generator]]) -> torch.Tensor:

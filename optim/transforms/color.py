@@ -63,6 +63,9 @@ class IgnoreAlpha(nn.Module):
         torch.Size([1, 3, 8, 8])
     """
 
+    #: draws no random numbers: a batched render applies it to the whole batch at once
+    deterministic = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the RGB channels."""
         _check_channels(x, 4, "IgnoreAlpha")
@@ -80,6 +83,9 @@ class ScaleInputRange(nn.Module):
         >>> ScaleInputRange(255.0)(torch.ones(1, 3, 2, 2)).max()
         tensor(255.)
     """
+
+    #: draws no random numbers: a batched render applies it to the whole batch at once
+    deterministic = True
 
     def __init__(self, multiplier: float = 1.0) -> None:
         super().__init__()
@@ -101,6 +107,9 @@ class RGBToBGR(nn.Module):
         >>> RGBToBGR()(torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)).flatten()
         tensor([3., 2., 1.])
     """
+
+    #: draws no random numbers: a batched render applies it to the whole batch at once
+    deterministic = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reverse the channel order."""
@@ -195,6 +204,9 @@ class NChannelsToRGB(nn.Module):
         >>> NChannelsToRGB()(torch.rand(1, 5, 8, 8)).shape
         torch.Size([1, 3, 8, 8])
     """
+
+    #: draws no random numbers: a batched render applies it to the whole batch at once
+    deterministic = True
 
     def __init__(self, warp: bool = True) -> None:
         super().__init__()

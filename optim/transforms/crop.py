@@ -156,6 +156,9 @@ class CenterCrop(nn.Module):
         torch.Size([1, 3, 4, 6])
     """
 
+    #: draws no random numbers: a batched render applies it to the whole batch at once
+    deterministic = True
+
     def __init__(
         self,
         size: SizeSpec,

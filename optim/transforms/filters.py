@@ -45,6 +45,9 @@ class GaussianSmoothing(nn.Module):
         tensor(True)
     """
 
+    #: draws no random numbers: a batched render applies it to the whole batch at once
+    deterministic = True
+
     def __init__(
         self,
         channels: int,

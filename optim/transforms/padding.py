@@ -121,6 +121,9 @@ class SymmetricPad2d(nn.Module):
         torch.Size([1, 3, 6, 6])
     """
 
+    #: draws no random numbers: a batched render applies it to the whole batch at once
+    deterministic = True
+
     def __init__(self, padding: Union[int, Sequence[int]]) -> None:
         super().__init__()
         if isinstance(padding, int) and not isinstance(padding, bool):
