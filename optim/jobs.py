@@ -1,0 +1,319 @@
+"""Whole-model render jobs: every channel of the chosen layers, split among the processes of a ``torchrun`` job.
+
+OpenAI Microscope rendered every channel of every layer of InceptionV1; this is that job for any model, on
+PyTorch's own distributed engine (``torch.distributed``, elastic launch with ``torchrun``; gloo on CPU, NCCL on
+GPU; any number of processes and nodes).
+
+How a job runs:
+
+- **Work list.** Every ``(layer, channel)`` of the chosen layers, in layer order, cut into batches of
+  ``batch_size`` channels of one layer. Batch ``b`` goes to rank ``b % world_size``. A batch has the same members
+  whatever the number of processes, and each image has its own random stream (key: its channel), so the images
+  are the same bytes whatever the number of processes or nodes.
+- **Units.** Each finished channel is written atomically as ``<layer>/<channel>.png`` and its record
+  ``<layer>/<channel>.json`` (layer, channel, settings, seed, objective before and after, file). A rerun, or
+  ``torchrun``'s own restart after a worker died (``--max-restarts``), skips every unit whose record exists and
+  re-renders the rest: nothing is lost and nothing is written twice.
+- **End.** After a barrier, rank 0 merges the records into ``index.json`` (the run: model, weights hash,
+  settings; then one entry per unit in work-list order) and writes a static ``index.html`` contact sheet per
+  layer (``<layer>/index.html``) that opens in a browser with no server.
+
+A job folder belongs to one run: ``job.json`` holds its settings, and a rerun with other settings is refused.
+
+Example (one process; ``torchrun --nproc_per_node 4 -m optim render-model ...`` for four):
+
+    >>> import tempfile
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     summary = render_model(net, ["0", "2"], out, steps=2, size=16, progress=False, log=None)
+    ...     index = json.loads((Path(out) / "index.json").read_text())
+    >>> summary["units"], [(u["layer"], u["channel"]) for u in index["units"]][:3]
+    (6, [('0', 0), ('0', 1), ('0', 2)])
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = ["render_model", "job_units", "distributed_context"]
+
+JOB_VERSION = 1
+
+
+def _layer_dir(layer: str) -> str:
+    # one folder per layer; dotted names are already safe path components once '/' and '\\' are excluded
+    if not layer or layer in (".", "..") or any(c in layer for c in "/\\\0"):
+        raise ValueError(f"layer name {layer!r} cannot name a folder")
+    return layer
+
+
+def job_units(model: nn.Module, layers: Sequence[str], size: int) -> List[Tuple[str, int]]:
+    """Every ``(layer, channel)`` of ``layers``, in order, from one probe forward pass at ``size`` px.
+
+    Example:
+        >>> job_units(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 3, 1)), ["1", "0"], 8)
+        [('1', 0), ('1', 1), ('1', 2), ('0', 0), ('0', 1)]
+    """
+    from ._utils import model_device_dtype
+    from .activations import record_activations
+
+    if isinstance(layers, str) or not layers:
+        raise ValueError(f"layers must be a non-empty list of dotted layer names, got {layers!r}")
+    device, dtype = model_device_dtype(model)
+    probe = torch.full((1, 3, size, size), 0.5, device=device, dtype=dtype)
+    acts = record_activations(model, list(layers), probe)
+    units = []
+    for layer in layers:
+        out = acts[layer]
+        if out.dim() < 2:
+            raise ValueError(f"layer {layer!r} has no channel dimension (output shape {tuple(out.shape)})")
+        units.extend((layer, c) for c in range(int(out.shape[1])))
+    return units
+
+
+class distributed_context:  # noqa: N801 (a context manager read as a function)
+    """Join the ``torchrun`` job described by the environment (``WORLD_SIZE``, ``RANK``, ...), if any.
+
+    gloo on CPU, NCCL when the model is on CUDA; the process group is destroyed on exit if this created it.
+    Without ``WORLD_SIZE`` (a plain ``python`` run) it is a job of one process.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.created = False
+
+    def __enter__(self) -> Tuple[int, int]:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend)
+            self.created = True
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from .images.export import atomic_write
+
+    text = json.dumps(data, indent=1, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+def _read_record(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    png = path.with_suffix(".png")
+    return record if isinstance(record, dict) and png.is_file() else None
+
+
+def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
+    path = out / "job.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path} is damaged ({err}); move it away to start the job afresh") from err
+        if old != settings:
+            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(
+                f"{out} holds a job with other settings ({', '.join(changed)} differ); use another folder "
+                "or the same settings to resume it"
+            )
+        return
+    _write_json(path, settings)
+
+
+def _channel_objective(model: nn.Module, layer: str, channels: Sequence[int], images: torch.Tensor) -> List[float]:
+    """Each image's mean activation of its own channel (the objective ``render_layer`` maximizes), untransformed."""
+    from ._utils import model_device_dtype
+    from .activations import record_activations
+
+    device, dtype = model_device_dtype(model)
+    acts = record_activations(model, layer, images.to(device=device, dtype=dtype))[layer]
+    return [float(acts[i, c].mean()) for i, c in enumerate(channels)]
+
+
+def _contact_sheet(out: Path, layer: str, units: List[Dict[str, Any]], title: str) -> None:
+    from .images.export import atomic_write
+
+    cells = "\n".join(
+        f'<figure><img src="{html.escape(Path(u["file"]).name)}" alt="{html.escape(layer)} channel {u["channel"]}" '
+        f'loading="lazy"><figcaption>{u["channel"]}<br><small>{u["objective_after"]:.3g}</small></figcaption></figure>'
+        for u in units
+    )
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)} {html.escape(layer)}</title>
+<style>body{{font-family:sans-serif;margin:1em}} main{{display:flex;flex-wrap:wrap;gap:6px}}
+figure{{margin:0;text-align:center;font-size:12px}} img{{width:128px;height:128px;image-rendering:pixelated}}</style>
+</head><body><h1>{html.escape(title)}: {html.escape(layer)}</h1>
+<p>{len(units)} channels; the number under each image is its objective (mean activation) after rendering.</p>
+<main>
+{cells}
+</main></body></html>
+"""
+    atomic_write(out / _layer_dir(layer) / "index.html", lambda f: f.write(page.encode()))
+
+
+def render_model(
+    model: nn.Module,
+    layers: Sequence[str],
+    out: Union[str, os.PathLike],
+    *,
+    steps: int = 128,
+    size: int = 128,
+    batch_size: int = 16,
+    lr: Optional[float] = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = print,
+    model_name: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Render every channel of ``layers`` into ``out``; run under ``torchrun`` to split the work among processes.
+
+    Args:
+        model: the network (left as it was), already on this process's device.
+        layers: dotted layer names.
+        out: the job folder (created); rerun into it to resume.
+        steps: optimization steps per channel.
+        size: image side in pixels.
+        batch_size: channels of one layer rendered together; part of the job's identity (the images are
+            the same bytes whatever the number of processes, for one batch size).
+        lr: learning rate (default: the render default).
+        seed: the job's seed.
+        progress: a line per finished batch on each rank (units done / total, channels per minute).
+        log: where progress lines go (``None``: nowhere).
+        model_name: how the index names the model (default its class name).
+
+    Returns:
+        ``{"units": total units, "rendered": units this process rendered, "skipped": units found done,
+        "seconds": wall time, "rank": r, "world_size": n}``.
+
+    Raises:
+        ValueError: unknown layers, a folder holding a job with other settings, bad arguments.
+    """
+    from .images.export import save_png
+    from .models.loading import weights_hash
+    from .optimization.defaults import DEFAULT_LR, default_image
+    from .optimization.streams import check_seed, image_generators
+    from .render import render_layer
+    from ._utils import model_device_dtype
+
+    for name, value in (("steps", steps), ("size", size), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_seed(seed)
+    if seed is None:
+        raise ValueError("a render job needs an int seed (its images must be reproducible), got None")
+    lr = DEFAULT_LR if lr is None else lr
+    out = Path(out)
+    device, dtype = model_device_dtype(model)
+    start = time.perf_counter()
+    say = log or (lambda _line: None)
+    with distributed_context(device) as (rank, world):
+        units = job_units(model, layers, size)
+        settings = {
+            "version": JOB_VERSION,
+            "model": model_name or type(model).__name__,
+            "weights_sha256": weights_hash(model),
+            "layers": list(layers),
+            "steps": steps,
+            "size": size,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "objective": "ChannelActivation(layer, channel): mean activation of the channel",
+        }
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            for layer in layers:
+                (out / _layer_dir(layer)).mkdir(exist_ok=True)
+                # a worker killed while writing leaves its temporary file; every rank waits below meanwhile
+                for stale in (out / _layer_dir(layer)).glob(".*.tmp"):
+                    stale.unlink()
+            _settings_file(out, settings)
+        _barrier()
+        if rank != 0:
+            _settings_file(out, settings)  # refuses a mismatch on every rank, after rank 0 wrote it
+        batches: List[Tuple[str, List[int]]] = []
+        for layer in layers:
+            channels = [c for l, c in units if l == layer]
+            batches.extend((layer, channels[i : i + batch_size]) for i in range(0, len(channels), batch_size))
+        mine = [b for i, b in enumerate(batches) if i % world == rank]
+        total = sum(len(c) for _, c in mine)
+        done = rendered = skipped = 0
+        for layer, channels in mine:
+            folder = out / _layer_dir(layer)
+            todo = [c for c in channels if _read_record(folder / f"{c}.json") is None]
+            if not todo:
+                done += len(channels)
+                skipped += len(channels)
+                continue
+            if rendered == 0:
+                first = time.perf_counter()
+            # the whole batch is rendered again, so the images written keep the batch's exact bytes
+            tiles = render_layer(model, layer, channels=channels, batch_size=len(channels), steps=steps, size=size,
+                                 lr=lr, progress=False, seed=seed).as_subclass(torch.Tensor)
+            with torch.no_grad():
+                start_image = default_image(size, batch=len(channels)).to(device=device, dtype=dtype)
+                start_image.reset_parameters(image_generators(seed, channels))
+                before = _channel_objective(model, layer, channels, start_image().as_subclass(torch.Tensor))
+            after = _channel_objective(model, layer, channels, tiles)
+            for i, c in enumerate(channels):
+                if c not in todo:
+                    continue
+                save_png(tiles[i], folder / f"{c}.png")
+                record = {"layer": layer, "channel": c, "file": f"{_layer_dir(layer)}/{c}.png", "seed": seed,
+                          "objective_before": before[i], "objective_after": after[i], "rank": rank}
+                _write_json(folder / f"{c}.json", record)
+            done += len(channels)
+            rendered += len(todo)
+            skipped += len(channels) - len(todo)
+            if progress:
+                minutes = (time.perf_counter() - first) / 60
+                say(f"[rank {rank}/{world}] {done}/{total} units, {rendered / max(minutes, 1e-9):.1f} channels/min")
+                sys.stdout.flush()
+        _barrier()
+        seconds = time.perf_counter() - start
+        if rank == 0:
+            records = []
+            missing = []
+            for layer, c in units:
+                record = _read_record(out / _layer_dir(layer) / f"{c}.json")
+                if record is None:
+                    missing.append(f"{layer}:{c}")
+                else:
+                    records.append(record)
+            if missing:
+                raise RuntimeError(f"the job ended with {len(missing)} units missing ({missing[:5]}...); rerun it")
+            _write_json(out / "index.json", {"run": settings, "units": records})
+            for layer in layers:
+                _contact_sheet(out, layer, [r for r in records if r["layer"] == layer], settings["model"])
+            say(f"render-model: {len(units)} units in {len(layers)} layers, {world} processes, {seconds:.1f} s")
+        return {"units": len(units), "rendered": rendered, "skipped": skipped, "seconds": seconds, "rank": rank,
+                "world_size": world}

@@ -1,0 +1,155 @@
+"""Whole-model render jobs: in process, under torchrun with 2 processes, after a SIGKILL, and on 2 "nodes"."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from optim.jobs import render_model
+
+sys.path.insert(0, str(Path(__file__).parent / "jobs"))
+from tiny_job import tiny_model  # noqa: E402
+
+SCRIPT = str(Path(__file__).parent / "jobs" / "tiny_job.py")
+UNITS = [("0", c) for c in range(6)] + [("2", c) for c in range(5)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _torchrun(port: int, *args: str) -> list:
+    """torchrun with c10d rendezvous on loopback (the elastic path: restarts re-rendezvous cleanly)."""
+    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"test{port}"]
+    return [sys.executable, "-m", "torch.distributed.run", *rdzv, *args]
+
+
+def _check_complete(out: Path) -> dict:
+    index = json.loads((out / "index.json").read_text())
+    assert [(u["layer"], u["channel"]) for u in index["units"]] == UNITS  # every unit once, in order
+    pngs = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert pngs == sorted(f"{layer}/{c}.png" for layer, c in UNITS)
+    assert not list(out.rglob(".*.tmp"))
+    return index
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The job run in one plain process (the bytes every other run must match)."""
+    out = tmp_path_factory.mktemp("one")
+    subprocess.run([sys.executable, SCRIPT, str(out)], check=True, env=_env(), timeout=300, capture_output=True)
+    _check_complete(out)
+    return out
+
+
+def _same_pngs(a: Path, b: Path) -> None:
+    for layer, c in UNITS:
+        assert (a / layer / f"{c}.png").read_bytes() == (b / layer / f"{c}.png").read_bytes(), (layer, c)
+
+
+def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
+    lines = []
+    summary = render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=lines.append)
+    assert summary["units"] == 11 and summary["rendered"] == 11 and summary["world_size"] == 1
+    assert lines[0].startswith("[rank 0/1] 4/11 units,") and "channels/min" in lines[0]
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["run"]["steps"] == 3 and len(index["run"]["weights_sha256"]) == 16
+    raised = [u["objective_after"] > u["objective_before"] for u in index["units"]]
+    assert sum(raised) >= 9  # the renders raised their channels (3 steps: most of them)
+    page = (tmp_path / "0" / "index.html").read_text()
+    assert page.count("<img ") == 6 and 'src="3.png"' in page
+    (tmp_path / "2" / "1.json").unlink()
+    (tmp_path / "2" / ".1.png.x.tmp").write_bytes(b"half")  # what a worker killed mid-write leaves
+    again = render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
+    assert again["rendered"] == 1 and again["skipped"] == 10
+    assert not list(tmp_path.rglob(".*.tmp"))
+    with pytest.raises(ValueError, match="holds a job with other settings \\(steps differ\\)"):
+        render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
+
+
+def test_two_processes_give_the_same_bytes_as_one(reference, tmp_path):
+    port = _free_port()
+    run = subprocess.run(
+        _torchrun(port, "--nnodes", "1", "--nproc_per_node", "2", SCRIPT, str(tmp_path)),
+        env=_env(), timeout=300, capture_output=True, text=True, start_new_session=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    index = _check_complete(tmp_path)
+    assert {u["rank"] for u in index["units"]} == {0, 1}
+    assert "[rank 1/2]" in run.stdout and "render-model: 11 units in 2 layers, 2 processes" in run.stdout
+    _same_pngs(reference, tmp_path)
+
+
+def test_a_killed_worker_is_restarted_and_nothing_is_lost(reference, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        # gloo's first connection after a restart is occasionally refused on a loaded machine (the rank fails
+        # and torchrun restarts the group again), so the job may use more than one restart
+        _torchrun(port, "--nnodes", "1", "--nproc_per_node", "2", "--max-restarts", "3", SCRIPT, str(tmp_path), "40"),
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        victim = None
+        while time.time() < deadline and victim is None:
+            done = [p for p in tmp_path.glob("*/*.json") if json.loads(p.read_text() or "{}").get("rank") == 1]
+            pid_file = tmp_path / "pid.1"
+            if done and pid_file.exists():
+                victim = int(pid_file.read_text())
+            time.sleep(0.05)
+        assert victim is not None, "rank 1 never finished a unit"
+        written_before = len(list(tmp_path.glob("*/*.json")))
+        os.kill(victim, signal.SIGKILL)
+        try:
+            output, _ = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers (they hold the pipe)
+            raise AssertionError("the job did not finish after the kill:\n" + proc.communicate()[0][-4000:])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, output[-3000:]
+    assert written_before < len(UNITS)  # killed mid-run
+    _check_complete(tmp_path)
+    # the restarted workers found the finished units and left them alone
+    assert "render-model: 11 units" in output
+    ref40 = tmp_path.parent / "ref40"
+    subprocess.run([sys.executable, SCRIPT, str(ref40), "40"], check=True, env=_env(), timeout=300,
+                   capture_output=True)
+    _same_pngs(ref40, tmp_path)
+
+
+def test_two_nodes_on_loopback(reference, tmp_path):
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            _torchrun(port, "--nnodes", "2", "--nproc_per_node", "1", SCRIPT, str(tmp_path)),
+            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    index = _check_complete(tmp_path)
+    assert {u["rank"] for u in index["units"]} == {0, 1}
+    _same_pngs(reference, tmp_path)
