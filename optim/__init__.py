@@ -39,6 +39,7 @@ _SUBPACKAGES = (
     "attribution",
     "analysis",
     "render",
+    "jobs",
     "recipes",
 )
 
@@ -54,6 +55,7 @@ _ATTRIBUTES = {
     "weights_to_heatmap_2d": "optim.circuits",
     "render_vis": "optim.render",
     "render_layer": "optim.render",
+    "render_model": "optim.jobs",
 }
 
 __all__ = list(_SUBPACKAGES) + list(_ATTRIBUTES) + ["__version__"]

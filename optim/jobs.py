@@ -80,40 +80,60 @@ def job_units(model: nn.Module, layers: Sequence[str], size: int) -> List[Tuple[
 
 
 class distributed_context:  # noqa: N801 (a context manager read as a function)
-    """Join the ``torchrun`` job described by the environment (``WORLD_SIZE``, ``RANK``, ...), if any.
+    """Join the ``torchrun`` job described by the environment (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ...).
 
-    gloo on CPU, NCCL when the model is on CUDA; the process group is destroyed on exit if this created it.
-    Without ``WORLD_SIZE`` (a plain ``python`` run) it is a job of one process.
+    The job needs no collective, only its rank and two barriers, so it meets the other processes through
+    torch.distributed's key-value store (the ``TCPStore`` that ``torchrun``'s agent hosts, under a prefix per
+    restart attempt) rather than a gloo or NCCL process group: a restarted group then has nothing to reconnect
+    but the store (gloo's full-mesh connect after a restart hung now and then on a loaded machine). Inside a
+    program that already initialized a process group, that group's barrier is used. Without ``WORLD_SIZE`` (a
+    plain ``python`` run) it is a job of one process.
+
+    Returns (as the context value) itself, with ``rank``, ``world_size`` and ``barrier(name)``.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.created = False
+    def __init__(self, timeout_s: float = 1800.0) -> None:
+        self.timeout_s = timeout_s
+        self.rank, self.world_size = 0, 1
+        self._store: Any = None
+        self._pg = False
 
-    def __enter__(self) -> Tuple[int, int]:
+    def __enter__(self) -> "distributed_context":
+        import datetime
+
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend=backend)
-            self.created = True
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+            self.rank, self.world_size, self._pg = dist.get_rank(), dist.get_world_size(), True
+            return self
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return self
+        self.rank, self.world_size = int(os.environ["RANK"]), world
+        # torchrun's agent hosts the store; under a launcher without one, rank 0 hosts it
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+        store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+            is_master=(self.rank == 0 and not agent_store), timeout=datetime.timedelta(seconds=self.timeout_s),
+        )
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "job")
+        self._store = dist.PrefixStore(f"optim.jobs/{run_id}/{attempt}", store)
+        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        if self.created:
+    def barrier(self, name: str) -> None:
+        """Wait until every process of the job has called ``barrier(name)``."""
+        if self._pg:
             import torch.distributed as dist
 
-            dist.destroy_process_group()
+            dist.barrier()
+        elif self._store is not None:
+            if self._store.add(f"{name}/count", 1) == self.world_size:
+                self._store.set(f"{name}/done", b"1")
+            self._store.wait([f"{name}/done"])
 
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    def __exit__(self, *exc: Any) -> None:
+        self._store = None
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -235,7 +255,8 @@ def render_model(
     device, dtype = model_device_dtype(model)
     start = time.perf_counter()
     say = log or (lambda _line: None)
-    with distributed_context(device) as (rank, world):
+    with distributed_context() as group:
+        rank, world = group.rank, group.world_size
         units = job_units(model, layers, size)
         settings = {
             "version": JOB_VERSION,
@@ -257,7 +278,7 @@ def render_model(
                 for stale in (out / _layer_dir(layer)).glob(".*.tmp"):
                     stale.unlink()
             _settings_file(out, settings)
-        _barrier()
+        group.barrier("setup")
         if rank != 0:
             _settings_file(out, settings)  # refuses a mismatch on every rank, after rank 0 wrote it
         batches: List[Tuple[str, List[int]]] = []
@@ -298,7 +319,7 @@ def render_model(
                 minutes = (time.perf_counter() - first) / 60
                 say(f"[rank {rank}/{world}] {done}/{total} units, {rendered / max(minutes, 1e-9):.1f} channels/min")
                 sys.stdout.flush()
-        _barrier()
+        group.barrier("rendered")
         seconds = time.perf_counter() - start
         if rank == 0:
             records = []

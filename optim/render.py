@@ -241,13 +241,14 @@ def render_layer(
     for bit.
     """
     from .images import ImageTensor
-    from .images.base import check_size
+    from .images.base import check_elements, check_size
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     hw = check_size(size)
+    check_elements(3 * hw[0] * hw[1], "size")  # before the probe pass allocates anything
     module = resolve_module(model, layer)
     n_channels = _layer_channels(model, module, hw, preprocess)
     chosen = list(range(n_channels)) if channels is None else list(channels)

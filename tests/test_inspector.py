@@ -6,7 +6,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import optim as opt
 from optim.activations import ActivationMap
-from optim.analysis import LayerInfo, ModelInspector
+from optim.analysis import ModelInspector
+from optim.models import LayerInfo
 
 
 def snapshot(model):

@@ -210,3 +210,25 @@ def test_seeded_render_restores_the_callers_random_state(tiny_net):
     opt.render_vis(tiny_net, "conv2:0", image=lambda: opt.optimization.default_image(8), thresholds=2,
                    progress=False, seed=5)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_integer_start_images_are_scaled_and_huge_or_non_finite_ones_refused(tiny_net):
+    grey = torch.full((3, 8, 8), 128, dtype=torch.uint8)
+    (out,) = opt.render_vis(tiny_net, "conv2:0", image=grey, thresholds=0, progress=False)
+    assert torch.allclose(out, torch.full_like(out, 128 / 255), atol=1e-4)  # mid-grey stays mid-grey
+    with pytest.raises(ValueError, match=r"integer init is read as 0\.\.255.*got values in 0\.\.300"):
+        opt.render_vis(tiny_net, "conv2:0", image=torch.tensor([[[0, 300]]] * 3), thresholds=0, progress=False)
+    nan = torch.full((3, 8, 8), float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        opt.render_vis(tiny_net, "conv2:0", image=nan, thresholds=1, progress=False)
+    with pytest.raises(ValueError, match=r"more than the limit of 268435456.*MAX_IMAGE_ELEMENTS"):
+        opt.render_layer(tiny_net, "conv2", size=100000, steps=1, progress=False)
+    with pytest.raises(FloatingPointError, match=r"at step 0: the image itself is not finite"):
+        opt.render_vis(tiny_net, "conv2:0", image=_nan_image(), thresholds=2, progress=False)
+
+
+def _nan_image():
+    image = opt.images.PixelImage((8, 8))
+    with torch.no_grad():
+        next(image.parameters()).fill_(float("nan"))
+    return image

@@ -18,8 +18,8 @@ from ..activations import ActivationMap
 from ..models._utils import LayerInfo, layer_info as _layer_info
 from ._data import stream_activations
 
-# LayerInfo is optim.models.LayerInfo (one layer table in optim), re-exported for ``from optim.analysis import``
-__all__ = ["LayerInfo", "LayerWeights", "ModelInspector"]
+# the layer table is optim.models.LayerInfo (one layer table in optim)
+__all__ = ["LayerWeights", "ModelInspector"]
 
 _MODES = ("both", "weight", "bias")
 

@@ -238,20 +238,64 @@ def check_positive(value: int, name: str) -> int:
     return value
 
 
-def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
-    """Turn a CHW or NCHW ``init`` into a detached floating NCHW tensor.
+#: The largest image batch (``batch * channels * height * width`` values) a parameterization will allocate:
+#: 2**28 float32 values is 1 GiB before gradients and optimizer state (several times that in all). Raise it for
+#: a larger render: ``optim.images.base.MAX_IMAGE_ELEMENTS = 2**30``.
+MAX_IMAGE_ELEMENTS = 2**28
 
-    A single image is repeated to ``batch`` images; an init with its own batch keeps it.
+
+def check_elements(count: int, name: str) -> int:
+    """Refuse an image batch larger than :data:`MAX_IMAGE_ELEMENTS`, before anything is allocated.
+
+    Example:
+        >>> check_elements(3 * 100000 * 100000, "size")
+        Traceback (most recent call last):
+        ...
+        ValueError: size asks for an image of 30000000000 values (batch x channels x height x width), more than the limit of 268435456; render smaller images or raise optim.images.base.MAX_IMAGE_ELEMENTS
+    """
+    if count > MAX_IMAGE_ELEMENTS:
+        raise ValueError(
+            f"{name} asks for an image of {count} values (batch x channels x height x width), more than the limit "
+            f"of {MAX_IMAGE_ELEMENTS}; render smaller images or raise optim.images.base.MAX_IMAGE_ELEMENTS"
+        )
+    return count
+
+
+def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
+    """Turn a CHW or NCHW ``init`` into a detached floating NCHW tensor in ``[0, 1]`` units.
+
+    A single image is repeated to ``batch`` images; an init with its own batch keeps it. An integer image (a
+    ``uint8`` photo, say) is read as ``0..255`` and divided by 255, as ``torchvision.transforms.functional
+    .to_dtype(..., scale=True)`` does; integer values outside ``0..255`` are refused. A floating image is taken
+    as it is (``[0, 1]``). Non-finite values are refused.
+
+    Raises:
+        TypeError: not a tensor. ValueError: wrong rank, empty, non-finite, or integers outside 0..255.
+
+    Example:
+        >>> prepare_init(torch.full((3, 2, 2), 128, dtype=torch.uint8), 1)[0, 0, 0, 0].item()
+        0.501960813999176
     """
     if init is None:
         return None
     if not isinstance(init, torch.Tensor):
         raise TypeError(f"init must be a torch.Tensor (CHW or NCHW), got {type(init).__name__}")
-    if init.dim() not in (3, 4):
-        raise ValueError(f"init must be CHW or NCHW, got shape {tuple(init.shape)}")
+    if init.dim() not in (3, 4) or init.numel() == 0:
+        raise ValueError(f"init must be a non-empty CHW or NCHW tensor, got shape {tuple(init.shape)}")
     init = init.detach().as_subclass(torch.Tensor)
-    if not init.is_floating_point():
+    check_elements(init.numel() // (init.shape[0] if init.dim() == 4 else 1) * max(batch, 1), "init")
+    if init.dtype == torch.bool:
         init = init.to(torch.get_default_dtype())
+    elif not init.is_floating_point():
+        low, high = int(init.min()), int(init.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"an integer init is read as 0..255 (divided by 255), got values in {low}..{high}; pass a "
+                "float image in [0, 1] instead"
+            )
+        init = init.to(torch.get_default_dtype()) / 255.0
+    elif not bool(torch.isfinite(init).all()):
+        raise ValueError("init holds NaN or infinite values; a start image must be finite (in [0, 1])")
     if init.dim() == 3:
         init = init.unsqueeze(0)
     if init.size(0) == 1 and batch > 1:
@@ -290,6 +334,7 @@ def image_geometry(
     init = prepare_init(init, batch)
     if init is None:
         height, width = check_size(size)
+        check_elements(batch * channels * height * width, "size")
         channels = check_positive(channels, "channels")
         return ImageGeometry(batch, channels, height, width, None, torch.get_default_dtype(), None)
     b, c, h, w = (int(s) for s in init.shape)
