@@ -7,6 +7,8 @@ Subcommands::
     optim render efficientnet_lite0 --target blocks.10:7 --steps 256 --output channel7.png
     optim render efficientnet_lite0 --class "Egyptian cat" --output cat.png
     optim layer efficientnet_lite0 blocks.10 --channels 0:16 --output blocks10.png
+    optim render-model efficientnet_lite0 --layers blocks.4 blocks.8 --out lite0-run   # every channel
+    torchrun --nproc_per_node 4 -m optim render-model efficientnet_lite0 --layers blocks.8 --out lite0-run
     optim app --data-dir ~/optim-gallery           # the Streamlit app (extra "app"; see optim app --help)
 
 Every user-caused failure (a bad argument, a missing device, a damaged or unfitting weights file, an image size
@@ -26,9 +28,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-__all__ = ["main", "build_parser", "CLIError", "MAX_SIZE"]
+__all__ = ["main", "build_parser", "job_device", "CLIError", "MAX_SIZE"]
 
 #: The largest image side ``--size`` accepts (checked before anything is allocated).
 MAX_SIZE = 4096
@@ -70,6 +72,17 @@ def _int_at_least(minimum: int, what: str, maximum: Optional[int] = None) -> Cal
 _positive_int = _int_at_least(1, "positive")
 _nonneg_int = _int_at_least(0, "non-negative")
 _size = _int_at_least(1, "positive", MAX_SIZE)
+
+
+def _positive_float(text: str) -> float:
+    """An argparse ``type`` for a positive finite number (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,6 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-row", type=_positive_int, default=8, help="grid columns (default 8)")
     p.add_argument("--output", "-o", default=None, help="PNG path (default: MODEL_LAYER.png)")
     _add_render_args(p, steps=128)
+
+    p = sub.add_parser("render-model", help="render every channel of some layers into a folder (a resumable "
+                       "job; torchrun splits it among processes)", description="Render every channel of the "
+                       "chosen layers into OUT (a PNG and a record per channel, index.json, a contact sheet per "
+                       "layer). Rerun the same command to resume. Under 'torchrun --nproc_per_node N -m optim "
+                       "render-model ...' the channels are split among the N processes (the same bytes as one "
+                       "process); with --device cuda each process uses cuda:LOCAL_RANK. See docs/scale.md.")
+    _add_model_args(p)
+    p.add_argument("--layers", "-l", nargs="+", required=True, metavar="LAYER",
+                   help="dotted layer names (see 'optim layers MODEL')")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="the job folder (created; rerun into it to "
+                   "resume)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="channels of one layer rendered together "
+                   "(default 16; part of the job's settings)")
+    p.add_argument("--size", type=_size, default=None, help=f"image side in pixels (default 128, at most {MAX_SIZE})")
+    p.add_argument("--steps", type=_positive_int, default=128, help="optimization steps (default 128)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's, 0.05)")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress line per batch (the summary stays)")
 
     # `optim app ARGS` is handed to the app's launcher before this parser runs (see main); listed for --help
     sub.add_parser("app", help="launch the Streamlit app (see 'optim app --help')", add_help=False)
@@ -277,6 +309,71 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     return 0
 
 
+def job_device(device: Optional[str], env: Optional[Mapping[str, str]] = None) -> Any:
+    """The device of this process of a render job: ``cuda:LOCAL_RANK`` for ``cuda`` under ``torchrun``.
+
+    Args:
+        device: ``--device`` (``None``: CUDA when available, else the CPU).
+        env: the environment (default ``os.environ``); ``LOCAL_RANK`` is set by ``torchrun``.
+
+    Returns:
+        The ``torch.device``: a CUDA device without an index becomes ``cuda:LOCAL_RANK`` (one process per GPU
+        of the node); an explicit index, the CPU and other devices are kept.
+
+    Raises:
+        ValueError: the device is not available, or ``LOCAL_RANK`` names a GPU this machine does not have
+            (more processes per node than GPUs).
+
+    >>> job_device("cpu", {"LOCAL_RANK": "1"})
+    device(type='cpu')
+    """
+    import torch
+
+    from .models.loading import resolve_device
+
+    env = os.environ if env is None else env
+    dev = resolve_device(device)
+    local = env.get("LOCAL_RANK")
+    if dev.type != "cuda" or dev.index is not None or local is None:
+        return dev
+    try:
+        index = int(local)
+    except ValueError:
+        raise ValueError(f"LOCAL_RANK must be an int (torchrun sets it), got {local!r}") from None
+    count = torch.cuda.device_count()
+    if not 0 <= index < count:
+        raise ValueError(f"this process has LOCAL_RANK {index}, but this machine has {count} CUDA device(s): "
+                         f"start at most {count} processes per node with --device cuda (--nproc_per_node {count})")
+    return torch.device("cuda", index)
+
+
+def _check_out_dir(out: Path) -> None:
+    """Fail before the model loads when the job folder cannot be one."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; the job needs a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "job.json").is_file():
+        raise ValueError(f"--out {str(out)!r} is a folder that holds no render job (no job.json); use an empty "
+                         "or a new folder")
+
+
+def _cmd_render_model(args: argparse.Namespace) -> int:
+    import torch
+
+    from .jobs import render_model
+
+    out = Path(args.out).expanduser()
+    if os.environ.get("RANK", "0") == "0":  # the other ranks may already see rank 0 setting the folder up
+        _check_out_dir(out)
+    device = job_device(args.device)  # before anything is built or downloaded
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    args.device = str(device)
+    model = _load(args)
+    render_model(model, args.layers, out, steps=args.steps, size=_render_size(args), batch_size=args.batch_size,
+                 lr=args.lr, seed=args.seed, progress=not args.quiet, log=_print, model_name=args.model)
+    return 0
+
+
 def _check_output(output: Path) -> None:
     """Fail before a long render, not after it; the output's folder is created as needed."""
     if output.suffix.lower() != ".png":
@@ -313,6 +410,7 @@ _COMMANDS = {
     "layers": _cmd_layers,
     "render": _cmd_render,
     "layer": _cmd_layer,
+    "render-model": _cmd_render_model,
 }
 
 

@@ -1,6 +1,7 @@
 """The ``optim`` command line: one-line errors with exit 2 for every user-caused failure, a quiet closed pipe,
 ``--class NAME``, atomic PNG writes, the layer table, channel and layer renders."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_parse_channels_and_class_names() -> None:
         class_index("1000")
 
 
-@pytest.mark.parametrize("command", [[], ["render"], ["layers"], ["layer"], ["models"]])
+@pytest.mark.parametrize("command", [[], ["render"], ["layers"], ["layer"], ["models"], ["render-model"]])
 def test_help_on_every_subcommand(command, capsys) -> None:
     assert main(command + ["--help"]) == 0
     out = capsys.readouterr().out
@@ -90,7 +91,7 @@ def test_help_on_every_subcommand(command, capsys) -> None:
 def test_python_dash_m_help_and_the_app_launcher_help() -> None:
     result = subprocess.run([sys.executable, "-m", "optim", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for command in ("render", "layers", "layer", "app"):
+    for command in ("render", "layers", "layer", "render-model", "app"):
         assert command in result.stdout
     result = subprocess.run([sys.executable, "-m", "optim", "app", "--help"], capture_output=True, text=True,
                             timeout=60)
@@ -123,6 +124,12 @@ def test_python_dash_m_help_and_the_app_launcher_help() -> None:
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "cli_tiny_models.py/out.png"], "cannot create"),
         (["layer", "cli_tiny_models:tiny_net", "2", "--channels", "0:9", "-q"], "out of range"),
         (["layers", "cli_tiny_models:tiny_net", "--weights", "missing.pt"], "no weights file at 'missing.pt'"),
+        (["render-model", "cli_tiny_models:tiny_net", "--out", "job"], "the following arguments are required: "
+         "--layers/-l"),
+        (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "--out", "job", "--lr", "-1"], "positive number"),
+        (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "conv9", "--out", "job", "--steps", "1"], "conv9"),
+        (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "--out", "cli_tiny_models.py"], "is a file"),
+        (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "--out", "."], "holds no render job (no job.json)"),
         (["frobnicate"], "invalid choice"),
         ([], "usage"),
     ],
@@ -370,3 +377,83 @@ def test_cli_and_app_do_not_import_each_other() -> None:
     result = subprocess.run([sys.executable, "-c", "import sys, optim.cli; print(sorted(m for m in sys.modules "
                              "if m.startswith('optim.app')))"], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------- issue 16: render-model
+
+
+JOBS = ROOT / "tests" / "jobs"
+JOB_ARGS = ["tiny_job:tiny_model", "--layers", "0", "2", "--steps", "8", "--size", "16", "--batch-size", "2",
+            "--device", "cpu"]
+JOB_UNITS = [("0", c) for c in range(6)] + [("2", c) for c in range(5)]
+
+
+def _job_env() -> dict:
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(JOBS), str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def test_job_device_is_cuda_local_rank_under_torchrun(monkeypatch) -> None:
+    from optim.cli import job_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert job_device("cuda", {"LOCAL_RANK": "1"}) == torch.device("cuda", 1)
+    assert job_device(None, {"LOCAL_RANK": "0"}) == torch.device("cuda", 0)  # the default is CUDA when available
+    assert job_device("cuda", {}) == torch.device("cuda")  # a plain run: torch's current device
+    assert job_device("cuda:0", {"LOCAL_RANK": "1"}) == torch.device("cuda", 0)  # an explicit index is kept
+    assert job_device("cpu", {"LOCAL_RANK": "1"}) == torch.device("cpu")
+    with pytest.raises(ValueError, match="LOCAL_RANK 2, but this machine has 2 CUDA device\\(s\\): start at most 2 "
+                       "processes per node with --device cuda \\(--nproc_per_node 2\\)"):
+        job_device("cuda", {"LOCAL_RANK": "2"})
+
+
+def _check_job(out: Path, model: str) -> dict:
+    import json
+
+    index = json.loads((out / "index.json").read_text())
+    assert [(u["layer"], u["channel"]) for u in index["units"]] == JOB_UNITS
+    run = index["run"]
+    assert (run["model"], run["layers"], run["steps"], run["size"], run["batch_size"], run["seed"]) == \
+        (model, ["0", "2"], 8, 16, 2, 0)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(f"{l}/{c}.png" for l, c in JOB_UNITS)
+    assert (out / "0" / "index.html").read_text().count("<img ") == 6
+    return index
+
+
+def test_render_model_one_process_resume_and_torchrun_two_processes_same_bytes(tmp_path, monkeypatch, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = subprocess.run([sys.executable, "-m", "optim", "render-model", *JOB_ARGS, "--out", str(one)],
+                            env=_job_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[rank 0/1] 2/11 units," in result.stdout and "channels/min" in result.stdout
+    assert "render-model: 11 units in 2 layers, 1 processes" in result.stdout
+    _check_job(one, "tiny_job:tiny_model")
+    # the same command again (in process) renders nothing: every unit is found done
+    monkeypatch.syspath_prepend(str(JOBS))
+    stamps = {p: p.stat().st_mtime_ns for p in one.rglob("*.png")}
+    assert main(["render-model", *JOB_ARGS, "--out", str(one)]) == 0
+    out = capsys.readouterr().out
+    assert "[rank" not in out and "render-model: 11 units" in out
+    assert {p: p.stat().st_mtime_ns for p in one.rglob("*.png")} == stamps
+    # two processes under torchrun (c10d rendezvous on loopback), the same command after "-m optim"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               f"127.0.0.1:{port}", "--rdzv-id", f"cli{port}", "--nnodes", "1", "--nproc_per_node", "2",
+               "-m", "optim", "render-model", *JOB_ARGS, "--out", str(two)]
+    proc = subprocess.Popen(command, env=_job_env(), cwd=str(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers
+    assert proc.returncode == 0, output[-3000:]
+    assert "[rank 1/2]" in output and "render-model: 11 units in 2 layers, 2 processes" in output
+    index = _check_job(two, "tiny_job:tiny_model")
+    assert {u["rank"] for u in index["units"]} == {0, 1}
+    for layer, c in JOB_UNITS:
+        assert (one / layer / f"{c}.png").read_bytes() == (two / layer / f"{c}.png").read_bytes(), (layer, c)
