@@ -1,11 +1,21 @@
 """Activation atlas layout: bin a 2-D layout of activations into grid cells and average each cell."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["normalize_grid", "calc_grid_indices", "compute_avg_cell_samples", "create_atlas_vectors", "grid_shape"]
+if TYPE_CHECKING:
+    from ._store import ActivationStore
+
+__all__ = [
+    "normalize_grid",
+    "calc_grid_indices",
+    "compute_avg_cell_samples",
+    "create_atlas_vectors",
+    "grid_shape",
+    "CellAccumulator",
+]
 
 GridSize = Union[int, Sequence[int]]
 CellCoord = Tuple[int, int, int]
@@ -74,6 +84,30 @@ def normalize_grid(
     return shifted / torch.where(span > 0, span, torch.ones_like(span))
 
 
+def _check_extents(x_extent: Tuple[float, float], y_extent: Tuple[float, float]) -> None:
+    for name, (lo, hi) in (("x_extent", x_extent), ("y_extent", y_extent)):
+        if not hi > lo:
+            raise ValueError(f"{name} must be (min, max) with max > min, got {(lo, hi)}")
+
+
+def _cell_ids(
+    xy_grid: torch.Tensor,
+    grid_size: Tuple[int, int],
+    x_extent: Tuple[float, float],
+    y_extent: Tuple[float, float],
+) -> torch.Tensor:
+    """The cell of every point, ``x * height + y``, or -1 outside the extents (the binning of the atlas)."""
+    _check_points(xy_grid)
+    _check_extents(x_extent, y_extent)
+    width, height = grid_size
+    x_pos = (xy_grid[:, 0].double() - x_extent[0]) / (x_extent[1] - x_extent[0]) * width
+    y_pos = (xy_grid[:, 1].double() - y_extent[0]) / (y_extent[1] - y_extent[0]) * height
+    inside = (x_pos >= 0) & (x_pos <= width) & (y_pos >= 0) & (y_pos <= height)
+    x_bin = x_pos.floor().long().clamp(0, width - 1)
+    y_bin = y_pos.floor().long().clamp(0, height - 1)
+    return torch.where(inside, x_bin * height + y_bin, torch.full_like(x_bin, -1))
+
+
 def calc_grid_indices(
     xy_grid: torch.Tensor,
     grid_size: GridSize,
@@ -107,23 +141,105 @@ def calc_grid_indices(
         >>> idx[1][0], idx[1][1]
         (tensor([1]), tensor([], dtype=torch.int64))
     """
-    _check_points(xy_grid)
     width, height = grid_shape(grid_size)
-    for name, (lo, hi) in (("x_extent", x_extent), ("y_extent", y_extent)):
-        if not hi > lo:
-            raise ValueError(f"{name} must be (min, max) with max > min, got {(lo, hi)}")
-    x_pos = (xy_grid[:, 0].double() - x_extent[0]) / (x_extent[1] - x_extent[0]) * width
-    y_pos = (xy_grid[:, 1].double() - y_extent[0]) / (y_extent[1] - y_extent[0]) * height
-    inside = (x_pos >= 0) & (x_pos <= width) & (y_pos >= 0) & (y_pos <= height)
-    x_bin = x_pos.floor().long().clamp(0, width - 1)
-    y_bin = y_pos.floor().long().clamp(0, height - 1)
-    cell = torch.where(inside, x_bin * height + y_bin, torch.full_like(x_bin, -1))
+    cell = _cell_ids(xy_grid, (width, height), x_extent, y_extent)
+    inside = cell >= 0
 
     # One stable sort groups the points of every cell, keeping their indices ascending.
     order = torch.argsort(cell, stable=True)
     counts = torch.bincount(cell[inside], minlength=width * height).tolist()
     groups = torch.split(order[int((~inside).sum()) :], counts)
     return [[groups[x * height + y] for y in range(height)] for x in range(width)]
+
+
+class CellAccumulator:
+    """Grid-cell averaging in one streaming pass: per-cell sums and counts, fed chunk by chunk.
+
+    Each :meth:`add` bins a chunk's layout points into the grid (as :func:`calc_grid_indices` does) and adds
+    its samples to their cells' sums (float64, on the samples' device) and counts. Sums are added row by row
+    in order, so on the CPU the means are bit-identical however the rows are split into chunks (one chunk is
+    the in-memory case: :func:`compute_avg_cell_samples` and :func:`create_atlas_vectors` use this class).
+    Memory: ``width * height * channels`` float64 sums, whatever the number of samples.
+
+    Args:
+        grid_size: ``(width, height)`` in cells, or an int.
+        x_extent: the x range the grid covers (points outside it are left out).
+        y_extent: the y range the grid covers.
+
+    Raises:
+        ValueError: for a bad ``grid_size`` or extent.
+
+    Example:
+        >>> acc = CellAccumulator(2)
+        >>> acc.add(torch.tensor([[0.1, 0.1], [0.9, 0.9]]), torch.tensor([[1.0, 0.0], [5.0, 5.0]]))
+        >>> acc.add(torch.tensor([[0.2, 0.2]]), torch.tensor([[3.0, 2.0]]))  # the next chunk
+        >>> acc.counts.view(2, 2)  # counts[x][y]
+        tensor([[2, 0],
+                [0, 1]])
+        >>> acc.means(min_density=1)
+        (tensor([[2., 1.],
+                [5., 5.]]), [(0, 0, 2), (1, 1, 1)])
+    """
+
+    def __init__(
+        self,
+        grid_size: GridSize,
+        x_extent: Tuple[float, float] = (0.0, 1.0),
+        y_extent: Tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        self.grid_size = grid_shape(grid_size)
+        _check_extents(x_extent, y_extent)
+        self.x_extent, self.y_extent = tuple(x_extent), tuple(y_extent)
+        width, height = self.grid_size
+        self.counts = torch.zeros(width * height, dtype=torch.long)
+        self.sums: Optional[torch.Tensor] = None
+        self.dtype: torch.dtype = torch.float32
+
+    def add(self, xy: torch.Tensor, samples: torch.Tensor) -> None:
+        """Add one chunk: ``[n, 2]`` layout points and their ``[n, channels]`` samples (same order).
+
+        Raises:
+            ValueError: for shapes that do not match each other or the earlier chunks.
+        """
+        _check_points(xy)
+        if not torch.is_tensor(samples) or samples.dim() != 2:
+            got = tuple(samples.shape) if torch.is_tensor(samples) else type(samples).__name__
+            raise ValueError(f"samples must be an [n_samples, n_channels] tensor, got {got}")
+        if samples.size(0) != xy.size(0):
+            raise ValueError(f"xy has {xy.size(0)} points but samples has {samples.size(0)} rows")
+        self._add_cells(_cell_ids(xy, self.grid_size, self.x_extent, self.y_extent), samples)
+
+    def _add_cells(self, cells: torch.Tensor, samples: torch.Tensor) -> None:
+        if self.sums is None:
+            self.sums = torch.zeros(len(self.counts), samples.size(1), dtype=torch.float64, device=samples.device)
+            self.dtype = samples.dtype if samples.is_floating_point() else torch.float32
+        elif samples.size(1) != self.sums.size(1):
+            raise ValueError(f"samples of {samples.size(1)} channels follow samples of {self.sums.size(1)}")
+        inside = cells >= 0
+        cells = cells[inside]
+        self.sums.index_add_(0, cells.to(self.sums.device), samples[inside.to(samples.device)].to(torch.float64))
+        self.counts += torch.bincount(cells.cpu(), minlength=len(self.counts))
+
+    def means(self, min_density: int = 8) -> Tuple[torch.Tensor, List[CellCoord]]:
+        """The mean of every cell holding at least ``min_density`` samples.
+
+        Returns:
+            ``(vectors, coords)``: ``[n_cells, channels]`` means in the samples' dtype, and one
+            ``(x, y, n_samples)`` per vector, in x-major order.
+
+        Raises:
+            ValueError: when no cell reaches ``min_density``.
+        """
+        keep = (self.counts >= max(min_density, 1)).nonzero().view(-1)
+        if self.sums is None or not len(keep):
+            raise ValueError(
+                f"no grid cell holds min_density={min_density} samples; lower min_density or use a coarser grid"
+            )
+        counts = self.counts[keep]
+        vectors = self.sums[keep.to(self.sums.device)] / counts.to(self.sums.device, torch.float64).unsqueeze(1)
+        height = self.grid_size[1]
+        coords = [(c // height, c % height, n) for c, n in zip(keep.tolist(), counts.tolist())]
+        return vectors.to(self.dtype), coords
 
 
 def compute_avg_cell_samples(
@@ -149,6 +265,9 @@ def compute_avg_cell_samples(
     Raises:
         ValueError: for mismatched shapes, or when no cell reaches ``min_density``.
 
+    The means are sums in float64 divided by counts, cast to ``raw_samples``' dtype (see
+    :class:`CellAccumulator`).
+
     Example::
 
         >>> xy = torch.tensor([[0.1, 0.1], [0.2, 0.2], [0.9, 0.9]])
@@ -166,23 +285,16 @@ def compute_avg_cell_samples(
         raise ValueError(f"raw_samples must be an [n_samples, n_channels] tensor, got {got}")
     if len(grid_indices) != width or any(len(column) != height for column in grid_indices):
         raise ValueError(f"grid_indices must be {width} lists of {height} index tensors (indices[x][y])")
-    vectors, coords = [], []
-    for x in range(width):
-        for y in range(height):
-            idx = grid_indices[x][y]
-            if len(idx) >= min_density and len(idx) > 0:
-                vectors.append(raw_samples[idx.to(raw_samples.device)].mean(0))
-                coords.append((x, y, len(idx)))
-    if not vectors:
-        raise ValueError(
-            f"no grid cell holds min_density={min_density} samples; lower min_density or use a coarser grid"
-        )
-    return torch.stack(vectors), coords
+    rows = [torch.as_tensor(grid_indices[x][y], dtype=torch.long).view(-1) for x in range(width) for y in range(height)]
+    cells = torch.repeat_interleave(torch.arange(width * height), torch.tensor([len(r) for r in rows]))
+    acc = CellAccumulator((width, height))
+    acc._add_cells(cells, raw_samples[torch.cat(rows).to(raw_samples.device)])
+    return acc.means(min_density)
 
 
 def create_atlas_vectors(
     xy_grid: torch.Tensor,
-    raw_activations: torch.Tensor,
+    raw_activations: Union[torch.Tensor, "ActivationStore"],
     grid_size: GridSize,
     min_density: int = 8,
     normalize: bool = True,
@@ -193,7 +305,9 @@ def create_atlas_vectors(
 
     Args:
         xy_grid: ``[n_points, 2]`` layout of the activations (UMAP, t-SNE, ...).
-        raw_activations: ``[n_points, n_channels]`` activations in the same order.
+        raw_activations: ``[n_points, n_channels]`` activations in the same order, or an
+            :class:`~optim.atlas.ActivationStore` of them, averaged in one streaming pass, chunk by chunk
+            (:class:`CellAccumulator`; the layout is held in memory, 8 bytes a point).
         grid_size: ``(width, height)`` in cells, or an int.
         min_density: cells with fewer points are left empty.
         normalize: rescale the layout with :func:`normalize_grid` first.
@@ -216,15 +330,22 @@ def create_atlas_vectors(
         >>> coords[:3]
         [(0, 0, 5), (0, 1, 11), (0, 2, 10)]
     """
+    from ._store import ActivationStore
+
     _check_points(xy_grid)
-    if not torch.is_tensor(raw_activations) or raw_activations.dim() != 2:
+    streamed = isinstance(raw_activations, ActivationStore)
+    if not streamed and (not torch.is_tensor(raw_activations) or raw_activations.dim() != 2):
         got = tuple(raw_activations.shape) if torch.is_tensor(raw_activations) else type(raw_activations).__name__
-        raise ValueError(f"raw_activations must be an [n_points, n_channels] tensor, got {got}")
-    if raw_activations.size(0) != xy_grid.size(0):
-        raise ValueError(
-            f"xy_grid has {xy_grid.size(0)} points but raw_activations has {raw_activations.size(0)} rows"
-        )
+        raise ValueError(f"raw_activations must be an [n_points, n_channels] tensor or an ActivationStore, got {got}")
+    rows = len(raw_activations) if streamed else raw_activations.size(0)
+    if rows != xy_grid.size(0):
+        raise ValueError(f"xy_grid has {xy_grid.size(0)} points but raw_activations has {rows} rows")
+    acc = CellAccumulator(grid_size, x_extent=x_extent, y_extent=y_extent)
     if normalize:
         xy_grid = normalize_grid(xy_grid)
-    indices = calc_grid_indices(xy_grid, grid_size, x_extent=x_extent, y_extent=y_extent)
-    return compute_avg_cell_samples(indices, raw_activations, grid_size, min_density)
+    chunks = raw_activations.chunks() if streamed else [raw_activations]
+    start = 0
+    for chunk in chunks:
+        acc.add(xy_grid[start : start + len(chunk)], chunk)
+        start += len(chunk)
+    return acc.means(min_density)

@@ -10,15 +10,23 @@ from ..optimization.defaults import DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS, Opt
 from ..optimization.progress import StepCallback
 from ._canvas import create_atlas
 from ._grid import GridSize, create_atlas_vectors
+from ._store import ActivationStore
 
-__all__ = ["activation_atlas", "atlas_layout"]
+__all__ = ["activation_atlas", "atlas_layout", "DEFAULT_FIT_SAMPLE"]
 
 # Lucid's activation atlas layout settings (Carter et al. 2019).
 _UMAP_DEFAULTS: Dict[str, Any] = {"n_neighbors": 20, "min_dist": 0.01, "metric": "cosine"}
 
+#: vectors of a store that a reducer without ``partial_fit`` (UMAP, openTSNE, PCA, ...) is fitted on
+DEFAULT_FIT_SAMPLE = 50_000
 
-def _as_samples(activations: torch.Tensor) -> torch.Tensor:
+Samples = Union[torch.Tensor, ActivationStore]
+
+
+def _as_samples(activations: Samples) -> Samples:
     """``[N, C]`` or ``[N, C, H, W]`` activations as ``[samples, C]`` (every spatial position a sample)."""
+    if isinstance(activations, ActivationStore):
+        return activations
     if not torch.is_tensor(activations) or activations.dim() not in (2, 4):
         shape = tuple(activations.shape) if torch.is_tensor(activations) else type(activations).__name__
         raise ValueError(f"dataset_activations must be [N, C] or [N, C, H, W], got {shape}")
@@ -27,23 +35,50 @@ def _as_samples(activations: torch.Tensor) -> torch.Tensor:
     return activations.detach()
 
 
-def atlas_layout(samples: torch.Tensor, reducer: Any = "UMAP", **reducer_kwargs: Any) -> torch.Tensor:
-    """A 2-D layout of ``[N, C]`` activation samples.
+def atlas_layout(
+    samples: Samples,
+    reducer: Any = "UMAP",
+    *,
+    fit_sample: Optional[int] = None,
+    sample_seed: int = 0,
+    **reducer_kwargs: Any,
+) -> torch.Tensor:
+    """A 2-D layout of ``[N, C]`` activation samples, in memory or streamed from an :class:`ActivationStore`.
+
+    A tensor is laid out with ``fit_transform`` (all of it), or, with ``fit_sample``, by fitting on that many
+    random rows and transforming all. A store is laid out in two streaming passes, one chunk in memory at a
+    time: the fit, then ``transform`` chunk by chunk. The fit is
+
+    - **incremental** (``partial_fit`` over every chunk) for reducers that have it, scikit-learn's
+      ``"IncrementalPCA"`` and ``"MiniBatchNMF"``, unless ``fit_sample`` is given;
+    - **on a sample** of ``fit_sample`` vectors (default :data:`DEFAULT_FIT_SAMPLE`, drawn uniformly with
+      ``sample_seed``) for the others: ``"UMAP"``, ``"openTSNE"`` (t-SNE that embeds new points), ``"PCA"``, ...
+      scikit-learn's ``"TSNE"`` cannot embed new points, so it lays out tensors only.
 
     Args:
-        samples: ``[N, C]`` activations.
+        samples: ``[N, C]`` activations, or a store of them.
         reducer: ``"UMAP"`` (default settings ``n_neighbors=20, min_dist=0.01, metric="cosine"``, as in
-            Lucid), ``"TSNE"``, any :class:`~optim.reducer.ChannelReducer` algorithm, or a ``ChannelReducer``.
+            Lucid), ``"TSNE"``, ``"openTSNE"``, any :class:`~optim.reducer.ChannelReducer` algorithm, or a
+            ``ChannelReducer``.
+        fit_sample: fit on this many random vectors, then transform all of them.
+        sample_seed: the seed of that sample.
         reducer_kwargs: keyword arguments for the algorithm (override the UMAP defaults).
 
     Returns:
-        The ``[N, 2]`` layout on ``samples``' device.
+        The ``[N, 2]`` layout: on ``samples``' device for a tensor; a float32 CPU tensor for a store (held in
+        memory: 8 bytes a vector).
 
-    Example::
+    Raises:
+        ValueError: for a layout that is not 2-D, or ``reducer_kwargs`` with a ``ChannelReducer``.
+        TypeError: for a store (or ``fit_sample``) with a reducer that cannot ``transform`` new points.
 
+    Example:
         >>> xy = atlas_layout(torch.rand(128, 16), "TSNE", perplexity=10.0)
         >>> xy.shape
         torch.Size([128, 2])
+        >>> store = ActivationStore.write("acts", [torch.rand(1000, 16)], chunk_size=256)
+        >>> atlas_layout(store, "IncrementalPCA").shape  # partial_fit over 4 chunks, then 4 transforms
+        torch.Size([1000, 2])
     """
     from optim.reducer import ChannelReducer
 
@@ -57,9 +92,60 @@ def atlas_layout(samples: torch.Tensor, reducer: Any = "UMAP", **reducer_kwargs:
     else:
         kwargs = {**_UMAP_DEFAULTS, **reducer_kwargs} if reducer == "UMAP" else reducer_kwargs
         channel_reducer = ChannelReducer(2, reducer, **kwargs)
-    layout = channel_reducer.fit_transform(samples)
+    if fit_sample is not None and (isinstance(fit_sample, bool) or not isinstance(fit_sample, int) or fit_sample < 1):
+        raise ValueError(f"fit_sample must be a positive int or None, got {fit_sample!r}")
+    if isinstance(samples, ActivationStore):
+        layout = _store_layout(samples, channel_reducer, fit_sample, sample_seed)
+    elif fit_sample is not None and fit_sample < len(samples):
+        _require_transform(channel_reducer, "fit_sample")
+        rows = torch.randperm(len(samples), generator=torch.Generator().manual_seed(sample_seed))[:fit_sample]
+        layout = channel_reducer.fit(samples[rows.sort().values.to(samples.device)]).transform(samples)
+    else:
+        layout = channel_reducer.fit_transform(samples)
+    _check_layout(layout)
+    return layout
+
+
+def _check_layout(layout: torch.Tensor) -> None:
     if layout.dim() != 2 or layout.size(1) != 2:
         raise ValueError(f"the reducer must give a 2-D layout, got shape {tuple(layout.shape)}")
+
+
+def _require_transform(channel_reducer: Any, why: str) -> None:
+    if not hasattr(channel_reducer.reducer, "transform"):
+        raise TypeError(
+            f"{type(channel_reducer.reducer).__name__} cannot embed new points (it has no transform()), which "
+            f"{why} needs; use 'UMAP', 'openTSNE', 'IncrementalPCA', 'MiniBatchNMF' or 'PCA'"
+        )
+
+
+def _fit_blocks(store: ActivationStore, min_rows: int) -> Any:
+    """The store's chunks for ``partial_fit``; a last chunk under ``min_rows`` rows is joined to the one before."""
+    previous = None
+    for chunk in store.chunks():
+        if previous is not None and len(chunk) < min_rows:
+            chunk = torch.cat([previous, chunk])
+        elif previous is not None:
+            yield previous
+        previous = chunk
+    if previous is not None:
+        yield previous
+
+
+def _store_layout(store: ActivationStore, channel_reducer: Any, fit_sample: Optional[int], seed: int) -> torch.Tensor:
+    """Fit on the store (incrementally, or on a sample), then transform it chunk by chunk."""
+    _require_transform(channel_reducer, "laying out an ActivationStore")
+    if fit_sample is None and hasattr(channel_reducer.reducer, "partial_fit"):
+        channel_reducer.partial_fit(_fit_blocks(store, max(int(channel_reducer.n_components), 1)))
+    else:
+        channel_reducer.fit(store.sample(min(fit_sample or DEFAULT_FIT_SAMPLE, len(store)), seed=seed))
+    layout = torch.empty(len(store), 2)
+    start = 0
+    for chunk in store.chunks():
+        part = channel_reducer.transform(chunk)
+        _check_layout(part)
+        layout[start : start + len(chunk)] = part
+        start += len(chunk)
     return layout
 
 
@@ -72,7 +158,7 @@ def _direction_loss(layer: Union[str, nn.Module], vec: torch.Tensor, batch_index
 def activation_atlas(
     model: nn.Module,
     layer: Union[str, nn.Module],
-    dataset_activations: torch.Tensor,
+    dataset_activations: Samples,
     grid_size: GridSize = 8,
     reducer: Any = "UMAP",
     reducer_kwargs: Optional[Dict[str, Any]] = None,
@@ -92,6 +178,7 @@ def activation_atlas(
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     seed: Optional[int] = None,
     callback: Optional[StepCallback] = None,
+    fit_sample: Optional[int] = None,
 ) -> torch.Tensor:
     """Render an activation atlas of ``layer`` (Carter et al., "Activation Atlas", Distill 2019).
 
@@ -108,7 +195,9 @@ def activation_atlas(
         model: the network.
         layer: the layer the activations come from (a module or dotted name).
         dataset_activations: ``[N, C]`` or ``[N, C, H, W]`` activations of ``layer`` over a dataset (e.g.
-            from ``opt.models.collect_activations``); each spatial position is one sample.
+            from ``opt.models.collect_activations``); each spatial position is one sample. Or an
+            :class:`ActivationStore` (from :func:`stream_activations`), for more vectors than memory holds:
+            laid out and cell-averaged in streaming passes (see :func:`atlas_layout`).
         grid_size: ``(width, height)`` in cells, or an int.
         reducer: the layout algorithm, ``"UMAP"`` (needs the ``umap`` extra), ``"TSNE"``, ... (see
             :func:`atlas_layout`). Ignored when ``layout`` is given.
@@ -130,6 +219,9 @@ def activation_atlas(
         preprocess: applied after the transforms and before the model (e.g. input normalization).
         seed: seed for a reproducible atlas (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
+        fit_sample: fit the layout on this many random vectors and transform the rest (see
+            :func:`atlas_layout`; a store's default for reducers without ``partial_fit``:
+            :data:`DEFAULT_FIT_SAMPLE`).
 
     Returns:
         The atlas, an ``ImageTensor`` of shape ``[1, 3, h * height, w * width]``.
@@ -155,7 +247,7 @@ def activation_atlas(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     samples = _as_samples(dataset_activations)
     if layout is None:
-        layout = atlas_layout(samples, reducer, **(reducer_kwargs or {}))
+        layout = atlas_layout(samples, reducer, fit_sample=fit_sample, **(reducer_kwargs or {}))
     vectors, coords = create_atlas_vectors(layout, samples, grid_size, min_density=min_density)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     make_loss = loss_fn or (lambda target, vec, index: _direction_loss(target, vec, index, cossim_pow))
