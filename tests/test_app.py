@@ -189,6 +189,125 @@ def test_gallery_refuses_index_rows_that_leave_the_images_folder(tmp_path) -> No
     assert fresh.path.parent == tmp_path / "g" / "images" and np.asarray(Image.open(secret)).max() == 0
 
 
+# ------------------------------------------------------------------ issue 16: render-model runs in the gallery
+
+
+RUN_UNITS = [("0", c) for c in range(4)] + [("2", c) for c in range(6)]
+
+
+def _job(folder: Path) -> dict:
+    """A finished render-model run of a tiny two-layer model in ``folder``; returns its index."""
+    import json
+
+    from optim.jobs import render_model
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3))
+    render_model(net, ["0", "2"], folder, steps=2, size=16, batch_size=4, log=None, model_name="tiny")
+    return json.loads((folder / "index.json").read_text())
+
+
+def test_run_folders_are_found_and_read_finished_or_in_progress(tmp_path) -> None:
+    from optim.app.runs import find_runs, open_run
+
+    root = tmp_path / "root"
+    index = _job(root / "runs" / "a")
+    Gallery("g", root=root)  # a gallery beside it is no run
+    assert find_runs(root) == [(root / "runs" / "a").resolve()]
+    assert find_runs(root, max_depth=0) == [] and find_runs(tmp_path / "missing") == []
+    run = open_run("runs/a", root=root)
+    assert run.complete and run.model == "tiny" and run.settings == index["run"] and run.layers() == ["0", "2"]
+    assert [(e.layer, e.channel) for e in run.entries()] == RUN_UNITS
+    assert [e.path for e in run.entries("2")] == [root / "runs" / "a" / "2" / f"{c}.png" for c in range(6)]
+    assert [e.objective_after for e in run.entries()] == [u["objective_after"] for u in index["units"]]
+    assert [e.objective_before for e in run.entries()] == [u["objective_before"] for u in index["units"]]
+    assert {e.rank for e in run.entries()} == {0} and run.entries("0")[3].caption == "0:3"
+    assert run.summary() == f"tiny (weights {index['run']['weights_sha256']}): 10 channels in 2 layers; 16 px, " \
+        "2 steps, seed 0"
+    # a run still going: no index.json yet, one unit not done; read from job.json and the records so far
+    (root / "runs" / "a" / "index.json").unlink()
+    (root / "runs" / "a" / "2" / "1.json").unlink()
+    (root / "runs" / "a" / "2" / ".7.json.x.tmp").write_text("{")  # a record being written
+    assert find_runs(root) == [(root / "runs" / "a").resolve()]
+    partial = open_run(root / "runs" / "a", root=root)  # an absolute path inside the root is fine too
+    assert not partial.complete and partial.settings == index["run"]
+    assert [(e.layer, e.channel) for e in partial.entries()] == [u for u in RUN_UNITS if u != ("2", 1)]
+    assert partial.summary().endswith("9 channels in 2 layers so far (in progress: no index.json yet); 16 px, "
+                                      "2 steps, seed 0")
+    with pytest.raises(ValueError, match="holds no render job \\(neither index.json nor job.json\\)"):
+        open_run("g", root=root)
+    (root / "runs" / "b").mkdir()
+    (root / "runs" / "b" / "index.json").write_text("{not json")
+    with pytest.raises(ValueError, match="index.json cannot be read as JSON"):
+        open_run("runs/b", root=root)
+    (root / "runs" / "b" / "index.json").write_text("[]")
+    with pytest.raises(ValueError, match="is not a render job's index"):
+        open_run("runs/b", root=root)
+
+
+def test_run_folders_are_confined_to_the_root_and_their_files_to_the_run(tmp_path) -> None:
+    import json
+
+    from optim.app.runs import find_runs, open_run
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    index = _job(outside / "run")
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    for bad in ("../outside/run", str(outside / "run"), "link/run", "/etc"):
+        with pytest.raises(ValueError, match="the run folder .* leaves the data root") as info:
+            open_run(bad, root=root)
+        assert repr(bad) in str(info.value)
+    assert find_runs(root) == []  # links are not followed
+    # a run inside the root whose records point elsewhere: each such unit is refused with a warning
+    folder = root / "run"
+    _job(folder)
+    secret = outside / "secret.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(secret)
+    units = index["units"]
+    units[0]["file"] = "../../outside/secret.png"  # 0:0
+    units[1]["channel"] = -1  # not a unit of the run
+    units[2]["layer"] = "../x"  # nor this
+    (folder / "0" / "3.png").unlink()
+    (folder / "0" / "3.png").symlink_to(secret)  # a PNG that is a link out of the run
+    (folder / "index.json").write_text(json.dumps(index))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = open_run("run", root=root)
+    assert [(e.layer, e.channel) for e in run.entries()] == RUN_UNITS[4:]
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 4, messages
+    assert any("its file '../../outside/secret.png' is not '0/0.png' inside the run folder" in m for m in messages)
+    assert any("layer '0', channel -1 is not a unit of the run" in m for m in messages)
+    assert any("layer '../x', channel 2 is not a unit of the run" in m for m in messages)
+    assert any(f"unit 0:3 of {folder}: 0/3.png is a link to {secret}, outside {folder / '0'}" in m for m in messages)
+    # a layer folder that is a link out of the run
+    shutil.move(str(folder / "2"), str(outside / "2"))
+    (folder / "2").symlink_to(outside / "2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert open_run("run", root=root).entries("2") == []
+    assert sum(f"2/{c}.png is a link to {outside / '2' / f'{c}.png'}" in str(w.message) for w in caught
+               for c in range(6)) == 6
+
+
+def test_app_gallery_opens_a_render_model_run(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
+    at = _app(tmp_path, monkeypatch).run()
+    at.radio(key="gallery_source").set_value("Render-model runs").run()
+    assert not at.exception and "No render-model run under" in at.info[0].value
+    index = _job(tmp_path / "gallery" / "jobs" / "tiny")
+    at.run()
+    assert at.selectbox(key="run_folder").options == ["jobs/tiny"]
+    assert at.selectbox(key="run_layer").options == ["0  (4 channels)", "2  (6 channels)"]
+    captions = [c for im in at.get("image") for c in im.captions]
+    assert captions == [f"{u['channel']} · {u['objective_after']:.3g}" for u in index["units"][:4]]
+    at.selectbox(key="run_layer").set_value("2").run()
+    assert [c for im in at.get("image") for c in im.captions][0] == f"0 · {index['units'][4]['objective_after']:.3g}"
+    at.text_input(key="run_path").set_value("../elsewhere").run()
+    assert not at.exception and "the run folder '../elsewhere' leaves the data root" in at.error[0].value
+
+
 def _add_many(data_dir: str, key_channel: int, images: list, errors: list) -> None:
     gallery = Gallery(data_dir)
     for image in images:

@@ -110,7 +110,10 @@ def default_data_dir() -> Path:
 
 
 def resolve_data_dir(
-    data_dir: Union[str, os.PathLike, None] = None, root: Union[str, os.PathLike, None] = None
+    data_dir: Union[str, os.PathLike, None] = None,
+    root: Union[str, os.PathLike, None] = None,
+    *,
+    what: str = "gallery directory",
 ) -> Path:
     """The gallery directory a user named (a flag or a text field), resolved.
 
@@ -119,6 +122,7 @@ def resolve_data_dir(
             :func:`default_data_dir`.
         root: confine the result to this folder: ``data_dir`` is then taken relative to it, and refused if it
             resolves (symbolic links followed) outside it, e.g. ``"../x"`` or an absolute path elsewhere.
+        what: how the error names the folder (the app's run browser confines run folders alike).
 
     Returns:
         The absolute path (not created).
@@ -146,7 +150,7 @@ def resolve_data_dir(
     candidate = (base / text).resolve()  # an absolute `text` replaces `base`: caught just below
     if candidate != base and base not in candidate.parents:
         raise ValueError(
-            f"the gallery directory {text!r} leaves the data root {str(base)!r}: choose a folder inside it"
+            f"the {what} {text!r} leaves the data root {str(base)!r}: choose a folder inside it"
         )
     return candidate
 

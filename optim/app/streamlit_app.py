@@ -4,7 +4,8 @@ Run it with ``optim app [--data-dir ROOT]`` (see :mod:`optim.app.launch` for the
 streamlit_app.py -- --data-dir ROOT`` works too, with every unsafe option off). The data root comes from
 ``--data-dir``, else ``$OPTIM_DATA_DIR``, else the per-user data directory; the sidebar's gallery folder is a
 folder inside it, and a path that leaves it is refused. Renders are looked up in the gallery before anything is
-optimized, so nothing is rendered twice.
+optimized, so nothing is rendered twice. The Gallery tab also opens the folders of ``optim render-model`` runs
+found under the data root (:mod:`optim.app.runs`), finished or still going.
 
 What a browser user can make the server do is limited to what the operator allowed at launch: registry models,
 state-dict uploads (read with ``weights_only=True``, size-limited), and only with the launch flags TorchScript
@@ -13,8 +14,10 @@ uploads and an allow-listed "Python factory".
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -23,6 +26,7 @@ import streamlit as st
 from optim.app.gallery import Gallery
 from optim.app.launch import AppConfig, app_config
 from optim.app.rendering import RenderSettings, render_channels
+from optim.app.runs import find_runs, open_run
 from optim.models.loading import load_factory, load_model, load_weights_file, native_input_size, weights_hash
 from optim.models.selection import layer_table, parse_channels, renderable_layers
 from optim.render import DEFAULT_LR
@@ -31,6 +35,8 @@ __all__: List[str] = []
 
 ZOO, UPLOAD, FACTORY = "Model zoo", "Upload weights", "Python factory"
 TORCHSCRIPT_NONE = "(TorchScript: none)"
+GALLERY_RENDERS, GALLERY_RUNS = "Renders made here", "Render-model runs"
+RUN_PAGE = 96  # images of a run shown at once
 _USER_ERRORS = (ValueError, TypeError, ImportError, OSError, RuntimeError)
 
 
@@ -129,11 +135,11 @@ def _sidebar(config: AppConfig) -> tuple:
     return loaded, settings, data_dir
 
 
-def _show_grid(entries: Sequence[Any], columns: int = 6, detail: bool = False) -> None:
+def _show_grid(entries: Sequence[Any], columns: int = 6, detail: bool = False, caption_of: Any = None) -> None:
     for start in range(0, len(entries), columns):
         cols = st.columns(columns)
         for col, entry in zip(cols, entries[start : start + columns]):
-            caption = entry.caption
+            caption = entry.caption if caption_of is None else caption_of(entry)
             if detail:
                 s = entry.settings
                 caption = f"{entry.model} · {caption} · {s.get('size')}px {s.get('steps')} steps"
@@ -204,7 +210,51 @@ def _render_tab(loaded: LoadedModel, settings: RenderSettings, gallery: Gallery)
         _show_grid([e for e in entries if e is not None])
 
 
-def _gallery_tab(gallery: Gallery) -> None:
+def _run_caption(entry: Any) -> str:
+    after = entry.objective_after
+    return f"{entry.channel} · {after:.3g}" if after is not None else str(entry.channel)
+
+
+def _runs_view(config: AppConfig) -> None:
+    """A render-model run's folder under the data root: its settings and its images, layer by layer."""
+    root = config.data_root
+    runs = find_runs(root)
+    names = [r.relative_to(root).as_posix() or "." for r in runs]
+    left, right = st.columns(2)
+    chosen = left.selectbox("Run folder", names, key="run_folder") if names else None
+    typed = right.text_input("Or a folder inside the data root", key="run_path",
+                             help=f"a folder written by 'optim render-model ... --out DIR', inside {root}").strip()
+    folder = typed or chosen
+    if not folder:
+        st.info(f"No render-model run under {root}: run 'optim render-model MODEL --layers ... --out {root}/NAME' "
+                "(see docs/scale.md), then reload.")
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = open_run(folder, root=root)
+    for warning in caught:
+        st.warning(str(warning.message))
+    st.caption(run.summary())
+    layers = run.layers()
+    if not layers:
+        st.info("No channel of this run is rendered yet.")
+        return
+    layer = st.selectbox("Layer", layers, key="run_layer",
+                         format_func=lambda n: f"{n}  ({len(run.entries(n))} channels)")
+    entries = run.entries(layer)
+    pages = math.ceil(len(entries) / RUN_PAGE)
+    page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="run_page")) if pages > 1 else 1
+    shown = entries[(page - 1) * RUN_PAGE : page * RUN_PAGE]
+    st.caption(f"channels {shown[0].channel} to {shown[-1].channel} of {layer}; under each image its channel and "
+               "its objective (mean activation) after rendering")
+    _show_grid(shown, caption_of=_run_caption)
+
+
+def _gallery_tab(gallery: Gallery, config: AppConfig) -> None:
+    source = st.radio("Show", (GALLERY_RENDERS, GALLERY_RUNS), key="gallery_source", horizontal=True)
+    if source == GALLERY_RUNS:
+        _runs_view(config)
+        return
     models = gallery.models()
     if not models:
         st.info(f"The gallery in {gallery.data_dir} is empty: render a channel or a layer first.")
@@ -246,7 +296,7 @@ def main() -> None:
             _layers_tab(loaded)
     with browse:  # last, so that it lists what this run rendered
         try:
-            _gallery_tab(gallery)
+            _gallery_tab(gallery, config)
         except _USER_ERRORS as err:
             st.error(" ".join(str(err).split()))
 
