@@ -170,3 +170,33 @@ def test_import_stays_light(heavy_modules_after_import) -> None:
     # optim.reducer, circuits, dataset and atlas (with the rest of the library) load no sklearn, umap, ...
     assert heavy_modules_after_import == set()
     assert opt.reducer.ChannelReducer is ChannelReducer
+
+
+def test_opentsne_through_channel_reducer() -> None:
+    pytest.importorskip("openTSNE")
+    from openTSNE import TSNE
+
+    x = torch.cat([torch.rand(1, 5, 6, 5), torch.rand(1, 5, 6, 5) + 4.0])  # 60 positions in two clusters
+    reducer = ChannelReducer(2, "openTSNE", perplexity=8, random_state=0)
+    assert isinstance(reducer.reducer, opt.reducer.OpenTSNE)
+    out = reducer.fit_transform(x)
+    ref = np.asarray(TSNE(2, perplexity=8, random_state=0).fit(_flat(x)))
+    assert out.shape == (2, 2, 6, 5)
+    torch.testing.assert_close(out, _unflat(ref, x).float())
+    torch.testing.assert_close(reducer.embedding, torch.as_tensor(ref).float())
+    # new points are placed next to the cluster they come from
+    placed = reducer.transform(x[:1] + 0.01)
+    a, b = out[0].flatten(1), out[1].flatten(1)
+    near = (placed[0].flatten(1) - a).norm(dim=0).mean()
+    assert near < 0.5 * (a.mean(1) - b.mean(1)).norm(), near
+    with pytest.raises(AttributeError, match="fit first"):
+        opt.reducer.OpenTSNE().transform(_flat(x))
+
+
+def test_opentsne_missing_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openTSNE", None)  # import openTSNE now raises ImportError
+    reducer = ChannelReducer(2, "openTSNE")  # built without openTSNE: imported when fitted
+    with pytest.raises(ImportError, match=r'pip install "optim-vis\[tsne\]"'):
+        reducer.fit(torch.rand(10, 3))
+    with pytest.raises(ValueError, match="'openTSNE'"):
+        ChannelReducer(2, "NoSuchAlgorithm")

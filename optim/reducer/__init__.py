@@ -1,6 +1,6 @@
 """Dimensionality reduction over channels: ``ChannelReducer`` (NMF, PCA, FastICA, t-SNE, UMAP, ...) and ``posneg``.
 
-scikit-learn and umap-learn are imported only when a reducer is built.
+scikit-learn, umap-learn and openTSNE are imported only when a reducer is built (openTSNE: when fitted).
 
 Example::
 
@@ -14,6 +14,7 @@ Example::
     (torch.Size([1, 3, 6, 6]), torch.Size([3, 80]))
 """
 from ._channel_reducer import ChannelReducer
+from ._opentsne import OpenTSNE
 from ._posneg import posneg
 
-__all__ = ["ChannelReducer", "posneg"]
+__all__ = ["ChannelReducer", "OpenTSNE", "posneg"]

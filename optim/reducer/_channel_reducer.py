@@ -18,6 +18,10 @@ def _algorithm_class(name: str) -> type:
     """Find a reduction algorithm class by name in umap or scikit-learn."""
     if name == "UMAP":
         return optional_import("umap", "umap", "ChannelReducer(reduction_alg='UMAP')").UMAP
+    if name == "openTSNE":
+        from ._opentsne import OpenTSNE
+
+        return OpenTSNE
     import sklearn.decomposition
     import sklearn.manifold
 
@@ -32,7 +36,7 @@ def _algorithm_class(name: str) -> type:
         if n[:1].isupper() and hasattr(getattr(module, n), "fit")
     )
     raise ValueError(
-        f"unknown reduction algorithm {name!r}; use 'UMAP', a scikit-learn decomposition/manifold class "
+        f"unknown reduction algorithm {name!r}; use 'UMAP', 'openTSNE', a scikit-learn decomposition/manifold class "
         f"name ({', '.join(known)}), an estimator class, or an estimator instance"
     )
 
@@ -66,7 +70,8 @@ class ChannelReducer:
     Args:
         n_components: the number of channels to reduce to.
         reduction_alg: ``"NMF"``, ``"PCA"``, ``"FastICA"``, ``"TSNE"``, ``"UMAP"`` (needs the ``umap``
-            extra), any other class name from ``sklearn.decomposition`` / ``sklearn.manifold`` (e.g.
+            extra), ``"openTSNE"`` (a t-SNE with ``transform``, :class:`~optim.reducer.OpenTSNE`; needs the
+            ``tsne`` extra), any other class name from ``sklearn.decomposition`` / ``sklearn.manifold`` (e.g.
             ``"MiniBatchNMF"``, ``"IncrementalPCA"`` for :meth:`partial_fit`), an estimator class
             (built with ``n_components`` and ``kwargs``), or an estimator instance (used as is).
         kwargs: keyword arguments for the estimator class.
