@@ -132,6 +132,22 @@ def _first_tensor(out: Any) -> Optional[torch.Tensor]:
     return None
 
 
+def _aliases_an_input(t: torch.Tensor, inputs: Any) -> bool:
+    """Whether ``t`` shares storage with one of a module's positional input tensors."""
+    try:
+        ptr = t.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (meta, some subclasses)
+        return True
+    for x in inputs if isinstance(inputs, tuple) else ():
+        if isinstance(x, torch.Tensor):
+            try:
+                if x.untyped_storage().data_ptr() == ptr:
+                    return True
+            except (RuntimeError, NotImplementedError):
+                return True
+    return False
+
+
 class ActivationMap(Mapping):
     """Recorded activations: target -> tensor, answering the module, its dotted name or the key as given.
 
@@ -354,7 +370,13 @@ class ActivationRecorder:
         self.call_counts: Optional[Dict[int, int]] = None
         self._handles: List[Any] = []
         self._running = False
+        self._shapes: Any = None
         self.passive = bool(passive)
+        if self.passive and call < -1:
+            raise ValueError(
+                f"a passive recorder keeps the last call (-1) or call k >= 0, got call={call}: it cannot know when "
+                "the caller's pass ends"
+            )
         self._register()
 
     # hooks ------------------------------------------------------------------------------------------------
@@ -390,14 +412,14 @@ class ActivationRecorder:
             slot.calls += 1
             replaced = None
             if self._wanted(slot, k):
-                replaced = self._store(slot, out)
+                replaced = self._store(slot, out, _inp)
             if self.stop_early and self._running and self._done():
                 raise StopForward(self)
             return replaced
 
         return hook
 
-    def _store(self, slot: _Slot, out: Any) -> Any:
+    def _store(self, slot: _Slot, out: Any, inputs: Any = ()) -> Any:
         """Record the wanted tensor of ``out``; return the module output to pass on (``None``: ``out`` itself)."""
         where = slot.name or type(slot.module).__name__
         try:
@@ -406,7 +428,7 @@ class ActivationRecorder:
             slot.value, slot.error = None, str(err)
             return None
         slot.error = None
-        recorded, passed_on = self._protect(slot, t, out)
+        recorded, passed_on = self._protect(slot, t, out, inputs)
         if self.call < -1 and self.call_counts is None:
             # keep the last -call outputs until the count is known
             history = slot.value if isinstance(slot.value, list) else []
@@ -416,13 +438,15 @@ class ActivationRecorder:
             slot.value = recorded
         return passed_on
 
-    def _protect(self, slot: _Slot, t: torch.Tensor, out: Any) -> Tuple[torch.Tensor, Any]:
+    def _protect(self, slot: _Slot, t: torch.Tensor, out: Any, inputs: Any = ()) -> Tuple[torch.Tensor, Any]:
         """The tensor to record and the output to pass downstream.
 
         Where a copy is needed and the module returned a plain tensor, the copy goes downstream and the
         original is recorded: later in-place ops then write into the copy, and the recording stays on the
         autograd path between the input and the model's output (``autograd.grad`` with respect to it works,
-        as ``FacetLoss`` needs). For other output types the copy is recorded.
+        as ``FacetLoss`` needs). For other output types, and for an output that shares memory with one of the
+        module's inputs (``nn.Identity``, eval-mode Dropout, ``Flatten``: the caller still holds that memory and
+        may change it in place), the copy is recorded.
         """
         if not self.inplace_safe:
             return t, None
@@ -431,7 +455,7 @@ class ActivationRecorder:
             slot.watch = (t, t._version)
         if slot.clone is False and not inference:
             return t, None
-        if out is t:
+        if out is t and not _aliases_an_input(t, inputs):
             copy = t.clone()
             if not inference:
                 slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
@@ -536,7 +560,15 @@ class ActivationRecorder:
         )
 
     def run(self, *inputs: Any, **kwargs: Any) -> ActivationMap:
-        """``model(*inputs, **kwargs)`` as far as the targets need; see :meth:`run_call`."""
+        """``model(*inputs, **kwargs)`` as far as the targets need; see :meth:`run_call`.
+
+        The call counts learned to stop early are kept per input shape: a model whose graph depends on the input
+        size (a pooling loop, a dynamic image size) is run to the end again when the shapes change.
+        """
+        shapes = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in inputs)
+        if shapes != self._shapes:
+            self._shapes = shapes
+            self.call_counts = None
         return self.run_call(lambda: self.model(*inputs, **kwargs))
 
 

@@ -65,10 +65,14 @@ def job_units(model: nn.Module, layers: Sequence[str], size: int) -> List[Tuple[
     from ._utils import model_device_dtype
     from .activations import record_activations
 
+    from .optimization.defaults import model_input_channels
+
     if isinstance(layers, str) or not layers:
         raise ValueError(f"layers must be a non-empty list of dotted layer names, got {layers!r}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers names a layer twice: {list(layers)}")
     device, dtype = model_device_dtype(model)
-    probe = torch.full((1, 3, size, size), 0.5, device=device, dtype=dtype)
+    probe = torch.full((1, model_input_channels(model), size, size), 0.5, device=device, dtype=dtype)
     acts = record_activations(model, list(layers), probe)
     units = []
     for layer in layers:
@@ -116,8 +120,10 @@ class distributed_context:  # noqa: N801 (a context manager read as a function)
             os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
             is_master=(self.rank == 0 and not agent_store), timeout=datetime.timedelta(seconds=self.timeout_s),
         )
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "job")
+        # every rank starts once per round, so each rank's own start count is the round's number on every node
+        # (torchrun's TORCHELASTIC_RESTART_COUNT is counted per node: a healthy node's ranks would reuse old keys)
+        attempt = store.add(f"optim.jobs/{run_id}/starts/{self.rank}", 1)
         self._store = dist.PrefixStore(f"optim.jobs/{run_id}/{attempt}", store)
         return self
 
@@ -128,9 +134,17 @@ class distributed_context:  # noqa: N801 (a context manager read as a function)
 
             dist.barrier()
         elif self._store is not None:
+            import datetime
+
             if self._store.add(f"{name}/count", 1) == self.world_size:
                 self._store.set(f"{name}/done", b"1")
-            self._store.wait([f"{name}/done"])
+            while True:  # other ranks may still have long work; a dead rank ends the job through torchrun
+                try:
+                    self._store.wait([f"{name}/done"], datetime.timedelta(seconds=self.timeout_s))
+                    return
+                except RuntimeError as err:  # a timeout: wait again
+                    if "timeout" not in str(err).lower() and "timed out" not in str(err).lower():
+                        raise
 
     def __exit__(self, *exc: Any) -> None:
         self._store = None
@@ -239,7 +253,7 @@ def render_model(
     """
     from .images.export import save_png
     from .models.loading import weights_hash
-    from .optimization.defaults import DEFAULT_LR, default_image
+    from .optimization.defaults import DEFAULT_LR, default_image, model_input_channels
     from .optimization.streams import check_seed, image_generators
     from .render import render_layer
     from ._utils import model_device_dtype
@@ -272,6 +286,8 @@ def render_model(
         }
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
+            for stale in out.glob(".*.tmp"):
+                stale.unlink()
             for layer in layers:
                 (out / _layer_dir(layer)).mkdir(exist_ok=True)
                 # a worker killed while writing leaves its temporary file; every rank waits below meanwhile
@@ -285,9 +301,17 @@ def render_model(
         for layer in layers:
             channels = [c for l, c in units if l == layer]
             batches.extend((layer, channels[i : i + batch_size]) for i in range(0, len(channels), batch_size))
-        mine = [b for i, b in enumerate(batches) if i % world == rank]
+        # only batches with missing units are dealt out (round-robin), so a resumed job stays balanced; every
+        # rank reads the folder before any rank writes to it again (the barrier below)
+        pending = [
+            b for b in batches if any(_read_record(out / _layer_dir(b[0]) / f"{c}.json") is None for c in b[1])
+        ]
+        group.barrier("scanned")
+        mine = [b for i, b in enumerate(pending) if i % world == rank]
         total = sum(len(c) for _, c in mine)
-        done = rendered = skipped = 0
+        done = rendered = 0
+        # units found finished: counted once, by rank 0, for the batches nobody renders again
+        skipped = sum(len(b[1]) for b in batches if b not in pending) if rank == 0 else 0
         for layer, channels in mine:
             folder = out / _layer_dir(layer)
             todo = [c for c in channels if _read_record(folder / f"{c}.json") is None]
@@ -301,7 +325,8 @@ def render_model(
             tiles = render_layer(model, layer, channels=channels, batch_size=len(channels), steps=steps, size=size,
                                  lr=lr, progress=False, seed=seed).as_subclass(torch.Tensor)
             with torch.no_grad():
-                start_image = default_image(size, batch=len(channels)).to(device=device, dtype=dtype)
+                start_image = default_image(size, channels=model_input_channels(model), batch=len(channels))
+                start_image = start_image.to(device=device, dtype=dtype)
                 start_image.reset_parameters(image_generators(seed, channels))
                 before = _channel_objective(model, layer, channels, start_image().as_subclass(torch.Tensor))
             after = _channel_objective(model, layer, channels, tiles)

@@ -309,3 +309,43 @@ def test_non_finite_loss_names_the_step(tiny_net):
             opt.render_vis(tiny_net, "conv2:0", image=image, thresholds=1, progress=False, lr=bad)
     with pytest.raises(ValueError, match=r"seed must be None or an int in \[0, 2\*\*63\)"):
         opt.render_vis(tiny_net, "conv2:0", image=image, thresholds=1, progress=False, seed=2**70)
+
+
+def test_an_output_that_aliases_its_input_is_recorded_as_produced():
+    class Tap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.tap = nn.Identity()
+
+        def forward(self, x):
+            y = self.conv(x)
+            self.tap(y)
+            return y.relu_()  # the parent changes the tapped memory in place
+
+    torch.manual_seed(0)
+    net, x = Tap(), torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        expected = net.conv(x)
+    for _ in range(2):  # the first pass and a later one
+        with ActivationRecorder(net, "tap") as rec:
+            got = rec.run(x)["tap"]
+            got2 = rec.run(x)["tap"]
+        assert torch.equal(got, expected) and torch.equal(got2, expected) and expected.min() < 0
+
+
+def test_call_counts_are_learned_again_when_the_input_shape_changes():
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.MaxPool2d(2)
+
+        def forward(self, x):
+            while x.shape[-1] > 2:
+                x = self.pool(x)
+            return x
+
+    net = Loop()
+    with ActivationRecorder(net, "pool") as rec:
+        assert rec.run(torch.rand(1, 1, 8, 8))["pool"].shape[-1] == 2
+        assert rec.run(torch.rand(1, 1, 32, 32))["pool"].shape[-1] == 2  # the last call, also at 32 px

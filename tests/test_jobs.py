@@ -75,8 +75,13 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert page.count("<img ") == 6 and 'src="3.png"' in page
     (tmp_path / "2" / "1.json").unlink()
     (tmp_path / "2" / ".1.png.x.tmp").write_bytes(b"half")  # what a worker killed mid-write leaves
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "2").glob("*.png")}
     again = render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
     assert again["rendered"] == 1 and again["skipped"] == 10
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "2").glob("*.png")}
+    # the partial batch {0..3} was rendered again whole: channel 1 has its old bytes, the others were not rewritten
+    assert after["1.png"][0] == before["1.png"][0]
+    assert all(after[n] == before[n] for n in before if n != "1.png")
     assert not list(tmp_path.rglob(".*.tmp"))
     with pytest.raises(ValueError, match="holds a job with other settings \\(steps differ\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
@@ -113,8 +118,9 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(reference, tmp_path):
                 victim = int(pid_file.read_text())
             time.sleep(0.05)
         assert victim is not None, "rank 1 never finished a unit"
-        written_before = len(list(tmp_path.glob("*/*.json")))
         os.kill(victim, signal.SIGKILL)
+        finished = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*.png") if p.with_suffix(".json").exists()}
+        written_before = len(finished)
         try:
             output, _ = proc.communicate(timeout=240)
         except subprocess.TimeoutExpired:
@@ -126,6 +132,8 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(reference, tmp_path):
     assert proc.returncode == 0, output[-3000:]
     assert written_before < len(UNITS)  # killed mid-run
     _check_complete(tmp_path)
+    # the restarted workers left the units finished before the kill alone
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
     # the restarted workers found the finished units and left them alone
     assert "render-model: 11 units" in output
     ref40 = tmp_path.parent / "ref40"

@@ -176,6 +176,12 @@ def make_optimizer(optimizer: OptimizerArg, params: Iterable[torch.Tensor], lr: 
     """
     params = list(params)
     if isinstance(optimizer, torch.optim.Optimizer):
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if any(id(p) not in held for p in params):
+            raise ValueError(
+                "the optimizer instance does not hold the image's parameters (it was built over other tensors); "
+                "pass an optimizer class or a function params -> optimizer instead"
+            )
         return optimizer
     lr = check_lr(lr)
     if optimizer is None:

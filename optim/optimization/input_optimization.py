@@ -17,6 +17,7 @@ from .._utils import model_device_dtype
 from ..activations import INFERENCE_MODE_HELP, ActivationMap, ActivationRecorder, autograd_context, model_frozen
 from ..loss.base import Loss, default_loss_summarize
 from .defaults import (
+    check_lr,
     DEFAULT_LR,
     OptimizerArg,
     default_image,
@@ -178,6 +179,17 @@ class InputOptimization:
         targets = self.loss_function.targets
         if not targets:
             raise ValueError(f"the loss {self.loss_function!r} has no targets")
+        in_transform = {id(m) for m in self.transform.modules()} - {id(m) for m in self.model.modules()}
+        for target in targets:
+            module = target if isinstance(target, nn.Module) else None
+            if isinstance(target, str) and (target == "transform" or target.startswith("transform.")):
+                module = self.transform
+            if module is not None and id(module) in in_transform:
+                raise ValueError(
+                    f"the loss targets a module of the transform ({type(module).__name__}): transforms are applied "
+                    "per image stream (forward_streams, or image by image), so their modules' outputs are not "
+                    "recorded; target a layer of the model or the image parameterization"
+                )
         known = {id(m) for root in (self.model, self.input_param, self.transform) for m in root.modules()}
         for target in targets:
             if isinstance(target, nn.Module) and id(target) not in known:
@@ -243,6 +255,7 @@ class InputOptimization:
         if self._optimizer is None or optimizer is not self._optimizer_source:
             self._optimizer = make_optimizer(optimizer, self.parameters(), lr)
             self._optimizer_source = optimizer
+        lr = check_lr(lr)
         for group in self._optimizer.param_groups:
             group["lr"] = lr
         return self._optimizer

@@ -8,6 +8,7 @@ rendered alone, in a batch of 16, or by another process of a sharded job, is the
 from __future__ import annotations
 
 import hashlib
+import operator
 from typing import Any, Hashable, List, Optional, Sequence
 
 import torch
@@ -55,6 +56,8 @@ def image_generators(seed: int, keys: Sequence[Hashable]) -> List[torch.Generato
     check_seed(seed)
     gens = []
     for key in keys:
+        if not isinstance(key, (str, bool)) and hasattr(key, "__index__"):
+            key = operator.index(key)  # numpy and 0-d tensor integers name the same stream as the int
         digest = hashlib.sha256(f"optim:{seed}:{key!r}".encode()).digest()
         gens.append(torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1))
     return gens
@@ -110,11 +113,21 @@ def apply_transform(transform: nn.Module, x: torch.Tensor, generators: Optional[
     if is_deterministic(transform):
         return transform(x)
     outs = []
-    with torch.random.fork_rng(devices=[]):
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
         for i, g in enumerate(generators):
             torch.set_rng_state(g.get_state())
-            outs.append(transform(x[i : i + 1]))
+            if devices:  # a transform drawing on the GPU draws from a stream seeded by the image's own
+                with torch.cuda.device(x.device):
+                    torch.cuda.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
+            out = transform(x[i : i + 1])
             g.set_state(torch.get_rng_state())
+            if out.shape[0] != 1:
+                raise ValueError(
+                    f"the transform {type(transform).__name__} turned one image into {out.shape[0]}; a render needs "
+                    "one output image per input image"
+                )
+            outs.append(out)
     sizes = {tuple(o.shape[1:]) for o in outs}
     if len(sizes) > 1:
         raise ValueError(
