@@ -22,6 +22,7 @@ from optim.atlas import (
     calc_grid_indices,
     create_atlas_vectors,
     normalize_grid,
+    render_atlas,
     stream_activations,
 )
 from optim.reducer import ChannelReducer
@@ -273,6 +274,11 @@ def test_end_to_end_atlas_from_a_streamed_store(tiny_net: nn.Module, tmp_path) -
     in_memory = activation_atlas(tiny_net, "conv2", store.read(), layout=layout, **kw)
     assert torch.equal(atlas, in_memory)
     vectors, coords = create_atlas_vectors(layout, store, 3, min_density=4)
+    # its last step alone: the cell vectors rendered and pasted
+    render_kw = {k: v for k, v in kw.items() if k not in ("grid_size", "min_density")}
+    assert torch.equal(render_atlas(tiny_net, "conv2", vectors, coords, 3, **render_kw), atlas)
+    with pytest.raises(ValueError, match="vectors but"):
+        render_atlas(tiny_net, "conv2", vectors[:1], coords, 3, **render_kw)
     rendered = [(x, y) for x, y, _ in coords]
     for x in range(3):
         for y in range(3):

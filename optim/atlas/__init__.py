@@ -35,7 +35,7 @@ from ._grid import (
     grid_shape,
     normalize_grid,
 )
-from ._recipe import DEFAULT_FIT_SAMPLE, activation_atlas, atlas_layout
+from ._recipe import DEFAULT_FIT_SAMPLE, activation_atlas, atlas_layout, render_atlas
 from ._store import DEFAULT_CHUNK_SIZE, ActivationStore, stream_activations
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "create_atlas",
     "activation_atlas",
     "atlas_layout",
+    "render_atlas",
     "grid_shape",
     "CellAccumulator",
     "ActivationStore",

@@ -12,7 +12,7 @@ from ._canvas import create_atlas
 from ._grid import GridSize, create_atlas_vectors
 from ._store import ActivationStore
 
-__all__ = ["activation_atlas", "atlas_layout", "DEFAULT_FIT_SAMPLE"]
+__all__ = ["activation_atlas", "atlas_layout", "render_atlas", "DEFAULT_FIT_SAMPLE"]
 
 # Lucid's activation atlas layout settings (Carter et al. 2019).
 _UMAP_DEFAULTS: Dict[str, Any] = {"n_neighbors": 20, "min_dist": 0.01, "metric": "cosine"}
@@ -240,22 +240,82 @@ def activation_atlas(
         >>> atlas.export("atlas.png")
         [PosixPath('atlas.png')]
     """
-    from optim.images import ImageTensor
-    from optim.optimization.batched import render_batches
-
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    _check_batch_size(batch_size)
     samples = _as_samples(dataset_activations)
     if layout is None:
         layout = atlas_layout(samples, reducer, fit_sample=fit_sample, **(reducer_kwargs or {}))
     vectors, coords = create_atlas_vectors(layout, samples, grid_size, min_density=min_density)
+    return render_atlas(
+        model, layer, vectors, coords, grid_size, image_size=image_size, batch_size=batch_size, steps=steps,
+        lr=lr, transforms=transforms, cossim_pow=cossim_pow, loss_fn=loss_fn, base_tensor=base_tensor,
+        progress=progress, optimizer=optimizer, preprocess=preprocess, seed=seed, callback=callback,
+    )
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def render_atlas(
+    model: nn.Module,
+    layer: Union[str, nn.Module],
+    vectors: torch.Tensor,
+    coords: Sequence[Sequence[int]],
+    grid_size: GridSize,
+    *,
+    image_size: Union[int, Sequence[int]] = DEFAULT_SIZE,
+    batch_size: int = 16,
+    steps: int = DEFAULT_STEPS,
+    lr: float = DEFAULT_LR,
+    transforms: Optional[Union[nn.Module, Sequence[nn.Module]]] = None,
+    cossim_pow: float = 0.0,
+    loss_fn: Optional[Callable[[Union[str, nn.Module], torch.Tensor, int], Any]] = None,
+    base_tensor: Callable[..., torch.Tensor] = torch.ones,
+    progress: bool = True,
+    optimizer: OptimizerArg = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    seed: Optional[int] = None,
+    callback: Optional[StepCallback] = None,
+) -> torch.Tensor:
+    """Render the cell directions of an atlas and paste them at their cells: :func:`activation_atlas`'s last step.
+
+    For cell vectors computed apart (e.g. :func:`create_atlas_vectors` over an :class:`ActivationStore`).
+    Every argument after ``grid_size`` means what it means in :func:`activation_atlas`.
+
+    Args:
+        model: the network.
+        layer: the layer the vectors live in.
+        vectors: ``[n_cells, C]`` directions.
+        coords: one ``(x, y, ...)`` per vector.
+        grid_size: ``(width, height)`` in cells, or an int.
+
+    Returns:
+        The atlas, an ``ImageTensor`` of shape ``[1, 3, h * height, w * width]``.
+
+    Raises:
+        ValueError: for a bad ``batch_size``, or vectors and coords of different lengths.
+
+    Example:
+        >>> vectors = torch.rand(2, 112)  # two directions of blocks.10, in cells (0, 0) and (1, 1)
+        >>> atlas = render_atlas(model, "blocks.10", vectors, [(0, 0), (1, 1)], 2, image_size=32, steps=2,
+        ...                      progress=False)
+        >>> atlas.shape, bool((atlas[..., :32, :32] == 1).all())  # the empty top-left cell stays white
+        (torch.Size([1, 3, 64, 64]), True)
+    """
+    from optim.images import ImageTensor
+    from optim.optimization.batched import render_batches
+
+    _check_batch_size(batch_size)
+    if len(vectors) != len(coords):
+        raise ValueError(f"got {len(vectors)} vectors but {len(coords)} coords")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     make_loss = loss_fn or (lambda target, vec, index: _direction_loss(target, vec, index, cossim_pow))
     objectives = [lambda i, vec=vec: make_loss(layer, vec, i) for vec in vectors]
     renders = render_batches(
         model,
         objectives,
-        [(int(x), int(y)) for x, y, _ in coords],  # a cell's random stream: its grid position
+        [(int(c[0]), int(c[1])) for c in coords],  # a cell's random stream: its grid position
         lambda n: default_image(size, batch=n),
         batch_size=batch_size,
         steps=steps,
