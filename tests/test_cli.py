@@ -428,7 +428,7 @@ def test_render_model_one_process_resume_and_torchrun_two_processes_same_bytes(t
                             env=_job_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank 0/1] 2/11 units," in result.stdout and "channels/min" in result.stdout
-    assert "render-model: 11 units in 2 layers, 1 processes" in result.stdout
+    assert "render-model: 11 units in 2 layers, 1 process," in result.stdout
     _check_job(one, "tiny_job:tiny_model")
     # the same command again (in process) renders nothing: every unit is found done
     monkeypatch.syspath_prepend(str(JOBS))
