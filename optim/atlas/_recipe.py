@@ -53,7 +53,9 @@ def atlas_layout(
       ``"IncrementalPCA"`` and ``"MiniBatchNMF"``, unless ``fit_sample`` is given;
     - **on a sample** of ``fit_sample`` vectors (default :data:`DEFAULT_FIT_SAMPLE`, drawn uniformly with
       ``sample_seed``) for the others: ``"UMAP"``, ``"openTSNE"`` (t-SNE that embeds new points), ``"PCA"``, ...
-      scikit-learn's ``"TSNE"`` cannot embed new points, so it lays out tensors only.
+      scikit-learn's ``"TSNE"`` cannot embed new points, so it lays out tensors only. umap-learn fitted on
+      fewer than 4,096 vectors transforms by brute-force distances in Python (about 100x slower): fit it on
+      more.
 
     Args:
         samples: ``[N, C]`` activations, or a store of them.
