@@ -468,7 +468,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("optim: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, ImportError, OSError, KeyError, IndexError, RuntimeError, MemoryError) as err:
+    except (ValueError, TypeError, ImportError, OSError, KeyError, IndexError, RuntimeError, MemoryError,
+            FloatingPointError) as err:
         if os.environ.get("OPTIM_TRACEBACK"):
             raise
         if _is_out_of_memory(err):

@@ -457,3 +457,15 @@ def test_render_model_one_process_resume_and_torchrun_two_processes_same_bytes(t
     assert {u["rank"] for u in index["units"]} == {0, 1}
     for layer, c in JOB_UNITS:
         assert (one / layer / f"{c}.png").read_bytes() == (two / layer / f"{c}.png").read_bytes(), (layer, c)
+
+
+def test_a_render_that_turns_nan_is_one_error_line_and_no_png(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.syspath_prepend(str(JOBS))
+    out = tmp_path / "nan.png"
+    code = main(["render", "tiny_job:nan_model", "--target", "1:0", "--steps", "2", "--size", "16",
+                 "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    errors = [line for line in err.splitlines() if line.startswith("optim: error:")]
+    assert errors == [line for line in err.splitlines() if "Traceback" in line or line.startswith("optim:")]
+    assert len(errors) == 1 and "the loss became nan at step 0" in errors[0] and "model that outputs NaN" in errors[0]

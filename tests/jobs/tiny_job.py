@@ -14,6 +14,17 @@ def tiny_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 5, 3), nn.ReLU()).eval()
 
 
+class _NaN(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float("nan")
+
+
+def nan_model() -> nn.Module:
+    """A model whose output is NaN (the CLI must say so, not write a black PNG)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), _NaN()).eval()
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
