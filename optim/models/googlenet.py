@@ -6,7 +6,7 @@ Lucid's TensorFlow graph), so that file loads unchanged and layer names such as 
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Type, Union
+from typing import Any, Dict, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -149,6 +149,31 @@ class InceptionV1(nn.Module):
         self.transform_input = bool(transform_input)
         self.bgr_transform = bool(bgr_transform)
         activ, pool = _layer_types(replace_relus_with_redirectedrelu, use_linear_modules_only)
+        self._build_layers(out_features, aux_logits, activ, pool)
+
+    #: ``(in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection)`` channels of each mixed block
+    #: (inception5h's; the Places365 model overrides a few)
+    BLOCK_WIDTHS: Dict[str, Tuple[int, int, int, int, int, int, int]] = {
+        "mixed3a": (192, 64, 96, 128, 16, 32, 32),
+        "mixed3b": (256, 128, 128, 192, 32, 96, 64),
+        "mixed4a": (480, 192, 96, 204, 16, 48, 64),
+        "mixed4b": (508, 160, 112, 224, 24, 64, 64),
+        "mixed4c": (512, 128, 128, 256, 24, 64, 64),
+        "mixed4d": (512, 112, 144, 288, 32, 64, 64),
+        "mixed4e": (528, 256, 160, 320, 32, 128, 128),
+        "mixed5a": (832, 256, 160, 320, 48, 128, 128),
+        "mixed5b": (832, 384, 192, 384, 48, 128, 128),
+    }
+
+    def _aux_branch(self, in_channels: int, out_features: int, activ: Type[nn.Module]) -> nn.Module:
+        return AuxBranch(in_channels, out_features, activ)
+
+    def _build_layers(self, out_features: int, aux_logits: bool, activ: Type[nn.Module], pool: Type[nn.Module]) -> None:
+        """Every layer, in Lucid's order and names, with this class's :attr:`BLOCK_WIDTHS` and auxiliary branch."""
+        widths = self.BLOCK_WIDTHS
+
+        def mixed(name: str) -> InceptionModule:
+            return InceptionModule(*widths[name], activ, pool)
 
         self.conv1 = Conv2dSame(3, 64, kernel_size=7, stride=2)
         self.conv1_relu = activ()
@@ -162,29 +187,33 @@ class InceptionV1(nn.Module):
         self.local_response_norm2 = nn.LocalResponseNorm(*_LRN_ARGS)
         self.pool2 = pool(kernel_size=3, stride=2, padding=0, ceil_mode=True)
 
-        self.mixed3a = InceptionModule(192, 64, 96, 128, 16, 32, 32, activ, pool)
+        self.mixed3a = mixed("mixed3a")
         self.mixed3a_relu = activ()
-        self.mixed3b = InceptionModule(256, 128, 128, 192, 32, 96, 64, activ, pool)
+        self.mixed3b = mixed("mixed3b")
         self.mixed3b_relu = activ()
         self.pool3 = pool(kernel_size=3, stride=2, padding=0, ceil_mode=True)
 
-        self.mixed4a = InceptionModule(480, 192, 96, 204, 16, 48, 64, activ, pool)
+        self.mixed4a = mixed("mixed4a")
         self.mixed4a_relu = activ()
-        self.aux1: Optional[AuxBranch] = AuxBranch(508, out_features, activ) if aux_logits else None
-        self.mixed4b = InceptionModule(508, 160, 112, 224, 24, 64, 64, activ, pool)
+        self.aux1: Optional[nn.Module] = (
+            self._aux_branch(widths["mixed4b"][0], out_features, activ) if aux_logits else None
+        )
+        self.mixed4b = mixed("mixed4b")
         self.mixed4b_relu = activ()
-        self.mixed4c = InceptionModule(512, 128, 128, 256, 24, 64, 64, activ, pool)
+        self.mixed4c = mixed("mixed4c")
         self.mixed4c_relu = activ()
-        self.mixed4d = InceptionModule(512, 112, 144, 288, 32, 64, 64, activ, pool)
+        self.mixed4d = mixed("mixed4d")
         self.mixed4d_relu = activ()
-        self.aux2: Optional[AuxBranch] = AuxBranch(528, out_features, activ) if aux_logits else None
-        self.mixed4e = InceptionModule(528, 256, 160, 320, 32, 128, 128, activ, pool)
+        self.aux2: Optional[nn.Module] = (
+            self._aux_branch(widths["mixed4e"][0], out_features, activ) if aux_logits else None
+        )
+        self.mixed4e = mixed("mixed4e")
         self.mixed4e_relu = activ()
         self.pool4 = pool(kernel_size=3, stride=2, padding=0, ceil_mode=True)
 
-        self.mixed5a = InceptionModule(832, 256, 160, 320, 48, 128, 128, activ, pool)
+        self.mixed5a = mixed("mixed5a")
         self.mixed5a_relu = activ()
-        self.mixed5b = InceptionModule(832, 384, 192, 384, 48, 128, 128, activ, pool)
+        self.mixed5b = mixed("mixed5b")
         self.mixed5b_relu = activ()
 
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))

@@ -8,7 +8,7 @@ The 365 outputs are the scene categories of ``INCEPTIONV1_PLACES365_CLASSES``, i
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Type, Union
+from typing import Any, Optional, Type
 
 import torch
 import torch.nn as nn
@@ -16,9 +16,8 @@ import torch.nn as nn
 from ._heads import fresh_linear, pop_num_classes
 from ._hub import WEIGHTS_SHA256
 from ._input_range import warn_if_outside_unit_range
-from ._layers import Conv2dSame
 from ._utils import _load_pretrained
-from .googlenet import InceptionModule, _layer_types
+from .googlenet import InceptionV1
 
 __all__ = ["googlenet_places365", "InceptionV1Places365", "PlacesAuxBranch", "PLACES365_URL"]
 
@@ -27,8 +26,6 @@ PLACES365_URL = "https://pytorch-tutorial-assets.s3.amazonaws.com/captum/incepti
 # no digest is published: the first download's is recorded and checked (see optim.models._hub)
 WEIGHTS_SHA256.setdefault(PLACES365_URL, None)
 
-# Caffe's LRN (local_size 5, alpha 1e-4 in float32, beta 0.75, k 1) in torch's parameterization
-_LRN_ARGS = (5, 9.999999747378752e-05, 0.75, 1.0)
 # the Places365 mean pixel (RGB, on the 0-255 scale) the Caffe model was trained with
 _PLACES_MEAN_RGB = (116.7894, 112.6004, 104.0437)
 _PLACES365_CLASSES = 365
@@ -106,7 +103,7 @@ def googlenet_places365(
     return model
 
 
-class InceptionV1Places365(nn.Module):
+class InceptionV1Places365(InceptionV1):
     """InceptionV1 with the Places365 Caffe model's channel counts and captum's layer names.
 
     Args:
@@ -126,6 +123,13 @@ class InceptionV1Places365(nn.Module):
         208
     """
 
+    BLOCK_WIDTHS = {
+        **InceptionV1.BLOCK_WIDTHS,
+        "mixed4a": (480, 192, 96, 208, 16, 48, 64),
+        "mixed4b": (512, 160, 112, 224, 24, 64, 64),
+        "mixed5a": (832, 256, 160, 320, 32, 128, 128),
+    }
+
     def __init__(
         self,
         out_features: int = _PLACES365_CLASSES,
@@ -134,54 +138,19 @@ class InceptionV1Places365(nn.Module):
         replace_relus_with_redirectedrelu: bool = False,
         use_linear_modules_only: bool = False,
     ) -> None:
-        super().__init__()
         if not isinstance(out_features, int) or isinstance(out_features, bool) or out_features <= 0:
             raise ValueError(f"out_features must be a positive int, got {out_features!r}")
-        self.aux_logits = bool(aux_logits)
-        self.transform_input = bool(transform_input)
-        activ, pool = _layer_types(replace_relus_with_redirectedrelu, use_linear_modules_only)
-
-        self.conv1 = Conv2dSame(3, 64, kernel_size=7, stride=2)
-        self.conv1_relu = activ()
-        self.pool1 = pool(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-        self.local_response_norm1 = nn.LocalResponseNorm(*_LRN_ARGS)
-
-        self.conv2 = nn.Conv2d(64, 64, kernel_size=1)
-        self.conv2_relu = activ()
-        self.conv3 = Conv2dSame(64, 192, kernel_size=3)
-        self.conv3_relu = activ()
-        self.local_response_norm2 = nn.LocalResponseNorm(*_LRN_ARGS)
-        self.pool2 = pool(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-
-        self.mixed3a = InceptionModule(192, 64, 96, 128, 16, 32, 32, activ, pool)
-        self.mixed3a_relu = activ()
-        self.mixed3b = InceptionModule(256, 128, 128, 192, 32, 96, 64, activ, pool)
-        self.mixed3b_relu = activ()
-        self.pool3 = pool(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-
-        self.mixed4a = InceptionModule(480, 192, 96, 208, 16, 48, 64, activ, pool)
-        self.mixed4a_relu = activ()
-        self.aux1: Optional[PlacesAuxBranch] = PlacesAuxBranch(512, out_features, activ) if aux_logits else None
-        self.mixed4b = InceptionModule(512, 160, 112, 224, 24, 64, 64, activ, pool)
-        self.mixed4b_relu = activ()
-        self.mixed4c = InceptionModule(512, 128, 128, 256, 24, 64, 64, activ, pool)
-        self.mixed4c_relu = activ()
-        self.mixed4d = InceptionModule(512, 112, 144, 288, 32, 64, 64, activ, pool)
-        self.mixed4d_relu = activ()
-        self.aux2: Optional[PlacesAuxBranch] = PlacesAuxBranch(528, out_features, activ) if aux_logits else None
-        self.mixed4e = InceptionModule(528, 256, 160, 320, 32, 128, 128, activ, pool)
-        self.mixed4e_relu = activ()
-        self.pool4 = pool(kernel_size=3, stride=2, padding=0, ceil_mode=True)
-
-        self.mixed5a = InceptionModule(832, 256, 160, 320, 32, 128, 128, activ, pool)
-        self.mixed5a_relu = activ()
-        self.mixed5b = InceptionModule(832, 384, 192, 384, 48, 128, 128, activ, pool)
-        self.mixed5b_relu = activ()
-
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.drop = nn.Dropout(0.4000000059604645)
-        self.fc = nn.Linear(1024, out_features)
+        super().__init__(
+            out_features,
+            aux_logits=aux_logits,
+            transform_input=transform_input,
+            replace_relus_with_redirectedrelu=replace_relus_with_redirectedrelu,
+            use_linear_modules_only=use_linear_modules_only,
+        )
         self.register_buffer("_mean", torch.tensor(_PLACES_MEAN_RGB).view(1, 3, 1, 1), persistent=False)
+
+    def _aux_branch(self, in_channels: int, out_features: int, activ: Type[nn.Module]) -> nn.Module:
+        return PlacesAuxBranch(in_channels, out_features, activ)
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
@@ -195,33 +164,6 @@ class InceptionV1Places365(nn.Module):
                 warn_if_outside_unit_range(x, "InceptionV1Places365")
             x = x * 255 - self._mean.to(x.dtype)
             x = x[:, [2, 1, 0]]  # the Caffe model reads BGR
-        return x
-
-    def forward(
-        self, x: torch.Tensor
-    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        x = self._transform_input(x)
-        x = self.local_response_norm1(self.pool1(self.conv1_relu(self.conv1(x))))
-        x = self.conv2_relu(self.conv2(x))
-        x = self.local_response_norm2(self.conv3_relu(self.conv3(x)))
-        x = self.pool2(x)
-        x = self.mixed3a_relu(self.mixed3a(x))
-        x = self.mixed3b_relu(self.mixed3b(x))
-        x = self.pool3(x)
-        x = self.mixed4a_relu(self.mixed4a(x))
-        aux1 = self.aux1(x) if self.aux1 is not None else None
-        x = self.mixed4b_relu(self.mixed4b(x))
-        x = self.mixed4c_relu(self.mixed4c(x))
-        x = self.mixed4d_relu(self.mixed4d(x))
-        aux2 = self.aux2(x) if self.aux2 is not None else None
-        x = self.mixed4e_relu(self.mixed4e(x))
-        x = self.pool4(x)
-        x = self.mixed5a_relu(self.mixed5a(x))
-        x = self.mixed5b_relu(self.mixed5b(x))
-        x = torch.flatten(self.avgpool(x), 1)
-        x = self.fc(self.drop(x))
-        if aux1 is not None and aux2 is not None:
-            return x, aux1, aux2
         return x
 
 
