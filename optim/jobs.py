@@ -62,24 +62,14 @@ def job_units(model: nn.Module, layers: Sequence[str], size: int) -> List[Tuple[
         >>> job_units(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 3, 1)), ["1", "0"], 8)
         [('1', 0), ('1', 1), ('1', 2), ('0', 0), ('0', 1)]
     """
-    from ._utils import model_device_dtype
-    from .activations import record_activations
-
-    from .optimization.defaults import model_input_channels
+    from .models.selection import channel_counts
 
     if isinstance(layers, str) or not layers:
         raise ValueError(f"layers must be a non-empty list of dotted layer names, got {layers!r}")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers names a layer twice: {list(layers)}")
-    device, dtype = model_device_dtype(model)
-    probe = torch.full((1, model_input_channels(model), size, size), 0.5, device=device, dtype=dtype)
-    acts = record_activations(model, list(layers), probe)
-    units = []
-    for layer in layers:
-        out = acts[layer]
-        if out.dim() < 2:
-            raise ValueError(f"layer {layer!r} has no channel dimension (output shape {tuple(out.shape)})")
-        units.extend((layer, c) for c in range(int(out.shape[1])))
+    counts = channel_counts(model, list(layers), size)
+    units = [(layer, c) for layer, n in zip(layers, counts) for c in range(n)]
     return units
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ._utils import resolve_module
-from .activations import autograd_context, record_activations
+from .activations import autograd_context
 from .loss.activation import ChannelActivation
 from .loss.base import Loss
 from .loss.parse import parse
@@ -174,20 +174,6 @@ def render_vis(
     return images
 
 
-def _layer_channels(model: nn.Module, layer: nn.Module, size: Sequence[int], preprocess: Optional[Callable]) -> int:
-    """The channel count of ``layer``'s output, from one forward pass on a grey image."""
-    from ._utils import model_device_dtype
-
-    device, dtype = model_device_dtype(model)
-    probe = torch.full((1, model_input_channels(model), *size), 0.5, device=device, dtype=dtype)
-    if preprocess is not None:
-        probe = preprocess(probe)
-    out = record_activations(model, [layer], probe)[layer]
-    if out.dim() < 2:
-        raise ValueError(f"render_layer needs a layer with a channel dimension, got output shape {tuple(out.shape)}")
-    return int(out.shape[1])
-
-
 def render_layer(
     model: nn.Module,
     layer: Union[str, nn.Module],
@@ -242,6 +228,7 @@ def render_layer(
     """
     from .images import ImageTensor
     from .images.base import check_elements, check_size
+    from .models.selection import channel_counts
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -250,7 +237,7 @@ def render_layer(
     hw = check_size(size)
     check_elements(3 * hw[0] * hw[1], "size")  # before the probe pass allocates anything
     module = resolve_module(model, layer)
-    n_channels = _layer_channels(model, module, hw, preprocess)
+    (n_channels,) = channel_counts(model, [module], hw, preprocess=preprocess)
     chosen = list(range(n_channels)) if channels is None else list(channels)
     if not chosen:
         raise ValueError("channels is empty: give at least one channel index")

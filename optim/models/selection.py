@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
-__all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count", "class_index"]
+__all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count", "channel_counts", "class_index"]
 
 
 def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
@@ -88,24 +88,51 @@ def renderable_layers(rows: Sequence[Any]) -> List[Any]:
     return [r for r in rows if r.shape is not None and len(r.shape) == 4 and r.channels]
 
 
-def channel_count(model: nn.Module, layer: str, size: int = 128) -> int:
-    """The number of channels of ``layer``'s output (one forward pass on a grey image).
+def channel_counts(
+    model: nn.Module,
+    layers: Sequence[Union[str, nn.Module]],
+    size: Union[int, Sequence[int]] = 128,
+    *,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> List[int]:
+    """The number of channels of each layer's output, from one forward pass on a grey image.
+
+    The probe has the model's input channels (its first convolution's), device and dtype; ``preprocess`` (a
+    render's input normalization) is applied to it first.
 
     Raises:
         ValueError: for an unknown layer (listing close names) or one without a channel dimension.
 
+    >>> channel_counts(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)), ["1", "0"], 8)
+    [2, 4]
+    """
+    from .._utils import model_device_dtype
+    from ..activations import record_activations
+    from ..optimization.defaults import model_input_channels
+
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    device, dtype = model_device_dtype(model)
+    probe = torch.full((1, model_input_channels(model), *hw), 0.5, device=device, dtype=dtype)
+    if preprocess is not None:
+        probe = preprocess(probe)
+    acts = record_activations(model, list(layers), probe)
+    counts = []
+    for layer in layers:
+        out = acts[layer]
+        if out.dim() < 2:
+            shown = layer if isinstance(layer, str) else type(layer).__name__
+            raise ValueError(f"layer {shown!r} has no channel dimension (output shape {tuple(out.shape)})")
+        counts.append(int(out.shape[1]))
+    return counts
+
+
+def channel_count(model: nn.Module, layer: Union[str, nn.Module], size: Union[int, Sequence[int]] = 128) -> int:
+    """The number of channels of ``layer``'s output (see :func:`channel_counts`).
+
     >>> channel_count(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", 8)
     4
     """
-    from ..optimization.defaults import model_input_channels
-    from ._utils import collect_activations
-
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    probe = torch.full((1, model_input_channels(model), size, size), 0.5, device=device)
-    out = collect_activations(model, layer, probe)[layer]
-    if not isinstance(out, torch.Tensor) or out.dim() < 2:
-        raise ValueError(f"layer {layer!r} has no channel dimension (its output is {type(out).__name__})")
-    return int(out.shape[1])
+    return channel_counts(model, [layer], size)[0]
 
 
 def _normalize(name: str) -> str:
