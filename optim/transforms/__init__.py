@@ -20,6 +20,7 @@ Example::
 from .color import BlendAlpha, IgnoreAlpha, NChannelsToRGB, RGBToBGR, ScaleInputRange, hue_to_rgb, nchannels_to_rgb
 from .crop import CenterCrop, RandomCrop, center_crop
 from .filters import GaussianSmoothing
+from .normalize import Normalize, normalize
 from .geometric import RandomRotation, RandomScale, RandomScaleAffine, RandomSpatialJitter, spatial_jitter
 from .padding import SymmetricPad2d, SymmetricPadding, symmetric_pad
 from .robustness import TransformationRobustness
@@ -36,6 +37,8 @@ __all__ = [
     "center_crop",
     "RandomCrop",
     "GaussianSmoothing",
+    "Normalize",
+    "normalize",
     "RandomSpatialJitter",
     "spatial_jitter",
     "RandomScale",
