@@ -17,7 +17,13 @@ __all__ = [
     "lookup_module",
     "module_name",
     "model_device_dtype",
+    "strip_compiled",
+    "COMPILED_PREFIX",
 ]
+
+# ``torch.compile(module)`` returns an ``OptimizedModule`` that holds the original as ``_orig_mod``, so every
+# name under it gains this component ("layer3" becomes "_orig_mod.layer3"); names here leave it out
+COMPILED_PREFIX = "_orig_mod"
 
 
 def optional_import(module: str, extra: str, feature: str = "") -> ModuleType:
@@ -44,9 +50,41 @@ def optional_import(module: str, extra: str, feature: str = "") -> ModuleType:
         ) from err
 
 
+def strip_compiled(name: str) -> str:
+    """A dotted module name without the ``_orig_mod`` components that ``torch.compile`` wrappers add.
+
+    Args:
+        name: a name from ``named_modules()``.
+
+    Returns:
+        The name the uncompiled model gives the same module (``""`` for a compiled root's original).
+
+    Example:
+        >>> strip_compiled("_orig_mod.layer3.5"), strip_compiled("layer3._orig_mod.0"), strip_compiled("_orig_mod")
+        ('layer3.5', 'layer3.0', '')
+    """
+    if COMPILED_PREFIX not in name:
+        return name
+    return ".".join(part for part in name.split(".") if part != COMPILED_PREFIX)
+
+
 def named_module_map(model: nn.Module) -> Dict[str, nn.Module]:
-    """Every submodule of ``model`` by dotted name (the root module is left out)."""
-    return {name: m for name, m in model.named_modules() if name}
+    """Every submodule of ``model`` by dotted name (the root module is left out).
+
+    Names are those of the uncompiled model: a ``torch.compile``d model (or submodule) is listed through its
+    ``_orig_mod``, without that component, so ``"layer3"`` names the same module compiled or not.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU())
+        >>> list(named_module_map(net)) == list(named_module_map(torch.compile(net)))
+        True
+    """
+    out: Dict[str, nn.Module] = {}
+    for name, m in model.named_modules():
+        name = strip_compiled(name)
+        if name and name not in out:
+            out[name] = m
+    return out
 
 
 def resolve_module(model: nn.Module, target: Union[str, nn.Module]) -> nn.Module:
@@ -83,16 +121,20 @@ def lookup_module(name: str, modules: Dict[str, nn.Module], owner: str) -> nn.Mo
     """
     if name in modules:
         return modules[name]
+    plain = strip_compiled(name)
+    if plain in modules:
+        return modules[plain]
     close = difflib.get_close_matches(name, list(modules), n=5, cutoff=0.5)
     hint = f"; closest names: {', '.join(close)}" if close else ""
     raise ValueError(f"no module named {name!r} in {owner}{hint}")
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
-    """The dotted name of ``module`` inside ``model`` (its class name if it is not inside)."""
+    """The dotted name of ``module`` inside ``model`` (its class name if it is not inside); names under a
+    ``torch.compile`` wrapper leave out ``_orig_mod`` (see :func:`named_module_map`)."""
     for name, m in model.named_modules():
         if m is module:
-            return name or type(model).__name__
+            return strip_compiled(name) or type(model).__name__
     return type(module).__name__
 
 
