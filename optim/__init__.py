@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = (
     "activations",
+    "layouts",
     "images",
     "transforms",
     "loss",

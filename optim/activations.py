@@ -170,10 +170,17 @@ class ActivationMap(Mapping):
         self._by_module: Dict[int, torch.Tensor] = {}
         self._by_name: Dict[str, torch.Tensor] = {}
         self._names: Dict[int, str] = {}
+        self._modules: Dict[Any, nn.Module] = {}  # key as given and dotted name -> module (module_of)
         for key, module, name, value in entries:
             self._by_key[key] = value
             self._by_module[id(module)] = value
             self._names[id(module)] = name
+            if name:
+                self._modules[name] = module
+            try:
+                self._modules[key] = module
+            except TypeError:  # an unhashable key: found by name only
+                pass
             if name:
                 self._by_name[name] = value
 
@@ -208,6 +215,18 @@ class ActivationMap(Mapping):
         """The dotted name a recorded module was found under."""
         return self._names[id(module)]
 
+    def module_of(self, key: Any) -> Optional[nn.Module]:
+        """The module recorded under ``key`` (a module, its dotted name or the key as given), or ``None``.
+
+        Layout inference reads it (:func:`optim.layouts.infer_layout`'s channels-last rule).
+        """
+        if isinstance(key, nn.Module):
+            return key
+        try:
+            return self._modules.get(key)
+        except TypeError:
+            return None
+
     def detach(self) -> "ActivationMap":
         """The same map with every tensor detached (for storing outside the autograd graph)."""
         out = ActivationMap([])
@@ -215,6 +234,7 @@ class ActivationMap(Mapping):
         out._by_module = {k: v.detach() for k, v in self._by_module.items()}
         out._by_name = {k: v.detach() for k, v in self._by_name.items()}
         out._names = dict(self._names)
+        out._modules = dict(self._modules)
         return out
 
     def __repr__(self) -> str:

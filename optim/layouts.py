@@ -1,0 +1,356 @@
+"""Activation layouts: the one place that knows how a layer's output is laid out.
+
+Objectives, Grad-CAM and the layer table read an activation through its layout:
+
+- ``"NCHW"``: channels first, ``(N, C, *spatial)`` of any rank (``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``);
+  the aliases ``"NC"`` and ``"NCL"`` name the same layout. A unit is a channel (dim 1).
+- ``"NHWC"``: channels last, ``(N, H, W, C)`` (torchvision ``swin_t``'s ``features.*`` outputs, the
+  channels-last norms and MLPs inside timm ConvNeXt blocks). A unit is a channel (the last dim).
+- ``"NLD"``: tokens, ``(N, L, D)``: ``L`` tokens of ``D`` hidden units (ViT, DeiT, CLIP towers), optionally
+  with ``prefix`` tokens first (class token, distillation token, registers) and a 2-D ``grid`` of patch
+  tokens after them. A unit is a hidden unit (the last dim); a position is a patch token.
+
+:func:`channels_first` turns any of them into the channels-first view ``(N, C, *spatial)`` that every loss
+computes on: NHWC is permuted to NCHW; tokens become ``(N, D, h, w)`` (the patch tokens on their grid, the
+prefix tokens dropped) or ``(N, D, L)`` when there is no grid. :func:`unit_count` is the number of units
+(channels or hidden units) a layer has, for listings such as ``layer_info``.
+
+**Inference** (``layout=None``), from the activation alone unless a module is given:
+
+- 4-D: ``"NCHW"``, or ``"NHWC"`` when ``module`` (the module that produced it) says so unambiguously: its
+  channels-last widths (``nn.LayerNorm`` over one dim, ``nn.Linear`` outputs, in the module or below it)
+  contain the last dim, and dim 1 is none of its widths (channels-last or convolution / batch-norm widths).
+  A channels-last stage whose height equals one of its widths is read as NCHW: give ``layout="NHWC"``.
+- 3-D: ``"NLD"``. With ``k = floor(sqrt(L))`` and ``p = L - k * k``, the tokens are ``p`` prefix tokens and
+  a ``k x k`` grid when ``k >= 2`` and ``p <= min(8, k - 1)`` (ViT-B/16 at 224: 197 = 1 + 14 x 14; four
+  registers and a class token: 201 = 5 + 14 x 14); otherwise no prefix and no grid (``(N, D, L)``). Give
+  ``Layout("NLD", prefix=..., grid=...)`` for anything else (non-square grids, more prefix tokens).
+- any other rank: ``"NCHW"`` (channels first: ``(N, C)`` logits, ``(N,)`` scores pass through).
+
+Example:
+    >>> import torch
+    >>> tokens = torch.arange(2 * 5 * 3.0).reshape(2, 5, 3)  # N=2, a class token + a 2x2 grid, D=3
+    >>> infer_layout(tokens)
+    Layout('NLD', prefix=1, grid=(2, 2))
+    >>> channels_first(tokens).shape  # (N, D, h, w): patch tokens only
+    torch.Size([2, 3, 2, 2])
+    >>> unit_count(tokens), unit_count(torch.zeros(1, 8, 4, 4)), unit_count(torch.zeros(1, 4, 4, 8), "NHWC")
+    (3, 8, 8)
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "LAYOUTS",
+    "Layout",
+    "LayoutArg",
+    "check_layout",
+    "infer_layout",
+    "channels_first",
+    "unit_count",
+    "MAX_PREFIX_TOKENS",
+]
+
+#: The layout names :class:`Layout` accepts (``"NC"`` and ``"NCL"`` are aliases of ``"NCHW"``).
+LAYOUTS = ("NCHW", "NHWC", "NLD")
+_ALIASES = {"NCHW": "NCHW", "NC": "NCHW", "NCL": "NCHW", "NHWC": "NHWC", "NLD": "NLD"}
+#: The most prefix tokens (class, distillation, registers) that inference accepts in front of a square grid.
+MAX_PREFIX_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An activation layout: a name from :data:`LAYOUTS` and, for tokens, the prefix tokens and grid.
+
+    Args:
+        name: ``"NCHW"`` (alias ``"NC"``, ``"NCL"``), ``"NHWC"`` or ``"NLD"``.
+        prefix: tokens only: how many tokens come before the patch tokens (``None``: inferred).
+        grid: tokens only: ``(h, w)`` of the patch tokens (``None``: inferred; a square when ``L - prefix``
+            is one).
+
+    Raises:
+        ValueError: an unknown name, or ``prefix`` / ``grid`` on a layout without tokens, or a negative
+            prefix or a grid side below 1.
+        TypeError: ``prefix`` or ``grid`` of the wrong type.
+
+    Example:
+        >>> Layout("NLD", prefix=1, grid=(14, 14)).tokens
+        197
+        >>> Layout("NC")
+        Layout('NCHW')
+        >>> Layout("NHCW")
+        Traceback (most recent call last):
+        ...
+        ValueError: layout must be one of 'NCHW', 'NHWC', 'NLD' (or 'NC', 'NCL' for 'NCHW'), got 'NHCW'
+    """
+
+    name: str
+    prefix: Optional[int] = None
+    grid: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or self.name.upper() not in _ALIASES:
+            raise ValueError(
+                f"layout must be one of {', '.join(map(repr, LAYOUTS))} (or 'NC', 'NCL' for 'NCHW'), "
+                f"got {self.name!r}"
+            )
+        object.__setattr__(self, "name", _ALIASES[self.name.upper()])
+        if self.name != "NLD" and (self.prefix is not None or self.grid is not None):
+            raise ValueError(f"prefix and grid describe token layouts ('NLD'), not {self.name!r}")
+        if self.prefix is not None:
+            if isinstance(self.prefix, bool) or not isinstance(self.prefix, int):
+                raise TypeError(f"prefix must be an int (prefix tokens), got {self.prefix!r}")
+            if self.prefix < 0:
+                raise ValueError(f"prefix must be >= 0 (prefix tokens), got {self.prefix}")
+        if self.grid is not None:
+            grid = tuple(self.grid) if isinstance(self.grid, (tuple, list)) else None
+            if grid is None or len(grid) != 2 or any(isinstance(s, bool) or not isinstance(s, int) for s in grid):
+                raise TypeError(f"grid must be an (h, w) pair of ints, got {self.grid!r}")
+            if min(grid) < 1:
+                raise ValueError(f"grid sides must be >= 1, got {grid}")
+            object.__setattr__(self, "grid", grid)
+
+    @property
+    def tokens(self) -> Optional[int]:
+        """``prefix + h * w`` when both are known, else ``None``."""
+        if self.prefix is None or self.grid is None:
+            return None
+        return self.prefix + self.grid[0] * self.grid[1]
+
+    @property
+    def unit_name(self) -> str:
+        """What a unit is called in messages: ``"hidden units"`` for tokens, ``"channels"`` otherwise."""
+        return "hidden units" if self.name == "NLD" else "channels"
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in (("prefix", self.prefix), ("grid", self.grid)) if v is not None)
+        return f"Layout({self.name!r}{extra})"
+
+
+LayoutArg = Union[None, str, Layout]
+
+
+def check_layout(layout: LayoutArg) -> Optional[Layout]:
+    """The one validator of a ``layout=`` argument: ``None`` (infer), a name, or a :class:`Layout`.
+
+    Returns:
+        ``None`` or a :class:`Layout` (names normalized: ``"nc"`` -> ``Layout('NCHW')``).
+
+    Raises:
+        TypeError: anything else (naming the value and what is allowed).
+        ValueError: an unknown name.
+
+    Example:
+        >>> check_layout("nhwc")
+        Layout('NHWC')
+        >>> check_layout(3)
+        Traceback (most recent call last):
+        ...
+        TypeError: layout must be None (infer), a name ('NCHW', 'NHWC', 'NLD') or a Layout, got 3 (int)
+    """
+    if layout is None or isinstance(layout, Layout):
+        return layout
+    if isinstance(layout, str):
+        return Layout(layout)
+    raise TypeError(
+        f"layout must be None (infer), a name ({', '.join(map(repr, LAYOUTS))}) or a Layout, "
+        f"got {layout!r} ({type(layout).__name__})"
+    )
+
+
+def _square_grid(count: int) -> Optional[Tuple[int, int]]:
+    side = math.isqrt(count) if count > 0 else 0
+    return (side, side) if side >= 1 and side * side == count else None
+
+
+def _infer_tokens(length: int) -> Tuple[int, Optional[Tuple[int, int]]]:
+    """``(prefix, grid)`` for ``length`` tokens by the documented rule; ``(0, None)`` when it does not apply."""
+    side = math.isqrt(length)
+    prefix = length - side * side
+    if side >= 2 and prefix <= min(MAX_PREFIX_TOKENS, side - 1):
+        return prefix, (side, side)
+    return 0, None
+
+
+def _resolve_tokens(layout: Layout, length: int, where: str) -> Layout:
+    prefix, grid = layout.prefix, layout.grid
+    if prefix is None and grid is None:
+        prefix, grid = _infer_tokens(length)
+    elif grid is None:
+        if prefix > length:
+            raise ValueError(f"{where} has {length} tokens, fewer than prefix={prefix}")
+        grid = _square_grid(length - prefix)
+    elif prefix is None:
+        prefix = length - grid[0] * grid[1]
+        if prefix < 0:
+            raise ValueError(f"{where} has {length} tokens, fewer than the grid {grid} needs ({grid[0] * grid[1]})")
+    if grid is not None and prefix + grid[0] * grid[1] != length:
+        raise ValueError(
+            f"{where} has {length} tokens, but prefix={prefix} and grid={grid} make {prefix + grid[0] * grid[1]}"
+        )
+    return Layout("NLD", prefix=prefix, grid=grid)
+
+
+# Widths a module (or anything below it) works in: channels-last ones (LayerNorm over one dim, Linear outputs)
+# and channels-first ones (convolutions, batch/group norm). Cached per module; modules rarely change shape.
+_WIDTHS: "weakref.WeakKeyDictionary[nn.Module, Tuple[frozenset, frozenset]]" = weakref.WeakKeyDictionary()
+
+
+def _widths(module: nn.Module) -> Tuple[frozenset, frozenset]:
+    cached = _WIDTHS.get(module)
+    if cached is not None:
+        return cached
+    last, first = set(), set()
+    for m in module.modules():
+        if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
+            last.add(int(m.normalized_shape[0]))
+        elif isinstance(m, nn.Linear):
+            last.add(int(m.out_features))
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            first.add(int(m.out_channels))
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            first.add(int(m.num_features))
+        elif isinstance(m, nn.GroupNorm):
+            first.add(int(m.num_channels))
+    result = (frozenset(last), frozenset(first))
+    try:
+        _WIDTHS[module] = result
+    except TypeError:  # not weak-referenceable: just do not cache
+        pass
+    return result
+
+
+def _channels_last(activation: torch.Tensor, module: Optional[nn.Module]) -> bool:
+    if module is None or activation.dim() != 4:
+        return False
+    last, first = _widths(module)
+    channels_last, dim1 = int(activation.shape[-1]), int(activation.shape[1])
+    return channels_last in last and dim1 not in last and dim1 not in first
+
+
+def infer_layout(
+    activation: torch.Tensor, layout: LayoutArg = None, *, module: Optional[nn.Module] = None, where: str = ""
+) -> Layout:
+    """The complete layout of ``activation``: ``layout`` checked against it, or inferred (module docstring).
+
+    Args:
+        activation: the tensor, batch first.
+        layout: ``None`` (infer), a name or a :class:`Layout`; token prefix/grid left ``None`` are inferred.
+        module: the module that produced ``activation``, for the channels-last rule (optional).
+        where: how to name the layer in errors (default: "the activation").
+
+    Returns:
+        A :class:`Layout` with, for tokens, ``prefix`` and ``grid`` filled in (``grid=None``: no grid).
+
+    Raises:
+        ValueError: a layout that does not fit the activation's rank or length (naming the shape).
+
+    Example:
+        >>> infer_layout(torch.zeros(1, 197, 768))
+        Layout('NLD', prefix=1, grid=(14, 14))
+        >>> infer_layout(torch.zeros(1, 12, 768))  # 3 x 3 + 3: too many prefix tokens for a 3 x 3 grid
+        Layout('NLD', prefix=0)
+        >>> infer_layout(torch.zeros(1, 12, 768), Layout("NLD", grid=(3, 4)))
+        Layout('NLD', prefix=0, grid=(3, 4))
+        >>> ln = nn.LayerNorm(96)
+        >>> infer_layout(torch.zeros(1, 56, 56, 96), module=ln)  # a channels-last norm's output
+        Layout('NHWC')
+        >>> infer_layout(torch.zeros(2, 10), "NLD")
+        Traceback (most recent call last):
+        ...
+        ValueError: layout 'NLD' needs a 3-D (N, L, D) activation; the activation has shape (2, 10)
+    """
+    if not isinstance(activation, torch.Tensor):
+        raise TypeError(f"activation must be a tensor, got {type(activation).__name__}")
+    where = where or "the activation"
+    given = check_layout(layout)
+    shape = tuple(activation.shape)
+    if given is None:
+        if activation.dim() == 3:
+            return _resolve_tokens(Layout("NLD"), shape[1], where)
+        return Layout("NHWC") if _channels_last(activation, module) else Layout("NCHW")
+    if given.name == "NLD":
+        if activation.dim() != 3:
+            raise ValueError(f"layout 'NLD' needs a 3-D (N, L, D) activation; {where} has shape {shape}")
+        return _resolve_tokens(given, shape[1], where)
+    if given.name == "NHWC" and activation.dim() < 3:
+        raise ValueError(f"layout 'NHWC' needs an (N, *spatial, C) activation; {where} has shape {shape}")
+    return given
+
+
+def channels_first(
+    activation: torch.Tensor,
+    layout: LayoutArg = None,
+    *,
+    module: Optional[nn.Module] = None,
+    keep_prefix: bool = False,
+    where: str = "",
+) -> torch.Tensor:
+    """The channels-first view ``(N, C, *spatial)`` of an activation in any layout (differentiable).
+
+    - NCHW (any rank): returned as it is.
+    - NHWC: ``(N, C, H, W)`` (permuted).
+    - tokens: ``(N, D, h, w)`` of the patch tokens on their grid (prefix tokens dropped), or ``(N, D, L')`` of
+      the tokens after the prefix when there is no grid; with ``keep_prefix=True`` always ``(N, D, L)`` of
+      every token, prefix included, in order (token ``0`` is the class token of a ViT).
+
+    Args:
+        activation: the tensor.
+        layout: ``None`` (infer), a name or a :class:`Layout` (see :func:`infer_layout`).
+        module: the module that produced it (for the channels-last rule).
+        keep_prefix: tokens only: keep every token, as a sequence.
+        where: the layer's name, for errors.
+
+    Raises:
+        ValueError: a layout that does not fit the activation.
+
+    Example:
+        >>> x = torch.arange(10.0).reshape(1, 5, 2)  # a class token and a 2x2 grid of 2 hidden units
+        >>> channels_first(x)[0, 1].tolist()  # hidden unit 1 on the grid
+        [[3.0, 5.0], [7.0, 9.0]]
+        >>> channels_first(x, keep_prefix=True)[0, 1].tolist()  # every token, the class token first
+        [1.0, 3.0, 5.0, 7.0, 9.0]
+        >>> channels_first(torch.zeros(1, 4, 6, 8), "NHWC").shape
+        torch.Size([1, 8, 4, 6])
+    """
+    resolved = infer_layout(activation, layout, module=module, where=where)
+    if resolved.name == "NCHW":
+        return activation
+    if resolved.name == "NHWC":
+        return activation.movedim(-1, 1)
+    if keep_prefix:
+        return activation.transpose(1, 2)
+    patches = activation[:, resolved.prefix :].transpose(1, 2)
+    if resolved.grid is None:
+        return patches
+    return patches.reshape(patches.shape[0], patches.shape[1], *resolved.grid)
+
+
+def unit_count(activation: torch.Tensor, layout: LayoutArg = None, *, module: Optional[nn.Module] = None) -> int:
+    """How many units (channels or hidden units) a layer has: C for NCHW, the last dim for NHWC and tokens.
+
+    This is what a layer table reports as the layer's units, and the range of ``"layer:unit"``.
+
+    Args:
+        activation: the layer's output (batch first).
+        layout: ``None`` (infer, see :func:`infer_layout`), a name or a :class:`Layout`.
+        module: the module that produced it (for the channels-last rule).
+
+    Raises:
+        ValueError: an activation with no unit dimension (fewer than 2 dims).
+
+    Example:
+        >>> unit_count(torch.zeros(1, 197, 768)), unit_count(torch.zeros(2, 1000))
+        (768, 1000)
+    """
+    if isinstance(activation, torch.Tensor) and activation.dim() < 2:
+        raise ValueError(f"an activation of shape {tuple(activation.shape)} has no unit dimension (needs N, C, ...)")
+    resolved = infer_layout(activation, layout, module=module)
+    return int(activation.shape[1] if resolved.name == "NCHW" else activation.shape[-1])
