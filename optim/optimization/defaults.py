@@ -115,18 +115,24 @@ def default_image(
 
 
 def default_transforms() -> nn.Module:
-    """The transforms every render uses when none are given: captum's ``TransformationRobustness``.
+    """The transforms every render uses when none are given: captum's ``TransformationRobustness``, keeping the
+    image's size (``crop_or_pad_output=True``).
+
+    The model sees the image at the size it was rendered at, so a model with a fixed input size (a ViT: its
+    position embeddings) or one that needs a multiple of its patch (timm's ``dynamic_img_size=True``) renders
+    with the defaults at its native size. captum's stack (``TransformationRobustness()``) returns the image 4 px
+    larger, which such models refuse.
 
     Returns:
         A fresh transform module.
 
     Example:
         >>> default_transforms()(torch.rand(1, 3, 32, 32)).shape
-        torch.Size([1, 3, 36, 36])
+        torch.Size([1, 3, 32, 32])
     """
     from ..transforms import TransformationRobustness
 
-    return TransformationRobustness()
+    return TransformationRobustness(crop_or_pad_output=True)
 
 
 def check_lr(lr: Any) -> float:
