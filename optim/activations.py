@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy as _copy
 from collections.abc import Mapping
 from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -72,9 +73,11 @@ def select_tensor(output: Any, select: Selector = None, where: str = "the module
 
     Args:
         output: a tensor, or a tuple / list / dict / ``ModelOutput`` holding tensors.
-        select: ``None`` for the first tensor (depth first; for a Hugging Face ``ModelOutput`` that is
-            ``logits`` on a classifier and ``last_hidden_state`` on a base model), an int index or a str key
-            (attribute or item) of the output, or a function of the output.
+        select: ``None`` for the default: ``output["logits"]`` when the output is a mapping (a Hugging Face
+            ``ModelOutput``, a dict) holding a ``logits`` tensor, even when a ``loss`` comes first; otherwise the
+            first tensor, depth first (a base model's ``last_hidden_state``; ask for ``"pooler_output"`` or
+            ``"hidden_states"`` by name). An int index or a str key (attribute or item) of the output, or a
+            function of the output.
         where: who produced the output, for the error message.
 
     Returns:
@@ -90,8 +93,12 @@ def select_tensor(output: Any, select: Selector = None, where: str = "the module
         ValueError: output element 1 of the module is a dict, not a tensor; give select= a key inside it or a function
         >>> select_tensor({"hidden": torch.zeros(1, 4)}).shape
         torch.Size([1, 4])
+        >>> select_tensor({"loss": torch.tensor(0.5), "logits": torch.ones(1, 3)}).shape  # a classifier's output
+        torch.Size([1, 3])
     """
     if select is None:
+        if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+            return output["logits"]
         found = _first_tensor(output)
         if found is None:
             raise ValueError(f"{where} returned {type(output).__name__}, which holds no tensor")
@@ -129,6 +136,45 @@ def _first_tensor(out: Any) -> Optional[torch.Tensor]:
         t = _first_tensor(v)
         if t is not None:
             return t
+    return None
+
+
+def _replace_tensor(out: Any, old: torch.Tensor, new: torch.Tensor) -> Any:
+    """``out`` with the tensor ``old`` (found by identity, depth first) replaced by ``new``.
+
+    Rebuilds tuples (named ones too), lists and dicts (``OrderedDict``, Hugging Face ``ModelOutput``) without
+    touching the module's own output object; ``None`` when ``old`` is not inside or the container cannot be
+    rebuilt.
+    """
+    if out is old:
+        return new
+    if isinstance(out, (tuple, list)):
+        for i, value in enumerate(out):
+            replaced = _replace_tensor(value, old, new)
+            if replaced is None:
+                continue
+            items = list(out)
+            items[i] = replaced
+            try:
+                if isinstance(out, tuple) and hasattr(out, "_fields"):
+                    return type(out)(*items)
+                return type(out)(items)
+            except Exception:  # a container type that cannot be built from its items
+                return None
+        return None
+    if isinstance(out, dict):
+        for key, value in out.items():
+            replaced = _replace_tensor(value, old, new)
+            if replaced is None:
+                continue
+            try:
+                rebuilt = _copy.copy(out)
+                rebuilt[key] = replaced  # a ModelOutput sets the attribute too
+            except Exception:
+                return None
+            if rebuilt[key] is not replaced or (hasattr(rebuilt, key) and getattr(rebuilt, key) is not replaced):
+                return None
+            return rebuilt
     return None
 
 
@@ -475,11 +521,16 @@ class ActivationRecorder:
             slot.watch = (t, t._version)
         if slot.clone is False and not inference:
             return t, None
-        if out is t and not _aliases_an_input(t, inputs):
+        if not _aliases_an_input(t, inputs):
             copy = t.clone()
-            if not inference:
-                slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
-            return t, copy
+            # a tuple / list / dict / ModelOutput is rebuilt around the copy, so the recording stays on the
+            # autograd path there too (FacetLoss on a module returning (x, aux))
+            passed_on = copy if out is t else _replace_tensor(out, t, copy)
+            if passed_on is not None:
+                if not inference:
+                    slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
+                return t, passed_on
+            return copy, None
         return t.clone(), None
 
     def _done(self) -> bool:
