@@ -267,7 +267,8 @@ def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Ten
     A single image is repeated to ``batch`` images; an init with its own batch keeps it. An integer image (a
     ``uint8`` photo, say) is read as ``0..255`` and divided by 255, as ``torchvision.transforms.functional
     .to_dtype(..., scale=True)`` does; integer values outside ``0..255`` are refused. A floating image is taken
-    as it is (``[0, 1]``). Non-finite values are refused.
+    as it is (``[0, 1]``). Non-finite values are refused. A float16 or bfloat16 image is read in float32 (image
+    parameterizations compute in float32; a render casts the image to the model's dtype).
 
     Raises:
         TypeError: not a tensor. ValueError: wrong rank, empty, non-finite, or integers outside 0..255.
@@ -296,6 +297,10 @@ def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Ten
         init = init.to(torch.get_default_dtype()) / 255.0
     elif not bool(torch.isfinite(init).all()):
         raise ValueError("init holds NaN or infinite values; a start image must be finite (in [0, 1])")
+    elif init.dtype in (torch.float16, torch.bfloat16):
+        # images compute in float32 (FFTs have no bfloat16 and, on CPU, no float16 kernels); a render casts
+        # the image to a low-precision model's dtype just before the model
+        init = init.float()
     if init.dim() == 3:
         init = init.unsqueeze(0)
     if init.size(0) == 1 and batch > 1:

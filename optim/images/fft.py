@@ -65,6 +65,9 @@ class FFTImage(ImageParameterization):
     Unlike Lucid, odd widths keep exactly ``W // 2 + 1`` frequencies (``torch.fft.irfft2`` is told the
     output size), so ``init`` inverts exactly for any size.
 
+    Moved to float16 or bfloat16 (``module.to(torch.bfloat16)``), it still computes and returns float32: there
+    is no complex bfloat16 and no CPU float16 FFT.
+
     Args:
         size: ``(height, width)`` (ignored when ``init`` is given).
         channels: channels per image (ignored when ``init`` is given).
@@ -124,5 +127,10 @@ class FFTImage(ImageParameterization):
         The ``[B, C, H, W]`` image ``irfft2(spectrum * scale)``."""
         # complex * real: a real scale broadcast over a trailing (re, im) axis of size 1 is several times
         # slower on CPU, forward and backward, and gives the same values
-        scaled = torch.view_as_complex(self.spectrum) * self.scale.to(self.spectrum.dtype)
+        spectrum = self.spectrum
+        if spectrum.dtype == torch.float16 or spectrum.dtype == torch.bfloat16:
+            # no complex bfloat16, and no float16 FFT on CPU: a module moved to a low precision computes in
+            # float32 (and returns float32; a render casts the image to the model's dtype)
+            spectrum = spectrum.float()
+        scaled = torch.view_as_complex(spectrum) * self.scale.to(spectrum.dtype)
         return torch.fft.irfft2(scaled, s=[self.height, self.width])

@@ -101,8 +101,11 @@ class PhaseImage(ImageParameterization):
     def forward(self) -> torch.Tensor:
         """Returns:
         The ``[B, C, H, W]`` image, standardized per image and channel."""
-        magnitude = self.magnitude.to(self.phase.dtype).expand_as(self.phase)
-        spectrum = torch.polar(magnitude, self.phase)
+        phase = self.phase
+        if phase.dtype == torch.float16 or phase.dtype == torch.bfloat16:
+            phase = phase.float()  # no low-precision complex FFT: compute in float32, as FFTImage does
+        magnitude = self.magnitude.to(phase.dtype).expand_as(phase)
+        spectrum = torch.polar(magnitude, phase)
         image = torch.fft.irfft2(spectrum, s=[self.height, self.width])
         var, mean = torch.var_mean(image, dim=[2, 3], correction=0, keepdim=True)
         return (image - mean) / torch.sqrt(var + 1e-10)

@@ -47,7 +47,9 @@ class InputOptimization:
             ``"input_param.<name>"`` / ``"transform.<name>"``.
         input_param: the image parameterization (default: :func:`~optim.optimization.default_image` with the
             model's input channels, :func:`~optim.optimization.model_input_channels`); it is moved to the model's
-            device and dtype.
+            device, and to its dtype when that is float32 or wider. For a bfloat16 or float16 model the image is
+            computed in float32 and cast to the model's dtype after the transforms, just before the model (the
+            images a render returns stay float32).
         transform: applied to the image before the model (default:
             :func:`~optim.optimization.default_transforms`).
         seed: a render seed. Image ``i`` gets its own random stream from ``(seed, image_keys[i])``; the image is
@@ -100,9 +102,13 @@ class InputOptimization:
         self.transform = transform
         self.call = call
         self.inplace_safe = bool(inplace_safe)
+        # the image goes to the model's dtype just before the model (_step_forward); the parameterization and
+        # the transforms compute in float32 at least (no low-precision FFT), float64 for a float64 model
+        self._model_dtype: Optional[torch.dtype] = None
         if any(True for _ in self.model.parameters()) or any(True for _ in self.model.buffers()):
             device, dtype = model_device_dtype(self.model)
-            self.input_param.to(device=device, dtype=dtype)
+            self._model_dtype = dtype
+            self.input_param.to(device=device, dtype=dtype if dtype.itemsize >= 4 else torch.float32)
             self.transform.to(device=device)
         if any(p.is_inference() for p in self.input_param.parameters()):
             raise RuntimeError(
@@ -225,7 +231,10 @@ class InputOptimization:
         def forward() -> None:
             image = self._image()
             images.append(image)
-            self.model(apply_transform(self.transform, image, self.generators))
+            x = apply_transform(self.transform, image, self.generators)
+            if self._model_dtype is not None and x.is_floating_point() and x.dtype != self._model_dtype:
+                x = x.to(self._model_dtype)
+            self.model(x)
 
         acts = rec.run_call(forward)
         return acts, images[-1]
