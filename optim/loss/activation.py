@@ -6,7 +6,8 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .base import Activations, BaseLoss, BatchIndex, Target, check_index, target_name
+from ..layouts import Layout, LayoutArg
+from .base import Activations, BaseLoss, BatchIndex, Target, _where, check_index, target_name
 
 __all__ = [
     "LayerActivation",
@@ -15,23 +16,52 @@ __all__ = [
     "DeepDream",
     "ActivationInterpolation",
     "check_channel",
+    "as_map",
     "neuron_position",
     "get_neuron_pos",
 ]
 
 
-def check_channel(activation: torch.Tensor, channel_index: int, target: Target) -> int:
-    """Check ``channel_index`` against ``activation``'s channels (dim 1) with :func:`check_index`.
+def check_channel(
+    activation: torch.Tensor, channel_index: int, target: Target, layout: Optional[Layout] = None
+) -> int:
+    """Check ``channel_index`` against the channels (dim 1) of a channels-first view with :func:`check_index`.
+
+    Args:
+        activation: the channels-first view (:func:`optim.layouts.channels_first`).
+        channel_index: the channel (a hidden unit of a token layer).
+        target: the layer, named in errors.
+        layout: the layer's layout; range errors count "hidden units" on tokens, "channels" otherwise.
 
     Raises:
         ValueError: an activation with no channel dimension, or an index outside it (naming the layer, the
             value and the valid range).
+
+    Example:
+        >>> check_channel(torch.zeros(1, 192, 14, 14), 300, "blocks.1", Layout("NLD"))
+        Traceback (most recent call last):
+        ...
+        ValueError: channel_index 300 is out of range for layer 'blocks.1', which has 192 hidden units (valid: 0..191)
     """
     if activation.dim() < 2:
         raise ValueError(
             f"{target_name(target)} outputs a tensor of shape {tuple(activation.shape)}, which has no channel dim"
         )
-    return check_index(channel_index, "channel_index", size=activation.shape[1], target=target)
+    unit = layout.unit_name if layout is not None else "channels"
+    return check_index(channel_index, "channel_index", size=activation.shape[1], target=target, unit=unit)
+
+
+def as_map(activation: torch.Tensor) -> torch.Tensor:
+    """A channels-first view with one spatial dim ``(N, C, L)`` as a one-row map ``(N, C, 1, L)``.
+
+    Positions of a token sequence without a grid are then columns ``x`` of row ``y = 0``. Other ranks are
+    returned as they are.
+
+    Example:
+        >>> as_map(torch.zeros(2, 3, 5)).shape
+        torch.Size([2, 3, 1, 5])
+    """
+    return activation.unsqueeze(2) if activation.dim() == 3 else activation
 
 
 def neuron_position(activation: torch.Tensor, x: Optional[int], y: Optional[int], target: Target) -> Tuple[int, int]:
@@ -92,12 +122,48 @@ def _optional_index(value: Optional[int], name: str) -> Optional[int]:
     return None if value is None else check_index(value, name)
 
 
+def _check_token(token: Optional[int], x: Optional[int], y: Optional[int]) -> Optional[int]:
+    token = _optional_index(token, "token")
+    if token is not None and (x is not None or y is not None):
+        raise ValueError(f"give a position as x/y (on the grid) or as token= (any token), not both: "
+                         f"token={token}, x={x}, y={y}")
+    return token
+
+
+def _neuron_view(
+    loss: BaseLoss, activations: Activations, x: Optional[int], y: Optional[int], token: Optional[int] = None
+) -> Tuple[torch.Tensor, Layout]:
+    """Every channel of ``loss``'s target at one position, as ``(N, C, 1, 1)``, and the layer's layout.
+
+    The position is ``(x, y)`` on the channels-first view (``None``: the centre; a token sequence without a
+    grid is one row), or, for a token layer, ``token``: an index into every token, prefix tokens included
+    (``token=0`` is a ViT's class token).
+
+    Raises:
+        ValueError: a position outside the layer, or ``token`` on a layer that is not a token layout.
+    """
+    if token is not None:
+        act, layout = loss._read(activations, keep_prefix=True)
+        if layout.name != "NLD":
+            raise ValueError(
+                f"token={token} needs a token layer (N, L, D); {_where(loss.target)} is read as {layout.name} "
+                f"(give layout='NLD' if it holds tokens)"
+            )
+        index = check_index(token, "token", size=act.shape[2], target=loss.target, unit="tokens")
+        return act[:, :, index : index + 1].unsqueeze(-1), layout
+    act, layout = loss._read(activations)
+    act = as_map(act)
+    col, row = neuron_position(act, x, y, loss.target)
+    return act[:, :, row : row + 1, col : col + 1], layout
+
+
 class LayerActivation(BaseLoss):
-    """The whole activation of a layer (maximizing it raises every unit).
+    """The whole activation of a layer (maximizing it raises every unit), in its channels-first view.
 
     Args:
         target: the layer.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Example:
         >>> acts = {"mixed4a": torch.arange(4.0).reshape(2, 2, 1, 1)}
@@ -112,10 +178,13 @@ class LayerActivation(BaseLoss):
 class ChannelActivation(BaseLoss):
     """The activation of one channel, over all positions (2-D outputs such as logits work too).
 
+    On a token layer ``(N, L, D)`` a channel is a hidden unit (an index into ``D``) over the patch tokens.
+
     Args:
         target: the layer.
-        channel_index: the channel, an int ``>= 0``.
+        channel_index: the channel (hidden unit), an int ``>= 0``.
         batch_index: keyword-only; which images of the batch the loss reads (see :class:`BaseLoss`).
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Raises:
         TypeError: a ``channel_index`` that is not an int (``None``, a bool, a float ...).
@@ -132,13 +201,15 @@ class ChannelActivation(BaseLoss):
         TypeError: channel_index must be an int, got None (NoneType)
     """
 
-    def __init__(self, target: Target, channel_index: int, *, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index=batch_index)
+    def __init__(
+        self, target: Target, channel_index: int, *, batch_index: BatchIndex = None, layout: LayoutArg = None
+    ) -> None:
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.channel_index = check_index(channel_index, "channel_index")
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        return act[:, check_channel(act, self.channel_index, self.target)]
+        act, layout = self._read(activations)
+        return act[:, check_channel(act, self.channel_index, self.target, layout)]
 
     def _extra_repr(self) -> str:
         return str(self.channel_index)
@@ -147,16 +218,24 @@ class ChannelActivation(BaseLoss):
 class NeuronActivation(BaseLoss):
     """The activation of one neuron: one channel at one position (the centre by default).
 
+    On a token layer a neuron is one hidden unit of one token: ``x``/``y`` address a patch token on the
+    token grid (a sequence without a grid is one row: ``x`` is the token), ``token`` any token by its index
+    in the sequence, prefix tokens included (``token=0``: a ViT's class token).
+
     Args:
         target: the layer.
-        channel_index: the channel.
+        channel_index: the channel (hidden unit).
         x: keyword-only; the column; ``None`` for the centre.
         y: keyword-only; the row; ``None`` for the centre.
+        token: keyword-only; token layers only: the token's index in the sequence (instead of ``x``/``y``).
         batch_index: keyword-only; which images of the batch the loss reads (see :class:`BaseLoss`).
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Raises:
-        TypeError: a ``channel_index``, ``x`` or ``y`` that is not an int (``None`` only for ``x``/``y``).
-        ValueError: a negative index; when called, one outside the activation.
+        TypeError: a ``channel_index``, ``x``, ``y`` or ``token`` that is not an int (``None`` only for the
+            position).
+        ValueError: a negative index, or ``token`` together with ``x``/``y``; when called, one outside the
+            activation, or ``token`` on a layer without tokens.
 
     Example:
         >>> acts = {"mixed4a": torch.arange(18.0).reshape(1, 2, 3, 3)}
@@ -164,6 +243,9 @@ class NeuronActivation(BaseLoss):
         13.0
         >>> NeuronActivation("mixed4a", 1, x=2, y=0)(acts).item()
         11.0
+        >>> tokens = {"block": torch.arange(10.0).reshape(1, 5, 2)}  # a class token + 2x2 grid, 2 hidden units
+        >>> NeuronActivation("block", 1, x=1, y=0)(tokens).item(), NeuronActivation("block", 1, token=0)(tokens).item()
+        (5.0, 1.0)
     """
 
     def __init__(
@@ -173,21 +255,24 @@ class NeuronActivation(BaseLoss):
         *,
         x: Optional[int] = None,
         y: Optional[int] = None,
+        token: Optional[int] = None,
         batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.channel_index = check_index(channel_index, "channel_index")
         self.x = _optional_index(x, "x")
         self.y = _optional_index(y, "y")
+        self.token = _check_token(token, self.x, self.y)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        channel = check_channel(act, self.channel_index, self.target)
-        col, row = neuron_position(act, self.x, self.y, self.target)
-        return act[:, channel, row : row + 1, col : col + 1]
+        neuron, layout = _neuron_view(self, activations, self.x, self.y, self.token)
+        return neuron[:, check_channel(neuron, self.channel_index, self.target, layout)]
 
     def _extra_repr(self) -> str:
         pos = "" if self.x is None and self.y is None else f", x={self.x}, y={self.y}"
+        if self.token is not None:
+            pos = f", token={self.token}"
         return f"{self.channel_index}{pos}"
 
 
@@ -197,6 +282,7 @@ class DeepDream(BaseLoss):
     Args:
         target: the layer.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Example:
         >>> DeepDream("mixed4c")({"mixed4c": torch.tensor([[-2.0, 3.0]])}).tolist()
@@ -218,6 +304,7 @@ class ActivationInterpolation(BaseLoss):
         channel_index_one: its channel, or ``None`` for the whole layer.
         target_two: the second layer.
         channel_index_two: its channel, or ``None`` for the whole layer.
+        layout: keyword-only; the layers' layout (``None``: inferred for each, see :class:`BaseLoss`).
 
     captum's keyword names ``target1``, ``channel_index1``, ``target2`` and ``channel_index2`` are accepted
     too (``ActivationInterpolation(target1=m, channel_index1=3, target2=m, channel_index2=7)``).
@@ -234,6 +321,8 @@ class ActivationInterpolation(BaseLoss):
         channel_index_one: Optional[int] = None,
         target_two: Optional[Target] = None,
         channel_index_two: Optional[int] = None,
+        *,
+        layout: LayoutArg = None,
         **captum_names: Any,
     ) -> None:
         aliases = {"target1": "target_one", "channel_index1": "channel_index_one",
@@ -251,7 +340,7 @@ class ActivationInterpolation(BaseLoss):
         for name, value in (("target_one", target_one), ("target_two", target_two)):
             if value is None:
                 raise TypeError(f"ActivationInterpolation needs {name} (a module or a dotted module name)")
-        super().__init__(target_one)
+        super().__init__(target_one, layout=layout)
         if not isinstance(target_two, (nn.Module, str)):
             raise TypeError(
                 f"a loss target must be an nn.Module or a dotted module name, got {type(target_two).__name__}"
@@ -265,9 +354,9 @@ class ActivationInterpolation(BaseLoss):
         return [self.target, self.target_two] if self.target is not self.target_two else [self.target]
 
     def _channel_means(self, activations: Activations, target: Target, channel: Optional[int]) -> torch.Tensor:
-        act = activations[target]
+        act, layout = self._read(activations, target)
         if channel is not None:
-            act = act[:, check_channel(act, channel, target)]
+            act = act[:, check_channel(act, channel, target, layout)]
         return act.reshape(act.shape[0], -1).mean(dim=1)
 
     def __call__(self, activations: Activations) -> torch.Tensor:

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, T
 import torch
 import torch.nn as nn
 
+from ..layouts import Layout, LayoutArg, channels_first, check_layout, infer_layout
+
 __all__ = [
     "Target",
     "Loss",
@@ -457,17 +459,36 @@ class BaseLoss(Loss):
             the end: ``-1`` is the last image), or a ``[start, end]`` pair for images ``start`` to
             ``end - 1`` (negative values as in ``x[start:end]``). Checked against the batch size when the
             loss is called (:func:`batch_slice`).
+        layout: keyword-only. How the target's output is laid out: ``None`` infers it (4-D: NCHW, or NHWC
+            when the module's widths say so; 3-D: tokens ``(N, L, D)`` with the prefix tokens and square grid
+            inferred; see :mod:`optim.layouts`), or ``"NCHW"``, ``"NHWC"``, ``"NLD"`` or a
+            :class:`~optim.layouts.Layout` (``Layout("NLD", prefix=1, grid=(14, 14))``). One layout serves
+            every target of a multi-target loss. Every loss computes on the channels-first view
+            (:func:`~optim.layouts.channels_first`): a channel is a hidden unit of a token layer, a position
+            (``x``, ``y``) a patch token on its grid; the prefix tokens (a ViT's class token) are left out of
+            that view and reached with ``token=`` where a loss offers it.
 
     Raises:
-        TypeError: a target that is neither a module nor a name, or a ``batch_index`` that is not an int or
-            a pair of ints.
-        ValueError: a ``batch_index`` sequence that is not a pair; when called, a ``batch_index`` outside
-            the batch.
+        TypeError: a target that is neither a module nor a name, a ``batch_index`` that is not an int or
+            a pair of ints, or a ``layout`` that is neither ``None``, a name nor a ``Layout``.
+        ValueError: a ``batch_index`` sequence that is not a pair, an unknown layout name; when called, a
+            ``batch_index`` outside the batch or a layout that does not fit the activation.
+
+    Example:
+        >>> from optim.loss import ChannelActivation
+        >>> tokens = torch.arange(5 * 3.0).reshape(1, 5, 3)  # (N, L, D): a class token + 2x2 patch tokens
+        >>> ChannelActivation("block", 1)({"block": tokens}).tolist()  # hidden unit 1 of the 4 patch tokens
+        [[[4.0, 7.0], [10.0, 13.0]]]
+        >>> ChannelActivation("block", 1, layout="NCHW")({"block": tokens}).tolist()  # token 1, read as NCL
+        [[3.0, 4.0, 5.0]]
     """
 
-    def __init__(self, target: Union[Target, Sequence[Target]], *, batch_index: BatchIndex = None) -> None:
+    def __init__(
+        self, target: Union[Target, Sequence[Target]], *, batch_index: BatchIndex = None, layout: LayoutArg = None
+    ) -> None:
         self.target = target
         self.batch_index = _check_batch_index(batch_index)
+        self.layout = check_layout(layout)
 
     @property
     def target(self) -> Union[Target, List[Target]]:
@@ -494,17 +515,36 @@ class BaseLoss(Loss):
         return _unique(self._target) if isinstance(self._target, list) else [self._target]
 
     def _activation(self, activations: Activations, target: Optional[Target] = None) -> torch.Tensor:
-        """The recorded output of ``target`` (default: this loss's target), cut to ``batch_index``."""
+        """The recorded output of ``target`` (default: this loss's target) in its channels-first view
+        (:func:`~optim.layouts.channels_first` with this loss's ``layout``), cut to ``batch_index``."""
+        return self._read(activations, target)[0]
+
+    def _read(
+        self, activations: Activations, target: Optional[Target] = None, *, keep_prefix: bool = False
+    ) -> Tuple[torch.Tensor, Layout]:
+        """The one place a loss reads an activation: ``(channels-first view cut to batch_index, its layout)``.
+
+        ``keep_prefix=True`` gives a token layer as ``(N, D, L)`` with every token (prefix tokens first).
+        """
         target = self.target if target is None else target
         if isinstance(target, list):
             raise ValueError(
                 f"{type(self).__name__} has several targets ({[target_name(t) for t in target]}); read each "
                 "one with self._activation(activations, target=...)"
             )
-        act = activations[target]
-        if self.batch_index is None:
-            return act
-        return act[self._batch_slice(act.shape[0], target)]
+        raw = activations[target]
+        layout = self._layout_of(raw, activations, target)
+        act = channels_first(raw, layout, keep_prefix=keep_prefix)
+        if self.batch_index is not None:
+            act = act[self._batch_slice(act.shape[0], target)]
+        return act, layout
+
+    def _layout_of(self, raw: torch.Tensor, activations: Activations, target: Target) -> Layout:
+        """The complete layout of ``target``'s recorded output ``raw`` (this loss's ``layout``, or inferred)."""
+        module = target if isinstance(target, nn.Module) else None
+        if module is None and hasattr(activations, "module_of"):
+            module = activations.module_of(target)
+        return infer_layout(raw, self.layout, module=module, where=_where(target))
 
     def _batch_slice(self, batch_size: int, target: Optional[Target] = None) -> slice:
         """The slice of a batch of ``batch_size`` this loss reads (``batch_index`` resolved)."""
@@ -522,4 +562,7 @@ class BaseLoss(Loss):
         if self.batch_index is not None:
             index = self.batch_index
             args.append(f"batch_index={index if isinstance(index, int) else list(index)}")
+        if getattr(self, "layout", None) is not None:
+            args.append(f"layout={self.layout.name!r}" if self.layout == Layout(self.layout.name)
+                        else f"layout={self.layout!r}")
         return f"{type(self).__name__}({', '.join(args)})"

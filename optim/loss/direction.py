@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .activation import _optional_index, check_channel, neuron_position
+from ..layouts import Layout, LayoutArg, channels_first
+from .activation import _check_token, _neuron_view, _optional_index, as_map, check_channel, neuron_position
 from .base import Activations, BaseLoss, BatchIndex, Target, check_index, target_name
 
 __all__ = [
@@ -41,38 +42,47 @@ def _as_direction(vec: torch.Tensor, name: str = "vec") -> torch.Tensor:
     return vec.detach()
 
 
-def _check_length(vec: torch.Tensor, channels: int, target: Target) -> None:
+def _check_length(vec: torch.Tensor, channels: int, target: Target, layout: Optional[Layout] = None) -> None:
     if vec.numel() != channels:
+        unit = layout.unit_name if layout is not None else "channels"
         raise ValueError(
-            f"the direction has {vec.numel()} values but {target_name(target)} has {channels} channels"
+            f"the direction has {vec.numel()} values but {target_name(target)} has {channels} {unit}"
         )
 
 
 class Direction(BaseLoss):
     """Move every position's activation along a direction ``vec`` in channel space.
 
+    On a token layer ``(N, L, D)`` the direction has one value per hidden unit and is followed at every
+    patch token (``Direction(block, torch.randn(768))`` on a ViT-B/16 block).
+
     Args:
         target: the layer.
-        vec: a direction with one value per channel.
+        vec: a direction with one value per channel (hidden unit).
         cossim_pow: weight by cosine similarity to this power (0: plain dot product).
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Example:
         >>> acts = {"mixed4a": torch.tensor([[1.0, 2.0]])}
         >>> Direction("mixed4a", torch.tensor([3.0, -1.0]))(acts).tolist()
         [1.0]
+        >>> tokens = {"block": torch.arange(10.0).reshape(1, 5, 2)}  # a class token + a 2x2 grid, 2 hidden units
+        >>> Direction("block", torch.tensor([1.0, -1.0]))(tokens).tolist()  # unit 0 - unit 1 at each patch token
+        [[[-1.0, -1.0], [-1.0, -1.0]]]
     """
 
     def __init__(
-        self, target: Target, vec: torch.Tensor, *, cossim_pow: float = 0.0, batch_index: BatchIndex = None
+        self, target: Target, vec: torch.Tensor, *, cossim_pow: float = 0.0, batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.vec = _as_direction(vec).reshape(1, -1)
         self.cossim_pow = float(cossim_pow)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        _check_length(self.vec, act.shape[1], self.target)
+        act, layout = self._read(activations)
+        _check_length(self.vec, act.shape[1], self.target, layout)
         vec = self.vec.to(act.device, act.dtype).reshape((1, -1) + (1,) * (act.dim() - 2))
         return dot_cossim(vec, act, self.cossim_pow)
 
@@ -85,9 +95,12 @@ class NeuronDirection(BaseLoss):
         vec: a direction with one value per channel.
         x: the column; ``None`` for the centre.
         y: the row; ``None`` for the centre.
+        token: token layers only: the token's index in the sequence, prefix tokens included (``0``: a ViT's
+            class token), instead of ``x``/``y``.
         channel_index: restrict the dot product to one channel.
         cossim_pow: weight by cosine similarity to this power.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __init__(
@@ -97,28 +110,27 @@ class NeuronDirection(BaseLoss):
         *,
         x: Optional[int] = None,
         y: Optional[int] = None,
+        token: Optional[int] = None,
         channel_index: Optional[int] = None,
         cossim_pow: float = 0.0,
         batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.vec = _as_direction(vec).reshape(1, -1, 1, 1)
         self.x, self.y = _optional_index(x, "x"), _optional_index(y, "y")
+        self.token = _check_token(token, self.x, self.y)
         self.channel_index = _optional_index(channel_index, "channel_index")
         self.cossim_pow = float(cossim_pow)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        col, row = neuron_position(act, self.x, self.y, self.target)
-        act = act[:, :, row : row + 1, col : col + 1]
+        act, layout = _neuron_view(self, activations, self.x, self.y, self.token)
         vec = self.vec.to(act.device, act.dtype)
+        _check_length(vec, act.shape[1], self.target, layout)
         if self.channel_index is not None:
-            channel = check_channel(act, self.channel_index, self.target)
-            _check_length(vec, act.shape[1], self.target)
+            channel = check_channel(act, self.channel_index, self.target, layout)
             act = act[:, channel : channel + 1]
             vec = vec[:, channel : channel + 1]
-        else:
-            _check_length(vec, act.shape[1], self.target)
         return dot_cossim(vec, act, self.cossim_pow)
 
 
@@ -132,8 +144,11 @@ class AngledNeuronDirection(BaseLoss):
         cossim_pow: the power of the cosine weight; 0 returns the raw product.
         x: the column; ``None`` for the centre.
         y: the row; ``None`` for the centre.
+        token: token layers only: the token's index in the sequence, prefix tokens included (``0``: a ViT's
+            class token), instead of ``x``/``y``.
         eps: keeps the norm away from zero.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __init__(
@@ -145,22 +160,24 @@ class AngledNeuronDirection(BaseLoss):
         cossim_pow: float = 4.0,
         x: Optional[int] = None,
         y: Optional[int] = None,
+        token: Optional[int] = None,
         eps: float = 1e-4,
         batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         vec = _as_direction(vec).reshape(1, -1)
         self.vec = vec @ _as_direction(vec_whitened, "vec_whitened") if vec_whitened is not None else vec
         self.cossim_pow = float(cossim_pow)
         self.x, self.y = _optional_index(x, "x"), _optional_index(y, "y")
+        self.token = _check_token(token, self.x, self.y)
         self.eps = float(eps)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        if act.dim() == 4:
-            col, row = neuron_position(act, self.x, self.y, self.target)
-            act = act[:, :, row, col]
-        _check_length(self.vec, act.shape[1], self.target)
+        act, layout = self._read(activations)
+        if act.dim() > 2 or self.token is not None:
+            act = _neuron_view(self, activations, self.x, self.y, self.token)[0][:, :, 0, 0]
+        _check_length(self.vec, act.shape[1], self.target, layout)
         vec = self.vec.to(act.device, act.dtype)
         if self.cossim_pow == 0:
             return act * vec
@@ -177,12 +194,14 @@ class TensorDirection(BaseLoss):
         vec: the pattern, at most the activation's spatial size.
         cossim_pow: weight by cosine similarity to this power.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __init__(
-        self, target: Target, vec: torch.Tensor, *, cossim_pow: float = 0.0, batch_index: BatchIndex = None
+        self, target: Target, vec: torch.Tensor, *, cossim_pow: float = 0.0, batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         vec = _as_direction(vec)
         if vec.dim() != 4:
             raise ValueError(f"TensorDirection needs a [1, C, H, W] tensor, got shape {tuple(vec.shape)}")
@@ -190,9 +209,13 @@ class TensorDirection(BaseLoss):
         self.cossim_pow = float(cossim_pow)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
+        act, layout = self._read(activations)
+        act = as_map(act)
+        if act.dim() != 4:
+            raise ValueError(f"TensorDirection needs a layer with positions, {target_name(self.target)} gives "
+                             f"shape {tuple(act.shape)}")
         _, channels, vh, vw = self.vec.shape
-        _check_length(self.vec[0, :, 0, 0], act.shape[1], self.target)
+        _check_length(self.vec[0, :, 0, 0], act.shape[1], self.target, layout)
         height, width = act.shape[2:]
         if vh > height or vw > width:
             raise ValueError(
@@ -215,6 +238,7 @@ class ActivationWeights(BaseLoss):
         wx: the window's width.
         wy: the window's height.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __init__(
@@ -228,8 +252,9 @@ class ActivationWeights(BaseLoss):
         wx: int = 1,
         wy: int = 1,
         batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.weights = _as_direction(weights, "weights").reshape(-1)
         self.neuron = bool(neuron)
         self.x, self.y = _optional_index(x, "x"), _optional_index(y, "y")
@@ -239,9 +264,10 @@ class ActivationWeights(BaseLoss):
         self.wx, self.wy = int(wx), int(wy)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        _check_length(self.weights, act.shape[1], self.target)
+        act, layout = self._read(activations)
+        _check_length(self.weights, act.shape[1], self.target, layout)
         if self.neuron:
+            act = as_map(act)
             col, row = neuron_position(act, self.x, self.y, self.target)
             height, width = act.shape[2:]
             if col + self.wx > width or row + self.wy > height:
@@ -297,6 +323,7 @@ class VectorLoss(BaseLoss):
         activation_fn: keyword-only; applied to the activations before the projection (ReLU by default, as
             in captum and Goh et al. 2021; ``None`` for none).
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __init__(
@@ -306,14 +333,15 @@ class VectorLoss(BaseLoss):
         *,
         activation_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = F.relu,
         batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.vec = _as_direction(vec).reshape(-1)
         self.activation_fn = activation_fn
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        _check_length(self.vec, act.shape[1], self.target)
+        act, layout = self._read(activations)
+        _check_length(self.vec, act.shape[1], self.target, layout)
         return channel_projection(act, self.vec, self.activation_fn)
 
 
@@ -335,6 +363,7 @@ class FacetLoss(BaseLoss):
         strength: keyword-only; ``None``, one number scaling every image, or a ``(start, end)`` pair
             interpolated linearly over the batch (the first image gets ``start``, the last ``end``).
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     captum's argument order ``FacetLoss(vec, ultimate_target, layer_target, facet_weights)`` is accepted too:
     a tensor in the first position cannot be a target, so the first three arguments are read in captum's
@@ -363,11 +392,12 @@ class FacetLoss(BaseLoss):
         *,
         strength: Optional[Union[float, Sequence[float]]] = None,
         batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
         if isinstance(ultimate_target, torch.Tensor):
             # captum's order: (vec, ultimate_target, layer_target, facet_weights)
             ultimate_target, layer_target, vec = layer_target, vec, ultimate_target
-        super().__init__(ultimate_target, batch_index=batch_index)
+        super().__init__(ultimate_target, batch_index=batch_index, layout=layout)
         if not isinstance(layer_target, (nn.Module, str)):
             raise TypeError(
                 f"layer_target must be an nn.Module or a dotted module name, got {type(layer_target).__name__}"
@@ -404,7 +434,8 @@ class FacetLoss(BaseLoss):
         projected = channel_projection(ultimate, self.vec)
         layer_full = activations[self.layer_target]
         grad = torch.autograd.grad(projected.sum(), layer_full, retain_graph=True)[0].detach()
-        layer = self._activation(activations, self.layer_target)
+        layer, layout = self._read(activations, self.layer_target)
+        grad = channels_first(grad, layout)  # the gradient is laid out like the layer
         if self.batch_index is not None:
             grad = grad[self._batch_slice(grad.shape[0], self.layer_target)]
         attribution = layer * F.relu(grad)

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..layouts import LayoutArg
 from .activation import _optional_index, check_channel
 from .base import Activations, BaseLoss, BatchIndex, Target
 
@@ -20,6 +21,7 @@ class TotalVariation(BaseLoss):
     Args:
         target: usually the image parameterization, or any layer.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -36,10 +38,13 @@ class L1(BaseLoss):
         target: the layer or image.
         constant: the value the penalty pulls towards.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
-    def __init__(self, target: Target, *, constant: float = 0.0, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index=batch_index)
+    def __init__(
+        self, target: Target, *, constant: float = 0.0, batch_index: BatchIndex = None, layout: LayoutArg = None
+    ) -> None:
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.constant = float(constant)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -57,12 +62,14 @@ class L2(BaseLoss):
         constant: the value the penalty pulls towards.
         epsilon: keeps the square root differentiable at zero.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __init__(
-        self, target: Target, *, constant: float = 0.0, epsilon: float = 1e-6, batch_index: BatchIndex = None
+        self, target: Target, *, constant: float = 0.0, epsilon: float = 1e-6, batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.constant = float(constant)
         self.epsilon = float(epsilon)
 
@@ -81,6 +88,7 @@ class L2Mean(BaseLoss):
         channel_index: one channel, or ``None`` for all.
         constant: the target value.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __init__(
@@ -90,15 +98,16 @@ class L2Mean(BaseLoss):
         channel_index: Optional[int] = None,
         constant: float = 0.5,
         batch_index: BatchIndex = None,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, batch_index=batch_index)
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.channel_index = _optional_index(channel_index, "channel_index")
         self.constant = float(constant)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        x = self._activation(activations)
+        x, layout = self._read(activations)
         if self.channel_index is not None:
-            x = x[:, check_channel(x, self.channel_index, self.target)]
+            x = x[:, check_channel(x, self.channel_index, self.target, layout)]
         return ((x - self.constant) ** 2).mean()
 
 
@@ -110,6 +119,7 @@ class Diversity(BaseLoss):
     Args:
         target: the layer whose Gram matrices are compared.
         batch_index: which images of the batch the loss reads (at least two).
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
     def __call__(self, activations: Activations) -> torch.Tensor:
@@ -132,10 +142,13 @@ class Alignment(BaseLoss):
         target: the layer to align.
         decay_ratio: how fast the weight falls with the distance in the batch.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
     """
 
-    def __init__(self, target: Target, *, decay_ratio: float = 2.0, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index=batch_index)
+    def __init__(
+        self, target: Target, *, decay_ratio: float = 2.0, batch_index: BatchIndex = None, layout: LayoutArg = None
+    ) -> None:
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.decay_ratio = float(decay_ratio)
 
     def __call__(self, activations: Activations) -> torch.Tensor:

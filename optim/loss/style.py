@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ..layouts import Layout, LayoutArg, channels_first
 from .base import Activations, BaseLoss, BatchIndex, Target, target_name
 
 __all__ = ["gram_matrix", "StyleLoss", "ContentLoss", "ReferenceDistance", "Transparency"]
@@ -48,11 +49,23 @@ def _reference(reference: torch.Tensor, name: str) -> torch.Tensor:
 
 
 class _ReferenceLoss(BaseLoss):
-    """A loss on one target that compares it to a fixed tensor (moved to the activation's device/dtype)."""
+    """A loss on one target that compares it to a fixed tensor (moved to the activation's device/dtype).
 
-    def __init__(self, target: Target, reference: torch.Tensor, *, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, batch_index=batch_index)
+    The reference is stored as recorded (the layer's own layout) and read in the channels-first view of the
+    layout the activation resolves to; token prefix and grid are inferred for the reference's own length
+    unless ``layout`` gives them.
+    """
+
+    def __init__(
+        self, target: Target, reference: torch.Tensor, *, batch_index: BatchIndex = None, layout: LayoutArg = None
+    ) -> None:
+        super().__init__(target, batch_index=batch_index, layout=layout)
         self.reference = _reference(reference, "reference")
+
+    def _reference_view(self, reference: torch.Tensor, layout: Layout) -> torch.Tensor:
+        """``reference`` (as recorded at the target) in the channels-first view of the activation's layout."""
+        return channels_first(reference, self.layout if self.layout is not None else Layout(layout.name),
+                              where=f"the reference of {target_name(self.target)}")
 
     def _paired(self, act: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """The reference on ``act``'s device and dtype, checked to broadcast over ``act``'s batch."""
@@ -74,9 +87,11 @@ class StyleLoss(_ReferenceLoss):
 
     Args:
         target: the layer.
-        style: the style image's activation at ``target`` (``[1 or N, C, H, W]``; its spatial size may
-            differ from the render's); its Gram matrix is computed once.
+        style: the style image's activation at ``target`` as recorded (``[1 or N, C, H, W]``, or the
+            layer's own layout; its spatial size may differ from the render's); its Gram matrix is computed
+            once per layout.
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Example:
         >>> style_act = torch.rand(1, 4, 8, 8)
@@ -85,12 +100,18 @@ class StyleLoss(_ReferenceLoss):
         True
     """
 
-    def __init__(self, target: Target, style: torch.Tensor, *, batch_index: BatchIndex = None) -> None:
-        super().__init__(target, gram_matrix(_reference(style, "style")), batch_index=batch_index)
+    def __init__(
+        self, target: Target, style: torch.Tensor, *, batch_index: BatchIndex = None, layout: LayoutArg = None
+    ) -> None:
+        super().__init__(target, _reference(style, "style"), batch_index=batch_index, layout=layout)
+        self._grams: dict = {}
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        gram = gram_matrix(self._activation(activations))
-        style = self._paired(gram, self.reference)
+        act, layout = self._read(activations)
+        gram = gram_matrix(act)
+        if layout not in self._grams:
+            self._grams[layout] = gram_matrix(self._reference_view(self.reference, layout))
+        style = self._paired(gram, self._grams[layout])
         return ((gram - style) ** 2).mean() / (style**2).mean().clamp_min(1e-12)
 
 
@@ -104,6 +125,7 @@ class ContentLoss(_ReferenceLoss):
         target: the layer.
         reference: the reference image's activation at ``target`` (``[1 or N, C, H, W]``).
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Example:
         >>> photo_act = torch.zeros(1, 2, 3, 3)
@@ -112,8 +134,8 @@ class ContentLoss(_ReferenceLoss):
     """
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        return ((act - self._paired(act, self.reference)) ** 2).mean()
+        act, layout = self._read(activations)
+        return ((act - self._paired(act, self._reference_view(self.reference, layout))) ** 2).mean()
 
 
 class ReferenceDistance(_ReferenceLoss):
@@ -127,6 +149,7 @@ class ReferenceDistance(_ReferenceLoss):
         target: the layer.
         reference: the image's activation at ``target`` (``[1 or N, C, H, W]``).
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
         epsilon: keeps the square root differentiable at the reference.
 
     Returns (when called):
@@ -139,14 +162,20 @@ class ReferenceDistance(_ReferenceLoss):
     """
 
     def __init__(
-        self, target: Target, reference: torch.Tensor, *, batch_index: BatchIndex = None, epsilon: float = 1e-8
+        self,
+        target: Target,
+        reference: torch.Tensor,
+        *,
+        batch_index: BatchIndex = None,
+        epsilon: float = 1e-8,
+        layout: LayoutArg = None,
     ) -> None:
-        super().__init__(target, reference, batch_index=batch_index)
+        super().__init__(target, reference, batch_index=batch_index, layout=layout)
         self.epsilon = float(epsilon)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        act = self._activation(activations)
-        reference = self._paired(act, self.reference).expand_as(act)
+        act, layout = self._read(activations)
+        reference = self._paired(act, self._reference_view(self.reference, layout)).expand_as(act)
         diff = (act - reference).reshape(act.shape[0], -1)
         norm = reference.reshape(act.shape[0], -1).norm(dim=1).clamp_min(self.epsilon)
         return ((diff**2).sum(dim=1) + self.epsilon).sqrt() / norm
@@ -161,6 +190,7 @@ class Transparency(BaseLoss):
     Args:
         target: the image parameterization (or any module whose output is ``[N, 4, H, W]``).
         batch_index: which images of the batch the loss reads.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :class:`BaseLoss`).
 
     Returns (when called):
         An ``[N]`` tensor in ``[0, 1]``; 1 is fully transparent.
