@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -52,9 +52,9 @@ Objective = Union[Loss, str]
 ImageArg = Union[None, nn.Module, torch.Tensor, Callable[[], nn.Module]]
 
 
-def _build_image(image: ImageArg, model: Optional[nn.Module] = None) -> nn.Module:
+def _build_image(image: ImageArg, model: Optional[nn.Module] = None, size: Optional[Sequence[int]] = None) -> nn.Module:
     if image is None:
-        return default_image(channels=model_input_channels(model))
+        return default_image(DEFAULT_SIZE if size is None else size, channels=model_input_channels(model))
     if isinstance(image, nn.Module):
         return image
     if isinstance(image, torch.Tensor):
@@ -86,6 +86,81 @@ def _check_thresholds(thresholds: Union[int, Sequence[int]]) -> List[int]:
     return values
 
 
+def _image_hw(image: Any) -> Optional[Tuple[int, int]]:
+    """The ``(height, width)`` of a built image parameterization, without drawing from any generator."""
+    if isinstance(image, nn.Module):
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                out = image()
+        except Exception:  # a parameterization that cannot be called alone: no size known
+            return None
+        image = out
+    if isinstance(image, torch.Tensor) and image.dim() >= 3:
+        return int(image.shape[-2]), int(image.shape[-1])
+    return None
+
+
+def _transformed_hw(transform: nn.Module, image_hw: Tuple[int, int], channels: int) -> Optional[Tuple[int, int]]:
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = transform(torch.full((1, channels, *image_hw), 0.5))
+    except Exception:
+        return None
+    return (int(out.shape[-2]), int(out.shape[-1])) if isinstance(out, torch.Tensor) and out.dim() == 4 else None
+
+
+def size_error(
+    err: BaseException,
+    model: nn.Module,
+    config: Any,
+    image_hw: Optional[Tuple[int, int]],
+    transform: Optional[nn.Module] = None,
+) -> Optional[ValueError]:
+    """A ``ValueError`` naming the working size and transform for a model that failed on the size it was fed.
+
+    ``None`` when the size does not explain the failure: the model declares no native size, or it was fed that
+    size and the transforms kept the image's size. Renders raise it from the model's own error (``Expected
+    224 but got 228``, ``Input image size (36*36) doesn't match model (32*32)``).
+
+    Args:
+        err: the model's error.
+        model: the network.
+        config: its :class:`~optim.models.preprocess.InputConfig` (``None``: its native size is not considered).
+        image_hw: the rendered image's ``(height, width)``.
+        transform: the render's transforms (their output size is measured on a grey image, on the CPU).
+
+    Example:
+        >>> from optim.models.preprocess import InputConfig
+        >>> err = size_error(AssertionError("Wrong image height!"), nn.Identity(), InputConfig(size=(32, 32)), (36, 36))
+        >>> str(err)[:61]
+        'Identity failed on a 36x36 input (Wrong image height!); its n'
+        >>> str(err)[56:]
+        'its native input size is 32x32 (unknown): render at that size (leave image= and size= unset to get it, or default_image((32, 32)))'
+    """
+    if image_hw is None:
+        return None
+    fed = image_hw
+    hints = []
+    if transform is not None:
+        out_hw = _transformed_hw(transform, image_hw, model_input_channels(model))
+        if out_hw is not None and out_hw != image_hw:
+            fed = out_hw
+            hints.append(
+                f"the transforms change the image size from {image_hw[0]}x{image_hw[1]} to {out_hw[0]}x{out_hw[1]}; "
+                "a model with a fixed input size needs transforms that keep it, as the default transforms do "
+                "(TransformationRobustness(crop_or_pad_output=True))"
+            )
+    native = getattr(config, "size", None)
+    if native is not None and tuple(native) != tuple(image_hw):
+        hints.append(
+            f"its native input size is {native[0]}x{native[1]} ({config.source}): render at that size (leave image= "
+            f"and size= unset to get it, or default_image(({native[0]}, {native[1]})))"
+        )
+    if not hints:
+        return None
+    return ValueError(f"{type(model).__name__} failed on a {fed[0]}x{fed[1]} input ({err}); " + "; ".join(hints))
+
+
 def _as_image_tensor(x: torch.Tensor) -> torch.Tensor:
     from .images import ImageTensor
 
@@ -113,17 +188,21 @@ def render_vis(
         objective: a :class:`~optim.loss.Loss`, or a string: ``"layer:channel"``, ``"layer:channel:x:y"``
             for a neuron, ``"layer"`` for DeepDream on the layer (dotted module names, see
             :func:`optim.loss.parse`).
-        image: the image parameterization (default :func:`default_image` with as many channels as the model's
-            first convolution reads: 1 renders a grayscale image, without colour decorrelation), a function that
-            builds one
-            (Lucent's ``param_f``), or a tensor in ``[0, 1]`` to start from.
+        image: the image parameterization (default :func:`default_image` at the model's native size, as
+            :func:`optim.models.preprocess.input_config` reads it (timm ``pretrained_cfg``, torchvision ViT's
+            ``image_size``, Hugging Face ``config.image_size``), else ``DEFAULT_SIZE``, with as many channels as the
+            model's first convolution reads: 1 renders a grayscale image, without colour decorrelation), a
+            function that builds one (Lucent's ``param_f``), or a tensor in ``[0, 1]`` to start from.
         transforms: a module, a list of modules (applied in order), or ``None`` for
             :func:`default_transforms`; ``[]`` for none.
         thresholds: step counts at which a snapshot is taken; the render runs to the last one.
         optimizer: ``None`` for Adam, an optimizer class (built with ``lr``), an instance over the image's
             parameters, or a function ``params -> optimizer``.
         lr: the learning rate of a default or class-given optimizer (a finite number > 0).
-        preprocess: applied after the transforms and before the model (e.g. input normalization).
+        preprocess: applied after the transforms and before the model (e.g. input normalization). ``None``:
+            :class:`~optim.transforms.Normalize` with the mean and std the model declares (timm, a Hugging Face
+            processor's values through ``input_config``; the image stays in ``[0, 1]``), else nothing;
+            ``nn.Identity()`` for none. optim's own models normalize their input themselves and get nothing.
         progress: show a progress bar.
         seed: makes the render reproducible whatever was built before the call: the image is re-initialized
             from the seed (``reset_parameters``) and image ``i`` of the batch draws its transforms from its own
@@ -135,7 +214,9 @@ def render_vis(
         One detached CPU ``ImageTensor`` ``[B, C, H, W]`` per threshold.
 
     Raises:
-        ValueError: for an unknown layer (with close names), a channel out of range, or bad thresholds.
+        ValueError: for an unknown layer (with close names), a channel out of range, or bad thresholds; a model
+            that fails on the image's size (the transforms changed it, or it is not the model's native size)
+            gets a ValueError naming the working size and transforms, raised from the model's own error.
         FloatingPointError: when the loss becomes NaN or infinite.
 
     Example:
@@ -151,11 +232,14 @@ def render_vis(
         objective = parse(objective, model=model)
     elif not isinstance(objective, Loss):
         raise TypeError(f"objective must be an optim.loss.Loss or a string such as 'layer:channel', got {objective!r}")
+    from .models.preprocess import render_inputs
+
     steps = _check_thresholds(thresholds)
+    inputs = render_inputs(model, preprocess=preprocess)  # the model's native size and normalization
     # built outside inference mode even when the caller is inside it, so autograd can train the image
     with autograd_context(), seeded(seed, model):
-        param = _build_image(image, model)
-        transform = make_transform(transforms, preprocess)
+        param = _build_image(image, model, inputs.size)
+        transform = make_transform(transforms, inputs.preprocess)
         obj = InputOptimization(model, objective, param, transform, seed=seed)
     # one optimizer for every segment, so Adam's moments carry over between snapshots
     opt_arg = make_optimizer(optimizer, obj.parameters(), lr)
@@ -166,7 +250,15 @@ def render_vis(
         for threshold in steps:
             segment.offset, segment.end = segment.end, threshold
             if threshold > segment.offset:
-                obj.optimize(segment, optimizer=opt_arg, lr=lr, callback=callback, step_offset=segment.offset)
+                try:
+                    obj.optimize(segment, optimizer=opt_arg, lr=lr, callback=callback, step_offset=segment.offset)
+                except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+                    if segment.offset > 0:
+                        raise
+                    explained = size_error(err, model, inputs.config, _image_hw(param), transform)
+                    if explained is None:
+                        raise
+                    raise explained from err
             with torch.no_grad():
                 images.append(_as_image_tensor(param()))
     finally:
@@ -180,7 +272,7 @@ def render_layer(
     channels: Optional[Sequence[int]] = None,
     batch_size: int = 16,
     steps: int = DEFAULT_STEPS,
-    size: Union[int, Sequence[int]] = DEFAULT_SIZE,
+    size: Union[None, int, Sequence[int]] = None,
     transforms: TransformArg = None,
     optimizer: OptimizerArg = None,
     lr: float = DEFAULT_LR,
@@ -202,7 +294,8 @@ def render_layer(
         channels: the channels to render (default: every channel of the layer).
         batch_size: channels rendered together.
         steps: optimization steps per channel.
-        size: image side (an int) or ``(height, width)``.
+        size: image side (an int) or ``(height, width)``; ``None``: the model's native size, else
+            ``DEFAULT_SIZE`` (as in :func:`render_vis`).
         transforms: as in :func:`render_vis`.
         optimizer: an optimizer class or a function ``params -> optimizer`` (default Adam).
         lr: learning rate.
@@ -227,17 +320,26 @@ def render_layer(
     for bit.
     """
     from .images import ImageTensor
-    from .images.base import check_elements, check_size
+    from .images.base import check_elements
+    from .models.preprocess import render_inputs
     from .models.selection import channel_counts
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    hw = check_size(size)
+    inputs = render_inputs(model, size, preprocess)  # the model's native size and normalization
+    hw = inputs.size
+    preprocess = inputs.preprocess
     check_elements(3 * hw[0] * hw[1], "size")  # before the probe pass allocates anything
     module = resolve_module(model, layer)
-    (n_channels,) = channel_counts(model, [module], hw, preprocess=preprocess)
+    try:
+        (n_channels,) = channel_counts(model, [module], hw, preprocess=preprocess)
+    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+        explained = size_error(err, model, inputs.config, hw)
+        if explained is None:
+            raise
+        raise explained from err
     chosen = list(range(n_channels)) if channels is None else list(channels)
     if not chosen:
         raise ValueError("channels is empty: give at least one channel index")
@@ -246,19 +348,26 @@ def render_layer(
             raise ValueError(f"channel {c!r} is out of range for a layer with {n_channels} channels (0..{n_channels - 1})")
     objectives = [lambda i, c=c: ChannelActivation(module, c, batch_index=i) for c in chosen]
     in_channels = model_input_channels(model)
-    tiles = render_batches(
-        model,
-        objectives,
-        chosen,
-        lambda n: default_image(hw, channels=in_channels, batch=n),
-        batch_size=batch_size,
-        steps=steps,
-        transforms=transforms,
-        preprocess=preprocess,
-        optimizer=optimizer,
-        lr=lr,
-        progress=progress,
-        seed=seed,
-        callback=callback,
-    )
+    try:
+        tiles = render_batches(
+            model,
+            objectives,
+            chosen,
+            lambda n: default_image(hw, channels=in_channels, batch=n),
+            batch_size=batch_size,
+            steps=steps,
+            transforms=transforms,
+            preprocess=preprocess,
+            optimizer=optimizer,
+            lr=lr,
+            progress=progress,
+            seed=seed,
+            callback=callback,
+        )
+    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+        # the probe pass ran at this size, so only transforms that change it can explain a failure here
+        explained = size_error(err, model, None, hw, make_transform(transforms))
+        if explained is None:
+            raise
+        raise explained from err
     return ImageTensor(tiles)
