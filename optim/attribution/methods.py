@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .._utils import model_device_dtype, optional_import, resolve_module
 from ..activations import ActivationRecorder, autograd_context, model_frozen, select_tensor
+from ..layouts import channels_first, check_layout, infer_layout
 
 __all__ = ["METHODS", "attribute", "default_gradcam_layer"]
 
@@ -52,35 +53,20 @@ def _guided_backprop(model: nn.Module) -> Any:
     return _GuidedBackprop(model)
 
 
-def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
-    """Grad-CAM's usual layer: the output of the last convolutional stage, found with one forward pass.
+def _spatial_size(output: Any, module: nn.Module) -> Optional[Tuple[int, int]]:
+    """The ``(h, w)`` of a map-like output in its layout (NCHW, NHWC, tokens on a grid), else ``None``."""
+    if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
+        return None
+    layout = infer_layout(output, module=module)
+    if layout.name == "NLD":
+        return layout.grid
+    if output.dim() != 4:
+        return None
+    return tuple(output.shape[1:3]) if layout.name == "NHWC" else tuple(output.shape[2:])
 
-    That is the shallowest module whose output is the last spatial ``(N, C, h, w)`` activation (``h * w > 1``)
-    of the pass: ``layer4`` of a torchvision ResNet (not a module inside its last residual block), the head
-    of an EfficientNet. Containers finish after their children, so it is the last module to return a spatial
-    map; a module called several times counts at its last call. Outputs are read through the activation core
-    (:class:`~optim.activations.ActivationRecorder`); modules that refuse a forward hook (TorchScript) are
-    skipped.
 
-    The pass runs in eval mode without gradients (batch norm statistics stay untouched); the model's mode,
-    ``requires_grad`` flags and hooks are restored afterwards.
-
-    Args:
-        model: the network.
-        image: an ``NCHW`` input it accepts (moved to the model's device and dtype).
-
-    Returns:
-        The module (a submodule of ``model``, never ``model`` itself).
-
-    Raises:
-        ValueError: if no module outputs a spatial map larger than 1 x 1.
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()),
-        ...                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-        >>> default_gradcam_layer(net, torch.rand(1, 3, 16, 16)) is net[1]  # the stage, not its ReLU
-        True
-    """
+def _gradcam_site(model: nn.Module, image: torch.Tensor) -> Tuple[nn.Module, bool]:
+    """``(module, read_its_input)``: where the default Grad-CAM reads (see :func:`default_gradcam_layer`)."""
     device, dtype = model_device_dtype(model)
     image = image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype)
     # (depth, name, module, output) in the order the modules returned
@@ -103,20 +89,123 @@ def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
             except ValueError:
                 continue  # refuses a hook: captum could not hook it for Grad-CAM either
         model(image)
-    spatial = [i for i, (_, _, _, out) in enumerate(fired)
-               if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1]
+    sizes = [_spatial_size(out, module) for _, _, module, out in fired]
+    spatial = [i for i, size in enumerate(sizes) if size is not None and size[0] * size[1] > 1]
     if not spatial:
         raise ValueError(f"{type(model).__name__} has no layer with a spatial output; pass layer= for Grad-CAM")
-    last = fired[spatial[-1]][3]
-    # every module that returned that very tensor (an in-place chain, or nested containers); the shallowest,
-    # the latest of equals
+    final = spatial[-1]
+    last, final_size = fired[final][3], sizes[final]
+    size_of = {id(module): sizes[i] for i, (_, _, module, _) in enumerate(fired)}  # a module's last call
+    if isinstance(last, torch.Tensor) and last.dim() == 3:
+        # Tokens: the last block (a module with children, repeated among its siblings), read at its input.
+        # A class-token head reads only token 0 after the last block, so the patch tokens of the last block's
+        # output get no gradient; its input tokens still reach the class token through its attention.
+        parents = {id(child): parent for parent in model.modules() for child in parent.children()}
+        for i in reversed(spatial):
+            _, _, module, out = fired[i]
+            parent = parents.get(id(module))
+            if (isinstance(out, torch.Tensor) and out.dim() == 3 and any(True for _ in module.children())
+                    and parent is not None
+                    and sum(type(c) is type(module) for c in parent.children()) > 1):
+                return module, True
+    # every module that returned that very tensor (an in-place chain, or nested containers)
     same = [i for i in spatial if fired[i][3] is last]
-    best = min(same, key=lambda i: (fired[i][0], -i))
-    return fired[best][2]
+
+    def is_stage(i: int) -> bool:
+        # a module with children whose every child that ran returned a map of the final size: a stage (or a
+        # block) of the last resolution, not a trunk that also holds earlier stages
+        ran = [id(c) for c in fired[i][2].children() if id(c) in size_of]
+        return bool(ran) and all(size_of[c] == final_size for c in ran)
+
+    stages = [i for i in same if is_stage(i)]
+    best = min(stages or same, key=lambda i: (fired[i][0], -i))  # the shallowest, the latest of equals
+    return fired[best][2], False
 
 
-def _layer(model: nn.Module, layer: Union[str, nn.Module, None], x: torch.Tensor) -> nn.Module:
-    return default_gradcam_layer(model, x) if layer is None else resolve_module(model, layer)
+def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
+    """Grad-CAM's usual layer: the output of the last stage (CNNs), the last block (ViTs); one forward pass.
+
+    The pass finds the last spatial map: a 4-D ``(N, C, h, w)`` output with ``h * w > 1`` (or channels-last
+    ``(N, h, w, C)``, see :mod:`optim.layouts`), or a token output ``(N, L, D)`` whose patch tokens form a grid.
+
+    - Maps: among the modules that returned that very tensor (nested containers, in-place chains), the
+      shallowest *stage*: a module with children each of which returned a map of that size. That is ``layer4``
+      of a torchvision or timm ResNet (not a module inside its last residual branch), ``features.7`` of a
+      torchvision ConvNeXt (not the whole ``features`` trunk), ``stages.3`` of a timm ConvNeXt. Without such
+      a module (a head of plain layers, as on EfficientNet), the shallowest module that returned it.
+    - Tokens: the last *block* (a module with children and a sibling of its own class: timm ``blocks.-1``,
+      torchvision ``encoder.layers.encoder_layer_-1``, Hugging Face ``vit.encoder.layer.-1``). Grad-CAM reads
+      its **input** tokens (a class-token head gives the patch tokens of the last block's output no
+      gradient), drops the prefix tokens and puts the patch tokens on their grid.
+
+    A module called several times counts at its last call. Outputs are read through the activation core
+    (:class:`~optim.activations.ActivationRecorder`); modules that refuse a forward hook (TorchScript) are
+    skipped. The pass runs in eval mode without gradients (batch norm statistics stay untouched); the model's
+    mode, ``requires_grad`` flags and hooks are restored afterwards.
+
+    Args:
+        model: the network.
+        image: an ``NCHW`` input it accepts (moved to the model's device and dtype).
+
+    Returns:
+        The module (a submodule of ``model``, never ``model`` itself).
+
+    Raises:
+        ValueError: if no module outputs a spatial map larger than 1 x 1.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU()),
+        ...                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> default_gradcam_layer(net, torch.rand(1, 3, 16, 16)) is net[1]  # the stage, not its ReLU
+        True
+    """
+    return _gradcam_site(model, image)[0]
+
+
+def _layer(model: nn.Module, layer: Union[str, nn.Module, None], x: torch.Tensor) -> Tuple[nn.Module, bool]:
+    """The Grad-CAM layer and whether to read its input (the default on token models)."""
+    return _gradcam_site(model, x) if layer is None else (resolve_module(model, layer), False)
+
+
+def _gradcam_map(
+    model: nn.Module, x: torch.Tensor, target: Target, layer: LayerArg, kw: Dict[str, Any]
+) -> torch.Tensor:
+    """Grad-CAM at the layer's resolution, ``(N, 1, h, w)``, in any activation layout.
+
+    Selvaraju et al.: per channel (hidden unit), the gradient of the target's score averaged over the
+    positions weights the activation; the weighted sum over channels, ReLU'd (``relu_attributions``). The
+    activation and its gradient are read channels-first (:func:`optim.layouts.channels_first`): a token
+    layer's patch tokens on their grid, prefix tokens dropped; ``layout=`` overrides the inference.
+    """
+    from captum._utils.common import _format_additional_forward_args
+    from captum._utils.gradient import compute_layer_gradients_and_eval
+
+    layout = check_layout(kw.pop("layout", None))
+    relu = kw.pop("relu_attributions", True)
+    summation = kw.pop("attr_dim_summation", True)
+    on_input = kw.pop("attribute_to_layer_input", None)
+    extra = _format_additional_forward_args(kw.pop("additional_forward_args", None))
+    if kw:
+        raise TypeError(
+            f"unexpected keyword arguments for Grad-CAM: {', '.join(sorted(kw))} (allowed: upsample, layout, "
+            "relu_attributions, attr_dim_summation, attribute_to_layer_input, additional_forward_args)"
+        )
+    module, default_input = _layer(model, layer, x)
+    on_input = default_input if on_input is None else bool(on_input)
+    grads, evals = compute_layer_gradients_and_eval(
+        model, module, (x,), target, extra, attribute_to_layer_input=on_input
+    )
+    where = f"the {'input' if on_input else 'output'} of {type(module).__name__}"
+    resolved = infer_layout(evals[0], layout, module=None if on_input else module, where=where)
+    grad, act = channels_first(grads[0], resolved), channels_first(evals[0], resolved)
+    if resolved.name == "NLD" and act.dim() == 3:
+        grad, act = grad.unsqueeze(2), act.unsqueeze(2)  # tokens without a grid: one row
+    if grad.dim() > 2:
+        grad = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)
+    cam = grad * act
+    if summation:
+        cam = cam.sum(dim=1, keepdim=True)
+    return F.relu(cam) if relu else cam
 
 
 def _upsample(attr_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -172,18 +261,19 @@ def _gradcam(
     model: nn.Module, x: torch.Tensor, target: Target, layer: LayerArg, kw: Dict[str, Any]
 ) -> torch.Tensor:
     upsample = kw.pop("upsample", True)
-    kw.setdefault("relu_attributions", True)
-    cam = _captum().LayerGradCam(model, _layer(model, layer, x)).attribute(x, target=target, **kw)
+    cam = _gradcam_map(model, x, target, layer, kw)
     return _upsample(cam, x.shape[-2:]) if upsample else cam
 
 
 def _guided_gradcam(
     model: nn.Module, x: torch.Tensor, target: Target, layer: LayerArg, kw: Dict[str, Any]
 ) -> torch.Tensor:
-    kw.setdefault("interpolate_mode", "bilinear")
-    method = _captum().GuidedGradCam(model, _layer(model, layer, x))
-    method.guided_backprop = _guided_backprop(model)
-    return method.attribute(x, target=target, **kw)
+    # captum's GuidedGradCam: guided backprop times the Grad-CAM map upsampled to the image
+    mode = kw.pop("interpolate_mode", "bilinear")
+    extra = kw.get("additional_forward_args")
+    cam = _gradcam_map(model, x, target, layer, {**kw, "relu_attributions": True})
+    guided = _guided_backprop(model).attribute(x, target=target, additional_forward_args=extra)
+    return guided * F.interpolate(cam, size=tuple(x.shape[2:]), mode=mode)
 
 
 def _occlusion(
@@ -269,7 +359,9 @@ def attribute(
       (``noise_level=0.15`` of the input range, ``nt_samples=16``).
     - ``"integrated_gradients"``: path integral from a black baseline (``n_steps=32``).
     - ``"gradcam"``: Grad-CAM at ``layer`` (default: :func:`default_gradcam_layer`), ReLU'd and bilinearly
-      upsampled to the image size (``upsample=False`` keeps the layer's resolution).
+      upsampled to the image size (``upsample=False`` keeps the layer's resolution). Any activation layout
+      (:mod:`optim.layouts`; ``layout=`` overrides the inference): a token layer's patch tokens are put back
+      on their grid.
     - ``"guided_gradcam"``: guided backprop times the upsampled Grad-CAM.
     - ``"occlusion"``: output drop when sliding a black patch (``window`` defaults to 1/8 of the image).
     - ``"positive_saliency"`` / ``"negative_saliency"``: positive / negative part of the guided gradient,
