@@ -101,13 +101,25 @@ def _gradcam_site(model: nn.Module, image: torch.Tensor) -> Tuple[nn.Module, boo
         # A class-token head reads only token 0 after the last block, so the patch tokens of the last block's
         # output get no gradient; its input tokens still reach the class token through its attention.
         parents = {id(child): parent for parent in model.modules() for child in parent.children()}
+        index = {id(module): i for i, (_, _, module, _) in enumerate(fired)}  # a module's last call
         for i in reversed(spatial):
             _, _, module, out = fired[i]
             parent = parents.get(id(module))
-            if (isinstance(out, torch.Tensor) and out.dim() == 3 and any(True for _ in module.children())
-                    and parent is not None
-                    and sum(type(c) is type(module) for c in parent.children()) > 1):
-                return module, True
+            if not (isinstance(out, torch.Tensor) and out.dim() == 3 and any(True for _ in module.children())
+                    and parent is not None):
+                continue
+            blocks = [c for c in parent.children() if type(c) is type(module)]
+            if len(blocks) < 2:
+                continue
+            # The tokens entering the last block: the previous block's output, when nothing but the last
+            # block's own modules ran in between (a plain stack of blocks); otherwise the block's input.
+            previous = blocks[blocks.index(module) - 1] if blocks.index(module) > 0 else None
+            j = index.get(id(previous), -1) if previous is not None else -1
+            inside = {id(m) for m in module.modules()}
+            if j >= 0 and isinstance(fired[j][3], torch.Tensor) and all(
+                    id(fired[k][2]) in inside for k in range(j + 1, i)):
+                return previous, False
+            return module, True
     # every module that returned that very tensor (an in-place chain, or nested containers)
     same = [i for i in spatial if fired[i][3] is last]
 
@@ -123,7 +135,7 @@ def _gradcam_site(model: nn.Module, image: torch.Tensor) -> Tuple[nn.Module, boo
 
 
 def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
-    """Grad-CAM's usual layer: the output of the last stage (CNNs), the last block (ViTs); one forward pass.
+    """Grad-CAM's usual layer: the output of the last stage (CNNs), the tokens entering the last block (ViTs).
 
     The pass finds the last spatial map: a 4-D ``(N, C, h, w)`` output with ``h * w > 1`` (or channels-last
     ``(N, h, w, C)``, see :mod:`optim.layouts`), or a token output ``(N, L, D)`` whose patch tokens form a grid.
@@ -133,10 +145,13 @@ def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
       of a torchvision or timm ResNet (not a module inside its last residual branch), ``features.7`` of a
       torchvision ConvNeXt (not the whole ``features`` trunk), ``stages.3`` of a timm ConvNeXt. Without such
       a module (a head of plain layers, as on EfficientNet), the shallowest module that returned it.
-    - Tokens: the last *block* (a module with children and a sibling of its own class: timm ``blocks.-1``,
-      torchvision ``encoder.layers.encoder_layer_-1``, Hugging Face ``vit.encoder.layer.-1``). Grad-CAM reads
-      its **input** tokens (a class-token head gives the patch tokens of the last block's output no
-      gradient), drops the prefix tokens and puts the patch tokens on their grid.
+    - Tokens: the tokens entering the last *block* (a module with children and a sibling of its own class:
+      timm ``blocks.-1``, torchvision ``encoder.layers.encoder_layer_-1``, Hugging Face
+      ``vit.encoder.layer.-1``): a class-token head gives the patch tokens of the last block's *output* no
+      gradient, while its input tokens reach the class token through its attention. In a plain stack that
+      is the output of the block before it (``blocks.-2``), which is returned; otherwise (a single block,
+      or modules between blocks) the last block, whose input Grad-CAM then reads. Grad-CAM drops the prefix
+      tokens and puts the patch tokens on their grid (:mod:`optim.layouts`).
 
     A module called several times counts at its last call. Outputs are read through the activation core
     (:class:`~optim.activations.ActivationRecorder`); modules that refuse a forward hook (TorchScript) are
