@@ -1,6 +1,7 @@
 """Inspect any model: its hookable layers, their output shapes, and their activations for an input."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -9,38 +10,187 @@ import torch.nn as nn
 from .._utils import model_device_dtype, named_module_map, resolve_module
 from ..activations import ActivationMap, ActivationRecorder, model_frozen, record_activations
 
-__all__ = ["LayerInfo", "get_model_layers", "get_model_layer_graph", "layer_info", "collect_activations"]
+__all__ = [
+    "LayerInfo",
+    "PASSTHROUGH_CLASS_NAMES",
+    "get_model_layers",
+    "get_model_layer_graph",
+    "layer_info",
+    "collect_activations",
+]
 
 Target = Union[str, nn.Module]
 
 
 class LayerInfo(NamedTuple):
-    """One row of :func:`layer_info`."""
+    """One row of :func:`layer_info`: a layer's name, class, output shape and unit count.
+
+    ``channels`` counts the layer's units, the range of ``"layer:unit"``: channels for NCHW / NHWC outputs,
+    hidden units (the last dim) for token outputs ``(N, L, D)`` (:func:`optim.layouts.unit_count`). ``error`` is
+    set, and ``shape`` and ``channels`` are ``None``, for a layer whose forward raised during the probe pass (a
+    fixed-size attention pool at a small input): ``"ExceptionType: message"``, or ``"failed inside <name>"`` for
+    the modules around the one that raised.
+    """
 
     name: str
     type: str
     shape: Optional[Tuple[int, ...]]
     channels: Optional[int]
+    error: Optional[str] = None
+
+    def __repr__(self) -> str:
+        extra = "" if self.error is None else f", error={self.error!r}"
+        return (f"LayerInfo(name={self.name!r}, type={self.type!r}, shape={self.shape!r}, "
+                f"channels={self.channels!r}{extra})")
 
 
-def get_model_layers(model: nn.Module) -> List[str]:
-    """Every hookable submodule of ``model`` as a dotted name (the names loss targets accept).
+#: Modules that return their input unchanged in eval mode (a render on them is a render on the layer before),
+#: left out of :func:`get_model_layers` unless ``passthrough=True``: ``nn.Identity``, every ``nn.Dropout*``, and
+#: the stochastic-depth modules of torchvision (``StochasticDepth``) and timm (``DropPath``), matched by class
+#: name so neither library is imported.
+PASSTHROUGH_CLASS_NAMES = frozenset({"StochasticDepth", "DropPath"})
+
+
+def _is_passthrough(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Identity, nn.modules.dropout._DropoutNd)) or any(
+        cls.__name__ in PASSTHROUGH_CLASS_NAMES for cls in type(module).__mro__
+    )
+
+
+def _never_runs(model: nn.Module) -> set:
+    """ids of modules that a forward pass never calls, whatever the input.
+
+    A module without a ``forward`` of its own (``nn.ModuleList``, ``nn.ModuleDict``: containers that only hold
+    layers) cannot be called; ``nn.MultiheadAttention`` reads its ``out_proj`` weights functionally
+    (``F.multi_head_attention_forward``), so that ``Linear`` never runs either.
+    """
+    out = set()
+    for m in model.modules():
+        if type(m).forward is nn.Module.forward:
+            out.add(id(m))
+        if isinstance(m, nn.MultiheadAttention):
+            out.add(id(m.out_proj))
+    return out
+
+
+def _probe_input(model: nn.Module, input_size: Sequence[int], model_input: Optional[torch.Tensor]) -> torch.Tensor:
+    if model_input is not None:
+        if not isinstance(model_input, torch.Tensor):
+            raise TypeError(f"model_input must be a tensor, got {type(model_input).__name__}")
+        return model_input
+    size = tuple(int(s) for s in input_size)
+    if len(size) < 1 or any(s <= 0 for s in size):
+        raise ValueError(
+            f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}"
+        )
+    device, dtype = model_device_dtype(model)
+    return torch.zeros(size, device=device, dtype=dtype)
+
+
+def _failing_modules(err: BaseException, modules: Dict[str, nn.Module]) -> List[str]:
+    """The names of the model's modules whose ``forward`` was running when ``err`` was raised, innermost last."""
+    by_id = {id(m): name for name, m in modules.items()}
+    names: List[str] = []
+    tb = err.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        name = by_id.get(id(owner)) if tb.tb_frame.f_code.co_name == "forward" else None
+        if name is not None and name not in names:
+            names.append(name)
+        tb = tb.tb_next
+    return names
+
+
+def _probe(
+    model: nn.Module, x: torch.Tensor, modules: Dict[str, nn.Module]
+) -> Tuple[ActivationMap, Dict[str, str]]:
+    """One forward pass of ``x`` recording every module (eval mode, ``no_grad``, the model restored).
+
+    Returns the recorded outputs and ``{name: error}`` for the modules that were running when the pass raised
+    (empty when it did not): the pass does not abort the listing.
+    """
+    failed: Dict[str, str] = {}
+    with torch.no_grad(), model_frozen(model), ActivationRecorder(model, list(modules.values()), stop_early=False,
+                                                                  inplace_safe=False) as rec:
+        try:
+            rec.run_call(lambda: model(x), missing_ok=True)
+        except Exception as err:  # a layer that fails at this input: list what ran, name the failing layers
+            stack = _failing_modules(err, modules)
+            message = f"{type(err).__name__}: {err}".strip()
+            if stack:
+                inner = stack[-1]
+                failed = {name: f"failed inside {inner}" for name in stack[:-1]}
+                failed[inner] = message
+            warnings.warn(
+                f"the probe pass of {type(model).__name__} on an input of shape {tuple(x.shape)} failed"
+                + (f" in {stack[-1]!r}" if stack else "")
+                + f" ({message.splitlines()[0] if message else type(err).__name__}); modules after it are not "
+                "listed (try the model's native input size)",
+                stacklevel=3,
+            )
+        acts = rec.recorded()
+    return acts, failed
+
+
+def get_model_layers(
+    model: nn.Module,
+    input_size: Optional[Sequence[int]] = None,
+    *,
+    model_input: Optional[torch.Tensor] = None,
+    passthrough: bool = False,
+) -> List[str]:
+    """The layers of ``model`` that can be rendered or recorded, as dotted names (the names loss targets accept).
+
+    Without an input, the listing is static: every submodule in definition order, containers that run
+    (``nn.Sequential``, blocks) included, but not modules that never run (``nn.ModuleList`` / ``nn.ModuleDict``,
+    which have no ``forward``; the ``out_proj`` of ``nn.MultiheadAttention``, whose weights it reads
+    functionally). With ``input_size`` or ``model_input``, one probe forward pass (through the activation core,
+    eval mode, the model restored) keeps only the modules that actually ran (and those that were running when
+    the pass failed, see :func:`layer_info`). Modules that return their input unchanged in eval mode
+    (``nn.Identity``, dropout, stochastic depth: :data:`PASSTHROUGH_CLASS_NAMES`) are left out unless
+    ``passthrough=True``: a render on one is a render on the layer before it. Every module stays targetable by
+    name. Names under a ``torch.compile`` wrapper leave out ``_orig_mod``.
 
     Args:
         model: any network.
+        input_size: the shape of a zero probe input (e.g. ``(1, 3, 224, 224)``); ``None``: no probe.
+        model_input: the probe input itself (instead of ``input_size``).
+        passthrough: keep identity-like modules.
 
     Returns:
-        Names in definition order, containers included, e.g. ``["conv1", "layer1", "layer1.0", ...]``.
+        Names in definition order, e.g. ``["conv1", "bn1", "relu", "maxpool", "layer1", "layer1.0", ...]``.
         (Lucent's ``layer_names, dependency_graph = get_model_layers(model)`` is
         :func:`get_model_layer_graph`, which also says which layer feeds which.)
 
+    Raises:
+        TypeError: ``model`` is not a module. ValueError: a bad ``input_size``.
+
     Example:
-        >>> get_model_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU(), nn.Conv2d(4, 2, 1))))
-        ['0', '1', '1.0', '1.1']
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(), nn.Sequential(nn.ReLU(), nn.Conv2d(4, 2, 1)))
+        >>> get_model_layers(net)
+        ['0', '2', '2.0', '2.1']
+        >>> get_model_layers(net, passthrough=True)
+        ['0', '1', '2', '2.0', '2.1']
+        >>> mha = nn.MultiheadAttention(8, 2)
+        >>> get_model_layers(nn.ModuleDict({"attn": mha, "blocks": nn.ModuleList([nn.Linear(8, 8)])}))
+        ['attn', 'blocks.0']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    return list(named_module_map(model))
+    if input_size is None and model_input is None:
+        return list(_listed_modules(model, passthrough))
+    rows = layer_info(model, input_size or (), model_input=model_input, passthrough=passthrough)
+    return [row.name for row in rows]
+
+
+def _listed_modules(model: nn.Module, passthrough: bool) -> Dict[str, nn.Module]:
+    """The static listing of :func:`get_model_layers`: name -> module."""
+    never = _never_runs(model)
+    return {
+        name: m
+        for name, m in named_module_map(model).items()
+        if id(m) not in never and (passthrough or not _is_passthrough(m))
+    }
 
 
 def get_model_layer_graph(
@@ -65,7 +215,7 @@ def get_model_layer_graph(
         model_input: the input to run (default: zeros of ``input_size`` on the model's device and dtype).
 
     Returns:
-        ``(layer_names, dependency_graph)``: :func:`get_model_layers`'s list (every module, containers included),
+        ``(layer_names, dependency_graph)``: :func:`get_model_layers`'s static list (containers included),
         and ``{leaf name: [names of the leaves it feeds]}`` for every leaf that ran, in execution order.
 
     Raises:
@@ -163,43 +313,80 @@ def get_model_layer_graph(
     return names, {src: sorted(dsts, key=order.__getitem__) for src, dsts in graph.items()}
 
 
-def layer_info(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> List[LayerInfo]:
-    """Name, class, output shape and channel count of each layer, from one forward pass.
+def layer_info(
+    model: nn.Module,
+    input_size: Sequence[int] = (1, 3, 224, 224),
+    *,
+    model_input: Optional[torch.Tensor] = None,
+    passthrough: bool = True,
+) -> List[LayerInfo]:
+    """Name, class, output shape and unit count of each layer that runs, from one probe forward pass.
 
     The pass runs on a zero input of the model's device and dtype through the activation core (eval mode,
-    ``no_grad``, the model restored afterwards); a module called several times reports its last call.
+    ``no_grad``, the model restored afterwards); a module called several times reports its last call. The rows
+    are every module that ran, modules returning their input unchanged (``nn.Identity``, dropout) included
+    unless ``passthrough=False`` (then they are :func:`get_model_layers`'s probe listing). Modules that never run
+    are not listed: ``nn.ModuleList`` / ``nn.ModuleDict``, the ``out_proj`` of ``nn.MultiheadAttention``, layers
+    read functionally, and layers whose work a fused kernel does (an eval-mode ``nn.TransformerEncoderLayer``'s
+    fast path).
+    ``channels`` counts units with :func:`optim.layouts.unit_count`: channels for NCHW (and channels-last)
+    outputs, hidden units for token outputs ``(N, L, D)``.
+
+    A layer that raises (open_clip RN50's attention pool below its native size) does not abort the table: the
+    rows of everything that ran before it are returned, the failing module's row (and those of the modules
+    around it) carries the error with ``shape=None``, and a ``UserWarning`` says so; modules after it, which
+    never ran, are not listed.
 
     Args:
-        model: any network taking one NCHW tensor.
+        model: any network taking one tensor.
         input_size: the input shape.
+        model_input: the probe input itself (instead of a zero tensor of ``input_size``).
+        passthrough: list the modules that ran but return their input unchanged (default; see
+            :func:`get_model_layers`).
 
     Returns:
-        One :class:`LayerInfo` per module that ran, in definition order. ``shape`` is that of the
-        module's (first) output tensor; ``channels`` is ``shape[1]`` (``None`` below 2 dimensions).
+        One :class:`LayerInfo` per module that ran (or failed), in definition order. ``shape`` is that of the
+        module's (first) output tensor; ``channels`` its unit count (``None`` below 2 dimensions).
+
+    Raises:
+        TypeError: ``model`` is not a module. ValueError: a bad ``input_size``.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
         >>> [(r.name, r.shape, r.channels) for r in layer_info(net, (1, 3, 8, 8))]
         [('0', (1, 4, 6, 6), 4), ('1', (1, 4, 6, 6), 4)]
+        >>> tokens = nn.Sequential(nn.Linear(16, 24), nn.GELU())  # (N, L, D) in, (N, L, D) out
+        >>> [(r.name, r.shape, r.channels) for r in layer_info(tokens, (1, 5, 16))]  # hidden units, not tokens
+        [('0', (1, 5, 24), 24), ('1', (1, 5, 24), 24)]
+        >>> class Pool(nn.Module):  # a fixed-size head, as an attention pool at a small input
+        ...     def forward(self, x):
+        ...         if x.shape[-1] != 7:
+        ...             raise ValueError(f"expected 7 but got {x.shape[-1]}")
+        ...         return x
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     rows = layer_info(nn.Sequential(nn.Conv2d(3, 4, 3), Pool()), (1, 3, 8, 8))
+        >>> rows[0].shape, rows[1].error
+        ((1, 4, 6, 6), 'ValueError: expected 7 but got 6')
     """
+    from ..layouts import unit_count
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    size = tuple(int(s) for s in input_size)
-    if len(size) < 1 or any(s <= 0 for s in size):
-        raise ValueError(
-            f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}"
-        )
-    modules = named_module_map(model)
-    device, dtype = model_device_dtype(model)
-    with torch.no_grad(), model_frozen(model), ActivationRecorder(model, list(modules.values()), stop_early=False,
-                                                                  inplace_safe=False) as rec:
-        acts = rec.run_call(lambda: model(torch.zeros(size, device=device, dtype=dtype)), missing_ok=True)
+    x = _probe_input(model, input_size, model_input)
+    modules = _listed_modules(model, passthrough)
+    acts, failed = _probe(model, x, modules)
     rows = []
     for name, module in modules.items():
+        if name in failed:
+            rows.append(LayerInfo(name, type(module).__name__, None, None, failed[name]))
+            continue
         if module not in acts:
             continue
-        shape = tuple(acts[module].shape)
-        channels = shape[1] if len(shape) >= 2 else None
+        act = acts[module]
+        shape = tuple(act.shape)
+        channels = unit_count(act, module=module) if act.dim() >= 2 else None
         rows.append(LayerInfo(name, type(module).__name__, shape, channels))
     return rows
 
