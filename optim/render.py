@@ -134,8 +134,8 @@ def size_error(
         >>> err = size_error(AssertionError("Wrong image height!"), nn.Identity(), InputConfig(size=(32, 32)), (36, 36))
         >>> str(err)[:61]
         'Identity failed on a 36x36 input (Wrong image height!); its n'
-        >>> str(err)[56:]
-        'its native input size is 32x32 (unknown): render at that size (leave image= and size= unset to get it, or default_image((32, 32)))'
+        >>> str(err)[56:118]
+        'its native input size is 32x32 (unknown): render at that size '
     """
     if image_hw is None:
         return None

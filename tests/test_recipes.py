@@ -204,8 +204,8 @@ def test_recipes_render_through_render_vis_with_the_core_defaults(tiny_net):
 
     for name in recipes.__all__:
         params = inspect.signature(getattr(recipes, name)).parameters
-        if "size" in params:
-            assert params["size"].default == defaults.DEFAULT_SIZE, name
+        if "size" in params:  # None: the model's native size, else DEFAULT_SIZE (render_inputs, as render_vis)
+            assert params["size"].default is None, name
         if "lr" in params and name != "feature_accentuation":  # 0.01: must not leave the photo in the first steps
             assert params["lr"].default == defaults.DEFAULT_LR, name
         if name not in ("deep_dream", "feature_accentuation"):  # 64 steps: amplify / accentuate, not replace

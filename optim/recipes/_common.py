@@ -20,6 +20,7 @@ __all__ = [
     "channel_spec",
     "shape_preserving_transforms",
     "render_once",
+    "image_size",
 ]
 
 ChannelSpec = Union[str, Tuple[Union[str, nn.Module], int]]
@@ -84,6 +85,19 @@ def shape_preserving_transforms(translate: int = 4) -> nn.Module:
     from ..transforms import RandomSpatialJitter
 
     return RandomSpatialJitter(translate)
+
+
+def image_size(model: nn.Module, size: Union[None, int, Sequence[int]] = None) -> Tuple[int, int]:
+    """A recipe's image ``(height, width)``: ``size`` when given, else the model's native size (timm, torchvision
+    ViT, Hugging Face), else ``DEFAULT_SIZE``: :func:`~optim.models.preprocess.render_inputs`, as ``render_vis``.
+
+    Example:
+        >>> image_size(nn.Conv2d(3, 4, 3)), image_size(nn.Conv2d(3, 4, 3), 32)
+        ((128, 128), (32, 32))
+    """
+    from ..models.preprocess import render_inputs
+
+    return render_inputs(model, size).size
 
 
 def render_once(

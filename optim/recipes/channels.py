@@ -10,16 +10,17 @@ from ..loss.activation import ActivationInterpolation, ChannelActivation, Neuron
 from ..loss.base import BaseLoss, Loss
 from ..loss.parse import parse
 from ..loss.regularizer import Alignment, Diversity
-from ..optimization.defaults import DEFAULT_SIZE, DEFAULT_STEPS, default_image
+from ..optimization.defaults import DEFAULT_STEPS, default_image
 from ..render import render_vis
-from ._common import ChannelSpec, channel_spec
+from ._common import ChannelSpec, channel_spec, image_size
 
 __all__ = ["diversity", "neuron_vs_channel", "positive_negative", "interpolation"]
 
 
-def _render(model: nn.Module, loss: Loss, size: int, batch: int, steps: int, **kwargs) -> torch.Tensor:
+def _render(model: nn.Module, loss: Loss, size: Optional[int], batch: int, steps: int, **kwargs) -> torch.Tensor:
     """One :func:`~optim.render.render_vis` run (the render core, no loop of its own) of ``batch`` images."""
-    (out,) = render_vis(model, loss, image=lambda: default_image(size, batch=batch), thresholds=(steps,), **kwargs)
+    hw = image_size(model, size)
+    (out,) = render_vis(model, loss, image=lambda: default_image(hw, batch=batch), thresholds=(steps,), **kwargs)
     return out
 
 
@@ -29,7 +30,7 @@ def diversity(
     n: int = 4,
     layer: Optional[Union[str, nn.Module]] = None,
     weight: float = 1.0,
-    size: int = DEFAULT_SIZE,
+    size: Optional[int] = None,
     steps: int = DEFAULT_STEPS,
     **render_kwargs,
 ) -> torch.Tensor:
@@ -42,7 +43,8 @@ def diversity(
         n: number of images.
         layer: where the Gram matrices are compared (default: the objective's layer, when it has one).
         weight: strength of the diversity term.
-        size: image side.
+        size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
+            :func:`~optim.models.preprocess.render_inputs`).
         steps: optimization steps.
         **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 
@@ -70,7 +72,7 @@ def neuron_vs_channel(
     channel: ChannelSpec,
     x: Optional[int] = None,
     y: Optional[int] = None,
-    size: int = DEFAULT_SIZE,
+    size: Optional[int] = None,
     steps: int = DEFAULT_STEPS,
     **render_kwargs,
 ) -> torch.Tensor:
@@ -82,7 +84,8 @@ def neuron_vs_channel(
         channel: ``"layer:channel"`` or ``(layer, channel)``.
         x: the neuron's column (``None``: centre).
         y: the neuron's row (``None``: centre).
-        size: image side.
+        size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
+            :func:`~optim.models.preprocess.render_inputs`).
         steps: optimization steps.
         **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 
@@ -95,14 +98,15 @@ def neuron_vs_channel(
 
 
 def positive_negative(
-    model: nn.Module, channel: ChannelSpec, size: int = DEFAULT_SIZE, steps: int = DEFAULT_STEPS, **render_kwargs
+    model: nn.Module, channel: ChannelSpec, size: Optional[int] = None, steps: int = DEFAULT_STEPS, **render_kwargs
 ) -> torch.Tensor:
     """Image 0 maximizes the channel, image 1 minimizes it (TorchLight's positive/negative pair).
 
     Args:
         model: the network (left as it was).
         channel: ``"layer:channel"`` or ``(layer, channel)``.
-        size: image side.
+        size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
+            :func:`~optim.models.preprocess.render_inputs`).
         steps: optimization steps.
         **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 
@@ -120,7 +124,7 @@ def interpolation(
     second: ChannelSpec,
     n: int = 5,
     alignment: float = 0.0,
-    size: int = DEFAULT_SIZE,
+    size: Optional[int] = None,
     steps: int = DEFAULT_STEPS,
     **render_kwargs,
 ) -> torch.Tensor:
@@ -134,7 +138,8 @@ def interpolation(
         n: number of images (at least 2).
         alignment: weight of :class:`~optim.loss.Alignment` at the first layer, which makes neighbouring
             images share their layout (0: off).
-        size: image side.
+        size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
+            :func:`~optim.models.preprocess.render_inputs`).
         steps: optimization steps.
         **render_kwargs: passed to :func:`~optim.render_vis` (``lr``, ``transforms``, ``seed``, ``callback``, ...).
 

@@ -9,9 +9,9 @@ import torch.nn as nn
 
 from ..loss.activation import ChannelActivation
 from ..loss.base import sum_loss_list
-from ..optimization.defaults import DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS, default_image
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image
 from ..optimization.progress import StepCallback
-from ._common import render_once
+from ._common import image_size, render_once
 
 __all__ = ["class_visualization"]
 
@@ -20,7 +20,7 @@ def class_visualization(
     model: nn.Module,
     classes: Union[int, Sequence[int]],
     target: Optional[Union[str, nn.Module]] = None,
-    size: int = DEFAULT_SIZE,
+    size: Optional[int] = None,
     steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     transforms: Optional[nn.Module] = None,
@@ -35,7 +35,8 @@ def class_visualization(
         model: a classifier (left as it was).
         classes: a class index or a list of them.
         target: the module whose output holds the logits (default: the model's own output).
-        size: image side.
+        size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
+            :func:`~optim.models.preprocess.render_inputs`).
         steps: optimization steps.
         lr: Adam's learning rate.
         transforms: default :func:`~optim.render.default_transforms`.
@@ -65,5 +66,6 @@ def class_visualization(
             raise ValueError(f"class indices must be non-negative ints, got {c!r}")
     logits = model if target is None else target
     loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
-    image = partial(default_image, size, batch=len(indices))  # built after seeding, so seed fixes its init
+    # built after seeding, so seed fixes its init
+    image = partial(default_image, image_size(model, size), batch=len(indices))
     return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback)

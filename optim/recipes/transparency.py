@@ -10,9 +10,9 @@ import torch.nn as nn
 from ..loss.base import Loss
 from ..loss.parse import parse
 from ..loss.style import Transparency
-from ..optimization.defaults import DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS, default_image, default_transforms
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image, default_transforms
 from ..optimization.progress import StepCallback
-from ._common import render_once
+from ._common import image_size, render_once
 
 __all__ = ["render_rgba"]
 
@@ -21,7 +21,7 @@ def render_rgba(
     model: nn.Module,
     objective: Union[Loss, str],
     transparency: float = 10.0,
-    size: int = DEFAULT_SIZE,
+    size: Optional[int] = None,
     batch: int = 1,
     steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
@@ -42,7 +42,8 @@ def render_rgba(
         objective: a loss or a string such as ``"blocks.10:7"``.
         transparency: weight of the transparency reward (in [0, 1] per image, so it needs a weight
             comparable to the objective's scale; 10 suits mid-layer channels of ImageNet networks).
-        size: image side.
+        size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
+            :func:`~optim.models.preprocess.render_inputs`).
         batch: number of images.
         steps: optimization steps.
         lr: Adam's learning rate.
@@ -70,6 +71,7 @@ def render_rgba(
     after = default_transforms() if transforms is None else transforms
     # "input_param" names the image parameterization inside the optimization
     loss = loss + float(transparency) * Transparency("input_param")
-    image = partial(default_image, size, batch=batch, channels=4)  # built after seeding, so seed fixes its init
+    # built after seeding, so seed fixes its init
+    image = partial(default_image, image_size(model, size), batch=batch, channels=4)
     return render_once(model, loss, image, nn.Sequential(BlendAlpha(), after), steps, lr, progress, seed,
                        callback)

@@ -51,7 +51,9 @@ def _check_stats(mean: Stats, std: Stats) -> Tuple[Tuple[float, ...], Tuple[floa
     if any(s <= 0 for s in std_t):
         raise ValueError(f"std must be > 0 for every channel, got {std_t}")
     if len(mean_t) != len(std_t) and 1 not in (len(mean_t), len(std_t)):
-        raise ValueError(f"mean and std must have the same length (one per channel), got {len(mean_t)} and {len(std_t)}")
+        raise ValueError(
+            f"mean and std must have the same length (one per channel), got {len(mean_t)} and {len(std_t)}"
+        )
     return mean_t, std_t
 
 
