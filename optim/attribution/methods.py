@@ -335,14 +335,47 @@ _METHODS: Dict[str, Callable[..., torch.Tensor]] = {
 METHODS: List[str] = list(_METHODS)
 
 
-def _prepare(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+class _SelectedOutput(nn.Module):
+    """``model`` whose output is read by :func:`~optim.activations.select_tensor` (a Hugging Face
+    ``ModelOutput``'s ``logits``, a dict's or tuple's first tensor), for captum, which needs a tensor.
+
+    It lists ``model``'s modules under ``model``'s own names (``named_modules`` is ``model``'s), so a layer
+    name, Grad-CAM's default layer and guided backprop's ReLU hooks mean the same as on ``model``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return select_tensor(self.model(*args, **kwargs), None, f"{type(self.model).__name__}'s output")
+
+    def named_modules(self, memo: Any = None, prefix: str = "", remove_duplicate: bool = True) -> Any:
+        return self.model.named_modules(memo, prefix, remove_duplicate)
+
+
+# methods that rewrite the backward pass of the model's ReLU modules: they need an nn.Module
+_GUIDED = ("guided_backprop", "guided_smoothgrad", "guided_gradcam", "positive_saliency", "negative_saliency")
+
+
+def _forward_function(func: Callable[..., Any]) -> Callable[..., torch.Tensor]:
+    def forward(*args: Any) -> torch.Tensor:
+        return select_tensor(func(*args), None, "the function's output")
+
+    return forward
+
+
+def _prepare(model: Any, image: torch.Tensor) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a tensor (or ImageTensor), got {type(image).__name__}")
     if image.dim() == 3:
         image = image.unsqueeze(0)
     if image.dim() != 4:
         raise ValueError(f"image must be CHW or NCHW, got shape {tuple(image.shape)}")
-    device, dtype = model_device_dtype(model)
+    if isinstance(model, nn.Module):
+        device, dtype = model_device_dtype(model)
+    else:  # a function: the image's own device (and dtype, if floating)
+        device, dtype = image.device, image.dtype if image.is_floating_point() else torch.float32
     # captum works on plain tensors; the ImageTensor subclass would leak into every result.
     return image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone().requires_grad_(True)
 
@@ -356,7 +389,7 @@ def _check_target(target: Target, batch: int) -> Target:
 
 
 def attribute(
-    model: nn.Module,
+    model: Union[nn.Module, Callable[..., Any]],
     image: torch.Tensor,
     target: Target,
     method: str = "gradcam",
@@ -383,7 +416,12 @@ def attribute(
       scaled to ``[0, 1]`` per image.
 
     Args:
-        model: a classifier returning ``(N, classes)`` logits.
+        model: a classifier returning ``(N, classes)`` logits: a tensor, or a Hugging Face ``ModelOutput``, dict
+            or tuple read by :func:`~optim.activations.select_tensor` (``logits`` when present, else the first
+            tensor); or any callable ``image -> logits`` (captum's ``forward_func``, e.g. a function that
+            normalizes and then calls a model). A function gets no default Grad-CAM layer (pass ``layer=`` a
+            module it runs), cannot use the guided methods (they rewrite an ``nn.Module``'s ReLUs), and runs on
+            the image's device and dtype.
         image: a ``CHW`` or ``NCHW`` tensor or ImageTensor in the model's input range.
         target: the class index (or one per image).
         method: one of :data:`METHODS`.
@@ -396,7 +434,8 @@ def attribute(
         image's shape) for every other method.
 
     Raises:
-        ValueError: for an unknown method (listing the valid ones) or a bad image shape.
+        ValueError: for an unknown method (listing the valid ones) or a bad image shape; Grad-CAM on a function
+            without a layer module. TypeError: a model that is not callable, a guided method on a function.
 
     Example::
 
@@ -408,13 +447,29 @@ def attribute(
     """
     if method not in _METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of: {', '.join(METHODS)}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(model, nn.Module):
+        forward: Any = _SelectedOutput(model)
+        frozen: Any = model_frozen(model)
+    elif callable(model):
+        if method in _GUIDED:
+            raise TypeError(
+                f"method {method!r} needs an nn.Module (guided backprop rewrites the gradient of its ReLU modules), "
+                f"got a {type(model).__name__}; with a function use one of: "
+                f"{', '.join(m for m in METHODS if m not in _GUIDED)}"
+            )
+        if method == "gradcam" and not isinstance(layer, nn.Module):
+            raise ValueError(
+                "Grad-CAM on a function needs layer= a module that the function runs (there is no model to find a "
+                f"default layer in, nor to look a name up in), got layer={layer!r}"
+            )
+        forward, frozen = _forward_function(model), contextlib.nullcontext()
+    else:
+        raise TypeError(f"model must be an nn.Module or a callable returning logits, got {type(model).__name__}")
     with autograd_context():  # works under torch.no_grad() and for inputs made under torch.inference_mode()
         x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
-    with autograd_context(), model_frozen(model), warnings.catch_warnings():
+    with autograd_context(), frozen, warnings.catch_warnings():
         # captum announces its (always removed) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        result = _METHODS[method](model, x, target, layer, dict(kwargs))
+        result = _METHODS[method](forward, x, target, layer, dict(kwargs))
     return result.detach()
