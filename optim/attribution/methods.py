@@ -8,6 +8,7 @@ mode, ``requires_grad`` flags, hooks).
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -354,6 +355,13 @@ class _SelectedOutput(nn.Module):
         return self.model.named_modules(memo, prefix, remove_duplicate)
 
 
+@functools.lru_cache(maxsize=None)
+def _selected_output_class(name: str) -> type:
+    # named after the model's class, so that messages about "the model" (an unknown layer name, no spatial
+    # layer) name the user's model, not the wrapper
+    return type(name, (_SelectedOutput,), {"__module__": __name__})
+
+
 # methods that rewrite the backward pass of the model's ReLU modules: they need an nn.Module
 _GUIDED = ("guided_backprop", "guided_smoothgrad", "guided_gradcam", "positive_saliency", "negative_saliency")
 
@@ -448,7 +456,7 @@ def attribute(
     if method not in _METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of: {', '.join(METHODS)}")
     if isinstance(model, nn.Module):
-        forward: Any = _SelectedOutput(model)
+        forward: Any = _selected_output_class(type(model).__name__)(model)
         frozen: Any = model_frozen(model)
     elif callable(model):
         if method in _GUIDED:
