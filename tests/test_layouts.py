@@ -1,0 +1,332 @@
+"""Activation layouts: NCHW / NHWC / tokens, exact loss values on tiny tensors, Grad-CAM on token models."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import optim as opt
+from optim.activations import record_activations
+from optim.layouts import Layout, channels_first, check_layout, infer_layout, unit_count
+from optim.loss import (
+    ActivationWeights, AngledNeuronDirection, ChannelActivation, ContentLoss, DeepDream, Direction, Diversity,
+    FacetLoss, L2Mean, LayerActivation, NeuronActivation, NeuronDirection, StyleLoss, TensorDirection,
+    VectorLoss, parse,
+)
+
+
+def model_state(model):
+    return (model.training, [m.training for m in model.modules()], [p.requires_grad for p in model.parameters()])
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+@pytest.fixture
+def tokens():
+    # N=2, a class token + a 3x3 grid (L=10), D=4 hidden units; value = 100 n + 10 token + unit
+    n, t, d = torch.meshgrid(torch.arange(2.0), torch.arange(10.0), torch.arange(4.0), indexing="ij")
+    return 100 * n + 10 * t + d
+
+
+# --- inference --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("length, prefix, grid", [
+    (197, 1, (14, 14)), (196, 0, (14, 14)), (50, 1, (7, 7)), (201, 5, (14, 14)), (198, 2, (14, 14)),
+    (5, 1, (2, 2)), (4, 0, (2, 2)),
+    (12, 0, None),   # 3x3 + 3: more prefix tokens than a grid row minus one
+    (205, 0, None),  # 14x14 + 9: more than 8 prefix tokens
+    (3, 0, None), (1, 0, None),
+])
+def test_token_inference_rule(length, prefix, grid):
+    assert infer_layout(torch.zeros(1, length, 8)) == Layout("NLD", prefix=prefix, grid=grid)
+
+
+def test_rank_inference_and_explicit_layouts():
+    assert infer_layout(torch.zeros(2, 3, 4, 5)) == Layout("NCHW")
+    assert infer_layout(torch.zeros(2, 10)) == Layout("NCHW")
+    assert infer_layout(torch.zeros(7)) == Layout("NCHW")
+    assert infer_layout(torch.zeros(1, 12, 8), Layout("NLD", grid=(3, 4))) == Layout("NLD", prefix=0, grid=(3, 4))
+    assert infer_layout(torch.zeros(1, 12, 8), Layout("NLD", prefix=3)) == Layout("NLD", prefix=3, grid=(3, 3))
+    assert infer_layout(torch.zeros(1, 13, 8), Layout("NLD", prefix=1)) == Layout("NLD", prefix=1, grid=None)
+    assert infer_layout(torch.zeros(1, 10, 8), "NCL") == Layout("NCHW")
+    assert check_layout("nhwc") == Layout("NHWC") and check_layout(None) is None
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    ("NHCW", ValueError, r"one of 'NCHW', 'NHWC', 'NLD'.*got 'NHCW'"),
+    (4, TypeError, r"layout must be None \(infer\), a name .* got 4 \(int\)"),
+    (Layout("NLD", prefix=2, grid=(3, 3)), ValueError, r"has 10 tokens, but prefix=2 and grid=\(3, 3\) make 11"),
+    (Layout("NLD", grid=(4, 4)), ValueError, r"has 10 tokens, fewer than the grid \(4, 4\) needs \(16\)"),
+    (Layout("NLD", prefix=11), ValueError, r"has 10 tokens, fewer than prefix=11"),
+])
+def test_layout_errors_name_the_value(tokens, bad, error, match):
+    with pytest.raises(error, match=match):
+        infer_layout(tokens, bad)
+
+
+def test_layout_constructor_errors():
+    with pytest.raises(ValueError, match="prefix and grid describe token layouts"):
+        Layout("NCHW", prefix=1)
+    with pytest.raises(TypeError, match=r"grid must be an \(h, w\) pair of ints, got 5"):
+        Layout("NLD", grid=5)
+    with pytest.raises(ValueError, match="prefix must be >= 0"):
+        Layout("NLD", prefix=-1)
+    with pytest.raises(ValueError, match=r"layout 'NLD' needs a 3-D \(N, L, D\) activation; .* \(2, 3, 4, 5\)"):
+        infer_layout(torch.zeros(2, 3, 4, 5), "NLD")
+    with pytest.raises(TypeError, match="layout must be None"):
+        ChannelActivation("block", 0, layout=["NLD"])
+
+
+def test_channels_last_from_the_module():
+    ln, lin = nn.LayerNorm(96), nn.Linear(8, 96)
+    conv_block = nn.Sequential(nn.Conv2d(96, 96, 3, padding=1), nn.LayerNorm(96))  # a ConvNeXt-like block
+    assert infer_layout(torch.zeros(1, 56, 56, 96), module=ln) == Layout("NHWC")
+    assert infer_layout(torch.zeros(1, 7, 7, 96), module=lin) == Layout("NHWC")
+    assert infer_layout(torch.zeros(1, 96, 56, 56), module=conv_block) == Layout("NCHW")
+    assert infer_layout(torch.zeros(1, 96, 96, 96), module=ln) == Layout("NCHW")  # ambiguous: NCHW
+    assert infer_layout(torch.zeros(1, 56, 56, 96)) == Layout("NCHW")  # no module, no signal
+    assert unit_count(torch.zeros(1, 56, 56, 96), module=ln) == 96
+
+
+def test_channels_first_views(tokens):
+    grid = channels_first(tokens)
+    assert grid.shape == (2, 4, 3, 3)
+    # unit 2 of image 1 on the grid: tokens 1..9 row by row
+    assert grid[1, 2].tolist() == [[112.0, 122.0, 132.0], [142.0, 152.0, 162.0], [172.0, 182.0, 192.0]]
+    every = channels_first(tokens, keep_prefix=True)
+    assert every.shape == (2, 4, 10) and every[0, 3, 0].item() == 3.0  # the class token kept, first
+    nhwc = torch.arange(24.0).reshape(1, 2, 3, 4)
+    assert torch.equal(channels_first(nhwc, "NHWC"), nhwc.permute(0, 3, 1, 2))
+    plain = torch.zeros(2, 3, 4, 5)
+    assert channels_first(plain) is plain
+    assert channels_first(torch.zeros(1, 12, 8)).shape == (1, 8, 12)  # no grid: a sequence
+    assert unit_count(tokens) == 4 and unit_count(torch.zeros(2, 1000)) == 1000
+    with pytest.raises(ValueError, match=r"shape \(3,\) has no unit dimension"):
+        unit_count(torch.zeros(3))
+
+
+# --- losses on tokens: exact values -----------------------------------------------------------------------
+def test_channel_neuron_and_layer_losses_on_tokens(tokens):
+    acts = {"block": tokens}
+    patch = tokens[:, 1:]  # (N, 9, D) patch tokens, row-major on the 3x3 grid
+    torch.testing.assert_close(ChannelActivation("block", 2)(acts), patch[..., 2].reshape(2, 3, 3))
+    assert ChannelActivation("block", 2)(acts).mean().item() == pytest.approx(float(patch[..., 2].mean()))
+    # a neuron: unit 1 at the centre (row 1, column 1 = patch token 4 = token 5), at x=2, y=0 (token 3)
+    assert NeuronActivation("block", 1)(acts).flatten().tolist() == [51.0, 151.0]
+    assert NeuronActivation("block", 1, x=2, y=0)(acts).flatten().tolist() == [31.0, 131.0]
+    assert NeuronActivation("block", 3, token=0)(acts).flatten().tolist() == [3.0, 103.0]  # the class token
+    assert NeuronActivation("block", 3, token=0, batch_index=-1)(acts).flatten().tolist() == [103.0]
+    # whole-layer losses read the channels-first view of the patch tokens
+    torch.testing.assert_close(LayerActivation("block")(acts), channels_first(tokens))
+    assert DeepDream("block")(acts).sum().item() == pytest.approx(float((patch**2).sum()))
+    assert L2Mean("block", channel_index=0, constant=0.0)(acts).item() == pytest.approx(float((patch[..., 0] ** 2).mean()))
+    # string targets mean the same
+    torch.testing.assert_close(parse("block:2")(acts), ChannelActivation("block", 2)(acts))
+    assert parse("block:1:2:0")(acts).flatten().tolist() == [31.0, 131.0]
+    # explicitly NCL: the old reading (channel = token)
+    assert ChannelActivation("block", 1, layout="NCL")(acts)[0].tolist() == [10.0, 11.0, 12.0, 13.0]
+
+
+def test_directions_on_tokens(tokens):
+    acts = {"block": tokens}
+    vec = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    patch = tokens[:, 1:]
+    expected = (patch @ vec).reshape(2, 3, 3)
+    torch.testing.assert_close(Direction("block", vec)(acts), expected)
+    torch.testing.assert_close(VectorLoss("block", vec, activation_fn=None)(acts), (patch @ vec).mean(1))
+    assert NeuronDirection("block", vec)(acts).flatten().tolist() == (tokens[:, 5] @ vec).tolist()
+    assert NeuronDirection("block", vec, token=0)(acts).flatten().tolist() == (tokens[:, 0] @ vec).tolist()
+    assert NeuronDirection("block", vec, x=0, y=2, channel_index=3)(acts).flatten().tolist() == \
+        (3 * tokens[:, 7, 3]).tolist()
+    torch.testing.assert_close(AngledNeuronDirection("block", vec, cossim_pow=0)(acts), tokens[:, 5] * vec)
+    weights = torch.tensor([0.0, 1.0, 0.0, 2.0])
+    torch.testing.assert_close(ActivationWeights("block", weights)(acts), (patch * weights).transpose(1, 2).reshape(2, 4, 3, 3))
+    pattern = torch.ones(1, 4, 1, 1)
+    torch.testing.assert_close(TensorDirection("block", pattern)(acts), tokens[:, 5].sum(1).reshape(2, 1, 1))
+    # a ViT-B/16 block: a 768-d direction on (N, 197, 768)
+    block = torch.randn(2, 197, 768, generator=torch.Generator().manual_seed(0))
+    d = torch.randn(768, generator=torch.Generator().manual_seed(1))
+    out = Direction("blocks.11", d)({"blocks.11": block})
+    assert out.shape == (2, 14, 14)
+    torch.testing.assert_close(out, (block[:, 1:] @ d).reshape(2, 14, 14), rtol=1e-5, atol=1e-4)
+
+
+def test_out_of_range_errors_count_hidden_units():
+    acts = {"blocks.1": torch.zeros(1, 197, 192)}
+    with pytest.raises(ValueError, match=r"channel_index 300 .* layer 'blocks.1', which has 192 hidden units \(valid: 0..191\)"):
+        parse("blocks.1:300")(acts)
+    with pytest.raises(ValueError, match=r"the direction has 768 values but blocks.1 has 192 hidden units"):
+        Direction("blocks.1", torch.ones(768))(acts)
+    with pytest.raises(ValueError, match=r"x 14 is out of range .* which has 14 columns"):
+        NeuronActivation("blocks.1", 0, x=14)(acts)
+    with pytest.raises(ValueError, match=r"token 197 is out of range .* which has 197 tokens"):
+        NeuronActivation("blocks.1", 0, token=197)(acts)
+    with pytest.raises(ValueError, match=r"token=0 needs a token layer .* read as NCHW"):
+        NeuronActivation("conv", 0, token=0)({"conv": torch.zeros(1, 4, 3, 3)})
+    with pytest.raises(ValueError, match="not both"):
+        NeuronActivation("blocks.1", 0, token=0, x=1)
+    with pytest.raises(ValueError, match=r"channel_index 4 .* which has 4 channels"):
+        ChannelActivation("conv", 4)({"conv": torch.zeros(1, 4, 3, 3)})
+
+
+def test_channels_last_losses_and_references():
+    nhwc = torch.rand(2, 3, 5, 4, generator=torch.Generator().manual_seed(0))
+    acts = {"stage": nhwc}
+    torch.testing.assert_close(ChannelActivation("stage", 1, layout="NHWC")(acts), nhwc[..., 1])
+    # a reference recorded in the layer's own layout is read in the same view
+    assert ContentLoss("stage", nhwc[:1], layout="NHWC")(acts).item() == pytest.approx(
+        float(((nhwc - nhwc[:1]) ** 2).mean()))
+    tok = torch.rand(1, 10, 4, generator=torch.Generator().manual_seed(1))
+    assert abs(StyleLoss("block", tok)({"block": tok}).item()) < 1e-12
+    gram = channels_first(tok).reshape(1, 4, 9)
+    gram = gram @ gram.transpose(1, 2) / 9
+    other = torch.rand(1, 10, 4, generator=torch.Generator().manual_seed(2))
+    g2 = channels_first(other).reshape(1, 4, 9)
+    g2 = g2 @ g2.transpose(1, 2) / 9
+    assert StyleLoss("block", tok)({"block": other}).item() == pytest.approx(
+        float(((g2 - gram) ** 2).mean() / (gram**2).mean()), rel=1e-5)
+    # Diversity compares D x D Gram matrices of the patch tokens
+    two = torch.rand(2, 10, 4, generator=torch.Generator().manual_seed(3))
+    flat = channels_first(two).reshape(2, 4, 9)
+    grams = F.normalize((flat @ flat.transpose(1, 2)).reshape(2, -1), dim=1)
+    assert Diversity("block")({"block": two}).item() == pytest.approx(float(-2 * (grams[0] @ grams[1]) / 2))
+
+
+class TinyTokens(nn.Module):
+    """A ViT-shaped toy: patchify 2x2, a class token, two blocks (Linear + LayerNorm), a class-token head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 6, 2, stride=2)
+        self.cls = nn.Parameter(torch.randn(1, 1, 6))
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Linear(6, 6), nn.LayerNorm(6)) for _ in range(2)])
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1)
+        t = self.blocks(t)
+        return self.head(t[:, 0] + t[:, 1:].mean(1))
+
+
+def test_facet_loss_gradient_follows_the_token_layout():
+    torch.manual_seed(0)
+    net = TinyTokens().eval()
+    x = torch.rand(1, 3, 4, 4).requires_grad_(True)  # a render's image: the activations are on its graph
+    acts = record_activations(net, ["blocks.0", "blocks.1"], x, requires_grad=True)
+    vec = torch.randn(6)
+    loss = FacetLoss("blocks.1", "blocks.0", vec, torch.ones(6))
+    layer = acts["blocks.0"]
+    grad = torch.autograd.grad(channels_first(F.relu(acts["blocks.1"])).movedim(1, -1).matmul(vec).mean(),
+                               layer, retain_graph=True)[0]
+    expected = (channels_first(layer) * F.relu(channels_first(grad))).sum()
+    assert loss(acts).detach().item() == pytest.approx(float(expected), rel=1e-5)
+
+
+# --- a render and Grad-CAM on a timm ViT ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def vit():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2).eval()
+
+
+def test_render_raises_a_hidden_unit_on_a_vit(vit):
+    from optim.models.preprocess import render_inputs
+
+    vit.train()  # the render leaves the mode as it found it
+    before = model_state(vit)
+    objective = parse("blocks.1:5")
+    preprocess = render_inputs(vit).preprocess  # what the library defaults feed the model (timm's mean/std)
+
+    def score(image):
+        with torch.no_grad():
+            acts = record_activations(vit, ["blocks.1"], preprocess(image))
+        assert acts["blocks.1"].shape == (1, 197, 192)
+        return objective(acts).mean().item()
+
+    # library defaults: the native 224 size, transforms that keep it, timm's normalization
+    first, last = opt.render_vis(vit, "blocks.1:5", thresholds=(1, 20), progress=False, seed=0)
+    assert last.shape == (1, 3, 224, 224)
+    start, end = score(first), score(last)
+    spread = record_activations(vit, ["blocks.1"], preprocess(first))["blocks.1"][0, 1:].std(0).mean().item()
+    print(f"blocks.1:5 objective {start:.4f} -> {end:.4f} (unit spread {spread:.4f})")
+    assert end - start > 0.5 * spread, (start, end, spread)  # hidden unit 5 rose by half a unit's spread
+    assert model_state(vit) == before and hook_count(vit) == 0
+    vit.eval()
+
+
+def test_gradcam_on_a_vit(vit):
+    from optim._utils import module_name
+
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    before = model_state(vit)
+    layer = opt.attribution.default_gradcam_layer(vit, x)
+    assert module_name(vit, layer) == "blocks.0"  # the tokens entering the last block
+    cam = opt.attribution.attribute(vit, x, [1, 7], upsample=False)
+    assert cam.shape == (2, 1, 14, 14) and cam.min() >= 0 and (cam.flatten(1).sum(1) > 0).all()
+    # by hand: the patch tokens of blocks.0's output on the 14x14 grid, weighted by their mean gradient
+    with torch.no_grad():
+        feats = vit.blocks[0](vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x)))))
+    feats = feats.clone().requires_grad_(True)
+    logits = vit.forward_head(vit.norm(vit.blocks[1](feats)))
+    logits[torch.arange(2), torch.tensor([1, 7])].sum().backward()
+    grid = lambda t: t[:, 1:].transpose(1, 2).reshape(2, 192, 14, 14)  # noqa: E731
+    weights = grid(feats.grad).mean(dim=(2, 3), keepdim=True)
+    expected = F.relu((weights * grid(feats.detach())).sum(1, keepdim=True))
+    torch.testing.assert_close(cam, expected, rtol=1e-4, atol=1e-7)
+    full = opt.attribution.attribute(vit, x, [1, 7])
+    assert full.shape == (2, 1, 224, 224)
+    assert model_state(vit) == before and hook_count(vit) == 0
+
+
+def test_default_gradcam_layer_on_token_models_without_a_plain_stack():
+    torch.manual_seed(0)
+    net = TinyTokens().eval()
+    x = torch.rand(2, 3, 4, 4)
+    assert opt.attribution.default_gradcam_layer(net, x) is net.blocks[0]
+    cam = opt.attribution.attribute(net, x, 1, upsample=False)
+    assert cam.shape == (2, 1, 2, 2)
+    # the same with the last block's input read explicitly
+    torch.testing.assert_close(cam, opt.attribution.attribute(net, x, 1, layer="blocks.1", upsample=False,
+                                                               attribute_to_layer_input=True))
+
+
+@pytest.mark.parametrize("arch, size, expected", [
+    ("convnext_tiny", 64, "features.7"),
+])
+def test_default_gradcam_layer_is_the_torchvision_stage(arch, size, expected):
+    torchvision = pytest.importorskip("torchvision")
+    from optim._utils import module_name
+
+    net = getattr(torchvision.models, arch)(weights=None).eval()
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    assert module_name(net, opt.attribution.default_gradcam_layer(net, x)) == expected
+    assert hook_count(net) == 0
+
+
+@pytest.mark.parametrize("name, expected", [("resnet18", "layer4"), ("convnext_atto", "stages.3")])
+def test_default_gradcam_layer_is_the_timm_stage(name, expected):
+    timm = pytest.importorskip("timm")
+    from optim._utils import module_name
+
+    net = timm.create_model(name, pretrained=False).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert module_name(net, opt.attribution.default_gradcam_layer(net, x)) == expected
+    cam = opt.attribution.attribute(net, x, 3)
+    assert cam.shape == (1, 1, 64, 64) and torch.isfinite(cam).all()
+
+
+def test_torchvision_vit_gradcam_layer():
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision.models.vision_transformer import VisionTransformer
+    from optim._utils import module_name
+
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)
+    nn.init.normal_(net.heads.head.weight)  # torchvision starts the head at zero (no gradient at all)
+    net.eval()
+    x = torch.rand(1, 3, 32, 32)
+    assert module_name(net, opt.attribution.default_gradcam_layer(net, x)) == "encoder.layers.encoder_layer_0"
+    cam = opt.attribution.attribute(net, x, 2, upsample=False)
+    assert cam.shape == (1, 1, 4, 4) and cam.sum() > 0
