@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import module_name, resolve_module
-from .methods import Target, _captum, _check_target, _prepare
+from .methods import Target, _captum, _check_target, _prepare, logits_module
 from ..activations import autograd_context, model_frozen
 
 __all__ = ["ChannelAttribution", "ChannelBlock", "channel_attribution", "channel_blocks", "plot_channel_blocks"]
@@ -73,7 +73,7 @@ def channel_attribution(
         x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
     with autograd_context(), model_frozen(model):
-        attr = _captum().LayerGradientXActivation(model, module).attribute(x, target=target)
+        attr = _captum().LayerGradientXActivation(logits_module(model), module).attribute(x, target=target)
     attr = attr.detach()
     if attr.dim() == 2:
         attr = attr[:, :, None, None]

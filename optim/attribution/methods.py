@@ -362,6 +362,20 @@ def _selected_output_class(name: str) -> type:
     return type(name, (_SelectedOutput,), {"__module__": __name__})
 
 
+def logits_module(model: nn.Module) -> nn.Module:
+    """``model`` with its output read by :func:`~optim.activations.select_tensor` (``logits`` of a Hugging Face
+    ``ModelOutput``), as captum needs; the same module names, modules and parameters as ``model``.
+
+    Example:
+        >>> class Dict(nn.Module):
+        ...     def forward(self, x):
+        ...         return {"logits": x.flatten(1) * 2}
+        >>> logits_module(Dict())(torch.ones(1, 2)).tolist(), type(logits_module(Dict())).__name__
+        ([[2.0, 2.0]], 'Dict')
+    """
+    return _selected_output_class(type(model).__name__)(model)
+
+
 # methods that rewrite the backward pass of the model's ReLU modules: they need an nn.Module
 _GUIDED = ("guided_backprop", "guided_smoothgrad", "guided_gradcam", "positive_saliency", "negative_saliency")
 
@@ -456,7 +470,7 @@ def attribute(
     if method not in _METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of: {', '.join(METHODS)}")
     if isinstance(model, nn.Module):
-        forward: Any = _selected_output_class(type(model).__name__)(model)
+        forward: Any = logits_module(model)
         frozen: Any = model_frozen(model)
     elif callable(model):
         if method in _GUIDED:
