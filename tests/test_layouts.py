@@ -330,3 +330,38 @@ def test_torchvision_vit_gradcam_layer():
     assert module_name(net, opt.attribution.default_gradcam_layer(net, x)) == "encoder.layers.encoder_layer_0"
     cam = opt.attribution.attribute(net, x, 2, upsample=False)
     assert cam.shape == (1, 1, 4, 4) and cam.sum() > 0
+
+
+@pytest.mark.parametrize("layers, expected", [(2, "vit.layers.0"), (1, "vit.embeddings")])
+def test_hugging_face_vit_gradcam_and_hidden_units(layers, expected):
+    transformers = pytest.importorskip("transformers")
+    from optim._utils import module_name
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                                    intermediate_size=64, image_size=32, patch_size=8, num_labels=5)
+    net = transformers.ViTForImageClassification(config).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    layer = opt.attribution.default_gradcam_layer(net, x)  # the tokens entering the last block
+    names = {n for n, _ in net.named_modules()}
+    expected = expected if expected in names else expected.replace("vit.layers", "vit.encoder.layer")
+    assert module_name(net, layer) == expected
+    cam = opt.attribution.attribute(net, x, [1, 2], upsample=False)
+    assert cam.shape == (2, 1, 4, 4) and (cam.flatten(1).sum(1) > 0).all()
+    acts = record_activations(net, [expected], x)
+    assert acts[expected].shape == (2, 17, 32) and unit_count(acts[expected]) == 32
+    torch.testing.assert_close(parse(f"{expected}:31")(acts), acts[expected][:, 1:, 31].reshape(2, 4, 4))
+    assert hook_count(net) == 0
+
+
+def test_swin_stages_are_channels_last():
+    torchvision = pytest.importorskip("torchvision")
+    net = torchvision.models.swin_t(weights=None).eval()
+    names = [f"features.{i}" for i in range(8)]
+    acts = record_activations(net, names, torch.rand(1, 3, 64, 64))
+    assert [unit_count(acts[n], module=acts.module_of(n)) for n in names] == [96, 96, 192, 192, 384, 384, 768, 768]
+    stage = acts["features.5"]
+    assert stage.shape == (1, 4, 4, 384)  # (N, H, W, C)
+    torch.testing.assert_close(parse("features.5:10")(acts), stage[..., 10])
+    with pytest.raises(ValueError, match="which has 384 channels"):
+        parse("features.5:384")(acts)

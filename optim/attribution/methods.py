@@ -102,24 +102,24 @@ def _gradcam_site(model: nn.Module, image: torch.Tensor) -> Tuple[nn.Module, boo
         # A class-token head reads only token 0 after the last block, so the patch tokens of the last block's
         # output get no gradient; its input tokens still reach the class token through its attention.
         parents = {id(child): parent for parent in model.modules() for child in parent.children()}
-        index = {id(module): i for i, (_, _, module, _) in enumerate(fired)}  # a module's last call
         for i in reversed(spatial):
             _, _, module, out = fired[i]
             parent = parents.get(id(module))
             if not (isinstance(out, torch.Tensor) and out.dim() == 3 and any(True for _ in module.children())
                     and parent is not None):
                 continue
-            blocks = [c for c in parent.children() if type(c) is type(module)]
-            if len(blocks) < 2:
+            if not (isinstance(parent, (nn.ModuleList, nn.Sequential))
+                    or sum(type(c) is type(module) for c in parent.children()) > 1):
                 continue
-            # The tokens entering the last block: the previous block's output, when nothing but the last
-            # block's own modules ran in between (a plain stack of blocks); otherwise the block's input.
-            previous = blocks[blocks.index(module) - 1] if blocks.index(module) > 0 else None
-            j = index.get(id(previous), -1) if previous is not None else -1
+            # The tokens entering the last block: the output of the module that returned last before the
+            # block began (the previous block, or the embedding's dropout), when it has the block's shape;
+            # otherwise the block's input itself.
             inside = {id(m) for m in module.modules()}
-            if j >= 0 and isinstance(fired[j][3], torch.Tensor) and all(
-                    id(fired[k][2]) in inside for k in range(j + 1, i)):
-                return previous, False
+            first = next(k for k in range(i + 1) if id(fired[k][2]) in inside)
+            if first > 0:
+                before = fired[first - 1][3]
+                if isinstance(before, torch.Tensor) and before.shape == out.shape:
+                    return fired[first - 1][2], False
             return module, True
     # every module that returned that very tensor (an in-place chain, or nested containers)
     same = [i for i in spatial if fired[i][3] is last]
@@ -146,13 +146,14 @@ def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
       of a torchvision or timm ResNet (not a module inside its last residual branch), ``features.7`` of a
       torchvision ConvNeXt (not the whole ``features`` trunk), ``stages.3`` of a timm ConvNeXt. Without such
       a module (a head of plain layers, as on EfficientNet), the shallowest module that returned it.
-    - Tokens: the tokens entering the last *block* (a module with children and a sibling of its own class:
-      timm ``blocks.-1``, torchvision ``encoder.layers.encoder_layer_-1``, Hugging Face
+    - Tokens: the tokens entering the last *block* (a module with children held in a ``ModuleList`` /
+      ``Sequential`` or beside a sibling of its own class: timm ``blocks.-1``, torchvision ``encoder.layers.encoder_layer_-1``, Hugging Face
       ``vit.encoder.layer.-1``): a class-token head gives the patch tokens of the last block's *output* no
-      gradient, while its input tokens reach the class token through its attention. In a plain stack that
-      is the output of the block before it (``blocks.-2``), which is returned; otherwise (a single block,
-      or modules between blocks) the last block, whose input Grad-CAM then reads. Grad-CAM drops the prefix
-      tokens and puts the patch tokens on their grid (:mod:`optim.layouts`).
+      gradient, while its input tokens reach the class token through its attention. That is the output of
+      the module that returned last before the last block began (the block before it, ``blocks.-2``; the
+      embeddings' dropout for a single block), which is returned when its shape is the block's; otherwise the
+      last block, whose input Grad-CAM then reads. Grad-CAM drops the prefix tokens and puts the patch tokens
+      on their grid (:mod:`optim.layouts`).
 
     A module called several times counts at its last call. Outputs are read through the activation core
     (:class:`~optim.activations.ActivationRecorder`); modules that refuse a forward hook (TorchScript) are
