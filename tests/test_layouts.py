@@ -365,3 +365,19 @@ def test_swin_stages_are_channels_last():
     torch.testing.assert_close(parse("features.5:10")(acts), stage[..., 10])
     with pytest.raises(ValueError, match="which has 384 channels"):
         parse("features.5:384")(acts)
+
+
+def test_channel_attribution_ranks_hidden_units_of_a_token_layer():
+    torch.manual_seed(0)
+    net = TinyTokens().eval()
+    x = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    ca = opt.attribution.channel_attribution(net, x, 2, "blocks.0", top_k=3)
+    assert ca.all_scores.shape == (6,) and ca.maps.shape == (3, 2, 2)  # 6 hidden units; a 2x2 grid
+    # by hand: activation x gradient of logit 2, summed over the patch tokens (the class token left out)
+    acts = record_activations(net, ["blocks.0"], x.clone().requires_grad_(True), requires_grad=True)
+    layer = acts["blocks.0"]
+    logits = net.head(net.blocks[1](layer)[:, 0] + net.blocks[1](layer)[:, 1:].mean(1))
+    grad = torch.autograd.grad(logits[0, 2], layer)[0]
+    expected = (grad * layer)[0, 1:].sum(0).detach()
+    torch.testing.assert_close(ca.all_scores, expected, rtol=1e-5, atol=1e-7)
+    assert ca.channels.tolist() == torch.argsort(expected, descending=True)[:3].tolist()

@@ -15,6 +15,7 @@ import torch.nn as nn
 from .._utils import module_name, resolve_module
 from .methods import Target, _captum, _check_target, _prepare, logits_module
 from ..activations import autograd_context, model_frozen
+from ..layouts import LayoutArg, channels_first, infer_layout
 
 __all__ = ["ChannelAttribution", "ChannelBlock", "channel_attribution", "channel_blocks", "plot_channel_blocks"]
 
@@ -42,6 +43,8 @@ def channel_attribution(
     layer: Union[str, nn.Module],
     top_k: int = 10,
     absolute: bool = False,
+    *,
+    layout: LayoutArg = None,
 ) -> ChannelAttribution:
     """Rank the channels of ``layer`` by how much they drive the ``target`` class for this image.
 
@@ -49,9 +52,12 @@ def channel_attribution(
         model: a classifier returning ``(N, classes)`` logits.
         image: ``CHW`` or ``NCHW`` image in the model's input range.
         target: class index (or one per image).
-        layer: a module or dotted name whose output is ``(N, C, h, w)`` (or ``(N, C)``).
+        layer: a module or dotted name whose output is ``(N, C, h, w)`` (or ``(N, C)``), or in another layout
+            (:mod:`optim.layouts`): a token layer's channels are its hidden units, its positions the patch
+            tokens on their grid (prefix tokens left out).
         top_k: how many channels to return (all of them if the layer has fewer).
         absolute: rank by ``|score|`` (channels that argue against the class too) instead of by score.
+        layout: keyword-only; the layer's layout (``None``: inferred, see :func:`optim.layouts.infer_layout`).
 
     Returns:
         A :class:`ChannelAttribution`.
@@ -74,9 +80,11 @@ def channel_attribution(
     target = _check_target(target, x.shape[0])
     with autograd_context(), model_frozen(model):
         attr = _captum().LayerGradientXActivation(logits_module(model), module).attribute(x, target=target)
-    attr = attr.detach()
+    attr = channels_first(attr.detach(), infer_layout(attr, layout, module=module, where=f"layer {layer!r}"))
     if attr.dim() == 2:
         attr = attr[:, :, None, None]
+    elif attr.dim() == 3:  # tokens without a grid: one row
+        attr = attr[:, :, None, :]
     if attr.dim() != 4:
         raise ValueError(f"layer {layer!r} must output (N, C, h, w) or (N, C), got {tuple(attr.shape)}")
     spatial = attr.mean(dim=0)
