@@ -1,0 +1,367 @@
+"""Inputs and outputs of any vision model (issue 13): native size, normalization, non-tensor outputs.
+
+- ``optim.transforms.Normalize`` / ``normalize``: exact values against NumPy, validation, scripting, gradient.
+- ``optim.models.preprocess.input_config`` on timm, torchvision and Hugging Face models (random weights, small
+  configs, nothing downloaded) and on optim's own zoo models (which normalize themselves: nothing reported).
+- ``render_vis`` / ``render_layer`` / recipes on fixed-size models with the library defaults: the native size,
+  the model's normalization, the objective raised; a size the model refuses gives an error naming the fix.
+- ``select_tensor``'s default on a ``ModelOutput`` (``logits``), ``class_visualization(target=None)`` and
+  ``attribute`` on Hugging Face and dict-output classifiers and on a plain function; a tuple-output layer in
+  ``FacetLoss``. Every model is left as it was (modes, ``requires_grad`` flags, no hooks).
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import optim as opt
+from optim.activations import select_tensor
+from optim.models.preprocess import InputConfig, input_config, render_inputs
+from optim.optimization.defaults import DEFAULT_SIZE, default_image, default_transforms
+from optim.transforms import Normalize, TransformationRobustness, normalize
+
+timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+def _hf_vit(num_labels: int = 5) -> nn.Module:
+    """A small random Hugging Face ViT classifier on 32 x 32 images (patches of 8: a 4 x 4 grid + CLS)."""
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+        patch_size=8, num_labels=num_labels, initializer_range=0.5,  # large enough weights to move the logits
+    )
+    torch.manual_seed(0)
+    return transformers.ViTForImageClassification(config).eval()
+
+
+def _timm_vit(**kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=2, **kwargs).eval()
+
+
+class DictNet(nn.Module):
+    """A classifier whose output is a dict (features first, logits second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        features = self.relu(self.conv(x))
+        return {"features": features, "logits": self.fc(features.mean((2, 3)))}
+
+
+def _state(model: nn.Module):
+    """Everything 'left as it was' covers: each module's mode, each parameter's flag, the hooks."""
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    return modes, flags, hooks
+
+
+def _logit(model: nn.Module, image: torch.Tensor, index: int, preprocess=None) -> float:
+    with torch.no_grad():
+        x = image if preprocess is None else preprocess(image)
+        return float(select_tensor(model(x))[0, index])
+
+
+# --- Normalize ---------------------------------------------------------------------------------------------
+def test_normalize_matches_numpy_exactly():
+    x = torch.rand(2, 3, 5, 4, generator=torch.Generator().manual_seed(1))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = (x.numpy() - np.array(mean, dtype=np.float32)[:, None, None]) / np.array(std, dtype=np.float32)[:, None, None]
+    got = Normalize(mean, std)(x)
+    assert got.dtype == torch.float32 and got.shape == x.shape
+    np.testing.assert_array_equal(got.numpy(), expected)
+    np.testing.assert_array_equal(normalize(x, mean, std).numpy(), expected)
+    # float64 input: computed in float64
+    x64 = x.double()
+    expected64 = (x64.numpy() - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    np.testing.assert_array_equal(Normalize(mean, std)(x64).numpy(), expected64)
+    # one number for every channel; a CHW image; a tensor of statistics
+    assert torch.equal(Normalize(0.5, 0.25)(torch.ones(3, 1, 1)), torch.full((3, 1, 1), 2.0))
+    assert torch.equal(Normalize(torch.tensor(mean), torch.tensor(std))(x), got)
+
+
+def test_normalize_gradient_scripting_and_determinism():
+    norm = Normalize((0.1, 0.2, 0.3), (0.5, 0.25, 2.0))
+    x = torch.rand(1, 3, 2, 2, requires_grad=True)
+    norm(x).sum().backward()
+    assert torch.equal(x.grad[0, :, 0, 0], torch.tensor([2.0, 4.0, 0.5]))
+    assert Normalize.deterministic is True
+    scripted = torch.jit.script(norm)
+    y = torch.rand(2, 3, 4, 4)
+    assert torch.equal(scripted(y), norm(y))
+    image = opt.images.ImageTensor(y)
+    assert type(norm(image)) is torch.Tensor and torch.equal(norm(image), norm(y))
+
+
+@pytest.mark.parametrize("mean, std, error, match", [
+    ((0.5, 0.5, 0.5), (0.5, 0.0, 0.5), ValueError, r"std must be > 0 for every channel, got \(0.5, 0.0, 0.5\)"),
+    ((0.5, 0.5, 0.5), (0.5, -1.0, 0.5), ValueError, "std must be > 0"),
+    ((0.5, 0.5), (0.5, 0.5, 0.5), ValueError, "mean and std must have the same length .* got 2 and 3"),
+    ((), (0.5,), ValueError, "mean is empty"),
+    (("a", 0.5, 0.5), (0.5,), TypeError, "mean must hold numbers, got 'a'"),
+    ((0.5,), (float("nan"),), ValueError, "std must hold finite numbers"),
+    (None, (0.5,), TypeError, "mean must be a number or a sequence"),
+    (True, (0.5,), TypeError, "mean must be a number"),
+])
+def test_normalize_refuses_bad_statistics(mean, std, error, match):
+    with pytest.raises(error, match=match):
+        Normalize(mean, std)
+    with pytest.raises(error, match=match):
+        normalize(torch.zeros(1, 3, 2, 2), mean, std)
+
+
+def test_normalize_checks_the_input_channels():
+    with pytest.raises(ValueError, match=r"Normalize has 3 channel values but the input has 4 channels \(shape \(1, 4, 2, 2\)\)"):
+        Normalize(IMAGENET_MEAN, IMAGENET_STD)(torch.zeros(1, 4, 2, 2))
+    with pytest.raises(ValueError, match="expects a CHW or NCHW tensor"):
+        Normalize(IMAGENET_MEAN, IMAGENET_STD)(torch.zeros(3))
+
+
+# --- input_config ---------------------------------------------------------------------------------------------
+def test_input_config_timm_vit_and_resnet():
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    assert input_config(vit) == InputConfig(size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                            interpolation="bicubic", channels=3, fixed_size=True, source="timm")
+    # the size it was built for wins over the pretrained config's 224; dynamic_img_size: not fixed
+    small = _timm_vit(dynamic_img_size=True)
+    assert input_config(small).size == (32, 32) and input_config(small).fixed_size is False
+    assert input_config(_timm_vit()).fixed_size is True
+    resnet = timm.create_model("resnet18", pretrained=False)
+    assert input_config(resnet) == InputConfig(size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                               interpolation="bicubic", channels=3, fixed_size=False, source="timm")
+    assert input_config(torch.compile(resnet)) == input_config(resnet)  # read through _orig_mod
+
+
+def test_input_config_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    vit = torchvision.models.vit_b_16(weights=None)
+    assert input_config(vit) == InputConfig(size=(224, 224), fixed_size=True, source="torchvision")
+    resnet = torchvision.models.resnet18(weights=None)
+    assert input_config(resnet) == InputConfig(source="torchvision")  # weights=None: no normalization known
+    # the weights enum's transforms (no download: reading the preset only)
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    assert input_config(resnet, weights=weights) == InputConfig(
+        size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", source="torchvision")
+    with pytest.raises(TypeError, match="weights must be a torchvision weights enum"):
+        input_config(resnet, weights="IMAGENET1K_V1")
+
+
+def test_input_config_hugging_face_with_and_without_processor():
+    model = _hf_vit()
+    assert input_config(model) == InputConfig(size=(32, 32), channels=3, source="hf")
+    processor = transformers.ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.1, 0.2, 0.3],
+                                               image_std=[0.4, 0.5, 0.6])
+    got = input_config(model, processor)
+    # the model's own size wins over the processor's; the processor gives the normalization
+    assert got == InputConfig(size=(32, 32), mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), interpolation="bilinear",
+                              channels=3, source="hf")
+    assert input_config(model, transformers.ViTImageProcessor(do_normalize=False)).mean is None
+    # a processor alone describes a model that says nothing
+    alone = input_config(nn.Conv2d(3, 4, 3), processor)
+    assert alone.size == (64, 64) and alone.mean == (0.1, 0.2, 0.3) and alone.source == "hf"
+
+
+def test_input_config_zoo_models_report_nothing_and_keep_their_render_defaults():
+    lite = opt.models.efficientnet_lite0()
+    assert input_config(lite) == InputConfig(source="optim")
+    inputs = render_inputs(lite)
+    assert inputs.size == (DEFAULT_SIZE, DEFAULT_SIZE) and inputs.preprocess is None
+    assert input_config(nn.Conv2d(3, 4, 3)) == InputConfig()
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        input_config(lambda x: x)
+
+
+def test_render_inputs_prefers_the_callers_values():
+    model = _timm_vit()
+    got = render_inputs(model)
+    assert got.size == (32, 32)
+    assert isinstance(got.preprocess, Normalize) and got.preprocess.mean == [0.5, 0.5, 0.5]
+    mine = nn.Identity()
+    got = render_inputs(model, size=(16, 48), preprocess=mine)
+    assert got.size == (16, 48) and got.preprocess is mine
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        render_inputs(model, size=0)
+
+
+# --- renders on fixed-size models --------------------------------------------------------------------------------
+def test_default_transforms_keep_the_size():
+    x = torch.rand(2, 3, 32, 24)
+    assert default_transforms()(x).shape == x.shape
+    assert TransformationRobustness()(x).shape == (2, 3, 36, 28)  # captum's stack, as a class, is unchanged
+
+
+def test_render_vis_hf_vit_with_library_defaults_raises_the_logit():
+    model = _hf_vit()
+    before = _state(model)
+    first, last = opt.render_vis(model, opt.loss.ChannelActivation(model, 2), thresholds=(0, 16), progress=False,
+                                 seed=0)
+    assert first.shape == last.shape == (1, 3, 32, 32)  # the model's native size, kept by the transforms
+    start, end = _logit(model, first, 2), _logit(model, last, 2)
+    assert end > start + 2.0, (start, end)
+    assert _state(model) == before
+
+
+def test_render_vis_timm_vit_normalizes_as_the_model_declares():
+    model = _timm_vit()
+    before = _state(model)
+    objective = "blocks.1:3"  # hidden unit or token: the wiring is what is checked here
+    got = opt.render_vis(model, objective, thresholds=4, progress=False, seed=0)[0]
+    assert got.shape == (1, 3, 32, 32) and 0 <= float(got.min()) and float(got.max()) <= 1  # image in [0, 1]
+    same = opt.render_vis(model, objective, image=default_image(32), transforms=default_transforms(),
+                          preprocess=Normalize((0.5,) * 3, (0.5,) * 3), thresholds=4, progress=False, seed=0)[0]
+    assert torch.equal(got, same)
+    raw = opt.render_vis(model, objective, preprocess=nn.Identity(), thresholds=2, progress=False, seed=0)[0]
+    assert not torch.equal(opt.render_vis(model, objective, thresholds=2, progress=False, seed=0)[0], raw)
+    # the class logit goes up, measured through the model's normalization
+    norm = Normalize((0.5,) * 3, (0.5,) * 3)
+    first, last = opt.render_vis(model, opt.loss.ChannelActivation(model, 7), thresholds=(0, 16), progress=False,
+                                 seed=0)
+    assert _logit(model, last, 7, norm) > _logit(model, first, 7, norm) + 0.05  # 0.26 -> 0.36
+    assert _state(model) == before
+
+
+def test_dynamic_img_size_vit_renders_with_the_defaults():
+    model = _timm_vit(dynamic_img_size=True)
+    image = opt.render_vis(model, opt.loss.ChannelActivation(model, 1), thresholds=3, progress=False, seed=0)[0]
+    assert image.shape == (1, 3, 32, 32)
+
+
+def test_a_size_the_model_refuses_names_the_fix():
+    model = _hf_vit()
+    objective = opt.loss.ChannelActivation(model, 0)
+    with pytest.raises(ValueError, match=r"failed on a 36x36 input .*transforms change the image size from 32x32 to "
+                                         r"36x36.*crop_or_pad_output=True") as caught:
+        opt.render_vis(model, objective, transforms=TransformationRobustness(), thresholds=2, progress=False)
+    assert "doesn't match model (32*32)" in str(caught.value.__cause__)
+    with pytest.raises(ValueError, match=r"failed on a 48x48 input.*native input size is 32x32 \(hf\)"):
+        opt.render_vis(model, objective, image=default_image(48), thresholds=2, progress=False)
+    timm_vit = _timm_vit()
+    with pytest.raises(ValueError, match=r"VisionTransformer failed on a 48x48 input.*native input size is 32x32 \(timm\)"):
+        opt.render_layer(timm_vit, "patch_embed.proj", channels=[0], size=48, steps=2, progress=False)
+    with pytest.raises(ValueError, match="transforms change the image size from 32x32 to 36x36"):
+        opt.render_layer(timm_vit, "patch_embed.proj", channels=[0], transforms=TransformationRobustness(), steps=2,
+                         progress=False)
+    # a failure the size does not explain is the model's own
+    broken = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(5, 2))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        opt.render_vis(broken, opt.loss.ChannelActivation(broken[2], 0), image=default_image(8), thresholds=1,
+                       progress=False)
+
+
+def test_render_layer_at_the_native_size():
+    model = _timm_vit()
+    tiles = opt.render_layer(model, "patch_embed.proj", channels=[0, 5], steps=2, progress=False, seed=0)
+    assert tiles.shape == (2, 3, 32, 32)
+
+
+# --- outputs that are not tensors ---------------------------------------------------------------------------------
+def test_select_tensor_defaults_to_logits_on_model_outputs():
+    from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+
+    logits, loss = torch.randn(2, 5), torch.tensor(1.5)
+    assert select_tensor(ImageClassifierOutput(loss=loss, logits=logits)) is logits  # not the loss, listed first
+    hidden, pooled = torch.randn(2, 17, 32), torch.randn(2, 32)
+    base = BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
+    assert select_tensor(base) is hidden
+    assert select_tensor(base, "pooler_output") is pooled
+    assert select_tensor({"features": hidden, "logits": logits}) is logits
+    assert select_tensor((hidden, logits)) is hidden and select_tensor((hidden, logits), 1) is logits
+
+
+def test_class_visualization_on_hf_and_dict_classifiers():
+    model = _hf_vit()
+    before = _state(model)
+    images = opt.recipes.class_visualization(model, [0, 2], steps=16, progress=False, seed=0)
+    assert images.shape == (2, 3, 32, 32)  # the model's native size
+    start = opt.recipes.class_visualization(model, [0, 2], steps=1, lr=0.0, progress=False, seed=0)
+    for i, c in enumerate([0, 2]):
+        assert _logit(model, images[i : i + 1], c) > _logit(model, start[i : i + 1], c) + 2.0
+    assert _state(model) == before
+    net = DictNet().eval()
+    out = opt.recipes.class_visualization(net, [0, 2], size=16, steps=8, progress=False, seed=0)
+    assert out.shape == (2, 3, 16, 16)
+    flat = opt.recipes.class_visualization(net, [0, 2], size=16, steps=1, lr=0.0, progress=False, seed=0)
+    assert _logit(net, out[:1], 0) > _logit(net, flat[:1], 0)
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam", "guided_backprop", "integrated_gradients"])
+def test_attribute_on_hf_and_dict_outputs(method):
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    kw = {"n_steps": 4} if method == "integrated_gradients" else {}
+    for model in (_hf_vit().train(), DictNet()):
+        model.fc.weight.requires_grad_(False) if isinstance(model, DictNet) else None
+        before = _state(model)
+        result = opt.attribution.attribute(model, x, [1, 2], method=method, **kw)
+        assert result.shape == ((2, 1, 32, 32) if method == "gradcam" else (2, 3, 32, 32))
+        assert torch.isfinite(result).all() and float(result.abs().sum()) > 0
+        assert _state(model) == before
+
+
+def test_attribute_saliency_is_the_gradient_of_the_selected_logit():
+    model = _hf_vit()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    grad_in = x.clone().requires_grad_(True)
+    model(grad_in).logits[0, 3].backward()
+    assert torch.allclose(opt.attribution.attribute(model, x, 3, method="saliency"), grad_in.grad, atol=1e-6)
+
+
+def test_attribute_with_a_plain_function():
+    model = _hf_vit()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    as_module = opt.attribution.attribute(model, x, 1, method="saliency")
+    assert torch.equal(opt.attribution.attribute(lambda t: model(t).logits, x, 1, method="saliency"), as_module)
+    # a function returning a ModelOutput is read the same way
+    assert torch.equal(opt.attribution.attribute(lambda t: model(t), x, 1, method="saliency"), as_module)
+    occlusion = opt.attribution.attribute(lambda t: model(t).logits, x, 1, method="occlusion", window=8)
+    assert occlusion.shape == (1, 3, 32, 32)
+    layer = model.vit.embeddings.patch_embeddings.projection
+    cam = opt.attribution.attribute(lambda t: model(t).logits, x, 1, method="gradcam", layer=layer)
+    assert torch.allclose(cam, opt.attribution.attribute(model, x, 1, method="gradcam", layer=layer))
+    with pytest.raises(ValueError, match="Grad-CAM on a function needs layer= a module .* got layer=None"):
+        opt.attribution.attribute(lambda t: model(t).logits, x, 1, method="gradcam")
+    with pytest.raises(ValueError, match="got layer='vit.layers.1'"):
+        opt.attribution.attribute(lambda t: model(t).logits, x, 1, method="gradcam", layer="vit.layers.1")
+    with pytest.raises(TypeError, match="method 'guided_backprop' needs an nn.Module .* use one of: saliency"):
+        opt.attribution.attribute(lambda t: model(t).logits, x, 1, method="guided_backprop")
+    with pytest.raises(TypeError, match="model must be an nn.Module or a callable returning logits, got int"):
+        opt.attribution.attribute(3, x, 1, method="saliency")
+
+
+def test_facet_loss_on_a_tuple_output_layer():
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y.mean()
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.relu, self.c = nn.Conv2d(3, 4, 3), Pair(), nn.ReLU(inplace=True), nn.Conv2d(4, 5, 1)
+
+        def forward(self, x):
+            return self.c(self.relu(self.b(self.a(x))[0]))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    before = _state(net)
+    loss = opt.loss.FacetLoss("c", "b", torch.ones(5), torch.ones(4))
+    history = []
+    opt.render_vis(net, loss, image=default_image(16), thresholds=6, progress=False, seed=0,
+                   callback=lambda step, value, images: history.append(float(value)))
+    assert len(history) == 6 and all(np.isfinite(history))
+    # the recording is the tuple's tensor as produced (before the in-place ReLU downstream)
+    acts = opt.activations.record_activations(net, ["b"], torch.rand(1, 3, 8, 8))
+    assert float(acts["b"].min()) < 0
+    assert _state(net) == before
