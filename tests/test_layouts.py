@@ -381,3 +381,9 @@ def test_channel_attribution_ranks_hidden_units_of_a_token_layer():
     expected = (grad * layer)[0, 1:].sum(0).detach()
     torch.testing.assert_close(ca.all_scores, expected, rtol=1e-5, atol=1e-7)
     assert ca.channels.tolist() == torch.argsort(expected, descending=True)[:3].tolist()
+
+
+def test_layer_probe_counts_hidden_units(vit):
+    from optim.models.selection import channel_counts
+
+    assert channel_counts(vit, ["blocks.1", "patch_embed.proj", "head"], 224) == [192, 192, 1000]

@@ -97,7 +97,8 @@ def channel_counts(
 ) -> List[int]:
     """The number of channels of each layer's output, from one forward pass on a grey image.
 
-    The probe has the model's input channels (its first convolution's), device and dtype; ``preprocess`` (a
+    Channels are units as :func:`optim.layouts.unit_count` counts them: C of an NCHW map, the hidden units
+    ``D`` of a token layer ``(N, L, D)``, the last dim of a channels-last stage. The probe has the model's input channels (its first convolution's), device and dtype; ``preprocess`` (a
     render's input normalization) is applied to it first.
 
     Raises:
@@ -108,6 +109,7 @@ def channel_counts(
     """
     from .._utils import model_device_dtype
     from ..activations import record_activations
+    from ..layouts import unit_count
     from ..optimization.defaults import model_input_channels
 
     hw = (size, size) if isinstance(size, int) else tuple(size)
@@ -122,7 +124,7 @@ def channel_counts(
         if out.dim() < 2:
             shown = layer if isinstance(layer, str) else type(layer).__name__
             raise ValueError(f"layer {shown!r} has no channel dimension (output shape {tuple(out.shape)})")
-        counts.append(int(out.shape[1]))
+        counts.append(unit_count(out, module=acts.module_of(layer)))
     return counts
 
 
