@@ -11,6 +11,10 @@ checked by one function, :func:`check_index`: channel and position indices must 
 loss is built and inside the activation when it is called; ``batch_index`` is ``None`` (the whole batch), an
 int or a ``[start, end]`` pair, negative values counting from the end as in Python (:func:`batch_slice`).
 
+Every loss reads its layer through :mod:`optim.layouts` (keyword-only ``layout=``, inferred by default): on a
+token layer ``(N, L, D)`` a channel is a hidden unit and a position a patch token on the token grid (the
+class token is reached with ``token=``); channels-last stages (``swin_t``) are read as channels.
+
 Example:
     >>> import torch
     >>> acts = {"mixed4a": torch.arange(8.0).reshape(2, 4, 1, 1)}
@@ -20,6 +24,9 @@ Example:
     Traceback (most recent call last):
     ...
     ValueError: channel_index must be >= 0, got -1
+    >>> vit_block = {"blocks.11": torch.zeros(1, 197, 768)}  # a class token and 14 x 14 patch tokens
+    >>> ChannelActivation("blocks.11", 300)(vit_block).shape  # hidden unit 300 on the token grid
+    torch.Size([1, 14, 14])
 """
 from .activation import (
     ActivationInterpolation,
