@@ -9,9 +9,11 @@ Objectives, Grad-CAM and the layer table read an activation through its layout:
 - ``"NLD"``: tokens, ``(N, L, D)``: ``L`` tokens of ``D`` hidden units (ViT, DeiT, CLIP towers), optionally
   with ``prefix`` tokens first (class token, distillation token, registers) and a 2-D ``grid`` of patch
   tokens after them. A unit is a hidden unit (the last dim); a position is a patch token.
+- ``"LND"``: tokens sequence first, ``(L, N, D)`` (``nn.MultiheadAttention(batch_first=False)`` stacks: OpenAI
+  CLIP's and older open_clip's transformer blocks); otherwise as ``"NLD"``.
 
 :func:`channels_first` turns any of them into the channels-first view ``(N, C, *spatial)`` that every loss
-computes on: NHWC is permuted to NCHW; tokens become ``(N, D, h, w)`` (the patch tokens on their grid, the
+computes on: NHWC is permuted to NCHW; tokens (LND first made NLD) become ``(N, D, h, w)`` (the patch tokens on their grid, the
 prefix tokens dropped) or ``(N, D, L)`` when there is no grid. :func:`unit_count` is the number of units
 (channels or hidden units) a layer has, for listings such as ``layer_info``.
 
@@ -21,7 +23,8 @@ prefix tokens dropped) or ``(N, D, L)`` when there is no grid. :func:`unit_count
   channels-last widths (``nn.LayerNorm`` over one dim, ``nn.Linear`` outputs, in the module or below it)
   contain the last dim, and dim 1 is none of its widths (channels-last or convolution / batch-norm widths).
   A channels-last stage whose height equals one of its widths is read as NCHW: give ``layout="NHWC"``.
-- 3-D: ``"NLD"``. With ``k = floor(sqrt(L))`` and ``p = L - k * k``, the tokens are ``p`` prefix tokens and
+- 3-D: ``"LND"`` when ``module`` holds ``nn.MultiheadAttention`` modules that all take the sequence first
+  (``batch_first=False``), else ``"NLD"``. With ``k = floor(sqrt(L))`` and ``p = L - k * k``, the tokens are ``p`` prefix tokens and
   a ``k x k`` grid when ``k >= 2`` and ``p <= min(8, k - 1)`` (ViT-B/16 at 224: 197 = 1 + 14 x 14; four
   registers and a class token: 201 = 5 + 14 x 14); otherwise no prefix and no grid (``(N, D, L)``). Give
   ``Layout("NLD", prefix=..., grid=...)`` for anything else (non-square grids, more prefix tokens).
@@ -59,8 +62,8 @@ __all__ = [
 ]
 
 #: The layout names :class:`Layout` accepts (``"NC"`` and ``"NCL"`` are aliases of ``"NCHW"``).
-LAYOUTS = ("NCHW", "NHWC", "NLD")
-_ALIASES = {"NCHW": "NCHW", "NC": "NCHW", "NCL": "NCHW", "NHWC": "NHWC", "NLD": "NLD"}
+LAYOUTS = ("NCHW", "NHWC", "NLD", "LND")
+_ALIASES = {"NCHW": "NCHW", "NC": "NCHW", "NCL": "NCHW", "NHWC": "NHWC", "NLD": "NLD", "LND": "LND"}
 #: The most prefix tokens (class, distillation, registers) that inference accepts in front of a square grid.
 MAX_PREFIX_TOKENS = 8
 
@@ -70,7 +73,7 @@ class Layout:
     """An activation layout: a name from :data:`LAYOUTS` and, for tokens, the prefix tokens and grid.
 
     Args:
-        name: ``"NCHW"`` (alias ``"NC"``, ``"NCL"``), ``"NHWC"`` or ``"NLD"``.
+        name: ``"NCHW"`` (alias ``"NC"``, ``"NCL"``), ``"NHWC"``, ``"NLD"`` or ``"LND"``.
         prefix: tokens only: how many tokens come before the patch tokens (``None``: inferred).
         grid: tokens only: ``(h, w)`` of the patch tokens (``None``: inferred; a square when ``L - prefix``
             is one).
@@ -88,7 +91,7 @@ class Layout:
         >>> Layout("NHCW")
         Traceback (most recent call last):
         ...
-        ValueError: layout must be one of 'NCHW', 'NHWC', 'NLD' (or 'NC', 'NCL' for 'NCHW'), got 'NHCW'
+        ValueError: layout must be one of 'NCHW', 'NHWC', 'NLD', 'LND' (or 'NC', 'NCL' for 'NCHW'), got 'NHCW'
     """
 
     name: str
@@ -102,8 +105,8 @@ class Layout:
                 f"got {self.name!r}"
             )
         object.__setattr__(self, "name", _ALIASES[self.name.upper()])
-        if self.name != "NLD" and (self.prefix is not None or self.grid is not None):
-            raise ValueError(f"prefix and grid describe token layouts ('NLD'), not {self.name!r}")
+        if not self.is_tokens and (self.prefix is not None or self.grid is not None):
+            raise ValueError(f"prefix and grid describe token layouts ('NLD', 'LND'), not {self.name!r}")
         if self.prefix is not None:
             if isinstance(self.prefix, bool) or not isinstance(self.prefix, int):
                 raise TypeError(f"prefix must be an int (prefix tokens), got {self.prefix!r}")
@@ -118,6 +121,11 @@ class Layout:
             object.__setattr__(self, "grid", grid)
 
     @property
+    def is_tokens(self) -> bool:
+        """A token layout (``"NLD"`` or ``"LND"``)."""
+        return self.name in ("NLD", "LND")
+
+    @property
     def tokens(self) -> Optional[int]:
         """``prefix + h * w`` when both are known, else ``None``."""
         if self.prefix is None or self.grid is None:
@@ -127,7 +135,7 @@ class Layout:
     @property
     def unit_name(self) -> str:
         """What a unit is called in messages: ``"hidden units"`` for tokens, ``"channels"`` otherwise."""
-        return "hidden units" if self.name == "NLD" else "channels"
+        return "hidden units" if self.is_tokens else "channels"
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in (("prefix", self.prefix), ("grid", self.grid)) if v is not None)
@@ -153,7 +161,7 @@ def check_layout(layout: LayoutArg) -> Optional[Layout]:
         >>> check_layout(3)
         Traceback (most recent call last):
         ...
-        TypeError: layout must be None (infer), a name ('NCHW', 'NHWC', 'NLD') or a Layout, got 3 (int)
+        TypeError: layout must be None (infer), a name ('NCHW', 'NHWC', 'NLD', 'LND') or a Layout, got 3 (int)
     """
     if layout is None or isinstance(layout, Layout):
         return layout
@@ -195,7 +203,7 @@ def _resolve_tokens(layout: Layout, length: int, where: str) -> Layout:
         raise ValueError(
             f"{where} has {length} tokens, but prefix={prefix} and grid={grid} make {prefix + grid[0] * grid[1]}"
         )
-    return Layout("NLD", prefix=prefix, grid=grid)
+    return Layout(layout.name, prefix=prefix, grid=grid)
 
 
 # Widths a module (or anything below it) works in: channels-last ones (LayerNorm over one dim, Linear outputs)
@@ -225,6 +233,13 @@ def _widths(module: nn.Module) -> Tuple[frozenset, frozenset]:
     except TypeError:  # not weak-referenceable: just do not cache
         pass
     return result
+
+
+def _sequence_first(module: Optional[nn.Module]) -> bool:
+    if module is None:
+        return False
+    attention = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)]
+    return bool(attention) and all(not m.batch_first for m in attention)
 
 
 def _channels_last(activation: torch.Tensor, module: Optional[nn.Module]) -> bool:
@@ -274,12 +289,15 @@ def infer_layout(
     shape = tuple(activation.shape)
     if given is None:
         if activation.dim() == 3:
+            if _sequence_first(module):
+                return _resolve_tokens(Layout("LND"), shape[0], where)
             return _resolve_tokens(Layout("NLD"), shape[1], where)
         return Layout("NHWC") if _channels_last(activation, module) else Layout("NCHW")
-    if given.name == "NLD":
+    if given.is_tokens:
         if activation.dim() != 3:
-            raise ValueError(f"layout 'NLD' needs a 3-D (N, L, D) activation; {where} has shape {shape}")
-        return _resolve_tokens(given, shape[1], where)
+            dims = "(N, L, D)" if given.name == "NLD" else "(L, N, D)"
+            raise ValueError(f"layout {given.name!r} needs a 3-D {dims} activation; {where} has shape {shape}")
+        return _resolve_tokens(given, shape[1] if given.name == "NLD" else shape[0], where)
     if given.name == "NHWC" and activation.dim() < 3:
         raise ValueError(f"layout 'NHWC' needs an (N, *spatial, C) activation; {where} has shape {shape}")
     return given
@@ -297,6 +315,7 @@ def channels_first(
 
     - NCHW (any rank): returned as it is.
     - NHWC: ``(N, C, H, W)`` (permuted).
+    - LND: made NLD first (``(L, N, D) -> (N, L, D)``), then as tokens.
     - tokens: ``(N, D, h, w)`` of the patch tokens on their grid (prefix tokens dropped), or ``(N, D, L')`` of
       the tokens after the prefix when there is no grid; with ``keep_prefix=True`` always ``(N, D, L)`` of
       every token, prefix included, in order (token ``0`` is the class token of a ViT).
@@ -319,12 +338,16 @@ def channels_first(
         [1.0, 3.0, 5.0, 7.0, 9.0]
         >>> channels_first(torch.zeros(1, 4, 6, 8), "NHWC").shape
         torch.Size([1, 8, 4, 6])
+        >>> channels_first(x.transpose(0, 1), "LND")[0, 1].tolist()  # sequence first: the same view
+        [[3.0, 5.0], [7.0, 9.0]]
     """
     resolved = infer_layout(activation, layout, module=module, where=where)
     if resolved.name == "NCHW":
         return activation
     if resolved.name == "NHWC":
         return activation.movedim(-1, 1)
+    if resolved.name == "LND":
+        activation = activation.transpose(0, 1)
     if keep_prefix:
         return activation.transpose(1, 2)
     patches = activation[:, resolved.prefix :].transpose(1, 2)

@@ -387,3 +387,20 @@ def test_layer_probe_counts_hidden_units(vit):
     from optim.models.selection import channel_counts
 
     assert channel_counts(vit, ["blocks.1", "patch_embed.proj", "head"], 224) == [192, 192, 1000]
+
+
+def test_sequence_first_tokens(tokens):
+    seq_first = tokens.transpose(0, 1).contiguous()  # (L, N, D)
+    assert infer_layout(seq_first, "LND") == Layout("LND", prefix=1, grid=(3, 3))
+    torch.testing.assert_close(channels_first(seq_first, "LND"), channels_first(tokens))
+    torch.testing.assert_close(ChannelActivation("b", 2, layout="LND")({"b": seq_first}),
+                               ChannelActivation("b", 2)({"b": tokens}))
+    assert NeuronActivation("b", 3, token=0, layout="LND")({"b": seq_first}).flatten().tolist() == [3.0, 103.0]
+    # inferred from the module: nn.MultiheadAttention stacks that take the sequence first
+    layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=False)
+    assert infer_layout(seq_first, module=layer) == Layout("LND", prefix=1, grid=(3, 3))
+    assert unit_count(seq_first, module=layer) == 4
+    batch_first = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+    assert infer_layout(tokens, module=batch_first) == Layout("NLD", prefix=1, grid=(3, 3))
+    with pytest.raises(ValueError, match=r"layout 'LND' needs a 3-D \(L, N, D\) activation"):
+        infer_layout(torch.zeros(2, 3), "LND")

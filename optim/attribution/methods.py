@@ -59,7 +59,7 @@ def _spatial_size(output: Any, module: nn.Module) -> Optional[Tuple[int, int]]:
     if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
         return None
     layout = infer_layout(output, module=module)
-    if layout.name == "NLD":
+    if layout.is_tokens:
         return layout.grid
     if output.dim() != 4:
         return None
@@ -215,7 +215,7 @@ def _gradcam_map(
     where = f"the {'input' if on_input else 'output'} of {type(module).__name__}"
     resolved = infer_layout(evals[0], layout, module=None if on_input else module, where=where)
     grad, act = channels_first(grads[0], resolved), channels_first(evals[0], resolved)
-    if resolved.name == "NLD" and act.dim() == 3:
+    if resolved.is_tokens and act.dim() == 3:
         grad, act = grad.unsqueeze(2), act.unsqueeze(2)  # tokens without a grid: one row
     if grad.dim() > 2:
         grad = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)

@@ -144,7 +144,7 @@ def _neuron_view(
     """
     if token is not None:
         act, layout = loss._read(activations, keep_prefix=True)
-        if layout.name != "NLD":
+        if not layout.is_tokens:
             raise ValueError(
                 f"token={token} needs a token layer (N, L, D); {_where(loss.target)} is read as {layout.name} "
                 f"(give layout='NLD' if it holds tokens)"

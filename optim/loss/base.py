@@ -461,7 +461,7 @@ class BaseLoss(Loss):
             loss is called (:func:`batch_slice`).
         layout: keyword-only. How the target's output is laid out: ``None`` infers it (4-D: NCHW, or NHWC
             when the module's widths say so; 3-D: tokens ``(N, L, D)`` with the prefix tokens and square grid
-            inferred; see :mod:`optim.layouts`), or ``"NCHW"``, ``"NHWC"``, ``"NLD"`` or a
+            inferred; see :mod:`optim.layouts`), or ``"NCHW"``, ``"NHWC"``, ``"NLD"``, ``"LND"`` or a
             :class:`~optim.layouts.Layout` (``Layout("NLD", prefix=1, grid=(14, 14))``). One layout serves
             every target of a multi-target loss. Every loss computes on the channels-first view
             (:func:`~optim.layouts.channels_first`): a channel is a hidden unit of a token layer, a position
