@@ -64,7 +64,9 @@ def test_every_loss_class_takes_batch_index_and_knobs_keyword_only():
             # its four arguments default to None only so that captum's keyword names (target1=...) can stand
             # in for them; leaving one out still raises (tests/test_captum_parity.py)
             params = [p for p in params if p.kind is not P.VAR_KEYWORD]
-            assert [p.name for p in params] == ["target_one", "channel_index_one", "target_two", "channel_index_two"]
+            assert [p.name for p in params] == ["target_one", "channel_index_one", "target_two", "channel_index_two",
+                                                "layout"]
+            assert params[-1].kind is P.KEYWORD_ONLY
             continue
         problems = [p.name for p in params if p.default is not P.empty and p.kind is not P.KEYWORD_ONLY]
         problems += [p.name for p in params if p.kind in (P.VAR_POSITIONAL, P.POSITIONAL_ONLY)]
@@ -78,13 +80,16 @@ def test_every_loss_class_takes_batch_index_and_knobs_keyword_only():
     # every single-target loss reads part of the batch; the abstract base, the interpolation (across the
     # batch) and the algebra do not
     assert set(classes) - set(with_batch_index) == {"Loss", "ActivationInterpolation", "CompositeLoss"}
+    # every loss on a layer takes its layout keyword-only (optim.layouts)
+    for name in set(classes) - {"Loss", "CompositeLoss"}:
+        assert inspect.signature(classes[name]).parameters["layout"].kind is P.KEYWORD_ONLY, name
     # the required arguments, positional, as captum spells them
     assert list(inspect.signature(opt.loss.ChannelActivation).parameters)[:2] == ["target", "channel_index"]
     assert list(inspect.signature(opt.loss.NeuronActivation).parameters)[:2] == ["target", "channel_index"]
     assert list(inspect.signature(opt.loss.FacetLoss).parameters)[:4] == [
         "ultimate_target", "layer_target", "vec", "facet_weights"]
     parse = inspect.signature(opt.loss.parse).parameters
-    assert [p.kind for p in parse.values()] == [P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY, P.KEYWORD_ONLY]
+    assert [p.kind for p in parse.values()] == [P.POSITIONAL_OR_KEYWORD] + [P.KEYWORD_ONLY] * 3
 
 
 def test_every_registered_factory_has_the_shared_signature():
