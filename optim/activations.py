@@ -13,8 +13,9 @@ attribution's layer choice, atlases, recipes) goes through :class:`ActivationRec
   block) means its **last** call by default, as in Lucent, whose hooks keep the latest output: in ResNet,
   ``"layer4.1.relu"`` is the block's output after the residual add. ``call=k`` asks for the k-th call (0 is
   the first, negative counts from the end).
-- **Any output type.** The tensor is selected from tuple, list, dict or Hugging Face ``ModelOutput`` outputs:
-  the first tensor (depth first) by default, or ``select=`` a key, an index or a function.
+- **Any output type.** The tensor is selected from tuple, list, dict or Hugging Face ``ModelOutput`` outputs
+  (:func:`select_tensor`): ``logits`` when the output holds them, else the first tensor (depth first), or
+  ``select=`` a key, an index or a function. A tensor recorded inside such an output stays on the autograd path.
 - **The model as it was.** The forward runs in eval mode with no parameter gradients; hooks, modes and
   ``requires_grad`` flags are restored on every exit path, a partly failed hook registration included.
 - **Stops early.** Once each target has produced the call it means, the rest of the forward pass is skipped
