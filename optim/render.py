@@ -52,7 +52,9 @@ Objective = Union[Loss, str]
 ImageArg = Union[None, nn.Module, torch.Tensor, Callable[[], nn.Module]]
 
 
-def _build_image(image: ImageArg, model: Optional[nn.Module] = None, size: Optional[Sequence[int]] = None) -> nn.Module:
+def _build_image(
+    image: ImageArg, model: Optional[nn.Module] = None, size: Optional[Sequence[int]] = None
+) -> nn.Module:
     if image is None:
         return default_image(DEFAULT_SIZE if size is None else size, channels=model_input_channels(model))
     if isinstance(image, nn.Module):
@@ -200,9 +202,11 @@ def render_vis(
             parameters, or a function ``params -> optimizer``.
         lr: the learning rate of a default or class-given optimizer (a finite number > 0).
         preprocess: applied after the transforms and before the model (e.g. input normalization). ``None``:
-            :class:`~optim.transforms.Normalize` with the mean and std the model declares (timm, a Hugging Face
-            processor's values through ``input_config``; the image stays in ``[0, 1]``), else nothing;
-            ``nn.Identity()`` for none. optim's own models normalize their input themselves and get nothing.
+            :class:`~optim.transforms.Normalize` with the mean and std the model declares (timm's
+            ``pretrained_cfg``, open_clip's ``preprocess_cfg``; the image stays in ``[0, 1]``), else nothing;
+            ``nn.Identity()`` for none. A Hugging Face model keeps its mean and std in its image processor: pass
+            ``preprocess=opt.models.input_config(model, processor).normalize()``. optim's own models normalize
+            their input themselves and get nothing.
         progress: show a progress bar.
         seed: makes the render reproducible whatever was built before the call: the image is re-initialized
             from the seed (``reset_parameters``) and image ``i`` of the batch draws its transforms from its own
