@@ -204,7 +204,8 @@ def render_vis(
         preprocess: applied after the transforms and before the model (e.g. input normalization). ``None``:
             :class:`~optim.transforms.Normalize` with the mean and std the model declares (timm's
             ``pretrained_cfg``, open_clip's ``preprocess_cfg``; the image stays in ``[0, 1]``), else nothing;
-            ``nn.Identity()`` for none. A Hugging Face model keeps its mean and std in its image processor: pass
+            ``nn.Identity()`` for none (also when ``transforms`` already normalize). A Hugging Face model keeps
+            its mean and std in its image processor: pass
             ``preprocess=opt.models.input_config(model, processor).normalize()``. optim's own models normalize
             their input themselves and get nothing.
         progress: show a progress bar.
