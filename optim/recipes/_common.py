@@ -92,8 +92,9 @@ def image_size(model: nn.Module, size: Union[None, int, Sequence[int]] = None) -
     ViT, Hugging Face), else ``DEFAULT_SIZE``: :func:`~optim.models.preprocess.render_inputs`, as ``render_vis``.
 
     Example:
-        >>> image_size(nn.Conv2d(3, 4, 3)), image_size(nn.Conv2d(3, 4, 3), 32)
-        ((128, 128), (32, 32))
+        >>> from optim.optimization.defaults import DEFAULT_SIZE
+        >>> image_size(nn.Conv2d(3, 4, 3)) == (DEFAULT_SIZE, DEFAULT_SIZE), image_size(nn.Conv2d(3, 4, 3), 32)
+        (True, (32, 32))
     """
     from ..models.preprocess import render_inputs
 
