@@ -13,9 +13,9 @@ Objectives, Grad-CAM and the layer table read an activation through its layout:
   CLIP's and older open_clip's transformer blocks); otherwise as ``"NLD"``.
 
 :func:`channels_first` turns any of them into the channels-first view ``(N, C, *spatial)`` that every loss
-computes on: NHWC is permuted to NCHW; tokens (LND first made NLD) become ``(N, D, h, w)`` (the patch tokens on their grid, the
-prefix tokens dropped) or ``(N, D, L)`` when there is no grid. :func:`unit_count` is the number of units
-(channels or hidden units) a layer has, for listings such as ``layer_info``.
+computes on: NHWC is permuted to NCHW; tokens (LND first made NLD) become ``(N, D, h, w)`` (the patch tokens
+on their grid, the prefix tokens dropped) or ``(N, D, L)`` when there is no grid. :func:`unit_count` is the
+number of units (channels or hidden units) a layer has, for listings such as ``layer_info``.
 
 **Inference** (``layout=None``), from the activation alone unless a module is given:
 
@@ -24,10 +24,11 @@ prefix tokens dropped) or ``(N, D, L)`` when there is no grid. :func:`unit_count
   contain the last dim, and dim 1 is none of its widths (channels-last or convolution / batch-norm widths).
   A channels-last stage whose height equals one of its widths is read as NCHW: give ``layout="NHWC"``.
 - 3-D: ``"LND"`` when ``module`` holds ``nn.MultiheadAttention`` modules that all take the sequence first
-  (``batch_first=False``), else ``"NLD"``. With ``k = floor(sqrt(L))`` and ``p = L - k * k``, the tokens are ``p`` prefix tokens and
-  a ``k x k`` grid when ``k >= 2`` and ``p <= min(8, k - 1)`` (ViT-B/16 at 224: 197 = 1 + 14 x 14; four
-  registers and a class token: 201 = 5 + 14 x 14); otherwise no prefix and no grid (``(N, D, L)``). Give
-  ``Layout("NLD", prefix=..., grid=...)`` for anything else (non-square grids, more prefix tokens).
+  (``batch_first=False``), else ``"NLD"``. With ``k = floor(sqrt(L))`` and ``p = L - k * k``, the tokens
+  are ``p`` prefix tokens and a ``k x k`` grid when ``k >= 2`` and ``p <= min(8, k - 1)`` (ViT-B/16 at 224:
+  197 = 1 + 14 x 14; four registers and a class token: 201 = 5 + 14 x 14); otherwise no prefix and no grid
+  (``(N, D, L)``). Give ``Layout("NLD", prefix=..., grid=...)`` for anything else (non-square grids, more
+  prefix tokens).
 - any other rank: ``"NCHW"`` (channels first: ``(N, C)`` logits, ``(N,)`` scores pass through).
 
 Example:

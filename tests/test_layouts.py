@@ -119,7 +119,8 @@ def test_channel_neuron_and_layer_losses_on_tokens(tokens):
     # whole-layer losses read the channels-first view of the patch tokens
     torch.testing.assert_close(LayerActivation("block")(acts), channels_first(tokens))
     assert DeepDream("block")(acts).sum().item() == pytest.approx(float((patch**2).sum()))
-    assert L2Mean("block", channel_index=0, constant=0.0)(acts).item() == pytest.approx(float((patch[..., 0] ** 2).mean()))
+    l2 = L2Mean("block", channel_index=0, constant=0.0)(acts).item()
+    assert l2 == pytest.approx(float((patch[..., 0] ** 2).mean()))
     # string targets mean the same
     torch.testing.assert_close(parse("block:2")(acts), ChannelActivation("block", 2)(acts))
     assert parse("block:1:2:0")(acts).flatten().tolist() == [31.0, 131.0]
@@ -140,7 +141,8 @@ def test_directions_on_tokens(tokens):
         (3 * tokens[:, 7, 3]).tolist()
     torch.testing.assert_close(AngledNeuronDirection("block", vec, cossim_pow=0)(acts), tokens[:, 5] * vec)
     weights = torch.tensor([0.0, 1.0, 0.0, 2.0])
-    torch.testing.assert_close(ActivationWeights("block", weights)(acts), (patch * weights).transpose(1, 2).reshape(2, 4, 3, 3))
+    expected = (patch * weights).transpose(1, 2).reshape(2, 4, 3, 3)
+    torch.testing.assert_close(ActivationWeights("block", weights)(acts), expected)
     pattern = torch.ones(1, 4, 1, 1)
     torch.testing.assert_close(TensorDirection("block", pattern)(acts), tokens[:, 5].sum(1).reshape(2, 1, 1))
     # a ViT-B/16 block: a 768-d direction on (N, 197, 768)
@@ -153,7 +155,7 @@ def test_directions_on_tokens(tokens):
 
 def test_out_of_range_errors_count_hidden_units():
     acts = {"blocks.1": torch.zeros(1, 197, 192)}
-    with pytest.raises(ValueError, match=r"channel_index 300 .* layer 'blocks.1', which has 192 hidden units \(valid: 0..191\)"):
+    with pytest.raises(ValueError, match=r"channel_index 300 .* which has 192 hidden units \(valid: 0..191\)"):
         parse("blocks.1:300")(acts)
     with pytest.raises(ValueError, match=r"the direction has 768 values but blocks.1 has 192 hidden units"):
         Direction("blocks.1", torch.ones(768))(acts)

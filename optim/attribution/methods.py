@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._utils import model_device_dtype, optional_import, resolve_module
+from .._utils import eager_compiled, model_device_dtype, optional_import, resolve_module
 from ..activations import ActivationRecorder, autograd_context, model_frozen, select_tensor
 from ..layouts import channels_first, check_layout, infer_layout
 
@@ -147,13 +147,13 @@ def default_gradcam_layer(model: nn.Module, image: torch.Tensor) -> nn.Module:
       torchvision ConvNeXt (not the whole ``features`` trunk), ``stages.3`` of a timm ConvNeXt. Without such
       a module (a head of plain layers, as on EfficientNet), the shallowest module that returned it.
     - Tokens: the tokens entering the last *block* (a module with children held in a ``ModuleList`` /
-      ``Sequential`` or beside a sibling of its own class: timm ``blocks.-1``, torchvision ``encoder.layers.encoder_layer_-1``, Hugging Face
-      ``vit.encoder.layer.-1``): a class-token head gives the patch tokens of the last block's *output* no
-      gradient, while its input tokens reach the class token through its attention. That is the output of
-      the module that returned last before the last block began (the block before it, ``blocks.-2``; the
-      embeddings' dropout for a single block), which is returned when its shape is the block's; otherwise the
-      last block, whose input Grad-CAM then reads. Grad-CAM drops the prefix tokens and puts the patch tokens
-      on their grid (:mod:`optim.layouts`).
+      ``Sequential`` or beside a sibling of its own class: timm ``blocks.-1``, torchvision
+      ``encoder.layers.encoder_layer_-1``, Hugging Face ``vit.encoder.layer.-1``): a class-token head gives
+      the patch tokens of the last block's *output* no gradient, while its input tokens reach the class
+      token through its attention. That is the output of the module that returned last before the last
+      block began (the block before it, ``blocks.-2``; the embeddings for a single block), which is
+      returned when its shape is the block's; otherwise the last block, whose input Grad-CAM then reads.
+      Grad-CAM drops the prefix tokens and puts the patch tokens on their grid (:mod:`optim.layouts`).
 
     A module called several times counts at its last call. Outputs are read through the activation core
     (:class:`~optim.activations.ActivationRecorder`); modules that refuse a forward hook (TorchScript) are
@@ -491,7 +491,9 @@ def attribute(
     with autograd_context():  # works under torch.no_grad() and for inputs made under torch.inference_mode()
         x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
-    with autograd_context(), frozen, warnings.catch_warnings():
+    # eager_compiled: captum's hooks on a torch.compile'd model need its modules run eagerly (see optim._utils)
+    eager = eager_compiled(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    with autograd_context(), frozen, eager, warnings.catch_warnings():
         # captum announces its (always removed) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         result = _METHODS[method](forward, x, target, layer, dict(kwargs))
