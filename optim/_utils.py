@@ -1,11 +1,12 @@
 """Small helpers shared by every subpackage: optional imports and module lookup by name."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import itertools
 from types import ModuleType
-from typing import Dict, Tuple, Union
+from typing import Dict, Iterator, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -19,6 +20,8 @@ __all__ = [
     "model_device_dtype",
     "strip_compiled",
     "COMPILED_PREFIX",
+    "is_compiled",
+    "eager_compiled",
 ]
 
 # ``torch.compile(module)`` returns an ``OptimizedModule`` that holds the original as ``_orig_mod``, so every
@@ -66,6 +69,45 @@ def strip_compiled(name: str) -> str:
     if COMPILED_PREFIX not in name:
         return name
     return ".".join(part for part in name.split(".") if part != COMPILED_PREFIX)
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` is, or holds, a ``torch.compile``d module (an ``OptimizedModule`` with ``_orig_mod``).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2))
+        >>> is_compiled(net), is_compiled(torch.compile(net))
+        (False, True)
+    """
+    return any(
+        type(m).__name__ == "OptimizedModule" and isinstance(getattr(m, COMPILED_PREFIX, None), nn.Module)
+        for m in model.modules()
+    )
+
+
+@contextlib.contextmanager
+def eager_compiled(model: nn.Module) -> Iterator[None]:
+    """Run ``torch.compile``d modules inside ``model`` eagerly for the duration (``torch.compiler.set_stance(
+    "force_eager")``); a no-op for a model without any.
+
+    Forward hooks and a compiled graph do not mix: dynamo traces the hooks present when it compiles (each one a
+    graph break where it records or stops the pass) and, by default (``torch._dynamo.config.
+    skip_nnmodule_hook_guards``), does not notice hooks added later, so a graph compiled while a render hooked
+    ``layer3`` silently skips the hooks of a later render on ``layer4`` (or captum's). Passes that record
+    activations therefore run the compiled model's original modules eagerly; plain calls outside them keep the
+    compiled graph. See ``docs/architecture.md`` ("Any model") and ``benchmarks/model_zoo_smoke.py --compile``.
+
+    Example:
+        >>> net = torch.compile(nn.Sequential(nn.Linear(2, 2)), backend="eager")
+        >>> with eager_compiled(net):
+        ...     net(torch.ones(1, 2)).shape
+        torch.Size([1, 2])
+    """
+    if not is_compiled(model):
+        yield
+        return
+    with torch.compiler.set_stance("force_eager"):
+        yield
 
 
 def named_module_map(model: nn.Module) -> Dict[str, nn.Module]:

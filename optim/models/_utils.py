@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 import torch
 import torch.nn as nn
 
-from .._utils import model_device_dtype, named_module_map, resolve_module
+from .._utils import eager_compiled, model_device_dtype, named_module_map, resolve_module
 from ..activations import ActivationMap, ActivationRecorder, model_frozen, record_activations
 
 __all__ = [
@@ -110,6 +110,8 @@ def _probe(
     (empty when it did not): the pass does not abort the listing.
     """
     failed: Dict[str, str] = {}
+    if not modules:  # a model without submodules has no layers to list
+        return ActivationMap(()), failed
     with torch.no_grad(), model_frozen(model), ActivationRecorder(model, list(modules.values()), stop_early=False,
                                                                   inplace_safe=False) as rec:
         try:
@@ -276,7 +278,8 @@ def get_model_layer_graph(
             stack.enter_context(ActivationRecorder(model, [module], stop_early=False, inplace_safe=False,
                                                    select=recorder_select(name), passive=True))
         x = model_input.detach().requires_grad_(model_input.is_floating_point())
-        model(x)
+        with eager_compiled(model):  # hooks and a compiled graph: see optim._utils.eager_compiled
+            model(x)
 
     ran = []
     for _, name, _ in calls:
