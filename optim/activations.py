@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Opti
 import torch
 import torch.nn as nn
 
-from ._utils import model_device_dtype, resolve_module, lookup_module, named_module_map
+from ._utils import eager_compiled, model_device_dtype, resolve_module, lookup_module, named_module_map
 
 __all__ = [
     "ActivationMap",
@@ -604,7 +604,8 @@ class ActivationRecorder:
             completed = True
             self._running = True
             try:
-                forward()
+                with eager_compiled(self.model):  # hooks in a torch.compile'd model: run it eagerly (_utils)
+                    forward()
             except StopForward as stop:
                 if stop.recorder is not self and stop.recorder is not None:
                     raise
