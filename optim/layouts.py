@@ -44,7 +44,6 @@ Example:
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
@@ -207,15 +206,10 @@ def _resolve_tokens(layout: Layout, length: int, where: str) -> Layout:
     return Layout(layout.name, prefix=prefix, grid=grid)
 
 
-# Widths a module (or anything below it) works in: channels-last ones (LayerNorm over one dim, Linear outputs)
-# and channels-first ones (convolutions, batch/group norm). Cached per module; modules rarely change shape.
-_WIDTHS: "weakref.WeakKeyDictionary[nn.Module, Tuple[frozenset, frozenset]]" = weakref.WeakKeyDictionary()
-
-
-def _widths(module: nn.Module) -> Tuple[frozenset, frozenset]:
-    cached = _WIDTHS.get(module)
-    if cached is not None:
-        return cached
+def _widths(module: nn.Module) -> Tuple[set, set]:
+    """The widths a module (or anything below it) works in: channels-last ones (LayerNorm over one dim, Linear
+    outputs) and channels-first ones (convolutions, batch / group norm). Not cached: a model's layers may be
+    replaced (a fresh head), and the walk costs microseconds."""
     last, first = set(), set()
     for m in module.modules():
         if isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1:
@@ -228,12 +222,7 @@ def _widths(module: nn.Module) -> Tuple[frozenset, frozenset]:
             first.add(int(m.num_features))
         elif isinstance(m, nn.GroupNorm):
             first.add(int(m.num_channels))
-    result = (frozenset(last), frozenset(first))
-    try:
-        _WIDTHS[module] = result
-    except TypeError:  # not weak-referenceable: just do not cache
-        pass
-    return result
+    return last, first
 
 
 def _sequence_first(module: Optional[nn.Module]) -> bool:
