@@ -14,6 +14,11 @@ How a job runs:
   ``<layer>/<channel>.json`` (layer, channel, settings, seed, objective before and after, file). A rerun, or
   ``torchrun``'s own restart after a worker died (``--max-restarts``), skips every unit whose record exists and
   re-renders the rest: nothing is lost and nothing is written twice.
+- **Inputs.** The image size and input normalization are the ones every render uses
+  (:func:`optim.models.preprocess.render_inputs`): ``size=None`` is the model's native size (timm, torchvision,
+  Hugging Face configs), else ``DEFAULT_SIZE``; a model that declares a mean and std sees its normalized image
+  (the probe pass, the render and the recorded objectives alike). The resolved ``[height, width]``, the
+  normalization and the render defaults not given as arguments are part of the job's settings.
 - **End.** After a barrier, rank 0 merges the records into ``index.json`` (the run: model, weights hash,
   settings; then one entry per unit in work-list order) and writes a static ``index.html`` contact sheet per
   layer (``<layer>/index.html``) that opens in a browser with no server.
@@ -27,8 +32,8 @@ Example (one process; ``torchrun --nproc_per_node 4 -m optim render-model ...`` 
     >>> with tempfile.TemporaryDirectory() as out:
     ...     summary = render_model(net, ["0", "2"], out, steps=2, size=16, progress=False, log=None)
     ...     index = json.loads((Path(out) / "index.json").read_text())
-    >>> summary["units"], [(u["layer"], u["channel"]) for u in index["units"]][:3]
-    (6, [('0', 0), ('0', 1), ('0', 2)])
+    >>> summary["units"], [(u["layer"], u["channel"]) for u in index["units"]][:3], index["run"]["size"]
+    (6, [('0', 0), ('0', 1), ('0', 2)], [16, 16])
 """
 from __future__ import annotations
 
@@ -43,6 +48,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from .optimization.defaults import DEFAULT_STEPS
+
 __all__ = ["render_model", "job_units", "distributed_context"]
 
 JOB_VERSION = 1
@@ -55,8 +62,15 @@ def _layer_dir(layer: str) -> str:
     return layer
 
 
-def job_units(model: nn.Module, layers: Sequence[str], size: int) -> List[Tuple[str, int]]:
-    """Every ``(layer, channel)`` of ``layers``, in order, from one probe forward pass at ``size`` px.
+def job_units(
+    model: nn.Module,
+    layers: Sequence[str],
+    size: Union[int, Sequence[int]],
+    *,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> List[Tuple[str, int]]:
+    """Every ``(layer, channel)`` of ``layers``, in order, from one probe forward pass at ``size`` px (an int or
+    ``(height, width)``), through ``preprocess`` (the render's input normalization) when given.
 
     Example:
         >>> job_units(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Conv2d(2, 3, 1)), ["1", "0"], 8)
@@ -68,7 +82,7 @@ def job_units(model: nn.Module, layers: Sequence[str], size: int) -> List[Tuple[
         raise ValueError(f"layers must be a non-empty list of dotted layer names, got {layers!r}")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers names a layer twice: {list(layers)}")
-    counts = channel_counts(model, list(layers), size)
+    counts = channel_counts(model, list(layers), size, preprocess=preprocess)
     units = [(layer, c) for layer, n in zip(layers, counts) for c in range(n)]
     return units
 
@@ -156,6 +170,35 @@ def _read_record(path: Path) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) and png.is_file() else None
 
 
+def _render_defaults() -> Dict[str, Any]:
+    """The render defaults a job does not take as arguments (spectrum decay, lr schedule, transforms, ...), as
+    JSON values: a job resumed under other defaults would mix two kinds of images, so they are in its settings."""
+    from .optimization import defaults
+
+    given = {"DEFAULT_SIZE", "DEFAULT_LR", "DEFAULT_STEPS"}  # the job's own size, lr and steps replace these
+    names = [n for n in defaults.__all__ if n.startswith("DEFAULT_") and n not in given]
+    return {n[len("DEFAULT_"):].lower(): json.loads(json.dumps(getattr(defaults, n))) for n in sorted(names)}
+
+
+def _normalization(preprocess: Any) -> Optional[Dict[str, Any]]:
+    """How a job's images are normalized before the model, as JSON values (``None``: not at all)."""
+    if preprocess is None:
+        return None
+    mean, std = getattr(preprocess, "mean", None), getattr(preprocess, "std", None)
+    if mean is None or std is None:
+        return {"preprocess": repr(preprocess)}
+    return {"mean": [float(v) for v in torch.as_tensor(mean).flatten()],
+            "std": [float(v) for v in torch.as_tensor(std).flatten()]}
+
+
+def _upgrade_settings(old: Dict[str, Any]) -> Dict[str, Any]:
+    """An older job.json read as this version writes it: an int ``size`` is the square ``[size, size]``."""
+    size = old.get("size")
+    if isinstance(size, int) and not isinstance(size, bool):
+        old = {**old, "size": [size, size]}
+    return old
+
+
 def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
     path = out / "job.json"
     if path.exists():
@@ -163,8 +206,12 @@ def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
             old = json.loads(path.read_text())
         except ValueError as err:
             raise ValueError(f"{path} is damaged ({err}); move it away to start the job afresh") from err
-        if old != settings:
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if not isinstance(old, dict):
+            raise ValueError(f"{path} is damaged (not a JSON object); move it away to start the job afresh")
+        old = _upgrade_settings(old)
+        # a setting an older version did not record (None here) is the same as a missing one
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if changed:
             raise ValueError(
                 f"{out} holds a job with other settings ({', '.join(changed)} differ); use another folder "
                 "or the same settings to resume it"
@@ -173,13 +220,23 @@ def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
     _write_json(path, settings)
 
 
-def _channel_objective(model: nn.Module, layer: str, channels: Sequence[int], images: torch.Tensor) -> List[float]:
-    """Each image's mean activation of its own channel (the objective ``render_layer`` maximizes), untransformed."""
+def _channel_objective(
+    model: nn.Module,
+    layer: str,
+    channels: Sequence[int],
+    images: torch.Tensor,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> List[float]:
+    """Each image's mean activation of its own channel (the objective ``render_layer`` maximizes), untransformed
+    but through the render's ``preprocess`` (the model's input normalization)."""
     from ._utils import model_device_dtype
     from .activations import record_activations
 
     device, dtype = model_device_dtype(model)
-    acts = record_activations(model, layer, images.to(device=device, dtype=dtype))[layer]
+    images = images.to(device=device, dtype=dtype)
+    if preprocess is not None:
+        images = preprocess(images)
+    acts = record_activations(model, layer, images)[layer]
     return [float(acts[i, c].mean()) for i, c in enumerate(channels)]
 
 
@@ -194,7 +251,7 @@ def _contact_sheet(out: Path, layer: str, units: List[Dict[str, Any]], title: st
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)} {html.escape(layer)}</title>
 <style>body{{font-family:sans-serif;margin:1em}} main{{display:flex;flex-wrap:wrap;gap:6px}}
-figure{{margin:0;text-align:center;font-size:12px}} img{{width:128px;height:128px;image-rendering:pixelated}}</style>
+figure{{margin:0;text-align:center;font-size:12px}} img{{width:128px;height:auto;image-rendering:pixelated}}</style>
 </head><body><h1>{html.escape(title)}: {html.escape(layer)}</h1>
 <p>{len(units)} channels; the number under each image is its objective (mean activation) after rendering.</p>
 <main>
@@ -209,8 +266,8 @@ def render_model(
     layers: Sequence[str],
     out: Union[str, os.PathLike],
     *,
-    steps: int = 128,
-    size: int = 128,
+    steps: int = DEFAULT_STEPS,
+    size: Union[None, int, Sequence[int]] = None,
     batch_size: int = 16,
     lr: Optional[float] = None,
     seed: int = 0,
@@ -225,10 +282,12 @@ def render_model(
         layers: dotted layer names.
         out: the job folder (created); rerun into it to resume.
         steps: optimization steps per channel.
-        size: image side in pixels.
+        size: image side in pixels, or ``(height, width)``; ``None``: the model's native size, else
+            ``DEFAULT_SIZE`` (:func:`optim.models.preprocess.render_inputs`, as every render). The resolved size is
+            recorded as ``[height, width]`` in ``job.json`` and ``index.json``.
         batch_size: channels of one layer rendered together; part of the job's identity (the images are
             the same bytes whatever the number of processes, for one batch size).
-        lr: learning rate (default: the render default).
+        lr: learning rate at the first step (``None``: ``DEFAULT_LR``; it decays as in every render).
         seed: the job's seed.
         progress: a line per finished batch on each rank (units done / total, channels per minute).
         log: where progress lines go (``None``: nowhere).
@@ -241,37 +300,44 @@ def render_model(
     Raises:
         ValueError: unknown layers, a folder holding a job with other settings, bad arguments.
     """
+    from .images.base import check_elements
     from .images.export import save_png
     from .models.loading import weights_hash
-    from .optimization.defaults import DEFAULT_LR, default_image, model_input_channels
+    from .models.preprocess import render_inputs
+    from .optimization.defaults import DEFAULT_LR, check_lr, default_image, model_input_channels
     from .optimization.streams import check_seed, image_generators
     from .render import render_layer
     from ._utils import model_device_dtype
 
-    for name, value in (("steps", steps), ("size", size), ("batch_size", batch_size)):
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     check_seed(seed)
     if seed is None:
         raise ValueError("a render job needs an int seed (its images must be reproducible), got None")
-    lr = DEFAULT_LR if lr is None else lr
+    lr = DEFAULT_LR if lr is None else check_lr(lr)
+    inputs = render_inputs(model, size)  # the model's native size and normalization, as every render
+    hw, preprocess = inputs.size, inputs.preprocess
+    check_elements(3 * hw[0] * hw[1], "size")  # before the probe pass allocates anything
     out = Path(out)
     device, dtype = model_device_dtype(model)
     start = time.perf_counter()
     say = log or (lambda _line: None)
     with distributed_context() as group:
         rank, world = group.rank, group.world_size
-        units = job_units(model, layers, size)
+        units = job_units(model, layers, hw, preprocess=preprocess)
         settings = {
             "version": JOB_VERSION,
             "model": model_name or type(model).__name__,
             "weights_sha256": weights_hash(model),
             "layers": list(layers),
             "steps": steps,
-            "size": size,
+            "size": list(hw),
+            "normalize": _normalization(preprocess),
             "batch_size": batch_size,
             "lr": lr,
             "seed": seed,
+            "render_defaults": _render_defaults(),
             "objective": "ChannelActivation(layer, channel): mean activation of the channel",
         }
         if rank == 0:
@@ -312,14 +378,15 @@ def render_model(
             if rendered == 0:
                 first = time.perf_counter()
             # the whole batch is rendered again, so the images written keep the batch's exact bytes
-            tiles = render_layer(model, layer, channels=channels, batch_size=len(channels), steps=steps, size=size,
-                                 lr=lr, progress=False, seed=seed).as_subclass(torch.Tensor)
+            tiles = render_layer(model, layer, channels=channels, batch_size=len(channels), steps=steps, size=hw,
+                                 lr=lr, preprocess=preprocess, progress=False, seed=seed).as_subclass(torch.Tensor)
             with torch.no_grad():
-                start_image = default_image(size, channels=model_input_channels(model), batch=len(channels))
+                start_image = default_image(hw, channels=model_input_channels(model), batch=len(channels))
                 start_image = start_image.to(device=device, dtype=dtype)
                 start_image.reset_parameters(image_generators(seed, channels))
-                before = _channel_objective(model, layer, channels, start_image().as_subclass(torch.Tensor))
-            after = _channel_objective(model, layer, channels, tiles)
+                initial = start_image().as_subclass(torch.Tensor)
+                before = _channel_objective(model, layer, channels, initial, preprocess)
+                after = _channel_objective(model, layer, channels, tiles, preprocess)
             for i, c in enumerate(channels):
                 if c not in todo:
                     continue

@@ -459,8 +459,14 @@ def test_factory_allow_list_is_checked_before_import(tmp_path, monkeypatch) -> N
 def test_render_channels_batches_match_single_renders(tiny_factory) -> None:
     model = load_model(tiny_factory)
     settings = RenderSettings(size=12, steps=2, seed=3)
-    # the gallery key also names the image defaults, so renders made under other defaults are not reused
-    assert settings.as_dict() == {"size": 12, "steps": 2, "seed": 3, "lr": 0.05, "decay_power": 1.5}
+    # the gallery key also names the render defaults it does not set, so renders made under other defaults are
+    # not reused; the app's own defaults are the library's
+    from optim.jobs import _render_defaults
+    from optim.optimization.defaults import DEFAULT_DECAY_POWER, DEFAULT_LR, DEFAULT_STEPS
+
+    assert settings.as_dict() == {"size": 12, "steps": 2, "seed": 3, "lr": DEFAULT_LR, **_render_defaults()}
+    assert settings.as_dict()["decay_power"] == DEFAULT_DECAY_POWER
+    assert (RenderSettings().size, RenderSettings().steps, RenderSettings().lr) == (None, DEFAULT_STEPS, DEFAULT_LR)
     seen = []
     tiles = render_channels(model, "2", [0, 4, 5], settings, batch_size=2,
                             callback=lambda done, total, chunk, t: seen.append((done, total, chunk, t.shape[0])))
@@ -471,6 +477,33 @@ def test_render_channels_batches_match_single_renders(tiny_factory) -> None:
     torch.testing.assert_close(tiles[2], alone)
     with pytest.raises(ValueError, match="steps must be a positive int"):
         RenderSettings(steps=0)
+    with pytest.raises(ValueError, match="size must be a positive int or \\(height, width\\)"):
+        RenderSettings(size=0)
+
+
+class _Declared(nn.Sequential):
+    """A model that declares its input as timm does: 24 x 20 px, normalized with mean 0.5 and std 0.25."""
+
+    pretrained_cfg = {"input_size": (3, 24, 20), "mean": (0.5,) * 3, "std": (0.25,) * 3}
+
+
+def test_render_channels_without_a_size_render_as_render_layer(tmp_path) -> None:
+    """No render numbers of the app's own: the model's native size and normalization, via render_inputs."""
+    from optim.optimization.defaults import DEFAULT_SIZE
+    from optim.render import render_layer
+
+    torch.manual_seed(0)
+    model = _Declared(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    settings = RenderSettings(steps=2, seed=1)
+    assert settings.for_model(model).size == (24, 20) and settings.for_model(model).as_dict()["size"] == [24, 20]
+    assert settings.for_model(nn.Conv2d(3, 4, 3)).size == DEFAULT_SIZE
+    assert RenderSettings(size=(16, 16)).size == 16  # a square is one int, so equal settings key alike
+    tiles = render_channels(model, "0", [1, 3], settings)
+    reference = render_layer(model, "0", channels=[1, 3], steps=2, seed=1, progress=False)
+    assert [tuple(t.shape) for t in tiles] == [(3, 24, 20)] * 2
+    torch.testing.assert_close(torch.stack(tiles), reference.as_subclass(torch.Tensor), rtol=0, atol=0)
+    unnormalized = render_layer(model, "0", channels=[1, 3], steps=2, seed=1, progress=False, preprocess=nn.Identity())
+    assert not torch.equal(torch.stack(tiles), unnormalized.as_subclass(torch.Tensor))
 
 
 # ------------------------------------------------------------------------------------------------ launcher

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import torch.nn as nn
+
+from optim.images.export import save_png
 from optim.jobs import render_model
+from optim.optimization.defaults import DEFAULT_LR, DEFAULT_SIZE
+from optim.render import render_layer
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
 from tiny_job import tiny_model  # noqa: E402
@@ -69,6 +74,7 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert lines[0].startswith("[rank 0/1] 4/11 units,") and "channels/min" in lines[0]
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["run"]["steps"] == 3 and len(index["run"]["weights_sha256"]) == 16
+    assert index["run"]["size"] == [16, 16] and index["run"]["lr"] == DEFAULT_LR and index["run"]["normalize"] is None
     raised = [u["objective_after"] > u["objective_before"] for u in index["units"]]
     assert sum(raised) >= 9  # the renders raised their channels (3 steps: most of them)
     page = (tmp_path / "0" / "index.html").read_text()
@@ -85,6 +91,53 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))
     with pytest.raises(ValueError, match="holds a job with other settings \\(steps differ\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
+
+
+class _Declared(nn.Sequential):
+    """A model that declares its input as timm does: 24 px, normalized with mean 0.5 and std 0.25."""
+
+    pretrained_cfg = {"input_size": (3, 24, 24), "mean": (0.5,) * 3, "std": (0.25,) * 3}
+
+
+def test_size_none_renders_at_the_native_size_normalized_as_render_layer(tmp_path):
+    torch.manual_seed(0)
+    model = _Declared(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    out = tmp_path / "job"
+    render_model(model, ["0"], out, steps=2, seed=0, log=None)  # size=None, lr=None: the model's and the defaults
+    run = json.loads((out / "index.json").read_text())["run"]
+    assert run["size"] == [24, 24] and run["lr"] == DEFAULT_LR
+    assert run["normalize"] == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    from PIL import Image
+
+    assert all(Image.open(out / "0" / f"{c}.png").size == (24, 24) for c in range(4))
+    # the reference path: render_layer resolves the same size and normalization
+    tiles = render_layer(model, "0", channels=[0, 1, 2, 3], batch_size=4, steps=2, seed=0, progress=False)
+    save_png(tiles[2], tmp_path / "ref.png")
+    assert (out / "0" / "2.png").read_bytes() == (tmp_path / "ref.png").read_bytes()
+    raw = render_layer(model, "0", channels=[0, 1, 2, 3], batch_size=4, steps=2, seed=0, progress=False,
+                       preprocess=nn.Identity())  # without the normalization: another image
+    save_png(raw[2], tmp_path / "raw.png")
+    assert (out / "0" / "2.png").read_bytes() != (tmp_path / "raw.png").read_bytes()
+    # the recorded objective is the channel's mean activation on the normalized image
+    record = json.loads((out / "0" / "2.json").read_text())
+    with torch.no_grad():
+        expected = model[0]((tiles[2:3].as_subclass(torch.Tensor) - 0.5) / 0.25)[0, 2].mean().item()
+    assert record["objective_after"] == pytest.approx(expected, rel=1e-5)
+    # resuming compares resolved values: size=24 is the job's size, 16 is not
+    assert render_model(model, ["0"], out, steps=2, size=24, seed=0, log=None)["rendered"] == 0
+    with pytest.raises(ValueError, match=r"\(size differ\)"):
+        render_model(model, ["0"], out, steps=2, size=16, seed=0, log=None)
+
+
+def test_size_none_without_a_native_size_is_default_size_and_an_int_size_job_resumes(tmp_path):
+    net = nn.Sequential(nn.Conv2d(3, 2, 3))
+    render_model(net, ["0"], tmp_path / "a", steps=1, seed=0, log=None, progress=False)
+    assert json.loads((tmp_path / "a" / "job.json").read_text())["size"] == [DEFAULT_SIZE, DEFAULT_SIZE]
+    # a job.json written by an older version (an int size) resumes with the same square size
+    render_model(net, ["0"], tmp_path / "b", steps=1, size=12, seed=0, log=None, progress=False)
+    job = tmp_path / "b" / "job.json"
+    job.write_text(json.dumps({**json.loads(job.read_text()), "size": 12}))
+    assert render_model(net, ["0"], tmp_path / "b", steps=1, size=12, seed=0, log=None)["skipped"] == 2
 
 
 def test_two_processes_give_the_same_bytes_as_one(reference, tmp_path):

@@ -1,7 +1,10 @@
 """What the app renders: channels of a layer, in batches, with the settings its gallery keys on.
 
 A thin layer over :func:`optim.render_layer` that fixes the settings a gallery keys on (:class:`RenderSettings`)
-and reports progress batch by batch to a callback (the app's progress bar). The layer-table helpers live in
+and reports progress batch by batch to a callback (the app's progress bar). The app has no render numbers of its
+own: the image size left unset is the model's native size, else ``DEFAULT_SIZE``
+(:func:`optim.models.preprocess.render_inputs`, as every render), and steps and learning rate default to
+:mod:`optim.optimization.defaults`. The layer-table helpers live in
 :mod:`optim.models.selection` (shared with the command line) and are re-exported here.
 
 >>> tiles = render_channels(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", [0, 1, 2], RenderSettings(size=16, steps=2),
@@ -11,15 +14,15 @@ and reports progress batch by batch to a callback (the app's progress bar). The 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from ..models.loading import native_input_size
 from ..models.selection import channel_count, layer_table, renderable_layers
-from ..render import DEFAULT_DECAY_POWER, DEFAULT_LR
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS
 
 __all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count",
            "native_input_size", "renderable_layers"]
@@ -30,31 +33,52 @@ class RenderSettings:
     """The settings a render depends on (and a gallery keys on).
 
     Args:
-        size: image side in pixels.
+        size: image side in pixels or ``(height, width)``; ``None``: the model's native size, else
+            ``DEFAULT_SIZE`` (resolved for a model by :meth:`for_model`, before the gallery keys on it).
         steps: optimization steps.
         seed: random seed of every batch.
-        lr: Adam's learning rate.
+        lr: Adam's learning rate at the first step (it decays as in every render).
+
+    Example:
+        >>> from optim.optimization.defaults import DEFAULT_SIZE
+        >>> RenderSettings().for_model(nn.Conv2d(3, 4, 3)).size == DEFAULT_SIZE
+        True
+        >>> RenderSettings(size=(24, 32)).as_dict()["size"]
+        [24, 32]
     """
 
-    size: int = 128
-    steps: int = 128
+    size: Union[None, int, Tuple[int, int]] = None
+    steps: int = DEFAULT_STEPS
     seed: int = 0
     lr: float = DEFAULT_LR
 
     def __post_init__(self) -> None:
-        for name in ("size", "steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        from ..images.base import check_size
+
+        if self.size is not None:
+            height, width = check_size(self.size)
+            object.__setattr__(self, "size", height if height == width else (height, width))
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
 
+    def for_model(self, model: nn.Module) -> "RenderSettings":
+        """These settings with ``size`` resolved for ``model`` (its native size, else ``DEFAULT_SIZE``)."""
+        from ..models.preprocess import render_inputs
+
+        return replace(self, size=render_inputs(model, self.size).size)
+
     def as_dict(self) -> Dict[str, Any]:
-        """The settings as JSON values (the gallery's key), with the default image's spectrum decay, so that
-        renders made under other image defaults are not reused."""
-        return {**asdict(self), "lr": float(self.lr), "decay_power": DEFAULT_DECAY_POWER}
+        """The settings as JSON values (the gallery's key), with the render defaults they do not set (the
+        image's spectrum decay, the lr schedule, the transforms), so that renders made under other defaults are
+        not reused."""
+        from ..jobs import _render_defaults
+
+        size = list(self.size) if isinstance(self.size, tuple) else self.size
+        return {**asdict(self), "size": size, "lr": float(self.lr), **_render_defaults()}
 
 
 def render_channels(
@@ -74,7 +98,8 @@ def render_channels(
         model: the network (left as it was).
         layer: dotted layer name.
         channels: channel indices.
-        settings: size, steps, seed and learning rate.
+        settings: size, steps, seed and learning rate (a size left unset is the model's native size, else
+            ``DEFAULT_SIZE``).
         batch_size: channels per optimization.
         progress: show a terminal progress bar per batch.
         callback: called after each batch with ``(done, total, batch_channels, batch_images)``.
@@ -89,6 +114,7 @@ def render_channels(
 
     if not isinstance(settings, RenderSettings):
         raise TypeError(f"settings must be a RenderSettings, got {type(settings).__name__}")
+    settings = settings.for_model(model)
     channels = list(channels)
     if not channels:
         raise ValueError("channels is empty: give at least one channel index")

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .gallery import resolve_data_dir
 
-__all__ = ["RenderRun", "RunEntry", "find_runs", "open_run"]
+__all__ = ["RenderRun", "RunEntry", "find_runs", "open_run", "size_text"]
 
 #: The files that mark a folder as a render job.
 _MARKERS = ("job.json", "index.json")
@@ -102,7 +102,21 @@ class RenderRun:
         s = self.settings
         total = "" if self.complete else " so far (in progress: no index.json yet)"
         return (f"{self.model} (weights {s.get('weights_sha256', '?')}): {len(self.units)} channels in "
-                f"{len(self.layers())} layers{total}; {s.get('size')} px, {s.get('steps')} steps, seed {s.get('seed')}")
+                f"{len(self.layers())} layers{total}; {size_text(s.get('size'))} px, {s.get('steps')} steps, "
+                f"seed {s.get('seed')}")
+
+
+def size_text(size: Any) -> str:
+    """A recorded image size as text: ``"160"`` for a square (an int, as older runs recorded it, or
+    ``[160, 160]``), ``"224x288"`` for ``[height, width]``; anything else as it is.
+
+    Example:
+        >>> size_text(128), size_text([160, 160]), size_text((224, 288)), size_text(None)
+        ('128', '160', '224x288', 'None')
+    """
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+    return str(size)
 
 
 def _read_json(path: Path) -> Any:

@@ -26,10 +26,11 @@ import streamlit as st
 from optim.app.gallery import Gallery
 from optim.app.launch import AppConfig, app_config
 from optim.app.rendering import RenderSettings, render_channels
-from optim.app.runs import find_runs, open_run
+from optim.app.runs import find_runs, open_run, size_text
 from optim.models.loading import load_factory, load_model, load_weights_file, native_input_size, weights_hash
+from optim.models.preprocess import render_inputs
 from optim.models.selection import layer_table, parse_channels, renderable_layers
-from optim.render import DEFAULT_LR
+from optim.optimization.defaults import DEFAULT_LR, DEFAULT_STEPS
 
 __all__: List[str] = []
 
@@ -80,7 +81,7 @@ def _load_upload(
         size = native_input_size(architecture)
     else:
         model = load_weights_file(data, None, allow_torchscript=allow_torchscript, max_bytes=max_bytes)
-        size = 224
+        size = render_inputs(model).size[0]  # the side a render of it uses (layer_table takes a square)
     return _describe(f"upload:{file_name}", model, size)
 
 
@@ -123,9 +124,14 @@ def _sidebar(config: AppConfig) -> tuple:
     except _USER_ERRORS as err:
         side.error(" ".join(str(err).split()))
     side.header("Render settings")
+    # no size of the app's own: empty is the model's native size, else DEFAULT_SIZE (as every render)
+    native = size_text(render_inputs(loaded.model).size) if loaded is not None else "the model's"
+    size = side.number_input("Image size (px)", 16, 512, None, step=16, key="size",
+                             placeholder=f"auto: {native}", help="empty: the model's native size, else the "
+                             "library's default")
     settings = RenderSettings(
-        size=int(side.number_input("Image size (px)", 16, 512, 128, step=16, key="size")),
-        steps=int(side.number_input("Steps", 1, 4096, 128, step=32, key="steps")),
+        size=None if size is None else int(size),
+        steps=int(side.number_input("Steps", 1, 4096, DEFAULT_STEPS, step=32, key="steps")),
         seed=int(side.number_input("Seed", 0, 2**31 - 1, 0, key="seed")),
         lr=float(side.number_input("Learning rate", 0.001, 1.0, DEFAULT_LR, step=0.01, format="%.3f", key="lr")),
     )
@@ -142,7 +148,7 @@ def _show_grid(entries: Sequence[Any], columns: int = 6, detail: bool = False, c
             caption = entry.caption if caption_of is None else caption_of(entry)
             if detail:
                 s = entry.settings
-                caption = f"{entry.model} · {caption} · {s.get('size')}px {s.get('steps')} steps"
+                caption = f"{entry.model} · {caption} · {size_text(s.get('size'))}px {s.get('steps')} steps"
             col.image(str(entry.path), caption=caption, width="stretch")
 
 
@@ -167,6 +173,7 @@ def _render_tab(loaded: LoadedModel, settings: RenderSettings, gallery: Gallery)
     layer = st.selectbox("Layer", list(by_name), key="layer",
                          format_func=lambda n: f"{n}  ({by_name[n].type}, {by_name[n].channels} channels)")
     n_channels = by_name[layer].channels
+    settings = settings.for_model(loaded.model)  # the size this render uses, as the gallery keys on it
     key = dict(model=loaded.name, weights_hash=loaded.weights_hash, layer=layer, settings=settings.as_dict())
     left, right = st.columns(2)
     channel = int(left.number_input("Channel", 0, n_channels - 1, 0, key="channel"))
