@@ -248,7 +248,7 @@ def compile_table(backend: str = "inductor", steps: int = 6, size: int = 64) -> 
 
     Rows: (1) an eager render of ``"layer3:5"``; (2) the same render on the compiled model (optim runs compiled
     modules eagerly while its hooks record, :func:`optim._utils.eager_compiled`, so this matches (1) and compiles
-    nothing); (2b) the render with optim's hooks traced into the graph (the eager stance switched off), and
+    nothing); (1b) plain forward+backward steps of the eager model; (2b) the render with optim's hooks traced into the graph (the eager stance switched off), and
     whether a second render, on ``layer4``, sees its hooks called; (3) plain forward+backward steps of the compiled model without hooks; (4) the same, freshly
     compiled, with one forward hook on ``layer3`` that keeps the output (registered before the first call); (5)
     the same compiled model after the hook moved to ``layer4``: whether it fires, and what it recompiles.
@@ -310,6 +310,7 @@ def compile_table(backend: str = "inductor", steps: int = 6, size: int = 64) -> 
     torch._dynamo.reset()
     counters.clear()
     add("render, eager model", lambda: timed_render(base))
+    add("fwd+bwd, eager model", lambda: timed_steps(base))
     compiled = torch.compile(base, backend=backend)
     add(f"render, compiled ({backend})", lambda: timed_render(compiled))
     add("fwd+bwd, compiled, no hook", lambda: timed_steps(compiled))
