@@ -28,7 +28,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["main", "build_parser", "job_device", "CLIError", "MAX_SIZE"]
 
@@ -103,9 +103,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_render_args(p: argparse.ArgumentParser, steps: int) -> None:
-    p.add_argument("--size", type=_size, default=None, help=f"image side in pixels (default 128, at most {MAX_SIZE})")
+    p.add_argument("--size", type=_size, default=None,
+                   help=f"image side in pixels (default: the model's native size, else render_vis's; at most {MAX_SIZE})")
     p.add_argument("--steps", type=_positive_int, default=steps, help=f"optimization steps (default {steps})")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's, 0.05)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -161,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "resume)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="channels of one layer rendered together "
                    "(default 16; part of the job's settings)")
-    p.add_argument("--size", type=_size, default=None, help=f"image side in pixels (default 128, at most {MAX_SIZE})")
-    p.add_argument("--steps", type=_positive_int, default=128, help="optimization steps (default 128)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's, 0.05)")
+    p.add_argument("--size", type=_size, default=None,
+                   help=f"image side in pixels (default: the model's native size, else render_vis's; at most {MAX_SIZE})")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress line per batch (the summary stays)")
 
@@ -180,6 +182,12 @@ def _load(args: argparse.Namespace):
     from .models.loading import WeightsDownloadError, load_model, resolve_device
 
     device = resolve_device(args.device)  # before anything is built or downloaded
+    seed = getattr(args, "seed", None)
+    if seed is not None:
+        # --seed fixes the whole run: a factory's random initialization too (torch seeds every process anew)
+        import torch
+
+        torch.manual_seed(seed)
     try:
         # the user's own files: a TorchScript --weights file is theirs to trust
         return load_model(args.model, weights=args.weights, pretrained=args.pretrained, device=device,
@@ -192,10 +200,11 @@ def _load(args: argparse.Namespace):
         ) from None
 
 
-def _render_size(args: argparse.Namespace) -> int:
-    from .render import DEFAULT_SIZE
+def _render_size(args: argparse.Namespace, model: Any) -> Tuple[int, int]:
+    """``--size``, else the model's native size, else ``DEFAULT_SIZE`` (``render_inputs``, as ``render_vis``)."""
+    from .models.preprocess import render_inputs
 
-    return args.size if args.size is not None else DEFAULT_SIZE
+    return render_inputs(model, args.size).size
 
 
 def _render_lr(args: argparse.Namespace) -> float:
@@ -243,6 +252,7 @@ def _class_objective(args: argparse.Namespace, model: Any) -> Any:
     """``--class NAME``: the objective that maximizes that class's output (the model's own output)."""
     import torch
 
+    from .activations import select_tensor
     from .loss import ChannelActivation
     from .models.selection import class_index
     from .optimization.defaults import model_input_channels
@@ -252,10 +262,14 @@ def _class_objective(args: argparse.Namespace, model: Any) -> Any:
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
         was_training = model.training
-        size = _render_size(args)  # the size the render will use: a model that needs another fails here alike
+        size = _render_size(args, model)  # the size the render will use: a model that needs another fails here alike
         channels = model_input_channels(model)
-        out = model.eval()(torch.full((1, channels, size, size), 0.5, device=device))
+        out = model.eval()(torch.full((1, channels, *size), 0.5, device=device))
         model.train(was_training)
+    try:
+        out = select_tensor(out, where=type(model).__name__)  # logits of a ModelOutput / dict, as the losses read
+    except ValueError:
+        pass
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ValueError(f"--class needs a classifier whose output is [batch, classes], got "
                          f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
@@ -278,7 +292,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     model = _load(args)
     objective = args.target if args.target is not None else _class_objective(args, model)
     (image,) = render_vis(
-        model, objective, image=default_image(_render_size(args), channels=model_input_channels(model)),
+        model, objective, image=default_image(_render_size(args, model), channels=model_input_channels(model)),
         thresholds=(args.steps,), lr=_render_lr(args),
         progress=not args.quiet, seed=args.seed,
     )
@@ -294,10 +308,10 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     from .models.selection import channel_count, parse_channels
     from .render import render_layer
 
-    size = _render_size(args)
     output = Path(args.output or f"{_slug(args.model)}_{_slug(args.layer)}.png")
     _check_output(output)
     model = _load(args)
+    size = _render_size(args, model)
     channels = parse_channels(args.channels, channel_count(model, args.layer, size))
     tiles = render_layer(
         model, args.layer, channels=channels, batch_size=args.batch_size, steps=args.steps, size=size,
@@ -360,6 +374,7 @@ def _cmd_render_model(args: argparse.Namespace) -> int:
     import torch
 
     from .jobs import render_model
+    from .optimization.defaults import DEFAULT_STEPS
 
     out = Path(args.out).expanduser()
     if os.environ.get("RANK", "0") == "0":  # the other ranks may already see rank 0 setting the folder up
@@ -369,8 +384,8 @@ def _cmd_render_model(args: argparse.Namespace) -> int:
         torch.cuda.set_device(device)
     args.device = str(device)
     model = _load(args)
-    render_model(model, args.layers, out, steps=args.steps, size=_render_size(args), batch_size=args.batch_size,
-                 lr=args.lr, seed=args.seed, progress=not args.quiet, log=_print, model_name=args.model)
+    render_model(model, args.layers, out, steps=args.steps or DEFAULT_STEPS, size=args.size,
+                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet, log=_print, model_name=args.model)
     return 0
 
 

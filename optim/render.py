@@ -1,8 +1,9 @@
 """One-call rendering: ``render_vis`` for one objective, ``render_layer`` for many channels of a layer.
 
 Both go through the render core, :class:`~optim.optimization.InputOptimization`, with the defaults of
-:mod:`optim.optimization.defaults` (re-exported here): a Fourier-parameterized (1/f^1.5 spectrum scaling),
-colour-decorrelated ``NaturalImage``, captum's ``TransformationRobustness`` stack and Adam at 0.05.
+:mod:`optim.optimization.defaults` (re-exported here): a Fourier-parameterized (1/f^1.25 spectrum scaling),
+colour-decorrelated ``NaturalImage`` at the model's native size (else 160 px), captum's ``TransformationRobustness``
+stack magnifying content 0.9-1.5x and keeping the size, and Adam from 0.025 with an inverse square-root decay.
 
 Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
@@ -31,7 +32,6 @@ from .optimization.defaults import (
     OptimizerArg,
     default_image,
     default_transforms,
-    make_optimizer,
     model_input_channels,
 )
 from .optimization.input_optimization import InputOptimization
@@ -246,8 +246,9 @@ def render_vis(
         param = _build_image(image, model, inputs.size)
         transform = make_transform(transforms, inputs.preprocess)
         obj = InputOptimization(model, objective, param, transform, seed=seed)
-    # one optimizer for every segment, so Adam's moments carry over between snapshots
-    opt_arg = make_optimizer(optimizer, obj.parameters(), lr)
+    # built (and checked) before any work; every segment reuses it, so Adam's moments and the learning-rate
+    # schedule carry over between snapshots
+    obj._make_optimizer(optimizer, lr)
     bar = ProgressBar(steps[-1], enabled=progress)
     segment = Segment(bar)
     images: List[torch.Tensor] = []
@@ -256,7 +257,7 @@ def render_vis(
             segment.offset, segment.end = segment.end, threshold
             if threshold > segment.offset:
                 try:
-                    obj.optimize(segment, optimizer=opt_arg, lr=lr, callback=callback, step_offset=segment.offset)
+                    obj.optimize(segment, optimizer=optimizer, lr=lr, callback=callback, step_offset=segment.offset)
                 except (RuntimeError, ValueError, AssertionError, TypeError) as err:
                     if segment.offset > 0:
                         raise

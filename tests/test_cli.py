@@ -339,7 +339,7 @@ def test_weights_file_changes_the_render(tiny_factory, tmp_path, capsys) -> None
         for p in model.parameters():
             p.mul_(-1.0)
     torch.save(model.state_dict(), tmp_path / "w.pt")
-    common = ["-t", "2:1", "--size", "16", "--steps", "2", "-q"]
+    common = ["-t", "2:1", "--size", "32", "--steps", "3", "-q"]
     assert main(["render", tiny_factory, *common, "-o", "a.png"]) == 0
     assert main(["render", tiny_factory, "--weights", "w.pt", *common, "-o", "b.png"]) == 0
     a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("a.png", "b.png"))
@@ -416,7 +416,7 @@ def _check_job(out: Path, model: str) -> dict:
     assert [(u["layer"], u["channel"]) for u in index["units"]] == JOB_UNITS
     run = index["run"]
     assert (run["model"], run["layers"], run["steps"], run["size"], run["batch_size"], run["seed"]) == \
-        (model, ["0", "2"], 8, 16, 2, 0)
+        (model, ["0", "2"], 8, [16, 16], 2, 0)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(f"{l}/{c}.png" for l, c in JOB_UNITS)
     assert (out / "0" / "index.html").read_text().count("<img ") == 6
     return index

@@ -169,7 +169,28 @@ def test_continue_keeps_optimizer_state(tiny_net):
     history = obj.optimize(n_steps(4, show_progress=False), lr=0.01)
     assert obj._optimizer is first and history.shape == (4,)
     assert first.state[obj.parameters()[0]]["step"] == 7
+    # the rate of the call, decayed over the whole render: step 6 (the 7th) ran at 0.01 / sqrt(1 + 6 / 64)
+    assert first.param_groups[0]["lr"] == pytest.approx(0.01 / (1 + 6 / 64) ** 0.5, rel=1e-12)
+    obj.optimize(n_steps(2, show_progress=False), lr=0.01, lr_decay_steps=None)
     assert first.param_groups[0]["lr"] == 0.01
+    with pytest.raises(ValueError, match="lr_decay_steps must be a number > 0 or None, got 0"):
+        obj.optimize(n_steps(1, show_progress=False), lr_decay_steps=0)
+
+
+def test_learning_rate_decays_as_inverse_square_root(tiny_net):
+    from optim.optimization.defaults import DEFAULT_LR_DECAY_STEPS
+
+    seen = []
+    obj = InputOptimization(tiny_net, ChannelActivation("conv2", 0), Pixels(), nn.Identity())
+    obj.optimize(n_steps(3, show_progress=False), lr=0.02,
+                 callback=lambda step, loss, images: seen.append(obj._optimizer.param_groups[0]["lr"]))
+    obj.optimize(n_steps(2, show_progress=False), lr=0.02,
+                 callback=lambda step, loss, images: seen.append(obj._optimizer.param_groups[0]["lr"]))
+    expected = [0.02 / (1 + t / DEFAULT_LR_DECAY_STEPS) ** 0.5 for t in range(5)]  # counted across both calls
+    assert seen == pytest.approx(expected, rel=1e-12)
+    user = torch.optim.SGD(obj.parameters(), lr=0.3)  # an instance keeps its own rate
+    obj.optimize(n_steps(2, show_progress=False), optimizer=user)
+    assert user.param_groups[0]["lr"] == 0.3
 
 
 def test_parameterization_follows_model_dtype(tiny_net):

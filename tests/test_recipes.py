@@ -104,7 +104,7 @@ def test_diversity_gives_different_images(lite0):
 
 def test_neuron_vs_channel_and_positive_negative(lite0):
     layer, channel = "blocks.7", 5
-    pair = recipes.neuron_vs_channel(lite0, f"{layer}:{channel}", size=48, steps=16, lr=0.1, progress=False, seed=0)
+    pair = recipes.neuron_vs_channel(lite0, f"{layer}:{channel}", size=64, steps=16, lr=0.1, progress=False, seed=0)
     act = _act(lite0, layer, pair)[:, channel]  # [2, H, W]
     centre = act[:, act.shape[1] // 2, act.shape[2] // 2]
     means = act.mean(dim=(1, 2))

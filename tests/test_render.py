@@ -160,7 +160,7 @@ def test_show_labels_render_outputs(tiny_net):
 def test_default_image_decay_power_from_noise_and_from_a_photo():
     from optim.render import DEFAULT_DECAY_POWER, default_image
 
-    assert DEFAULT_DECAY_POWER == 1.5 and opt.render.DEFAULT_LR == 0.05
+    assert DEFAULT_DECAY_POWER == 1.25 and opt.render.DEFAULT_LR == 0.025
     noise = default_image(16, batch=2)
     assert noise.parameterization.decay_power == DEFAULT_DECAY_POWER and noise().shape == (2, 3, 16, 16)
     # from a photo the spectrum keeps Lucid's 1/f scaling (a steeper one washes the photo out), and the

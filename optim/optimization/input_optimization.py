@@ -19,6 +19,8 @@ from ..loss.base import Loss, default_loss_summarize
 from .defaults import (
     check_lr,
     DEFAULT_LR,
+    DEFAULT_LR_DECAY_STEPS,
+    scheduled_lr,
     OptimizerArg,
     default_image,
     default_transforms,
@@ -65,7 +67,7 @@ class InputOptimization:
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-        >>> image = opt.images.NaturalImage((16, 16))
+        >>> image = opt.images.NaturalImage((32, 32))
         >>> obj = opt.InputOptimization(net, opt.loss.ChannelActivation(net[0], 2), image, seed=0)
         >>> history = obj.optimize(opt.optimization.n_steps(8, show_progress=False))
         >>> history.shape, bool(history[-1] < history[0])
@@ -278,6 +280,7 @@ class InputOptimization:
         *,
         callback: Optional[StepCallback] = None,
         step_offset: int = 0,
+        lr_decay_steps: Optional[float] = DEFAULT_LR_DECAY_STEPS,
     ) -> torch.Tensor:
         """Optimize the parameterization; call again to continue (the optimizer's state carries over).
 
@@ -292,6 +295,9 @@ class InputOptimization:
             callback: ``callback(step, loss, images)`` after every step (see
                 :mod:`optim.optimization.progress`).
             step_offset: added to the step number the callback sees (a render in several calls or batches).
+            lr_decay_steps: the learning rate of step ``t`` (counted over every call) is
+                ``lr / sqrt(1 + t / lr_decay_steps)`` (:func:`~optim.optimization.defaults.scheduled_lr`);
+                ``None`` keeps it constant. An optimizer instance keeps its own rate.
 
         Returns:
             The summarized loss of every step, a 1-D CPU tensor.
@@ -304,6 +310,10 @@ class InputOptimization:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be a function (step, loss, images), got {type(callback).__name__}")
         opt = self._make_optimizer(optimizer, lr)
+        schedule = None if isinstance(optimizer, torch.optim.Optimizer) else check_lr(lr)
+        if lr_decay_steps is not None and (isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, (int, float))
+                                           or not lr_decay_steps > 0):
+            raise ValueError(f"lr_decay_steps must be a number > 0 or None, got {lr_decay_steps!r}")
         # a finiteness check reads the loss, which syncs a GPU: every step on CPU, every 16 steps elsewhere
         check_every = 1 if model_device_dtype(self.model)[0].type == "cpu" else 16
         history: List[torch.Tensor] = []
@@ -318,6 +328,9 @@ class InputOptimization:
                         if step % check_every == 0 and not torch.isfinite(loss_value).all():
                             self._non_finite(step, loss_value, image)
                         loss_value.backward()
+                        if schedule is not None:
+                            for group in opt.param_groups:
+                                group["lr"] = scheduled_lr(schedule, self._steps_done + step, lr_decay_steps)
                         opt.step()
                         detached = loss_value.detach()
                         history.append(detached)
