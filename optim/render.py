@@ -34,7 +34,7 @@ from .optimization.defaults import (
     default_transforms,
     model_input_channels,
 )
-from .optimization.input_optimization import InputOptimization
+from .optimization.input_optimization import InputOptimization, raised_by_model
 from .optimization.progress import ProgressBar, StepCallback
 
 __all__ = [
@@ -240,7 +240,7 @@ def render_vis(
     from .models.preprocess import render_inputs
 
     steps = _check_thresholds(thresholds)
-    inputs = render_inputs(model, preprocess=preprocess)  # the model's native size and normalization
+    inputs = render_inputs(model, preprocess=preprocess, transforms=transforms)  # native size and normalization
     # built outside inference mode even when the caller is inside it, so autograd can train the image
     with autograd_context(), seeded(seed, model):
         param = _build_image(image, model, inputs.size)
@@ -259,7 +259,7 @@ def render_vis(
                 try:
                     obj.optimize(segment, optimizer=optimizer, lr=lr, callback=callback, step_offset=segment.offset)
                 except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-                    if segment.offset > 0:
+                    if segment.offset > 0 or not raised_by_model(err):
                         raise
                     explained = size_error(err, model, inputs.config, _image_hw(param), transform)
                     if explained is None:
@@ -334,7 +334,7 @@ def render_layer(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    inputs = render_inputs(model, size, preprocess)  # the model's native size and normalization
+    inputs = render_inputs(model, size, preprocess, transforms)  # the model's native size and normalization
     hw = inputs.size
     preprocess = inputs.preprocess
     check_elements(3 * hw[0] * hw[1], "size")  # before the probe pass allocates anything
@@ -371,6 +371,8 @@ def render_layer(
             callback=callback,
         )
     except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+        if not raised_by_model(err):
+            raise
         # the probe pass ran at this size, so only transforms that change it can explain a failure here
         explained = size_error(err, model, None, hw, make_transform(transforms))
         if explained is None:

@@ -367,3 +367,39 @@ def test_facet_loss_on_a_tuple_output_layer():
     acts = opt.activations.record_activations(net, ["b"], torch.rand(1, 3, 8, 8))
     assert float(acts["b"].min()) < 0
     assert _state(net) == before
+
+
+class _Declared(nn.Sequential):
+    """A model declaring timm's preprocessing (ImageNet mean and std, 32 px)."""
+
+    pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def test_normalize_in_the_transforms_is_not_applied_twice() -> None:
+    torch.manual_seed(0)
+    model = _Declared(nn.Conv2d(3, 4, 1)).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    grey = torch.full((1, 3, 32, 32), 0.485)
+    mean, std = model.pretrained_cfg["mean"], model.pretrained_cfg["std"]
+    opt.render_vis(model, "0:1", image=grey, transforms=[Normalize(mean, std)], thresholds=(1,), progress=False)
+    assert seen[-1][0, 0].abs().max() < 1e-4  # (0.485 - 0.485) / 0.229, normalized once
+    torchvision = pytest.importorskip("torchvision")
+    seen.clear()
+    opt.render_vis(model, "0:1", image=grey, transforms=[torchvision.transforms.Normalize(mean, std)],
+                   thresholds=(1,), progress=False)
+    assert seen[-1][0, 0].abs().max() < 1e-4
+    seen.clear()
+    opt.render_vis(model, "0:1", image=grey, transforms=[], thresholds=(1,), progress=False)
+    assert seen[-1][0, 0].abs().max() < 1e-4  # and without one in the transforms, render_vis adds it
+    model._forward_pre_hooks.clear()
+
+
+def test_a_loss_error_is_not_reported_as_a_size_error() -> None:
+    model = _Declared(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with pytest.raises(ValueError) as info:
+        opt.render_vis(model, "0:10", image=default_image(48), thresholds=(2,), progress=False)
+    assert "channel_index 10 is out of range" in str(info.value) and "native input size" not in str(info.value)
+    vit = _timm_vit()  # a model that does refuse the size: explained, naming the native size
+    with pytest.raises(ValueError, match="native input size is 32x32"):
+        opt.render_vis(vit, "blocks.0:1", image=default_image(48), thresholds=(1,), progress=False)

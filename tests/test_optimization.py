@@ -173,8 +173,12 @@ def test_continue_keeps_optimizer_state(tiny_net):
     assert first.param_groups[0]["lr"] == pytest.approx(0.01 / (1 + 6 / 64) ** 0.5, rel=1e-12)
     obj.optimize(n_steps(2, show_progress=False), lr=0.01, lr_decay_steps=None)
     assert first.param_groups[0]["lr"] == 0.01
-    with pytest.raises(ValueError, match="lr_decay_steps must be a number > 0 or None, got 0"):
-        obj.optimize(n_steps(1, show_progress=False), lr_decay_steps=0)
+    before = first.param_groups[0]["lr"]
+    with pytest.raises(ValueError, match="lr_decay_steps must be a finite number > 0 or None, got 0"):
+        obj.optimize(n_steps(1, show_progress=False), lr=0.5, lr_decay_steps=0)
+    assert first.param_groups[0]["lr"] == before  # refused before the optimizer was touched
+    with pytest.raises(TypeError, match="lr_decay_steps must be a finite number > 0 or None, got '64'"):
+        opt.optimization.defaults.scheduled_lr(0.1, 3, "64")
 
 
 def test_learning_rate_decays_as_inverse_square_root(tiny_net):
@@ -191,6 +195,33 @@ def test_learning_rate_decays_as_inverse_square_root(tiny_net):
     user = torch.optim.SGD(obj.parameters(), lr=0.3)  # an instance keeps its own rate
     obj.optimize(n_steps(2, show_progress=False), optimizer=user)
     assert user.param_groups[0]["lr"] == 0.3
+    factory = lambda params: torch.optim.SGD(params, lr=0.2)  # and so does a factory (Lucent's optimizer=)
+    obj.optimize(n_steps(3, show_progress=False), optimizer=factory, lr=0.01)
+    assert obj._optimizer.param_groups[0]["lr"] == 0.2
+    stray = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(ValueError, match="does not hold the image's parameters"):
+        obj.optimize(n_steps(1, show_progress=False), optimizer=stray)
+
+
+def test_render_vis_keeps_a_factory_rate_and_refuses_a_stray_instance(tiny_net):
+    rates = []
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    opt.render_vis(tiny_net, "conv2:0", image=lambda: opt.render.default_image(16), thresholds=(2, 3),
+                   progress=False, optimizer=lambda p: Spy(p, lr=0.1))
+    assert rates == [0.1, 0.1, 0.1]
+    rates.clear()
+    opt.render_vis(tiny_net, "conv2:0", image=lambda: opt.render.default_image(16), thresholds=(3,), progress=False,
+                   optimizer=Spy, lr=0.04)
+    assert rates == pytest.approx([0.04 / (1 + t / 64) ** 0.5 for t in range(3)], rel=1e-12)
+    stray = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(ValueError, match="does not hold the image's parameters"):
+        opt.render_vis(tiny_net, "conv2:0", image=lambda: opt.render.default_image(16), thresholds=(3,),
+                       progress=False, optimizer=stray)
 
 
 def test_parameterization_follows_model_dtype(tiny_net):

@@ -313,23 +313,40 @@ class RenderInputs:
     config: InputConfig
 
 
+def _holds_normalize(transforms: Any) -> bool:
+    """Whether the render's transforms (a module, a list of them, or None) already normalize the input."""
+    if transforms is None:
+        return False
+    modules = list(transforms) if isinstance(transforms, (list, tuple)) else [transforms]
+    names = ("Normalize",)  # optim's and torchvision's
+    for item in modules:
+        inner = item.modules() if isinstance(item, nn.Module) else [item]
+        if any(type(m).__name__ in names for m in inner):
+            return True
+    return False
+
+
 def render_inputs(
     model: Optional[nn.Module],
     size: Union[None, int, Sequence[int]] = None,
     preprocess: Optional[Callable[..., Any]] = None,
+    transforms: Any = None,
 ) -> RenderInputs:
     """The one place where a render learns its image size and input normalization from the model.
 
     - size: ``size`` when given; else the model's native size (:func:`input_config`: timm, torchvision ViT,
       Hugging Face ``config.image_size``); else ``DEFAULT_SIZE``.
     - preprocess: ``preprocess`` when given (``nn.Identity()`` for none); else :class:`~optim.transforms.Normalize`
-      with the model's declared mean and std (the rendered image stays in ``[0, 1]``); else ``None``. optim's zoo
-      models normalize their own input and get ``None``.
+      with the model's declared mean and std (the rendered image stays in ``[0, 1]``), unless ``transforms``
+      already hold a ``Normalize`` (optim's or torchvision's: Lucent-style transform lists normalize last); else
+      ``None``. optim's zoo models normalize their own input and get ``None``.
 
     Args:
         model: the network (``None``: the library defaults).
         size: the caller's image size (an int or ``(height, width)``), or ``None``.
         preprocess: the caller's preprocess, or ``None``.
+        transforms: the render's transforms (a module, a list of them, or ``None``), only looked at for a
+            ``Normalize``.
 
     Returns:
         A :class:`RenderInputs`.
@@ -354,6 +371,6 @@ def render_inputs(
         hw = config.size if config.size is not None else (DEFAULT_SIZE, DEFAULT_SIZE)
     else:
         hw = tuple(check_size(size))  # type: ignore[assignment]
-    if preprocess is None:
+    if preprocess is None and not _holds_normalize(transforms):
         preprocess = config.normalize()
     return RenderInputs(size=(int(hw[0]), int(hw[1])), preprocess=preprocess, config=config)

@@ -33,6 +33,8 @@ __all__ = [
     "DEFAULT_LR_DECAY_STEPS",
     "DEFAULT_SCALE",
     "scheduled_lr",
+    "schedules_lr",
+    "check_lr_decay_steps",
     "default_image",
     "default_transforms",
     "model_input_channels",
@@ -186,7 +188,37 @@ def scheduled_lr(lr: float, step: int, decay_steps: Optional[float] = DEFAULT_LR
     """
     if decay_steps is None:
         return lr
-    return lr / math.sqrt(1.0 + step / decay_steps)
+    return lr / math.sqrt(1.0 + step / check_lr_decay_steps(decay_steps))
+
+
+def check_lr_decay_steps(decay_steps: Any) -> Optional[float]:
+    """Validate a learning-rate decay length: a finite number > 0, or ``None`` (constant rate).
+
+    Example:
+        >>> check_lr_decay_steps(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr_decay_steps must be a finite number > 0 or None, got 0
+    """
+    if decay_steps is None:
+        return None
+    if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, float)):
+        raise TypeError(f"lr_decay_steps must be a finite number > 0 or None, got {decay_steps!r} "
+                        f"({type(decay_steps).__name__})")
+    if not math.isfinite(decay_steps) or decay_steps <= 0:
+        raise ValueError(f"lr_decay_steps must be a finite number > 0 or None, got {decay_steps!r}")
+    return float(decay_steps)
+
+
+def schedules_lr(optimizer: "OptimizerArg") -> bool:
+    """Whether a render's learning rate follows ``lr`` and :func:`scheduled_lr` for this ``optimizer=`` argument:
+    yes for ``None`` (Adam) and an optimizer class; no for an instance or a factory, whose rate is the user's.
+
+    Example:
+        >>> schedules_lr(None), schedules_lr(torch.optim.SGD), schedules_lr(lambda p: torch.optim.SGD(p, lr=0.1))
+        (True, True, False)
+    """
+    return optimizer is None or (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer))
 
 
 def _adam(params: List[torch.Tensor], lr: float) -> torch.optim.Optimizer:

@@ -14,13 +14,22 @@ import torch
 import torch.nn as nn
 
 from .._utils import model_device_dtype
-from ..activations import INFERENCE_MODE_HELP, ActivationMap, ActivationRecorder, autograd_context, model_frozen
+from ..activations import (
+    INFERENCE_MODE_HELP,
+    ActivationMap,
+    ActivationRecorder,
+    StopForward,
+    autograd_context,
+    model_frozen,
+)
 from ..loss.base import Loss, default_loss_summarize
 from .defaults import (
     check_lr,
     DEFAULT_LR,
     DEFAULT_LR_DECAY_STEPS,
+    check_lr_decay_steps,
     scheduled_lr,
+    schedules_lr,
     OptimizerArg,
     default_image,
     default_transforms,
@@ -32,6 +41,14 @@ from .stop_criteria import _coerce
 from .streams import apply_transform, check_seed, image_generators
 
 __all__ = ["InputOptimization"]
+
+
+_RAISED_BY_MODEL = "_optim_raised_by_model"
+
+
+def raised_by_model(err: BaseException) -> bool:
+    """Whether ``err`` came out of the model's own forward pass during a render step (not a loss or transform)."""
+    return bool(getattr(err, _RAISED_BY_MODEL, False))
 
 
 class InputOptimization:
@@ -236,7 +253,14 @@ class InputOptimization:
             x = apply_transform(self.transform, image, self.generators)
             if self._model_dtype is not None and x.is_floating_point() and x.dtype != self._model_dtype:
                 x = x.to(self._model_dtype)
-            self.model(x)
+            try:
+                self.model(x)
+            except StopForward:  # the recorder ending the pass early, every step
+                raise
+            except Exception as err:
+                # marked, so a caller can tell the model's own failure (an input size it refuses) from a loss's
+                setattr(err, _RAISED_BY_MODEL, True)
+                raise
 
         acts = rec.run_call(forward)
         return acts, images[-1]
@@ -260,15 +284,16 @@ class InputOptimization:
 
     def _make_optimizer(self, optimizer: OptimizerArg, lr: float) -> torch.optim.Optimizer:
         if isinstance(optimizer, torch.optim.Optimizer):
-            return optimizer
-        # Continuing a render with the same optimizer argument keeps its state (Adam's moments); only the
-        # learning rate follows the call.
+            return make_optimizer(optimizer, self.parameters(), lr)  # checks that it holds the image's parameters
+        # Continuing a render with the same optimizer argument keeps its state (Adam's moments); the learning rate
+        # of Adam or an optimizer class follows the call, a factory's stays its own.
         if self._optimizer is None or optimizer is not self._optimizer_source:
             self._optimizer = make_optimizer(optimizer, self.parameters(), lr)
             self._optimizer_source = optimizer
         lr = check_lr(lr)
-        for group in self._optimizer.param_groups:
-            group["lr"] = lr
+        if schedules_lr(optimizer):
+            for group in self._optimizer.param_groups:
+                group["lr"] = lr
         return self._optimizer
 
     def optimize(
@@ -297,7 +322,8 @@ class InputOptimization:
             step_offset: added to the step number the callback sees (a render in several calls or batches).
             lr_decay_steps: the learning rate of step ``t`` (counted over every call) is
                 ``lr / sqrt(1 + t / lr_decay_steps)`` (:func:`~optim.optimization.defaults.scheduled_lr`);
-                ``None`` keeps it constant. An optimizer instance keeps its own rate.
+                ``None`` keeps it constant. This applies to Adam (``optimizer=None``) and an optimizer class; an
+                instance or a factory keeps its own rate.
 
         Returns:
             The summarized loss of every step, a 1-D CPU tensor.
@@ -309,11 +335,9 @@ class InputOptimization:
         summarize = loss_summarize_fn or default_loss_summarize
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be a function (step, loss, images), got {type(callback).__name__}")
+        lr_decay_steps = check_lr_decay_steps(lr_decay_steps)
         opt = self._make_optimizer(optimizer, lr)
-        schedule = None if isinstance(optimizer, torch.optim.Optimizer) else check_lr(lr)
-        if lr_decay_steps is not None and (isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, (int, float))
-                                           or not lr_decay_steps > 0):
-            raise ValueError(f"lr_decay_steps must be a number > 0 or None, got {lr_decay_steps!r}")
+        schedule = check_lr(lr) if schedules_lr(optimizer) else None
         # a finiteness check reads the loss, which syncs a GPU: every step on CPU, every 16 steps elsewhere
         check_every = 1 if model_device_dtype(self.model)[0].type == "cpu" else 16
         history: List[torch.Tensor] = []
