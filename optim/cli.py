@@ -102,10 +102,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cuda if available, else cpu)")
 
 
-def _add_render_args(p: argparse.ArgumentParser, steps: int) -> None:
+def _add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_size, default=None,
                    help=f"image side in pixels (default: the model's native size, else render_vis's; at most {MAX_SIZE})")
-    p.add_argument("--steps", type=_positive_int, default=steps, help=f"optimization steps (default {steps})")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "class, by ImageNet name (e.g. 'Egyptian cat'; the model's own labels for registry models) "
                       "or index")
     p.add_argument("--output", "-o", default=None, help="PNG path (default: MODEL_TARGET.png)")
-    _add_render_args(p, steps=256)
+    _add_render_args(p)
 
     p = sub.add_parser("layer", help="render many channels of a layer into a grid PNG", description="Render "
                        "the chosen channels of one layer in batches and write them as one grid PNG.")
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="channels per batch (default 8)")
     p.add_argument("--per-row", type=_positive_int, default=8, help="grid columns (default 8)")
     p.add_argument("--output", "-o", default=None, help="PNG path (default: MODEL_LAYER.png)")
-    _add_render_args(p, steps=128)
+    _add_render_args(p)
 
     p = sub.add_parser("render-model", help="render every channel of some layers into a folder (a resumable "
                        "job; torchrun splits it among processes)", description="Render every channel of the "
@@ -207,6 +207,12 @@ def _render_size(args: argparse.Namespace, model: Any) -> Tuple[int, int]:
     return render_inputs(model, args.size).size
 
 
+def _render_steps(args: argparse.Namespace) -> int:
+    from .optimization.defaults import DEFAULT_STEPS
+
+    return args.steps if args.steps is not None else DEFAULT_STEPS
+
+
 def _render_lr(args: argparse.Namespace) -> float:
     from .render import DEFAULT_LR
 
@@ -225,11 +231,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    from .models.loading import native_input_size
     from .models.selection import layer_table
 
     model = _load(args)
-    rows = layer_table(model, args.size if args.size is not None else native_input_size(args.model))
+    rows = layer_table(model, args.size)  # the size a render of it uses, unless --size says otherwise
     if args.filter:
         rows = [r for r in rows if args.filter in r.name]
     width = max([len(r.name) for r in rows] + [5])
@@ -293,7 +298,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     objective = args.target if args.target is not None else _class_objective(args, model)
     (image,) = render_vis(
         model, objective, image=default_image(_render_size(args, model), channels=model_input_channels(model)),
-        thresholds=(args.steps,), lr=_render_lr(args),
+        thresholds=(_render_steps(args),), lr=_render_lr(args),
         progress=not args.quiet, seed=args.seed,
     )
     _save(image[0], output)
@@ -314,7 +319,7 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     size = _render_size(args, model)
     channels = parse_channels(args.channels, channel_count(model, args.layer, size))
     tiles = render_layer(
-        model, args.layer, channels=channels, batch_size=args.batch_size, steps=args.steps, size=size,
+        model, args.layer, channels=channels, batch_size=args.batch_size, steps=_render_steps(args), size=size,
         lr=_render_lr(args), progress=not args.quiet, seed=args.seed,
     )
     grid = make_grid_image(tiles.as_subclass(torch.Tensor).detach().cpu().float(), images_per_row=args.per_row)
@@ -374,7 +379,6 @@ def _cmd_render_model(args: argparse.Namespace) -> int:
     import torch
 
     from .jobs import render_model
-    from .optimization.defaults import DEFAULT_STEPS
 
     out = Path(args.out).expanduser()
     if os.environ.get("RANK", "0") == "0":  # the other ranks may already see rank 0 setting the folder up
@@ -384,7 +388,7 @@ def _cmd_render_model(args: argparse.Namespace) -> int:
         torch.cuda.set_device(device)
     args.device = str(device)
     model = _load(args)
-    render_model(model, args.layers, out, steps=args.steps or DEFAULT_STEPS, size=args.size,
+    render_model(model, args.layers, out, steps=_render_steps(args), size=args.size,
                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet, log=_print, model_name=args.model)
     return 0
 
