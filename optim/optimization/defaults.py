@@ -54,7 +54,8 @@ DEFAULT_DECAY_POWER = 1.25
 #: Content magnification range of the default transforms (``TransformationRobustness(scale=...)``): drawing
 #: objects that still read when magnified is what makes a render hold at a larger native size.
 DEFAULT_SCALE = (0.9, 1.5)
-#: Optimization steps of one render (10/10 class transfer at this budget, see the module docstring).
+#: Optimization steps of one render (Lite0's own 10/10 and Lite2's 10/10 and 9/10 on the two class sets of
+#: ``benchmarks/class_transfer.py`` at this budget).
 DEFAULT_STEPS = 128
 
 #: Steps over which the learning rate falls to ``1/sqrt(2)`` of ``lr`` (``lr / sqrt(1 + step / 64)``, see

@@ -2,7 +2,9 @@
 
 A render keeps its image in ``[0, 1]`` and normalizes it on the way into the model: ``render_vis`` adds
 :class:`Normalize` as the model's preprocess when the model declares a mean and std
-(:func:`optim.models.preprocess.input_config`: timm ``pretrained_cfg``, a Hugging Face image processor).
+(:func:`optim.models.preprocess.input_config`: timm ``pretrained_cfg``, open_clip's ``preprocess_cfg``). A Hugging
+Face model keeps its mean and std in its image processor, which the model does not hold: pass
+``preprocess=opt.models.input_config(model, processor).normalize()``.
 """
 from __future__ import annotations
 
