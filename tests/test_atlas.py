@@ -179,7 +179,60 @@ def test_atlas_uses_the_render_core_defaults() -> None:
     from optim.optimization import defaults
 
     params = inspect.signature(activation_atlas).parameters
-    assert params["image_size"].default == defaults.DEFAULT_SIZE
+    # None: the model's native size, else DEFAULT_SIZE (render_inputs, as render_vis and render_layer)
+    assert params["image_size"].default is None
+    assert inspect.signature(opt.atlas.render_atlas).parameters["image_size"].default is None
     assert params["lr"].default == defaults.DEFAULT_LR and params["steps"].default == defaults.DEFAULT_STEPS
     assert params["transforms"].default is None  # render_batches' default_transforms()
     assert {"seed", "callback", "optimizer", "preprocess"} <= set(params)
+
+
+class _Declared(nn.Sequential):
+    """A fixed-size model declaring timm's pretrained_cfg: 24 x 24 input, ImageNet mean and std."""
+
+    pretrained_cfg = {"input_size": (3, 24, 24), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != (24, 24):  # a ViT's position embeddings: only its own size
+            raise ValueError(f"Input image size {tuple(x.shape[-2:])} doesn't match model (24, 24)")
+        return super().forward(x)
+
+
+def test_atlas_takes_the_models_size_and_normalization() -> None:
+    from optim.optimization import default_image, render_batches
+
+    torch.manual_seed(0)
+    net = _Declared(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3)).eval()
+    vectors = torch.rand(2, 4, generator=torch.Generator().manual_seed(1))
+    coords = [(0, 0), (1, 1)]
+    kw = dict(steps=2, transforms=[], seed=3, progress=False)
+    atlas = opt.atlas.render_atlas(net, "2", vectors, coords, 2, **kw)
+    assert atlas.shape == (1, 3, 48, 48)  # 24 x 24 cells: the model's size, not DEFAULT_SIZE (its forward would fail)
+    cfg = _Declared.pretrained_cfg
+
+    def explicit(preprocess):
+        return render_batches(
+            net, [lambda i, v=v: opt.loss.Direction("2", v, batch_index=i) for v in vectors], coords,
+            lambda n: default_image(24, batch=n), preprocess=preprocess, **kw,
+        )
+
+    normalized = explicit(opt.transforms.Normalize(cfg["mean"], cfg["std"]))
+    # y up: cell (0, 0) is the bottom-left tile, (1, 1) the top-right
+    assert torch.equal(atlas[0, :, 24:, :24], normalized[0]) and torch.equal(atlas[0, :, :24, 24:], normalized[1])
+    assert (explicit(nn.Identity())[0] - normalized[0]).abs().max() > 1e-3  # the model saw normalized input
+    # a caller's size and preprocess win; activation_atlas reads the same defaults
+    same = opt.atlas.render_atlas(net, "2", vectors, coords, 2, preprocess=nn.Identity(), **kw)
+    assert torch.equal(same[0, :, 24:, :24], explicit(nn.Identity())[0])
+    acts = torch.zeros(20, 4)
+    acts[:10, 0], acts[10:, 1] = 1.0, 1.0
+    layout = torch.cat([torch.full((10, 2), 0.2), torch.full((10, 2), 0.8)])
+    full = activation_atlas(net, "2", acts, grid_size=2, layout=layout, min_density=3, **kw)
+    assert full.shape == (1, 3, 48, 48)
+    assert not net.training and not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+
+
+def test_atlas_renders_as_many_channels_as_the_model_reads() -> None:
+    torch.manual_seed(0)
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
+    atlas = opt.atlas.render_atlas(gray, "0", torch.rand(1, 4), [(0, 0)], 1, image_size=8, steps=2, progress=False)
+    assert atlas.shape == (1, 1, 8, 8)

@@ -235,3 +235,99 @@ def test_reference_activations_are_an_activation_map_in_place_safe():
     assert float(conv.min()) < 0
     assert torch.equal(acts[net[0]], conv) and torch.equal(acts["2"], top) and not acts["0"].requires_grad
     assert net.training and not any(m._forward_hooks for m in net.modules())
+
+
+# -- the photo recipes compare the render and the photo through the same preprocess --------------------------------
+class _Declared(torch.nn.Sequential):
+    """A model declaring timm's pretrained_cfg: its renders go through Normalize(mean, std)."""
+
+    pretrained_cfg = {"input_size": (3, 32, 32), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def _declared_net():
+    torch.manual_seed(0)
+    return _Declared(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3)).eval()
+
+
+def test_reference_activations_go_through_the_models_normalization():
+    net = _declared_net()
+    photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mean = torch.tensor(_Declared.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(_Declared.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        normalized, raw = net[0]((photo - mean) / std), net[0](photo)
+    assert torch.allclose(reference_activations(net, ["0"], photo)["0"], normalized, atol=1e-6)
+    # a caller's preprocess wins, as in render_vis: nn.Identity() is none
+    assert torch.equal(reference_activations(net, ["0"], photo, torch.nn.Identity())["0"], raw)
+    assert float((normalized - raw).abs().mean()) > 0.1  # the two differ: the test can tell them apart
+    # optim's zoo-style models (no declared mean/std) get the photo as it is
+    plain = torch.nn.Sequential(*net).eval()
+    assert torch.equal(reference_activations(plain, ["0"], photo)["0"], raw)
+
+
+def _first_loss(call):
+    seen = []
+    call(callback=lambda step, loss, images: seen.append(float(loss)))
+    return seen[0]
+
+
+def test_photo_recipes_from_the_photo_itself_start_at_the_optimum_on_a_normalizing_model():
+    net = _declared_net()
+    photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    kw = dict(steps=1, transforms=[], progress=False, seed=0)
+    # ContentLoss of the photo itself, rendered from the photo, through the render's Normalize: ~0
+    reference = reference_activations(net, ["2"], photo)["2"]
+    seen = []
+    opt.render_vis(net, -ContentLoss("2", reference), image=photo, transforms=[], thresholds=1, progress=False,
+                   callback=lambda step, loss, images: seen.append(float(loss)))
+    unnormalized = reference_activations(net, ["2"], photo, torch.nn.Identity())["2"]
+    off = []
+    opt.render_vis(net, -ContentLoss("2", unnormalized), image=photo, transforms=[], thresholds=1, progress=False,
+                   callback=lambda step, loss, images: off.append(float(loss)))
+    assert abs(seen[0]) < 1e-3 * abs(off[0]) and abs(off[0]) > 0.01  # the old mismatch was far from the optimum
+    # style transfer of the photo onto itself: content and style terms both ~0 at step 0
+    style = _first_loss(lambda **c: recipes.style_transfer(net, photo, photo, "2", ["0", "2"], **kw, **c))
+    assert abs(style) < 1e-3
+    accent = _first_loss(lambda **c: recipes.feature_accentuation(net, photo, "2:1", "0", weight=1.0, **kw, **c))
+    with torch.no_grad():  # the objective alone: the distance to the photo's own activation is ~0
+        cfg = _Declared.pretrained_cfg
+        channel = net(opt.transforms.Normalize(cfg["mean"], cfg["std"])(photo))
+    assert accent == pytest.approx(-float(channel[:, 1].mean()), abs=1e-3)
+    # a caller's preprocess= reaches both the reference and the render
+    identity = torch.nn.Identity()
+    same = _first_loss(lambda **c: recipes.style_transfer(net, photo, photo, "2", ["0", "2"], preprocess=identity,
+                                                          **kw, **c))
+    assert abs(same) < 1e-3
+
+    # feature inversion (from noise) matches the normalized reference: render_vis with it, same noise and seed
+    def from_noise(target):
+        losses = []
+        opt.render_vis(net, -ContentLoss("2", target), image=opt.optimization.default_image(32), transforms=[],
+                       thresholds=1, progress=False, seed=0, callback=lambda s, loss, im: losses.append(float(loss)))
+        return losses[0]
+
+    inverted = _first_loss(lambda **c: recipes.feature_inversion(net, photo, "2", **kw, **c))
+    assert inverted == pytest.approx(from_noise(reference), rel=1e-5)
+    assert inverted != pytest.approx(from_noise(unnormalized), rel=1e-2)
+    assert not any(m._forward_hooks for m in net.modules()) and not net.training
+
+
+def test_layer_probes_default_to_the_size_a_render_uses():
+    from optim.models.selection import channel_count, channel_counts, layer_table
+    from optim.optimization.defaults import DEFAULT_SIZE
+
+    class Fixed(_Declared):  # accepts its declared 32 x 32 only, as a ViT
+        def forward(self, x):
+            if tuple(x.shape[-2:]) != (32, 32):
+                raise ValueError(f"Input image size {tuple(x.shape[-2:])} doesn't match model (32, 32)")
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    fixed = Fixed(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3)).eval()
+    assert [r.shape for r in layer_table(fixed)] == [(1, 4, 30, 30), (1, 4, 30, 30), (1, 3, 28, 28)]
+    assert channel_counts(fixed, ["0", "2"]) == [4, 3] and channel_count(fixed, "2") == 3
+    plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval()  # declares nothing: DEFAULT_SIZE
+    assert layer_table(plain)[0].shape == (1, 4, DEFAULT_SIZE - 2, DEFAULT_SIZE - 2)
+    assert layer_table(plain, (10, 12))[0].shape == (1, 4, 8, 10) and layer_table(plain, 8)[0].shape == (1, 4, 6, 6)
+    with pytest.raises(ValueError, match="size"):
+        channel_counts(fixed, ["0"], 0)

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..optimization.defaults import DEFAULT_LR, DEFAULT_SIZE, DEFAULT_STEPS, OptimizerArg, default_image
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_image, model_input_channels
 from ..optimization.progress import StepCallback
 from ._canvas import create_atlas
 from ._grid import GridSize, create_atlas_vectors
@@ -166,7 +166,7 @@ def activation_atlas(
     reducer_kwargs: Optional[Dict[str, Any]] = None,
     layout: Optional[torch.Tensor] = None,
     min_density: int = 8,
-    image_size: Union[int, Sequence[int]] = DEFAULT_SIZE,
+    image_size: Union[None, int, Sequence[int]] = None,
     batch_size: int = 16,
     steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
@@ -206,7 +206,8 @@ def activation_atlas(
         reducer_kwargs: keyword arguments for the layout algorithm.
         layout: a precomputed ``[samples, 2]`` layout, skipping the reducer.
         min_density: cells with fewer samples stay empty.
-        image_size: the size of each cell's render, an int or ``(h, w)``.
+        image_size: the size of each cell's render, an int or ``(h, w)``; ``None``: the model's native size, else
+            ``DEFAULT_SIZE`` (:func:`~optim.models.preprocess.render_inputs`, as ``render_vis``).
         batch_size: cells rendered per optimization.
         steps: optimization steps per cell.
         lr: the learning rate.
@@ -218,7 +219,8 @@ def activation_atlas(
         base_tensor: the empty canvas (``torch.ones``: white).
         progress: one progress bar over all batches.
         optimizer: an optimizer class or a function ``params -> optimizer`` (default Adam).
-        preprocess: applied after the transforms and before the model (e.g. input normalization).
+        preprocess: applied after the transforms and before the model (``None``: the normalization the model
+            declares, as ``render_vis``; ``nn.Identity()``: none).
         seed: seed for a reproducible atlas (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
         fit_sample: fit the layout on this many random vectors and transform the rest (see
@@ -226,7 +228,8 @@ def activation_atlas(
             :data:`DEFAULT_FIT_SAMPLE`).
 
     Returns:
-        The atlas, an ``ImageTensor`` of shape ``[1, 3, h * height, w * width]``.
+        The atlas, an ``ImageTensor`` of shape ``[1, C, h * height, w * width]`` (``C``: the model's input
+        channels, :func:`~optim.optimization.model_input_channels`; 3 for RGB models).
 
     Raises:
         ValueError: for bad shapes, a bad ``batch_size``, or when no cell reaches ``min_density``.
@@ -266,7 +269,7 @@ def render_atlas(
     coords: Sequence[Sequence[int]],
     grid_size: GridSize,
     *,
-    image_size: Union[int, Sequence[int]] = DEFAULT_SIZE,
+    image_size: Union[None, int, Sequence[int]] = None,
     batch_size: int = 16,
     steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
@@ -293,7 +296,8 @@ def render_atlas(
         grid_size: ``(width, height)`` in cells, or an int.
 
     Returns:
-        The atlas, an ``ImageTensor`` of shape ``[1, 3, h * height, w * width]``.
+        The atlas, an ``ImageTensor`` of shape ``[1, C, h * height, w * width]`` (``C``: the model's input
+        channels, :func:`~optim.optimization.model_input_channels`; 3 for RGB models).
 
     Raises:
         ValueError: for a bad ``batch_size``, or vectors and coords of different lengths.
@@ -311,14 +315,18 @@ def render_atlas(
     _check_batch_size(batch_size)
     if len(vectors) != len(coords):
         raise ValueError(f"got {len(vectors)} vectors but {len(coords)} coords")
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    from optim.models.preprocess import render_inputs
+
+    inputs = render_inputs(model, image_size, preprocess)  # the model's native size and normalization
+    size, preprocess = inputs.size, inputs.preprocess
+    in_channels = model_input_channels(model)
     make_loss = loss_fn or (lambda target, vec, index: _direction_loss(target, vec, index, cossim_pow))
     objectives = [lambda i, vec=vec: make_loss(layer, vec, i) for vec in vectors]
     renders = render_batches(
         model,
         objectives,
         [(int(c[0]), int(c[1])) for c in coords],  # a cell's random stream: its grid position
-        lambda n: default_image(size, batch=n),
+        lambda n: default_image(size, channels=in_channels, batch=n),
         batch_size=batch_size,
         steps=steps,
         transforms=transforms,

@@ -65,17 +65,19 @@ def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
     return channels
 
 
-def layer_table(model: nn.Module, size: int = 224) -> List[Any]:
-    """``opt.models.layer_info`` rows of ``model`` for a ``size`` x ``size`` input (RGB, or as many channels as
-    its first convolution reads).
+def layer_table(model: nn.Module, size: Union[None, int, Sequence[int]] = None) -> List[Any]:
+    """``opt.models.layer_info`` rows of ``model`` for a ``size`` input (an int side or ``(height, width)``;
+    ``None``: the size a render of it uses, :func:`~optim.models.preprocess.render_inputs`: its native size, else
+    ``DEFAULT_SIZE``), RGB or as many channels as its first convolution reads.
 
     >>> [r.name for r in layer_table(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), 8)]
     ['0', '1']
     """
     from ..optimization.defaults import model_input_channels
     from ._utils import layer_info
+    from .preprocess import render_inputs
 
-    return layer_info(model, (1, model_input_channels(model), size, size))
+    return layer_info(model, (1, model_input_channels(model), *render_inputs(model, size).size))
 
 
 def renderable_layers(rows: Sequence[Any]) -> List[Any]:
@@ -91,7 +93,7 @@ def renderable_layers(rows: Sequence[Any]) -> List[Any]:
 def channel_counts(
     model: nn.Module,
     layers: Sequence[Union[str, nn.Module]],
-    size: Union[int, Sequence[int]] = 128,
+    size: Union[None, int, Sequence[int]] = None,
     *,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> List[int]:
@@ -99,7 +101,9 @@ def channel_counts(
 
     Channels are units as :func:`optim.layouts.unit_count` counts them: C of an NCHW map, the hidden units
     ``D`` of a token layer ``(N, L, D)``, the last dim of a channels-last stage. The probe has the model's input channels (its first convolution's), device and dtype; ``preprocess`` (a
-    render's input normalization) is applied to it first.
+    render's input normalization) is applied to it first. Its ``size`` is an int side or ``(height, width)``;
+    ``None``: the size a render of it uses (:func:`~optim.models.preprocess.render_inputs`: its native size, else
+    ``DEFAULT_SIZE``).
 
     Raises:
         ValueError: for an unknown layer (listing close names) or one without a channel dimension.
@@ -111,8 +115,9 @@ def channel_counts(
     from ..activations import record_activations
     from ..layouts import unit_count
     from ..optimization.defaults import model_input_channels
+    from .preprocess import render_inputs
 
-    hw = (size, size) if isinstance(size, int) else tuple(size)
+    hw = render_inputs(model, size).size
     device, dtype = model_device_dtype(model)
     probe = torch.full((1, model_input_channels(model), *hw), 0.5, device=device, dtype=dtype)
     if preprocess is not None:
@@ -128,7 +133,9 @@ def channel_counts(
     return counts
 
 
-def channel_count(model: nn.Module, layer: Union[str, nn.Module], size: Union[int, Sequence[int]] = 128) -> int:
+def channel_count(
+    model: nn.Module, layer: Union[str, nn.Module], size: Union[None, int, Sequence[int]] = None
+) -> int:
     """The number of channels of ``layer``'s output (see :func:`channel_counts`).
 
     >>> channel_count(nn.Sequential(nn.Conv2d(3, 4, 3)), "0", 8)

@@ -6,7 +6,11 @@
 - channels: :func:`diversity`, :func:`neuron_vs_channel`, :func:`positive_negative`, :func:`interpolation`
 - transparency: :func:`render_rgba`
 
-Example (tiny budgets so it runs in a second; the defaults render 128 x 128 for 128 steps)::
+Every recipe renders at the model's native size (:func:`~optim.models.preprocess.render_inputs`), else
+``DEFAULT_SIZE`` (160 x 160), for ``DEFAULT_STEPS`` (128) steps, and feeds the model through its declared
+normalization (``preprocess=`` overrides it), the photo recipes' reference photos included.
+
+Example (tiny budgets so it runs in a second)::
 
     >>> import optim as opt
     >>> from optim import recipes

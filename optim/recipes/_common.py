@@ -1,7 +1,7 @@
 """What the recipes share: reading reference activations and turning objective strings into channels."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -39,16 +39,25 @@ def as_batch(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 
 def reference_activations(
-    model: nn.Module, layers: Sequence[Union[str, nn.Module]], image: torch.Tensor
+    model: nn.Module,
+    layers: Sequence[Union[str, nn.Module]],
+    image: torch.Tensor,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> ActivationMap:
     """The outputs of ``layers`` for ``image``, through the activation core
     (:func:`~optim.activations.record_activations`: eval mode, no gradients, stopped after the last layer,
     each output as its layer produced it, a module called several times read at its last call).
 
+    The image goes through the preprocess a render of ``model`` uses
+    (:func:`~optim.models.preprocess.render_inputs`: ``preprocess`` when given, else the model's declared
+    normalization, else nothing), so a reference and a render are compared on the same input.
+
     Args:
         model: the network (left as it was).
         layers: modules or dotted names.
         image: an NCHW batch in ``[0, 1]`` (moved to the model's device and dtype).
+        preprocess: as ``render_vis`` takes it (``None``: the model's normalization, if it declares one;
+            ``nn.Identity()``: none).
 
     Returns:
         An :class:`~optim.activations.ActivationMap` of detached activations: iteration yields the layers as
@@ -60,8 +69,15 @@ def reference_activations(
         >>> torch.equal(acts[net[0]], net[0](torch.ones(1, 3, 2, 2))), acts["1"].min().item() >= 0
         (True, True)
     """
+    from ..models.preprocess import render_inputs
+
     device, dtype = model_device_dtype(model)
-    return record_activations(model, list(layers), image.to(device=device, dtype=dtype))
+    image = image.to(device=device, dtype=dtype)
+    preprocess = render_inputs(model, preprocess=preprocess).preprocess
+    if preprocess is not None:
+        with torch.no_grad():
+            image = preprocess(image)
+    return record_activations(model, list(layers), image)
 
 
 def channel_spec(spec: ChannelSpec, model: nn.Module) -> Tuple[Union[str, nn.Module], int]:
@@ -111,6 +127,7 @@ def render_once(
     progress: bool,
     seed: Optional[int],
     callback: Optional[StepCallback] = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """One :func:`~optim.render.render_vis` run of ``steps`` steps, returning its single image: every recipe
     renders through it (the render core and its defaults, no loop of its own).
@@ -125,6 +142,7 @@ def render_once(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        preprocess: as ``render_vis`` takes it (``None``: the model's normalization, if it declares one).
 
     Returns:
         The rendered ``ImageTensor``.
@@ -141,6 +159,6 @@ def render_once(
 
     (out,) = render_vis(
         model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed,
-        callback=callback,
+        callback=callback, preprocess=preprocess,
     )
     return out

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,7 @@ def class_visualization(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Render one image per class, each maximizing its class logit (all classes in one batched render).
 
@@ -43,6 +44,8 @@ def class_visualization(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
+            normalization, else none).
 
     Returns:
         An ``ImageTensor`` ``[len(classes), 3, size, size]``, in the order of ``classes``.
@@ -68,4 +71,4 @@ def class_visualization(
     loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
     # built after seeding, so seed fixes its init
     image = partial(default_image, image_size(model, size), batch=len(indices))
-    return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback)
+    return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback, preprocess)

@@ -2,7 +2,7 @@
 and feature accentuation."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,7 @@ def deep_dream(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """DeepDream on a photo (Mordvintsev et al. 2015): amplify whatever ``layer`` sees in it.
 
@@ -49,6 +50,8 @@ def deep_dream(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
+            normalization, else none).
 
     Returns:
         The dreamed ``ImageTensor``, same shape as ``image`` (batched).
@@ -64,7 +67,9 @@ def deep_dream(
     """
     start = as_batch(image)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed, callback)
+    return render_once(
+        model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess
+    )
 
 
 def feature_inversion(
@@ -78,6 +83,7 @@ def feature_inversion(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Invert a layer's representation of a photo (Mahendran & Vedaldi 2015): from noise, render an image
     whose activation at ``layer`` matches the photo's (:class:`~optim.loss.ContentLoss`).
@@ -94,6 +100,8 @@ def feature_inversion(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        preprocess: applied before the model, to the render and to the photo whose activations are the
+            reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
 
     Returns:
         The inverted ``ImageTensor`` ``[N, 3, H, W]``.
@@ -105,12 +113,13 @@ def feature_inversion(
         torch.Size([1, 3, 96, 96])
     """
     target = as_batch(image)
-    reference = reference_activations(model, [layer], target)[layer]
+    reference = reference_activations(model, [layer], target, preprocess)[layer]
     noise = default_image(tuple(target.shape[2:]), batch=target.shape[0], channels=target.shape[1])
     # no jitter by default: the match is position by position, and the Fourier parameterization
     # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
     jitter = [] if transforms is None else transforms
-    return render_once(model, -ContentLoss(layer, reference), noise, jitter, steps, lr, progress, seed, callback)
+    loss = -ContentLoss(layer, reference)
+    return render_once(model, loss, noise, jitter, steps, lr, progress, seed, callback, preprocess)
 
 
 def style_transfer(
@@ -127,6 +136,7 @@ def style_transfer(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Neural style transfer (Gatys et al. 2016): keep ``content``'s activation at ``content_layer`` and
     take on ``style``'s Gram matrices at ``style_layers``, starting from the content image.
@@ -148,6 +158,8 @@ def style_transfer(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        preprocess: applied before the model, to the render and to the photo whose activations are the
+            reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
 
     Returns:
         The stylized ``ImageTensor``.
@@ -163,13 +175,13 @@ def style_transfer(
     if not style_layers:
         raise ValueError("style_layers is empty: give at least one layer")
     start = as_batch(content, "content")
-    content_act = reference_activations(model, [content_layer], start)[content_layer]
-    style_acts = reference_activations(model, style_layers, as_batch(style, "style"))
+    content_act = reference_activations(model, [content_layer], start, preprocess)[content_layer]
+    style_acts = reference_activations(model, style_layers, as_batch(style, "style"), preprocess)
     style_loss = sum_loss_list([StyleLoss(layer, style_acts[layer]) for layer in style_layers]) / len(style_layers)
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
     jitter = shape_preserving_transforms(2) if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback)
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess)
 
 
 def feature_accentuation(
@@ -185,6 +197,7 @@ def feature_accentuation(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Feature accentuation (Hamblin et al. 2024): raise ``objective`` starting from a real image while
     staying close to the image's activation at ``layer``, so the render shows *what in this image* drives
@@ -205,6 +218,8 @@ def feature_accentuation(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        preprocess: applied before the model, to the render and to the photo whose activations are the
+            reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
 
     Returns:
         The accentuated ``ImageTensor``.
@@ -222,7 +237,7 @@ def feature_accentuation(
     target = parse(objective, model=model) if isinstance(objective, str) else objective
     if not isinstance(target, Loss):
         raise TypeError(f"objective must be a Loss or an objective string, got {type(objective).__name__}")
-    reference = reference_activations(model, [layer], start)[layer]
+    reference = reference_activations(model, [layer], start, preprocess)[layer]
     loss = target - float(weight) * ReferenceDistance(layer, reference)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback)
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -30,6 +30,7 @@ def render_rgba(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Render a feature with an alpha channel (Lucid's transparent neuron visualizations).
 
@@ -51,6 +52,8 @@ def render_rgba(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
+            normalization, else none).
 
     Returns:
         An ``ImageTensor`` ``[batch, 4, size, size]`` (RGB and alpha in ``[0, 1]``).
@@ -73,5 +76,5 @@ def render_rgba(
     loss = loss + float(transparency) * Transparency("input_param")
     # built after seeding, so seed fixes its init
     image = partial(default_image, image_size(model, size), batch=batch, channels=4)
-    return render_once(model, loss, image, nn.Sequential(BlendAlpha(), after), steps, lr, progress, seed,
-                       callback)
+    blend = nn.Sequential(BlendAlpha(), after)
+    return render_once(model, loss, image, blend, steps, lr, progress, seed, callback, preprocess)
