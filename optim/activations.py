@@ -204,6 +204,8 @@ class ActivationMap(Mapping):
 
     Args:
         entries: ``(key, module, name, tensor)`` per target.
+        model: the model the modules belong to (``None``: unknown); kept as ``.model`` for layout inference,
+            which reads a module's ancestors (:func:`optim.layouts.infer_layout`).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2))
@@ -212,7 +214,10 @@ class ActivationMap(Mapping):
         ([[1.0, 1.0]], True, '0')
     """
 
-    def __init__(self, entries: Iterable[Tuple[Hashable, nn.Module, str, torch.Tensor]]) -> None:
+    def __init__(
+        self, entries: Iterable[Tuple[Hashable, nn.Module, str, torch.Tensor]], model: Optional[nn.Module] = None
+    ) -> None:
+        self.model = model
         self._by_key: Dict[Any, torch.Tensor] = {}
         self._by_module: Dict[int, torch.Tensor] = {}
         self._by_name: Dict[str, torch.Tensor] = {}
@@ -276,7 +281,7 @@ class ActivationMap(Mapping):
 
     def detach(self) -> "ActivationMap":
         """The same map with every tensor detached (for storing outside the autograd graph)."""
-        out = ActivationMap([])
+        out = ActivationMap([], self.model)
         out._by_key = {k: v.detach() for k, v in self._by_key.items()}
         out._by_module = {k: v.detach() for k, v in self._by_module.items()}
         out._by_name = {k: v.detach() for k, v in self._by_name.items()}
@@ -624,12 +629,14 @@ class ActivationRecorder:
             said = ", ".join(f"{s.name or type(s.module).__name__} ({s.calls} calls)" for s in missing)
             which = "ran" if all(s.calls == 0 for s in missing) else f"made call {self.call}"
             raise ValueError(f"these targets never {which} in the forward pass: {said}")
-        return ActivationMap((key, slot.module, slot.name, slot.value) for key, slot in self._keys)
+        return ActivationMap(((key, slot.module, slot.name, slot.value) for key, slot in self._keys), self.model)
 
     def recorded(self) -> ActivationMap:
         """What the hooks hold now (targets without a recording are left out): for passive recorders."""
         return ActivationMap(
-            (key, slot.module, slot.name, slot.value) for key, slot in self._keys if isinstance(slot.value, torch.Tensor)
+            ((key, slot.module, slot.name, slot.value) for key, slot in self._keys
+             if isinstance(slot.value, torch.Tensor)),
+            self.model,
         )
 
     def run(self, *inputs: Any, **kwargs: Any) -> ActivationMap:

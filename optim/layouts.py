@@ -17,18 +17,31 @@ computes on: NHWC is permuted to NCHW; tokens (LND first made NLD) become ``(N, 
 on their grid, the prefix tokens dropped) or ``(N, D, L)`` when there is no grid. :func:`unit_count` is the
 number of units (channels or hidden units) a layer has, for listings such as ``layer_info``.
 
-**Inference** (``layout=None``), from the activation alone unless a module is given:
+**Inference** (``layout=None``), from the activation alone unless a module is given. ``module`` is the module
+that produced the activation, ``model`` the model it belongs to (for its ancestors). A module's *widths* are
+its channels-last widths (``nn.LayerNorm`` over one dim, ``nn.Linear`` outputs) and its channels-first ones
+(convolution outputs, batch / group norm channels), in the module or below it; a module with none of its own
+(an activation function, a dropout, a permute) reads those of its nearest ancestor that has some (the MLP or
+block it sits in; needs ``model``).
 
-- 4-D: ``"NCHW"``, or ``"NHWC"`` when ``module`` (the module that produced it) says so unambiguously: its
-  channels-last widths (``nn.LayerNorm`` over one dim, ``nn.Linear`` outputs, in the module or below it)
-  contain the last dim, and dim 1 is none of its widths (channels-last or convolution / batch-norm widths).
-  A channels-last stage whose height equals one of its widths is read as NCHW: give ``layout="NHWC"``.
-- 3-D: ``"LND"`` when ``module`` holds ``nn.MultiheadAttention`` modules that all take the sequence first
-  (``batch_first=False``), else ``"NLD"``. With ``k = floor(sqrt(L))`` and ``p = L - k * k``, the tokens
-  are ``p`` prefix tokens and a ``k x k`` grid when ``k >= 2`` and ``p <= min(8, k - 1)`` (ViT-B/16 at 224:
-  197 = 1 + 14 x 14; four registers and a class token: 201 = 5 + 14 x 14); otherwise no prefix and no grid
-  (``(N, D, L)``). Give ``Layout("NLD", prefix=..., grid=...)`` for anything else (non-square grids, more
-  prefix tokens).
+- 4-D: ``"NCHW"``, or ``"NHWC"`` when the widths say so unambiguously: the channels-last widths contain the
+  last dim, and dim 1 is none of the widths. A channels-last stage whose height equals one of its widths is
+  read as NCHW: give ``layout="NHWC"``.
+- 3-D: ``"LND"`` inside a sequence-first transformer: ``module`` is a block (it holds
+  ``nn.MultiheadAttention`` modules with ``batch_first=False`` as direct children) or an ``nn.Sequential`` of
+  them, or (with ``model``) it sits in such a block (OpenAI CLIP's ``resblocks.0.mlp.c_fc``,
+  ``resblocks.0.ln_2``). A module with its own forward holding such blocks further down (a ``Transformer``,
+  which may transpose: open_clip's returns ``(N, L, D)``, OpenAI CLIP's ``(L, N, D)``) is ``"LND"`` when only
+  its dim 0 fits the token rule below, ``"NLD"`` when only dim 1 does. ``"NCHW"`` (``(N, C, L)``)
+  when dim 1 is one of the channels-first widths and the last dim is none of the channels-last ones (a
+  ``Conv1d`` / ``BatchNorm1d`` output). Else ``"NLD"``. With ``k = floor(sqrt(L))`` and ``p = L - k * k``, the
+  tokens are ``p`` prefix tokens and a ``k x k`` grid when ``k >= 2`` and ``p <= min(8, k - 1)`` (ViT-B/16 at
+  224: 197 = 1 + 14 x 14; four registers and a class token: 201 = 5 + 14 x 14); otherwise no prefix and no
+  grid (``(N, D, L)``). Give ``Layout("NLD", prefix=..., grid=...)`` for anything else (non-square grids, more
+  prefix tokens). Inference refuses to guess the token order (a ``ValueError`` asking for ``layout=``) when
+  a module holds attention of both orders, when both or neither leading dim of such a ``Transformer``'s
+  output fit the token rule, or when an output inside a sequence-first block has a last dim that is none of
+  the block's widths (not one of its ``(L, N, D)`` streams).
 - any other rank: ``"NCHW"`` (channels first: ``(N, C)`` logits, ``(N,)`` scores pass through).
 
 Example:
@@ -44,8 +57,9 @@ Example:
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -225,37 +239,147 @@ def _widths(module: nn.Module) -> Tuple[set, set]:
     return last, first
 
 
-def _sequence_first(module: Optional[nn.Module]) -> bool:
-    if module is None:
-        return False
-    attention = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)]
-    return bool(attention) and all(not m.batch_first for m in attention)
+class _TokenOrderUnknown(ValueError):
+    """Inference cannot tell ``(N, L, D)`` from ``(L, N, D)`` (the unit count, the last dim, is known anyway)."""
 
 
-def _channels_last(activation: torch.Tensor, module: Optional[nn.Module]) -> bool:
-    if module is None or activation.dim() != 4:
-        return False
-    last, first = _widths(module)
+# model -> (id(child) -> parent, id(module) -> weakref of a module found outside the model); every chain read from
+# it is checked against the live children, so a model edited since (a replaced head) is walked again
+_PARENTS: "weakref.WeakKeyDictionary[nn.Module, Tuple[Dict[int, nn.Module], Dict[int, Any]]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _chain(parents: Dict[int, nn.Module], module: nn.Module, model: nn.Module) -> Optional[List[nn.Module]]:
+    chain, m = [], module
+    while m is not model:
+        parent = parents.get(id(m))
+        if parent is None or not any(c is m for c in parent.children()) or len(chain) > len(parents):
+            return None
+        chain.append(parent)
+        m = parent
+    return chain
+
+
+def _ancestors(module: Optional[nn.Module], model: Optional[nn.Module]) -> List[nn.Module]:
+    """The modules ``module`` sits in inside ``model``, nearest first (``model`` last); ``[]`` when unknown."""
+    if module is None or model is None or module is model:
+        return []
+    cached = _PARENTS.get(model)
+    if cached is not None:
+        chain = _chain(cached[0], module, model)
+        if chain is not None:
+            return chain
+        outside = cached[1].get(id(module))
+        if outside is not None and outside() is module:
+            return []
+    parents: Dict[int, nn.Module] = {}
+    for parent in model.modules():
+        for child in parent.children():
+            parents.setdefault(id(child), parent)
+    outside_refs: Dict[int, Any] = {}
+    _PARENTS[model] = (parents, outside_refs)
+    chain = _chain(parents, module, model)
+    if chain is None:
+        outside_refs[id(module)] = weakref.ref(module)  # a transform's module, or another model's
+        return []
+    return chain
+
+
+def _scope_widths(module: Optional[nn.Module], ancestors: List[nn.Module]) -> Tuple[set, set]:
+    """The module's widths, or (it has none) those of its nearest ancestor that has some."""
+    for m in ([module] if module is not None else []) + ancestors:
+        last, first = _widths(m)
+        if last or first:
+            return last, first
+    return set(), set()
+
+
+def _attention_order(attention: List[nn.Module], owner: nn.Module, where: str) -> bool:
+    """Whether ``attention`` (``nn.MultiheadAttention`` modules of ``owner``) all take the sequence first."""
+    orders = {bool(m.batch_first) for m in attention}
+    if len(orders) > 1:
+        raise _TokenOrderUnknown(
+            f"cannot infer whether {where} is (N, L, D) or (L, N, D): {type(owner).__name__} holds "
+            "nn.MultiheadAttention modules of both orders (batch_first=True and False); give layout='NLD' or 'LND'"
+        )
+    return orders == {False}
+
+
+def _sequence_first(
+    activation: torch.Tensor, module: Optional[nn.Module], ancestors: List[nn.Module], where: str
+) -> bool:
+    """The 3-D rule for ``"LND"``: the module's own attention, else that of the block it sits in."""
+    if module is not None:
+        own = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)]
+        direct = isinstance(module, nn.MultiheadAttention) or any(m in own for m in module.children())
+        if own and (direct or isinstance(module, nn.Sequential)):  # a block, or a plain stack of blocks
+            return _attention_order(own, module, where)
+        if own and _attention_order(own, module, where):
+            # a model or stack with its own forward may transpose (open_clip's Transformer returns (N, L, D),
+            # OpenAI CLIP's (L, N, D)): L is the leading dim that fits the token rule
+            fits = [_infer_tokens(int(n))[1] is not None for n in activation.shape[:2]]
+            if fits[0] == fits[1]:
+                raise _TokenOrderUnknown(
+                    f"cannot infer whether {where} (shape {tuple(activation.shape)}) is (N, L, D) or (L, N, D): "
+                    f"{type(module).__name__} holds sequence-first attention below it, and its forward may "
+                    "transpose; give layout='NLD' or 'LND'"
+                )
+            return fits[0]
+        if own:
+            return False
+    for block in ancestors:
+        direct = [m for m in block.children() if isinstance(m, nn.MultiheadAttention)]
+        if not direct:
+            continue
+        if not _attention_order(direct, block, where):
+            return False
+        last, _ = _widths(block)
+        if int(activation.shape[-1]) not in last:
+            raise _TokenOrderUnknown(
+                f"cannot infer the layout of {where} (shape {tuple(activation.shape)}): it sits in the "
+                f"sequence-first block {type(block).__name__}, whose (L, N, D) streams are {sorted(last)} wide, "
+                f"but its last dim is {activation.shape[-1]}; give layout='LND', 'NLD' or 'NCL'"
+            )
+        return True
+    return False
+
+
+def _channels_last(activation: torch.Tensor, widths: Tuple[set, set]) -> bool:
+    last, first = widths
     channels_last, dim1 = int(activation.shape[-1]), int(activation.shape[1])
     return channels_last in last and dim1 not in last and dim1 not in first
 
 
+def _sequence_channels_first(activation: torch.Tensor, widths: Tuple[set, set]) -> bool:
+    last, first = widths
+    return int(activation.shape[1]) in first and int(activation.shape[-1]) not in last
+
+
 def infer_layout(
-    activation: torch.Tensor, layout: LayoutArg = None, *, module: Optional[nn.Module] = None, where: str = ""
+    activation: torch.Tensor,
+    layout: LayoutArg = None,
+    *,
+    module: Optional[nn.Module] = None,
+    model: Optional[nn.Module] = None,
+    where: str = "",
 ) -> Layout:
     """The complete layout of ``activation``: ``layout`` checked against it, or inferred (module docstring).
 
     Args:
         activation: the tensor, batch first.
         layout: ``None`` (infer), a name or a :class:`Layout`; token prefix/grid left ``None`` are inferred.
-        module: the module that produced ``activation``, for the channels-last rule (optional).
+        module: the module that produced ``activation``, for the width and attention rules (optional).
+        model: the model ``module`` belongs to (optional): its ancestors lend their widths to a module that
+            has none (an activation inside an MLP) and their attention order to the modules of a block.
         where: how to name the layer in errors (default: "the activation").
 
     Returns:
         A :class:`Layout` with, for tokens, ``prefix`` and ``grid`` filled in (``grid=None``: no grid).
 
     Raises:
-        ValueError: a layout that does not fit the activation's rank or length (naming the shape).
+        ValueError: a layout that does not fit the activation's rank or length (naming the shape); a token
+            order inference refuses to guess (see the module docstring; give ``layout=``).
 
     Example:
         >>> infer_layout(torch.zeros(1, 197, 768))
@@ -267,6 +391,12 @@ def infer_layout(
         >>> ln = nn.LayerNorm(96)
         >>> infer_layout(torch.zeros(1, 56, 56, 96), module=ln)  # a channels-last norm's output
         Layout('NHWC')
+        >>> mlp = nn.Sequential(nn.Linear(96, 384), nn.GELU())  # the GELU has no widths: the MLP's count
+        >>> infer_layout(torch.zeros(1, 56, 56, 384), module=mlp[1], model=mlp)
+        Layout('NHWC')
+        >>> conv = nn.Conv1d(3, 64, 3)
+        >>> infer_layout(torch.zeros(2, 64, 100), module=conv)  # (N, C, L)
+        Layout('NCHW')
         >>> infer_layout(torch.zeros(2, 10), "NLD")
         Traceback (most recent call last):
         ...
@@ -278,11 +408,16 @@ def infer_layout(
     given = check_layout(layout)
     shape = tuple(activation.shape)
     if given is None:
-        if activation.dim() == 3:
-            if _sequence_first(module):
-                return _resolve_tokens(Layout("LND"), shape[0], where)
-            return _resolve_tokens(Layout("NLD"), shape[1], where)
-        return Layout("NHWC") if _channels_last(activation, module) else Layout("NCHW")
+        if activation.dim() not in (3, 4) or module is None:
+            return _resolve_tokens(Layout("NLD"), shape[1], where) if activation.dim() == 3 else Layout("NCHW")
+        ancestors = _ancestors(module, model)
+        if activation.dim() == 4:
+            return Layout("NHWC") if _channels_last(activation, _scope_widths(module, ancestors)) else Layout("NCHW")
+        if _sequence_first(activation, module, ancestors, where):
+            return _resolve_tokens(Layout("LND"), shape[0], where)
+        if _sequence_channels_first(activation, _scope_widths(module, ancestors)):
+            return Layout("NCHW")
+        return _resolve_tokens(Layout("NLD"), shape[1], where)
     if given.is_tokens:
         if activation.dim() != 3:
             dims = "(N, L, D)" if given.name == "NLD" else "(L, N, D)"
@@ -298,6 +433,7 @@ def channels_first(
     layout: LayoutArg = None,
     *,
     module: Optional[nn.Module] = None,
+    model: Optional[nn.Module] = None,
     keep_prefix: bool = False,
     where: str = "",
 ) -> torch.Tensor:
@@ -313,7 +449,8 @@ def channels_first(
     Args:
         activation: the tensor.
         layout: ``None`` (infer), a name or a :class:`Layout` (see :func:`infer_layout`).
-        module: the module that produced it (for the channels-last rule).
+        module: the module that produced it (see :func:`infer_layout`).
+        model: the model ``module`` belongs to (see :func:`infer_layout`).
         keep_prefix: tokens only: keep every token, as a sequence.
         where: the layer's name, for errors.
 
@@ -331,7 +468,7 @@ def channels_first(
         >>> channels_first(x.transpose(0, 1), "LND")[0, 1].tolist()  # sequence first: the same view
         [[3.0, 5.0], [7.0, 9.0]]
     """
-    resolved = infer_layout(activation, layout, module=module, where=where)
+    resolved = infer_layout(activation, layout, module=module, model=model, where=where)
     if resolved.name == "NCHW":
         return activation
     if resolved.name == "NHWC":
@@ -346,7 +483,13 @@ def channels_first(
     return patches.reshape(patches.shape[0], patches.shape[1], *resolved.grid)
 
 
-def unit_count(activation: torch.Tensor, layout: LayoutArg = None, *, module: Optional[nn.Module] = None) -> int:
+def unit_count(
+    activation: torch.Tensor,
+    layout: LayoutArg = None,
+    *,
+    module: Optional[nn.Module] = None,
+    model: Optional[nn.Module] = None,
+) -> int:
     """How many units (channels or hidden units) a layer has: C for NCHW, the last dim for NHWC and tokens.
 
     This is what a layer table reports as the layer's units, and the range of ``"layer:unit"``.
@@ -354,10 +497,12 @@ def unit_count(activation: torch.Tensor, layout: LayoutArg = None, *, module: Op
     Args:
         activation: the layer's output (batch first).
         layout: ``None`` (infer, see :func:`infer_layout`), a name or a :class:`Layout`.
-        module: the module that produced it (for the channels-last rule).
+        module: the module that produced it (see :func:`infer_layout`).
+        model: the model ``module`` belongs to (see :func:`infer_layout`).
 
     Raises:
-        ValueError: an activation with no unit dimension (fewer than 2 dims).
+        ValueError: an activation with no unit dimension (fewer than 2 dims). A token layer whose order
+            (``(N, L, D)`` or ``(L, N, D)``) inference refuses to guess still counts its last dim.
 
     Example:
         >>> unit_count(torch.zeros(1, 197, 768)), unit_count(torch.zeros(2, 1000))
@@ -365,5 +510,8 @@ def unit_count(activation: torch.Tensor, layout: LayoutArg = None, *, module: Op
     """
     if isinstance(activation, torch.Tensor) and activation.dim() < 2:
         raise ValueError(f"an activation of shape {tuple(activation.shape)} has no unit dimension (needs N, C, ...)")
-    resolved = infer_layout(activation, layout, module=module)
+    try:
+        resolved = infer_layout(activation, layout, module=module, model=model)
+    except _TokenOrderUnknown:
+        return int(activation.shape[-1])  # hidden units whichever the order
     return int(activation.shape[1] if resolved.name == "NCHW" else activation.shape[-1])

@@ -406,3 +406,166 @@ def test_sequence_first_tokens(tokens):
     assert infer_layout(tokens, module=batch_first) == Layout("NLD", prefix=1, grid=(3, 3))
     with pytest.raises(ValueError, match=r"layout 'LND' needs a 3-D \(L, N, D\) activation"):
         infer_layout(torch.zeros(2, 3), "LND")
+
+
+# --- review fixes: widths of the module, its block and its model -----------------------------------------
+def test_conv1d_and_batchnorm1d_outputs_are_channels_first():
+    torch.manual_seed(0)
+    conv = nn.Conv1d(3, 64, 3, padding=1)
+    x = conv(torch.randn(2, 3, 100))
+    assert infer_layout(x, module=conv) == Layout("NCHW") and unit_count(x, module=conv) == 64
+    assert infer_layout(torch.zeros(2, 64, 100), module=nn.BatchNorm1d(64)) == Layout("NCHW")
+    net = nn.Sequential(nn.Conv1d(3, 8, 3, padding=1), nn.ReLU())  # the ReLU reads the Sequential's widths
+    acts = record_activations(net, ["0", "1"], torch.randn(2, 3, 10))
+    assert [unit_count(acts[n], module=acts.module_of(n), model=net) for n in ("0", "1")] == [8, 8]
+    torch.testing.assert_close(ChannelActivation("1", 5, batch_index=1)(acts), acts["1"][1:, 5])
+    # tokens stay tokens: dim 1 (L) is no convolution width, or the last dim is a channels-last width
+    assert infer_layout(torch.zeros(2, 10, 8), module=nn.Linear(4, 8)) == Layout("NLD", prefix=1, grid=(3, 3))
+    mixed = nn.Sequential(nn.Conv1d(3, 10, 1), nn.Linear(5, 8))
+    assert infer_layout(torch.zeros(2, 10, 8), module=mixed).name == "NLD"
+
+
+def test_modules_without_widths_read_their_block():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = torchvision.models.swin_transformer.SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 1], window_size=[7, 7]).eval()
+    names = ["features.1.0.mlp.0", "features.1.0.mlp.1", "features.1.0.mlp.2", "features.1.0.mlp.4"]
+    acts = record_activations(net, names, torch.rand(1, 3, 96, 96))
+    gelu = acts["features.1.0.mlp.1"]
+    assert gelu.shape == (1, 24, 24, 64)
+    assert infer_layout(gelu, module=acts.module_of("features.1.0.mlp.1"), model=net) == Layout("NHWC")
+    assert infer_layout(gelu, module=acts.module_of("features.1.0.mlp.1")) == Layout("NCHW")  # no ancestors
+    assert [unit_count(acts[n], module=acts.module_of(n), model=net) for n in names] == [64, 64, 64, 16]
+    # losses reach the model through the ActivationMap: unit 40 is the last dim
+    assert acts.model is net
+    torch.testing.assert_close(ChannelActivation("features.1.0.mlp.1", 40)(acts), gelu[..., 40])
+    rows = {r.name: r.channels for r in opt.models.layer_info(net, (1, 3, 96, 96))}
+    assert [rows[n] for n in names] == [64, 64, 64, 16] and rows["features.1.0.norm2"] == 16
+    # a ConvNeXt-like block: dwconv, permute, LayerNorm, Linear, GELU, Linear, permute back
+    class Permute(nn.Module):
+        def __init__(self, *dims):
+            super().__init__()
+            self.dims = dims
+
+        def forward(self, x):
+            return x.permute(*self.dims)
+
+    block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), Permute(0, 2, 3, 1), nn.LayerNorm(8),
+                          nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8), Permute(0, 3, 1, 2))
+    acts = record_activations(block, ["1", "4", "6"], torch.rand(1, 8, 5, 5))
+    assert [infer_layout(acts[n], module=block[int(n)], model=block).name for n in ("1", "4", "6")] == [
+        "NHWC", "NHWC", "NCHW"]
+
+
+class _QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class _ResidualAttentionBlock(nn.Module):
+    """OpenAI CLIP's block: (L, N, D) in and out."""
+
+    def __init__(self, d):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.attn = nn.MultiheadAttention(d, 2)
+        self.ln_1 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(d, 4 * d), gelu=_QuickGELU(), c_proj=nn.Linear(4 * d, d)))
+        self.ln_2 = nn.LayerNorm(d)
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class _Transformer(nn.Module):
+    def __init__(self, d, layers):
+        super().__init__()
+        self.resblocks = nn.Sequential(*[_ResidualAttentionBlock(d) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.resblocks(x)
+
+
+class _ClipVisual(nn.Module):
+    """OpenAI CLIP's VisionTransformer at D=8, 4 px patches: NLD around a sequence-first transformer."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, d, 4, 4, bias=False)
+        self.class_embedding = nn.Parameter(torch.randn(d))
+        self.ln_pre = nn.LayerNorm(d)
+        self.transformer = _Transformer(d, 2)
+        self.ln_post = nn.LayerNorm(d)
+
+    def forward(self, x):
+        x = self.conv1(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1)
+        x = self.ln_pre(x).permute(1, 0, 2)  # NLD -> LND
+        x = self.transformer(x).permute(1, 0, 2)  # LND -> NLD
+        return self.ln_post(x[:, 0])
+
+
+def test_modules_of_sequence_first_blocks_are_sequence_first():
+    torch.manual_seed(0)
+    net = _ClipVisual().eval()
+    block = "transformer.resblocks.0"
+    names = ["ln_pre", "transformer", "transformer.resblocks", block, f"{block}.ln_2", f"{block}.mlp",
+             f"{block}.mlp.c_fc", f"{block}.mlp.gelu"]
+    acts = record_activations(net, names, torch.rand(2, 3, 12, 12))  # N=2, L = 1 + 3 x 3
+    layouts = [infer_layout(acts[n], module=acts.module_of(n), model=net).name for n in names]
+    assert layouts == ["NLD", "LND", "LND", "LND", "LND", "LND", "LND", "LND"]
+    assert infer_layout(acts[f"{block}.mlp.c_fc"], module=acts.module_of(f"{block}.mlp.c_fc"), model=net) == Layout(
+        "LND", prefix=1, grid=(3, 3))
+    fc = acts[f"{block}.mlp.c_fc"]
+    assert fc.shape == (10, 2, 32)
+    # batch_index selects the image, not a token: image 1's hidden unit 7 on the 3 x 3 grid
+    torch.testing.assert_close(ChannelActivation(f"{block}.mlp.c_fc", 7, batch_index=1)(acts),
+                               fc[1:, 1, 7].reshape(1, 3, 3))
+    assert NeuronActivation(f"{block}.mlp.gelu", 3, token=0)(acts).flatten().tolist() == pytest.approx(
+        acts[f"{block}.mlp.gelu"][0, :, 3].tolist())
+    rows = {r.name: r.channels for r in opt.models.layer_info(net, (1, 3, 12, 12))}
+    assert [rows[n] for n in names[3:]] == [8, 8, 8, 32, 32]
+
+
+def test_token_order_inference_refuses_to_guess():
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    stack = open_clip.transformer.Transformer(8, 1, 2, batch_first=False).eval()  # (N, L, D) in and out
+    acts = record_activations(stack, [stack, "resblocks.0.mlp.c_fc"], torch.rand(2, 10, 8))
+    assert infer_layout(acts[stack], module=stack, model=stack) == Layout("NLD", prefix=1, grid=(3, 3))
+    assert infer_layout(acts["resblocks.0.mlp.c_fc"], module=stack.resblocks[0].mlp.c_fc, model=stack).name == "LND"
+    # both leading dims fit the token rule: (4, 10, 8) is 4 images of 10 tokens or 10 of 4 (a 2 x 2 grid)
+    with pytest.raises(ValueError, match=r"\(N, L, D\) or \(L, N, D\).*give layout='NLD' or 'LND'"):
+        infer_layout(torch.zeros(4, 10, 8), module=stack)
+    assert unit_count(torch.zeros(4, 10, 8), module=stack) == 8  # the hidden units either way
+    assert infer_layout(torch.zeros(4, 10, 8), "NLD", module=stack).name == "NLD"
+    # an output of a sequence-first block that is none of its streams (attention weights, say)
+    block = _ResidualAttentionBlock(8)
+    probs = nn.Softmax(-1)
+    block.add_module("probs", probs)
+    with pytest.raises(ValueError, match=r"sequence-first block _ResidualAttentionBlock.*last dim is 10; give layout="):
+        infer_layout(torch.zeros(2, 10, 10), module=probs, model=block)
+    mixed = nn.Sequential(nn.MultiheadAttention(8, 2), nn.MultiheadAttention(8, 2, batch_first=True))
+    with pytest.raises(ValueError, match="both orders"):
+        infer_layout(torch.zeros(10, 2, 8), module=mixed)
+
+
+def test_renderable_layers_keep_token_and_channels_last_layers():
+    from optim.models.selection import layer_table, renderable_layers
+
+    class Permute(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1)
+
+    torch.manual_seed(0)
+    rows = layer_table(TinyTokens().eval(), 4)  # a 2x2 grid and a class token: (1, 5, 6) blocks, (1, 3) head
+    kept = {r.name: (r.shape, r.channels) for r in renderable_layers(rows)}
+    blocks = ["blocks", "blocks.0", "blocks.0.0", "blocks.0.1", "blocks.1", "blocks.1.0", "blocks.1.1"]
+    assert kept == {"embed": ((1, 6, 2, 2), 6), **{n: ((1, 5, 6), 6) for n in blocks}}  # not the head
+    nhwc = nn.Sequential(nn.Conv2d(3, 4, 2, 2), Permute(), nn.LayerNorm(4), nn.Linear(4, 6), nn.Flatten(1))
+    assert [(r.name, r.shape, r.channels) for r in renderable_layers(layer_table(nhwc, 16))] == [
+        ("0", (1, 4, 8, 8), 4), ("1", (1, 8, 8, 4), 4), ("2", (1, 8, 8, 4), 4), ("3", (1, 8, 8, 6), 6)]

@@ -80,7 +80,8 @@ def channel_attribution(
     target = _check_target(target, x.shape[0])
     with autograd_context(), model_frozen(model):
         attr = _captum().LayerGradientXActivation(logits_module(model), module).attribute(x, target=target)
-    attr = channels_first(attr.detach(), infer_layout(attr, layout, module=module, where=f"layer {layer!r}"))
+    resolved = infer_layout(attr, layout, module=module, model=model, where=f"layer {layer!r}")
+    attr = channels_first(attr.detach(), resolved)
     if attr.dim() == 2:
         attr = attr[:, :, None, None]
     elif attr.dim() == 3:  # tokens without a grid: one row

@@ -54,11 +54,14 @@ def _guided_backprop(model: nn.Module) -> Any:
     return _GuidedBackprop(model)
 
 
-def _spatial_size(output: Any, module: nn.Module) -> Optional[Tuple[int, int]]:
+def _spatial_size(output: Any, module: nn.Module, model: Optional[nn.Module] = None) -> Optional[Tuple[int, int]]:
     """The ``(h, w)`` of a map-like output in its layout (NCHW, NHWC, tokens on a grid), else ``None``."""
     if not isinstance(output, torch.Tensor) or output.dim() not in (3, 4):
         return None
-    layout = infer_layout(output, module=module)
+    try:
+        layout = infer_layout(output, module=module, model=model)
+    except ValueError:  # a token order inference refuses to guess: not a map to default to
+        return None
     if layout.is_tokens:
         return layout.grid
     if output.dim() != 4:
@@ -90,7 +93,7 @@ def _gradcam_site(model: nn.Module, image: torch.Tensor) -> Tuple[nn.Module, boo
             except ValueError:
                 continue  # refuses a hook: captum could not hook it for Grad-CAM either
         model(image)
-    sizes = [_spatial_size(out, module) for _, _, module, out in fired]
+    sizes = [_spatial_size(out, module, model) for _, _, module, out in fired]
     spatial = [i for i, size in enumerate(sizes) if size is not None and size[0] * size[1] > 1]
     if not spatial:
         raise ValueError(f"{type(model).__name__} has no layer with a spatial output; pass layer= for Grad-CAM")
@@ -213,7 +216,7 @@ def _gradcam_map(
         model, module, (x,), target, extra, attribute_to_layer_input=on_input
     )
     where = f"the {'input' if on_input else 'output'} of {type(module).__name__}"
-    resolved = infer_layout(evals[0], layout, module=None if on_input else module, where=where)
+    resolved = infer_layout(evals[0], layout, module=None if on_input else module, model=model, where=where)
     grad, act = channels_first(grads[0], resolved), channels_first(evals[0], resolved)
     if resolved.is_tokens and act.dim() == 3:
         grad, act = grad.unsqueeze(2), act.unsqueeze(2)  # tokens without a grid: one row

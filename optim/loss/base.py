@@ -544,7 +544,8 @@ class BaseLoss(Loss):
         module = target if isinstance(target, nn.Module) else None
         if module is None and hasattr(activations, "module_of"):
             module = activations.module_of(target)
-        return infer_layout(raw, self.layout, module=module, where=_where(target))
+        model = getattr(activations, "model", None)  # an ActivationMap's model: the module's ancestors
+        return infer_layout(raw, self.layout, module=module, model=model, where=_where(target))
 
     def _batch_slice(self, batch_size: int, target: Optional[Target] = None) -> slice:
         """The slice of a batch of ``batch_size`` this loss reads (``batch_index`` resolved)."""

@@ -389,7 +389,7 @@ def layer_info(
             continue
         act = acts[module]
         shape = tuple(act.shape)
-        channels = unit_count(act, module=module) if act.dim() >= 2 else None
+        channels = unit_count(act, module=module, model=model) if act.dim() >= 2 else None
         rows.append(LayerInfo(name, type(module).__name__, shape, channels))
     return rows
 

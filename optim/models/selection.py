@@ -81,13 +81,14 @@ def layer_table(model: nn.Module, size: Union[None, int, Sequence[int]] = None) 
 
 
 def renderable_layers(rows: Sequence[Any]) -> List[Any]:
-    """The rows of :func:`layer_table` whose output is an NCHW feature map (channels can be rendered).
+    """The rows of :func:`layer_table` whose units can be rendered: a known unit count and an output of rank 3
+    or 4 (a feature map NCHW or NHWC, tokens ``(N, L, D)``, a sequence ``(N, C, L)``); not logits ``(N, C)``.
 
     >>> rows = layer_table(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), 8)
     >>> [r.name for r in renderable_layers(rows)]
     ['0']
     """
-    return [r for r in rows if r.shape is not None and len(r.shape) == 4 and r.channels]
+    return [r for r in rows if r.shape is not None and len(r.shape) in (3, 4) and r.channels]
 
 
 def channel_counts(
@@ -129,7 +130,7 @@ def channel_counts(
         if out.dim() < 2:
             shown = layer if isinstance(layer, str) else type(layer).__name__
             raise ValueError(f"layer {shown!r} has no channel dimension (output shape {tuple(out.shape)})")
-        counts.append(unit_count(out, module=acts.module_of(layer)))
+        counts.append(unit_count(out, module=acts.module_of(layer), model=model))
     return counts
 
 
