@@ -227,17 +227,19 @@ def _channel_objective(
     images: torch.Tensor,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> List[float]:
-    """Each image's mean activation of its own channel (the objective ``render_layer`` maximizes), untransformed
-    but through the render's ``preprocess`` (the model's input normalization)."""
+    """Each image's mean activation of its own channel (the objective ``render_layer`` maximizes, read through the
+    layer's layout: a hidden unit of a token layer, the last dim of a channels-last one), untransformed but through
+    the render's ``preprocess`` (the model's input normalization)."""
     from ._utils import model_device_dtype
     from .activations import record_activations
+    from .loss import ChannelActivation
 
     device, dtype = model_device_dtype(model)
     images = images.to(device=device, dtype=dtype)
     if preprocess is not None:
         images = preprocess(images)
-    acts = record_activations(model, layer, images)[layer]
-    return [float(acts[i, c].mean()) for i, c in enumerate(channels)]
+    acts = record_activations(model, layer, images)
+    return [float(ChannelActivation(layer, c, batch_index=i)(acts).mean()) for i, c in enumerate(channels)]
 
 
 def _contact_sheet(out: Path, layer: str, units: List[Dict[str, Any]], title: str) -> None:

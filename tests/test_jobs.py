@@ -129,6 +129,51 @@ def test_size_none_renders_at_the_native_size_normalized_as_render_layer(tmp_pat
         render_model(model, ["0"], out, steps=2, size=16, seed=0, log=None)
 
 
+class _Tokens(nn.Module):
+    """(N, 3, 16, 16) -> (N, 5, 8): a class token and a 2 x 2 grid of 8 hidden units."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        return self.norm(torch.cat([x.mean(1, keepdim=True), x], dim=1))
+
+
+class _Permute(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("kind", ["tokens", "nhwc"])
+def test_objectives_read_hidden_units_and_channels_last(kind, tmp_path):
+    torch.manual_seed(0)
+    if kind == "tokens":
+        model, layer = nn.Sequential(_Tokens()).eval(), "0"
+        units = 8  # hidden units, not the 5 tokens
+
+        def objective(out, c):  # hidden unit c over the 2 x 2 patch tokens
+            return out[0, 1:, c].mean().item()
+    else:
+        model, layer = nn.Sequential(nn.Conv2d(3, 4, 2, 2), _Permute(), nn.Linear(4, 6)).eval(), "2"
+        units = 6  # (N, 8, 8, 6): the last dim, not the 8 rows
+
+        def objective(out, c):
+            return out[0, ..., c].mean().item()
+    summary = render_model(model, [layer], tmp_path, steps=1, size=16, batch_size=units, log=None)
+    assert summary["units"] == units
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [u["channel"] for u in index["units"]] == list(range(units))
+    tiles = render_layer(model, layer, batch_size=units, steps=1, size=16, seed=0, progress=False)
+    for c in (0, units - 1):
+        record = json.loads((tmp_path / layer / f"{c}.json").read_text())
+        with torch.no_grad():
+            out = model[: int(layer) + 1](tiles[c : c + 1].as_subclass(torch.Tensor))
+        assert record["objective_after"] == pytest.approx(objective(out, c), rel=1e-5)
+
+
 def test_size_none_without_a_native_size_is_default_size_and_an_int_size_job_resumes(tmp_path):
     net = nn.Sequential(nn.Conv2d(3, 2, 3))
     render_model(net, ["0"], tmp_path / "a", steps=1, seed=0, log=None, progress=False)
