@@ -238,10 +238,11 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     if args.filter:
         rows = [r for r in rows if args.filter in r.name]
     width = max([len(r.name) for r in rows] + [5])
-    print(f"{'layer':{width}s}  {'type':18s}  {'output shape':18s}  channels")
+    kind = max([len(r.type) for r in rows] + [18])
+    print(f"{'layer':{width}s}  {'type':{kind}s}  {'output shape':18s}  channels")
     for r in rows:
         shape = "x".join(map(str, r.shape)) if r.shape else "-"
-        print(f"{r.name:{width}s}  {r.type:18s}  {shape:18s}  {r.channels if r.channels is not None else '-'}")
+        print(f"{r.name:{width}s}  {r.type:{kind}s}  {shape:18s}  {r.channels if r.channels is not None else '-'}")
     sys.stdout.flush()
     return 0
 

@@ -157,6 +157,13 @@ def _write_png(pil: Any, handle: Any, metadata: Optional[Mapping[str, str]]) -> 
     pil.save(handle, format="PNG", pnginfo=info)
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
     """Write a file so that readers see the old file or the complete new one, never a part.
 
@@ -178,10 +185,14 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> atomic_write(folder / "a.txt", lambda f: f.write(b"hi")).read_bytes()
     b'hi'
+    >>> oct((folder / "a.txt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # as open() would make it
+    True
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 less the umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
