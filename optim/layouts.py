@@ -263,7 +263,7 @@ def _chain(parents: Dict[int, nn.Module], module: nn.Module, model: nn.Module) -
 
 def _ancestors(module: Optional[nn.Module], model: Optional[nn.Module]) -> List[nn.Module]:
     """The modules ``module`` sits in inside ``model``, nearest first (``model`` last); ``[]`` when unknown."""
-    if module is None or model is None or module is model:
+    if module is None or not isinstance(model, nn.Module) or module is model:  # a plain function: no modules
         return []
     cached = _PARENTS.get(model)
     if cached is not None:
