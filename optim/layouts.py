@@ -243,17 +243,17 @@ class _TokenOrderUnknown(ValueError):
     """Inference cannot tell ``(N, L, D)`` from ``(L, N, D)`` (the unit count, the last dim, is known anyway)."""
 
 
-# model -> (id(child) -> parent, id(module) -> weakref of a module found outside the model); every chain read from
-# it is checked against the live children, so a model edited since (a replaced head) is walked again
-_PARENTS: "weakref.WeakKeyDictionary[nn.Module, Tuple[Dict[int, nn.Module], Dict[int, Any]]]" = (
-    weakref.WeakKeyDictionary()
-)
+# model -> {id(child): weakref to its parent}. Weak references only: a strong one to any module of the model (the
+# model itself is a parent) would keep the weak key alive forever. Every chain read from it is checked against the
+# live children, so a model edited since (a replaced head, an appended block) is walked again.
+_PARENTS: "weakref.WeakKeyDictionary[nn.Module, Dict[int, Any]]" = weakref.WeakKeyDictionary()
 
 
-def _chain(parents: Dict[int, nn.Module], module: nn.Module, model: nn.Module) -> Optional[List[nn.Module]]:
+def _chain(parents: Dict[int, Any], module: nn.Module, model: nn.Module) -> Optional[List[nn.Module]]:
     chain, m = [], module
     while m is not model:
-        parent = parents.get(id(m))
+        ref = parents.get(id(m))
+        parent = ref() if ref is not None else None
         if parent is None or not any(c is m for c in parent.children()) or len(chain) > len(parents):
             return None
         chain.append(parent)
@@ -267,28 +267,47 @@ def _ancestors(module: Optional[nn.Module], model: Optional[nn.Module]) -> List[
         return []
     cached = _PARENTS.get(model)
     if cached is not None:
-        chain = _chain(cached[0], module, model)
+        chain = _chain(cached, module, model)
         if chain is not None:
             return chain
-        outside = cached[1].get(id(module))
-        if outside is not None and outside() is module:
-            return []
-    parents: Dict[int, nn.Module] = {}
+    parents: Dict[int, Any] = {}
     for parent in model.modules():
         for child in parent.children():
-            parents.setdefault(id(child), parent)
-    outside_refs: Dict[int, Any] = {}
-    _PARENTS[model] = (parents, outside_refs)
+            parents.setdefault(id(child), weakref.ref(parent))
+    _PARENTS[model] = parents
     chain = _chain(parents, module, model)
-    if chain is None:
-        outside_refs[id(module)] = weakref.ref(module)  # a transform's module, or another model's
-        return []
-    return chain
+    return [] if chain is None else chain  # None: a module outside the model (a transform's, another model's)
+
+
+# modules whose output has their input's layout: for one with no widths of its own, the module that ran just
+# before it (its preceding sibling) tells the layout better than the block around it
+_KEEPS_LAYOUT = ("torch.nn.modules.activation", "torch.nn.modules.pooling", "torch.nn.modules.dropout")
+
+
+def _keeps_layout(module: nn.Module) -> bool:
+    return type(module).__module__ in _KEEPS_LAYOUT or isinstance(module, nn.Identity)
 
 
 def _scope_widths(module: Optional[nn.Module], ancestors: List[nn.Module]) -> Tuple[set, set]:
-    """The module's widths, or (it has none) those of its nearest ancestor that has some."""
-    for m in ([module] if module is not None else []) + ancestors:
+    """The widths that tell ``module``'s layout: its own; else, for a module that keeps its input's layout (an
+    activation, a pool, a dropout), those of the nearest sibling defined before it that has some; else those of
+    its nearest ancestor that has some.
+
+    The sibling comes first because a block's (or a whole model's) widths mix every part of it: a classifier
+    head's ``Linear`` width can equal a feature map's width, which would make a pool after a concat read as
+    channels-last. A module that may transpose (a custom permute) reads its block's widths."""
+    if module is not None:
+        last, first = _widths(module)
+        if last or first:
+            return last, first
+        if ancestors and _keeps_layout(module):
+            siblings = list(ancestors[0].children())
+            index = next((i for i, child in enumerate(siblings) if child is module), 0)
+            for sibling in reversed(siblings[:index]):
+                last, first = _widths(sibling)
+                if last or first:
+                    return last, first
+    for m in ancestors:
         last, first = _widths(m)
         if last or first:
             return last, first
@@ -313,7 +332,9 @@ def _sequence_first(
     if module is not None:
         own = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)]
         direct = isinstance(module, nn.MultiheadAttention) or any(m in own for m in module.children())
-        if own and (direct or isinstance(module, nn.Sequential)):  # a block, or a plain stack of blocks
+        # a block, or a plain stack of blocks (torch's own Transformer containers never transpose either)
+        stacks = (nn.Sequential, nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)
+        if own and (direct or isinstance(module, stacks)):
             return _attention_order(own, module, where)
         if own and _attention_order(own, module, where):
             # a model or stack with its own forward may transpose (open_clip's Transformer returns (N, L, D),

@@ -569,3 +569,49 @@ def test_renderable_layers_keep_token_and_channels_last_layers():
     nhwc = nn.Sequential(nn.Conv2d(3, 4, 2, 2), Permute(), nn.LayerNorm(4), nn.Linear(4, 6), nn.Flatten(1))
     assert [(r.name, r.shape, r.channels) for r in renderable_layers(layer_table(nhwc, 16))] == [
         ("0", (1, 4, 8, 8), 4), ("1", (1, 8, 8, 4), 4), ("2", (1, 8, 8, 4), 4), ("3", (1, 8, 8, 6), 6)]
+
+
+def test_review_regressions_root_widths_transformer_containers_and_no_leak() -> None:
+    import gc
+
+    import torchvision.models as tvm
+
+    from optim.activations import record_activations
+    from optim.layouts import _PARENTS
+    from optim.models.selection import channel_count
+
+    # a root-level pool of a concat map is channels-first even when the head's width equals the map's width
+    torch.manual_seed(0)
+    g = tvm.googlenet(weights=None, num_classes=4, aux_logits=False, init_weights=False).eval()
+    acts = record_activations(g, "maxpool4", torch.rand(1, 3, 128, 128))
+    assert acts["maxpool4"].shape == (1, 832, 4, 4) and channel_count(g, "maxpool4", 128) == 832
+    got = ChannelActivation("maxpool4", 2)(acts)
+    torch.testing.assert_close(got.mean(), acts["maxpool4"][:, 2].mean())
+
+    # torch's TransformerEncoder never transposes: (L, N, D) whatever the batch size
+    class Seq(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, 16, 4, 4)
+            layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=False)
+            self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            return self.head(self.enc(self.patch(x).flatten(2).permute(2, 0, 1)).mean(0))
+
+    m = Seq().eval()
+    for shape in ((16, 3, 16, 48), (16, 3, 32, 32), (8, 3, 32, 32)):
+        out = record_activations(m, "enc", torch.rand(*shape))["enc"]
+        assert infer_layout(out, module=m.enc, model=m).name == "LND"
+
+    # the ancestor cache holds no strong reference: models are freed
+    import weakref
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.ReLU()))
+    infer_layout(torch.zeros(1, 4, 2, 2), module=net[1][0], model=net)
+    assert net in _PARENTS
+    gone = weakref.ref(net)
+    del net
+    gc.collect()
+    assert gone() is None

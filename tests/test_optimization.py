@@ -282,3 +282,25 @@ def test_end_to_end_natural_image_with_transformation_robustness():
     assert history.shape == (64,)
     assert float(after[channel]) > 8 * float(before[channel])
     assert no_hooks_anywhere(net, image, obj.transform)
+
+
+def test_partial_optimizer_class_takes_lr_and_interrupted_renders_continue_the_schedule(tiny_net):
+    import functools
+
+    obj = InputOptimization(tiny_net, ChannelActivation("conv2", 0), Pixels(), nn.Identity())
+    obj.optimize(n_steps(2, show_progress=False), optimizer=functools.partial(torch.optim.SGD, momentum=0.9), lr=0.5)
+    assert obj._optimizer.param_groups[0]["lr"] == pytest.approx(0.5 / (1 + 1 / 64) ** 0.5, rel=1e-12)
+    assert obj._optimizer.param_groups[0]["momentum"] == 0.9
+
+    obj = InputOptimization(tiny_net, ChannelActivation("conv2", 0), Pixels(), nn.Identity())
+
+    def interrupt(step, loss, images):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        obj.optimize(n_steps(50, show_progress=False), lr=0.02, callback=interrupt)
+    seen = []
+    obj.optimize(n_steps(1, show_progress=False), lr=0.02,
+                 callback=lambda step, loss, images: seen.append(obj._optimizer.param_groups[0]["lr"]))
+    assert seen == [pytest.approx(0.02 / (1 + 5 / 64) ** 0.5, rel=1e-12)]  # 5 steps ran before the interrupt

@@ -331,3 +331,17 @@ def test_layer_probes_default_to_the_size_a_render_uses():
     assert layer_table(plain, (10, 12))[0].shape == (1, 4, 8, 10) and layer_table(plain, 8)[0].shape == (1, 4, 6, 6)
     with pytest.raises(ValueError, match="size"):
         channel_counts(fixed, ["0"], 0)
+
+
+def test_a_normalize_in_the_transforms_reaches_the_reference_too():
+    net = _declared_net()
+    photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 0.8 + 0.1
+    own = opt.transforms.Normalize((0.5, 0.5, 0.5), (0.2, 0.3, 0.4))  # other statistics than the model declares
+    kw = dict(steps=1, progress=False, seed=0)
+    # the render normalizes with the transforms' Normalize only; so must the reference: style of itself ~0
+    style = _first_loss(lambda **c: recipes.style_transfer(net, photo, photo, "2", ["0", "2"], transforms=[own],
+                                                           **kw, **c))
+    assert abs(style) < 1e-3
+    with torch.no_grad():
+        expected = net[0](own(photo))
+    assert torch.allclose(reference_activations(net, ["0"], photo, None, [own])["0"], expected, atol=1e-6)

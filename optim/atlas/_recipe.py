@@ -317,7 +317,7 @@ def render_atlas(
         raise ValueError(f"got {len(vectors)} vectors but {len(coords)} coords")
     from optim.models.preprocess import render_inputs
 
-    inputs = render_inputs(model, image_size, preprocess)  # the model's native size and normalization
+    inputs = render_inputs(model, image_size, preprocess, transforms)  # native size and normalization
     size, preprocess = inputs.size, inputs.preprocess
     in_channels = model_input_channels(model)
     make_loss = loss_fn or (lambda target, vec, index: _direction_loss(target, vec, index, cossim_pow))

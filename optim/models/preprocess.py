@@ -22,11 +22,11 @@ Unknown fields are ``None``. :func:`render_inputs` turns a config into a render'
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
-__all__ = ["InputConfig", "input_config", "render_inputs", "RenderInputs"]
+__all__ = ["InputConfig", "input_config", "render_inputs", "RenderInputs", "normalizers"]
 
 # optim's own model definitions: they take an RGB image in [0, 1] and normalize it themselves
 _ZOO_MODULES = frozenset(
@@ -313,17 +313,25 @@ class RenderInputs:
     config: InputConfig
 
 
-def _holds_normalize(transforms: Any) -> bool:
-    """Whether the render's transforms (a module, a list of them, or None) already normalize the input."""
-    if transforms is None:
-        return False
-    modules = list(transforms) if isinstance(transforms, (list, tuple)) else [transforms]
-    names = ("Normalize",)  # optim's and torchvision's
-    for item in modules:
-        inner = item.modules() if isinstance(item, nn.Module) else [item]
-        if any(type(m).__name__ in names for m in inner):
-            return True
-    return False
+def normalizers(transforms: Any) -> List[Callable[[torch.Tensor], torch.Tensor]]:
+    """The normalizations a render's transforms hold (optim's or torchvision's ``Normalize``, also inside an
+    ``nn.Sequential`` or a torchvision ``Compose``), in order: what a render's reference image goes through too.
+
+    Example:
+        >>> from optim.transforms import Normalize
+        >>> normalizers([nn.Identity(), nn.Sequential(Normalize((0.5,), (0.25,)))])
+        [Normalize(mean=(0.5,), std=(0.25,))]
+    """
+    found: List[Callable[[torch.Tensor], torch.Tensor]] = []
+    items = list(transforms) if isinstance(transforms, (list, tuple)) else [] if transforms is None else [transforms]
+    for item in items:
+        if type(item).__name__ == "Normalize":
+            found.append(item)
+        elif isinstance(getattr(item, "transforms", None), (list, tuple)):  # torchvision's Compose
+            found.extend(normalizers(list(item.transforms)))
+        elif isinstance(item, nn.Module):
+            found.extend(normalizers([m for m in item.children()]))
+    return found
 
 
 def render_inputs(
@@ -371,6 +379,6 @@ def render_inputs(
         hw = config.size if config.size is not None else (DEFAULT_SIZE, DEFAULT_SIZE)
     else:
         hw = tuple(check_size(size))  # type: ignore[assignment]
-    if preprocess is None and not _holds_normalize(transforms):
+    if preprocess is None and not normalizers(transforms):
         preprocess = config.normalize()
     return RenderInputs(size=(int(hw[0]), int(hw[1])), preprocess=preprocess, config=config)

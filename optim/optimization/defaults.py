@@ -213,12 +213,17 @@ def check_lr_decay_steps(decay_steps: Any) -> Optional[float]:
 
 def schedules_lr(optimizer: "OptimizerArg") -> bool:
     """Whether a render's learning rate follows ``lr`` and :func:`scheduled_lr` for this ``optimizer=`` argument:
-    yes for ``None`` (Adam) and an optimizer class; no for an instance or a factory, whose rate is the user's.
+    yes for ``None`` (Adam) and an optimizer class (also ``functools.partial`` of one without ``lr``); no for an
+    instance or a factory, whose rate is the user's.
 
     Example:
         >>> schedules_lr(None), schedules_lr(torch.optim.SGD), schedules_lr(lambda p: torch.optim.SGD(p, lr=0.1))
         (True, True, False)
+        >>> schedules_lr(functools.partial(torch.optim.SGD, momentum=0.9))
+        True
     """
+    if isinstance(optimizer, functools.partial) and "lr" not in optimizer.keywords:
+        optimizer = optimizer.func  # partial(SGD, momentum=0.9) is a class with other defaults: lr is still ours
     return optimizer is None or (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer))
 
 

@@ -358,16 +358,16 @@ class InputOptimization:
                         opt.step()
                         detached = loss_value.detach()
                         history.append(detached)
+                        step += 1  # counted before the callback: a callback that interrupts still ran this step
                         if callback is not None:
-                            callback(step_offset + step, detached, image.detach())
-                        step += 1
+                            callback(step_offset + step - 1, detached, image.detach())
                 finally:
                     self._remember(rec)
         finally:
+            self._steps_done += step  # also when interrupted: a resumed render continues the schedule
             close = getattr(stop, "close", None)
             if callable(close):
                 close()
-        self._steps_done += step
         if not history:
             return torch.empty(0)
         out = torch.stack(history).cpu()

@@ -43,6 +43,7 @@ def reference_activations(
     layers: Sequence[Union[str, nn.Module]],
     image: torch.Tensor,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    transforms: Any = None,
 ) -> ActivationMap:
     """The outputs of ``layers`` for ``image``, through the activation core
     (:func:`~optim.activations.record_activations`: eval mode, no gradients, stopped after the last layer,
@@ -56,8 +57,10 @@ def reference_activations(
         model: the network (left as it was).
         layers: modules or dotted names.
         image: an NCHW batch in ``[0, 1]`` (moved to the model's device and dtype).
-        preprocess: as ``render_vis`` takes it (``None``: the model's normalization, if it declares one;
-            ``nn.Identity()``: none).
+        preprocess: as ``render_vis`` takes it (``None``: the model's normalization, if it declares one and
+            ``transforms`` hold none; ``nn.Identity()``: none).
+        transforms: the render's transforms: a ``Normalize`` among them is applied to the reference too, as the
+            render applies it (their random parts are not: the reference is the image as given).
 
     Returns:
         An :class:`~optim.activations.ActivationMap` of detached activations: iteration yields the layers as
@@ -69,14 +72,15 @@ def reference_activations(
         >>> torch.equal(acts[net[0]], net[0](torch.ones(1, 3, 2, 2))), acts["1"].min().item() >= 0
         (True, True)
     """
-    from ..models.preprocess import render_inputs
+    from ..models.preprocess import normalizers, render_inputs
 
     device, dtype = model_device_dtype(model)
     image = image.to(device=device, dtype=dtype)
-    preprocess = render_inputs(model, preprocess=preprocess).preprocess
-    if preprocess is not None:
-        with torch.no_grad():
-            image = preprocess(image)
+    steps = normalizers(transforms) + [render_inputs(model, preprocess=preprocess, transforms=transforms).preprocess]
+    with torch.no_grad():
+        for step in steps:
+            if step is not None:
+                image = step(image)
     return record_activations(model, list(layers), image)
 
 

@@ -113,7 +113,7 @@ def feature_inversion(
         torch.Size([1, 3, 96, 96])
     """
     target = as_batch(image)
-    reference = reference_activations(model, [layer], target, preprocess)[layer]
+    reference = reference_activations(model, [layer], target, preprocess, transforms)[layer]
     noise = default_image(tuple(target.shape[2:]), batch=target.shape[0], channels=target.shape[1])
     # no jitter by default: the match is position by position, and the Fourier parameterization
     # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
@@ -175,8 +175,8 @@ def style_transfer(
     if not style_layers:
         raise ValueError("style_layers is empty: give at least one layer")
     start = as_batch(content, "content")
-    content_act = reference_activations(model, [content_layer], start, preprocess)[content_layer]
-    style_acts = reference_activations(model, style_layers, as_batch(style, "style"), preprocess)
+    content_act = reference_activations(model, [content_layer], start, preprocess, transforms)[content_layer]
+    style_acts = reference_activations(model, style_layers, as_batch(style, "style"), preprocess, transforms)
     style_loss = sum_loss_list([StyleLoss(layer, style_acts[layer]) for layer in style_layers]) / len(style_layers)
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
@@ -237,7 +237,7 @@ def feature_accentuation(
     target = parse(objective, model=model) if isinstance(objective, str) else objective
     if not isinstance(target, Loss):
         raise TypeError(f"objective must be a Loss or an objective string, got {type(objective).__name__}")
-    reference = reference_activations(model, [layer], start, preprocess)[layer]
+    reference = reference_activations(model, [layer], start, preprocess, transforms)[layer]
     loss = target - float(weight) * ReferenceDistance(layer, reference)
     jitter = shape_preserving_transforms() if transforms is None else transforms
     return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess)
