@@ -403,3 +403,20 @@ def test_a_loss_error_is_not_reported_as_a_size_error() -> None:
     vit = _timm_vit()  # a model that does refuse the size: explained, naming the native size
     with pytest.raises(ValueError, match="native input size is 32x32"):
         opt.render_vis(vit, "blocks.0:1", image=default_image(48), thresholds=(1,), progress=False)
+
+
+def test_a_one_channel_model_with_rgb_statistics_renders_with_their_average() -> None:
+    class Gray(nn.Sequential):
+        pretrained_cfg = {"input_size": (1, 24, 24), "mean": (0.25, 0.5, 0.75), "std": (0.25, 0.25, 0.25)}
+
+    torch.manual_seed(0)
+    model = Gray(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    (image,) = opt.render_vis(model, "0:1", image=torch.full((1, 1, 24, 24), 0.75), transforms=[],
+                              thresholds=(0,), progress=False)
+    assert image.shape == (1, 1, 24, 24)
+    opt.render_vis(model, "0:1", image=torch.full((1, 1, 24, 24), 0.75), transforms=[], thresholds=(1,),
+                   progress=False)
+    torch.testing.assert_close(seen[0], torch.full((1, 1, 24, 24), 1.0), atol=1e-4, rtol=0)  # (0.75 - 0.5) / 0.25
+    model._forward_pre_hooks.clear()

@@ -61,12 +61,19 @@ class InputConfig:
     fixed_size: Optional[bool] = None
     source: str = "unknown"
 
-    def normalize(self) -> Optional[nn.Module]:
+    def normalize(self, channels: Optional[int] = None) -> Optional[nn.Module]:
         """A :class:`~optim.transforms.Normalize` for the declared mean and std, ``None`` without both.
+
+        Args:
+            channels: the channels the model reads, when they differ from the statistics' (timm keeps RGB
+                statistics in ``pretrained_cfg`` of an ``in_chans=1`` model): one channel gets their average,
+                extra channels (alpha, depth) pass unchanged, fewer channels take the first statistics.
 
         Example:
             >>> InputConfig(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).normalize()
             Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+            >>> InputConfig(mean=(0.25, 0.5, 0.75), std=(0.25, 0.25, 0.25)).normalize(channels=1)
+            Normalize(mean=(0.5,), std=(0.25,))
             >>> print(InputConfig().normalize())
             None
         """
@@ -74,7 +81,14 @@ class InputConfig:
             return None
         from ..transforms.normalize import Normalize
 
-        return Normalize(self.mean, self.std)
+        mean, std = [float(v) for v in self.mean], [float(v) for v in self.std]
+        if channels is not None and len(mean) == len(std) and channels != len(mean):
+            if channels == 1:
+                mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+            else:
+                mean = (mean + [0.0] * channels)[:channels]
+                std = (std + [1.0] * channels)[:channels]
+        return Normalize(mean, std)
 
 
 def _pair(value: Any) -> Optional[Tuple[int, int]]:
@@ -380,5 +394,7 @@ def render_inputs(
     else:
         hw = tuple(check_size(size))  # type: ignore[assignment]
     if preprocess is None and not normalizers(transforms):
-        preprocess = config.normalize()
+        from ..optimization.defaults import model_input_channels
+
+        preprocess = config.normalize(model_input_channels(model) if isinstance(model, nn.Module) else None)
     return RenderInputs(size=(int(hw[0]), int(hw[1])), preprocess=preprocess, config=config)
