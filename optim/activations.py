@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Opti
 import torch
 import torch.nn as nn
 
-from ._utils import eager_compiled, model_device_dtype, resolve_module, lookup_module, named_module_map
+from ._utils import eager_compiled, is_compiled, model_device_dtype, resolve_module, lookup_module, named_module_map
 
 __all__ = [
     "ActivationMap",
@@ -218,6 +218,9 @@ class ActivationMap(Mapping):
         self, entries: Iterable[Tuple[Hashable, nn.Module, str, torch.Tensor]], model: Optional[nn.Module] = None
     ) -> None:
         self.model = model
+        # layouts inferred for this map's tensors (BaseLoss._layout_of): one inference per layer per pass, not one
+        # per loss term (a batched render reads one layer with 16 terms every step)
+        self._layouts: Dict[Any, Any] = {}
         self._by_key: Dict[Any, torch.Tensor] = {}
         self._by_module: Dict[int, torch.Tensor] = {}
         self._by_name: Dict[str, torch.Tensor] = {}
@@ -433,6 +436,8 @@ class ActivationRecorder:
                 slot = slots[id(module)] = _Slot(module, name, t)
             self._keys.append((t, slot))
         self.model = model
+        # decided once: the walk over every module costs about 0.1 ms, and run_call is once per render step
+        self._compiled = is_compiled(model)
         self.call = call
         self.stop_early = stop_early
         self.select = select
@@ -609,7 +614,8 @@ class ActivationRecorder:
             completed = True
             self._running = True
             try:
-                with eager_compiled(self.model):  # hooks in a torch.compile'd model: run it eagerly (_utils)
+                # hooks in a torch.compile'd model: run it eagerly (_utils.eager_compiled)
+                with eager_compiled(self.model) if self._compiled else contextlib.nullcontext():
                     forward()
             except StopForward as stop:
                 if stop.recorder is not self and stop.recorder is not None:

@@ -545,7 +545,14 @@ class BaseLoss(Loss):
         if module is None and hasattr(activations, "module_of"):
             module = activations.module_of(target)
         model = getattr(activations, "model", None)  # an ActivationMap's model: the module's ancestors
-        return infer_layout(raw, self.layout, module=module, model=model, where=_where(target))
+        memo = getattr(activations, "_layouts", None)
+        key = (id(raw), self.layout)
+        if memo is not None and key in memo:
+            return memo[key]
+        layout = infer_layout(raw, self.layout, module=module, model=model, where=_where(target))
+        if memo is not None:
+            memo[key] = layout
+        return layout
 
     def _batch_slice(self, batch_size: int, target: Optional[Target] = None) -> slice:
         """The slice of a batch of ``batch_size`` this loss reads (``batch_index`` resolved)."""
