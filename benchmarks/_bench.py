@@ -7,8 +7,9 @@ transforms and no optimizer.
 """
 from __future__ import annotations
 
+import statistics
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -16,7 +17,7 @@ import torch.nn as nn
 LUCENT_INSTALL = "pip install --no-deps torch-lucent && pip install kornia decorator"
 
 
-class _Stop(Exception):
+class Stop(Exception):
     """Raised by the floor's forward hook once the target layer produced its output."""
 
 
@@ -37,10 +38,33 @@ def best_seconds(run: Callable[[], object], repeats: int, device: torch.device) 
     return best
 
 
-def ms_per_step(run: Callable[[int], None], steps: int, repeats: int, device: torch.device, warmup: int = 3) -> float:
-    """The best of ``repeats`` blocks of ``steps`` steps, in ms per step, after ``warmup`` steps."""
-    run(warmup)
-    return 1000.0 * best_seconds(lambda: run(steps), repeats, device) / steps
+def interleaved_ms(
+    runs: Dict[str, Callable[[int], None]], steps: int, rounds: int, device: torch.device, warmup: int = 3
+) -> Dict[str, List[float]]:
+    """ms per step of each of ``runs``, timed in turns: ``rounds`` rounds, each one block of ``steps`` steps per run.
+
+    On a shared or virtual machine the speed drifts by more than the differences worth measuring (10-30% between
+    blocks of the same code here); timing the candidates in alternation, and comparing them within a round, lets
+    both see the same machine. The order rotates every round so no run always follows the same one.
+
+    Returns:
+        ``{name: [ms per step in round 0, round 1, ...]}``.
+    """
+    names = list(runs)
+    for name in names:
+        runs[name](warmup)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(max(1, rounds)):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            times[name].append(1000.0 * best_seconds(lambda: runs[name](steps), 1, device) / steps)
+    return times
+
+
+def ratio_summary(numerator: List[float], denominator: List[float]) -> str:
+    """Median of the per-round ratios with their interquartile range, e.g. ``1.062 [1.041-1.080]``."""
+    ratios = sorted(n / d for n, d in zip(numerator, denominator))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return f"{statistics.median(ratios):.3f} [{q[0]:.3f}-{q[2]:.3f}]"
 
 
 class frozen:
@@ -77,7 +101,7 @@ def floor_steps(
 
     def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
         store["out"] = out
-        raise _Stop
+        raise Stop
 
     def run(n: int) -> None:
         handle = layer.register_forward_hook(hook)
@@ -86,7 +110,7 @@ def floor_steps(
                 x.grad = None
                 try:
                     model(x)
-                except _Stop:
+                except Stop:
                     pass
                 act = store.pop("out")
                 (-act[rows, cols].mean(dim=(1, 2)).sum()).backward()

@@ -687,6 +687,18 @@ def test_row_layer_names():
     assert captum_names(net) == ["[0]", "[0][0]", "[1]"]
 
 
+def test_row_layer_list_passthrough():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Identity(), nn.ModuleList([nn.ReLU()]), nn.Dropout(0.5), nn.ReLU())
+    net.forward = lambda x: net[4](net[3](net[2][0](net[1](net[0](x)))))
+    # captum's rule, written out: every submodule, whatever it does
+    assert [n for n, _ in net.named_modules() if n] == ["0", "1", "2", "2.0", "3", "4"]
+    assert opt.models.get_model_layers(net) == ["0", "2.0", "4"]
+    assert opt.models.get_model_layers(net, passthrough=True) == ["0", "1", "2.0", "3", "4"]
+    x = torch.randn(1, 3, 2, 2)
+    acts = opt.models.collect_activations(net, ["0", "1"], x)
+    assert torch.equal(acts["0"], acts["1"])  # a render on the Identity is a render on the layer before it
+
+
 def test_row_render_defaults():
     from optim.optimization import defaults
 
