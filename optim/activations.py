@@ -385,7 +385,9 @@ class ActivationRecorder:
         passive: also record the passes the caller runs by calling the model itself (captum's usage: read
             :meth:`recorded` afterwards); such passes are never stopped early. By default a recorder records
             only inside its own :meth:`run` / :meth:`run_call`, so a module shared by two models recorded at
-            once is not disturbed by the other model's passes.
+            once is not disturbed by the other model's passes. On a ``torch.compile``d model, use a passive
+            recorder as a context manager: inside the ``with`` block compiled modules run eagerly
+            (:func:`~optim._utils.eager_compiled`), without it their compiled graph skips the hooks.
 
     Raises:
         ValueError: for an unknown name, an empty target list, or a target that refuses a forward hook
@@ -449,6 +451,7 @@ class ActivationRecorder:
         self._running = False
         self._shapes: Any = None
         self.passive = bool(passive)
+        self._eager: Optional[Any] = None
         if self.passive and call < -1:
             raise ValueError(
                 f"a passive recorder keeps the last call (-1) or call k >= 0, got call={call}: it cannot know when "
@@ -559,10 +562,20 @@ class ActivationRecorder:
         self._handles = []
 
     def __enter__(self) -> "ActivationRecorder":
+        if self.passive and self._compiled and self._eager is None:
+            # the caller's own passes inside the block must run the compiled modules eagerly, or the hooks placed
+            # after compilation are skipped and nothing is recorded (see _utils.eager_compiled)
+            self._eager = eager_compiled(self.model)
+            self._eager.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.remove()
+        try:
+            self.remove()
+        finally:
+            eager, self._eager = self._eager, None
+            if eager is not None:
+                eager.__exit__(None, None, None)
 
     # passes -----------------------------------------------------------------------------------------------
     def reset(self) -> None:

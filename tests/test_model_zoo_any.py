@@ -83,6 +83,30 @@ def test_compiled_model_names_resolve_through_orig_mod_and_hooks_are_removed():
     assert rows["layer3.0.conv1"].shape == (1, 256, 2, 2)
 
 
+def test_passive_recorder_and_default_gradcam_layer_on_a_compiled_model_see_the_callers_pass():
+    # a graph compiled before the hooks were placed skips them: a passive recorder used as a context manager
+    # runs the compiled modules eagerly inside its block (it recorded nothing before)
+    torchvision = pytest.importorskip("torchvision")
+    from optim.activations import ActivationRecorder
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
+    compiled = torch.compile(model, backend="eager")
+    x = torch.rand(1, 3, 64, 64)
+    compiled(x)
+    with ActivationRecorder(compiled, "layer3.1", passive=True) as rec:
+        out = compiled(x)
+        recorded = rec.recorded()["layer3.1"]
+    with torch.no_grad():
+        expected = model.layer3(model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x)))))))
+    assert torch.allclose(recorded, expected, atol=1e-6) and torch.allclose(out, model(x), atol=1e-6)
+    assert all(not m._forward_hooks for m in model.modules())
+    # the stance is restored on exit: the compiled graph runs again (no hooks, same output)
+    assert torch.allclose(compiled(x), model(x), atol=1e-6)
+    # Grad-CAM's default layer is found by passive recorders on the caller's pass: the stage output, as uncompiled
+    assert opt.attribution.default_gradcam_layer(compiled, x) is model.layer4
+
+
 # --- low precision -----------------------------------------------------------------------------------------
 
 def test_float16_lite0_renders_with_defaults_and_stays_float16():
