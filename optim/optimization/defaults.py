@@ -15,6 +15,14 @@ that export to exactly 0 or 255. What the numbers said:
 - MACO's phase-only image (``PhaseImage``) never clips but transferred worse (6-8/10) at these budgets;
 - a constant rate lets clipping grow with steps (2.5% at 128); an inverse square-root decay
   (``DEFAULT_LR_DECAY_STEPS``) holds it under 1%.
+
+Tried later and not kept (CPU, 3 seeds, 48 / 128 steps, Lite2 at 260 px on the held-out classes; these
+defaults scored 8.0 / 9.3 of 10 there): no rotation (8.0 / 9.3, and the old classes fell to 8.7 at 48), twice the
+jitter (7.7 / 9.3), scale 1.0-1.6 (6.7 / 9.3), a higher rate decaying faster (0.035 over 24 or 16 steps: 8.0-8.7 /
+9.3 but 1.6-2.4% clipped at 128; 0.045 over 8 steps: 7.7 / 8.7, 2.7% clipped), 0.03 over 32 steps (no better).
+Nearly every held-out miss is one class, the container ship: on single-class renders (8 seeds) Lite2 names it
+at 48 steps for no seed and at 128 steps for about half, and input noise, blur, colour gain, flips, 192 or 224 px,
+scale 0.7-1.3 and a centred logit left that unchanged; a log-softmax objective never rendered it.
 """
 from __future__ import annotations
 
