@@ -310,3 +310,24 @@ def test_facet_loss_batch_index_cuts_the_gradient_too():
     expected = (layer[-1:] * torch.relu(grad[-1:]) * weights.view(1, 3, 1, 1)).sum()
     value = FacetLoss("u", "l", vec, weights, batch_index=-1)(acts)
     assert torch.allclose(value, expected, atol=1e-5)
+
+
+def test_a_layout_read_for_one_module_is_not_reused_for_another_module_sharing_its_tensor():
+    # A Sequential's output is its last child's tensor (the same object once the recorder knows no in-place op
+    # follows). The LayerNorm over the last dim reads as NHWC, the Sequential holding a 4-channel conv as NCHW:
+    # each loss must get its own module's layout whichever loss was evaluated first in the pass.
+    from optim.activations import ActivationRecorder
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LayerNorm(8))
+    x = torch.arange(3 * 5 * 8.0).reshape(1, 3, 5, 8) / 100
+    block, norm = ChannelActivation(net, 1), ChannelActivation(net[1], 1)
+    with torch.no_grad(), ActivationRecorder(net, [net, net[1]]) as rec:
+        rec.run(x)  # the first pass learns that nothing writes into the outputs in place
+        acts = rec.run(x)
+        assert acts[net] is acts[net[1]]
+        out = acts[net]
+        assert torch.equal(norm(acts), out[..., 1])  # channels-last: unit 1 is the last dim's entry 1
+        assert torch.equal(block(acts), out[:, 1])  # channels-first: channel 1 is dim 1
+        acts = rec.run(x)
+        assert torch.equal(block(acts), out[:, 1])
+        assert torch.equal(norm(acts), out[..., 1])

@@ -546,7 +546,9 @@ class BaseLoss(Loss):
             module = activations.module_of(target)
         model = getattr(activations, "model", None)  # an ActivationMap's model: the module's ancestors
         memo = getattr(activations, "_layouts", None)
-        key = (id(raw), self.layout)
+        # the module is part of the key: a block and its last child (or two names of one output) can record the same
+        # tensor object, and their widths may infer different layouts for it
+        key = (id(raw), id(module) if module is not None else None, self.layout)
         if memo is not None and key in memo:
             return memo[key]
         layout = infer_layout(raw, self.layout, module=module, model=model, where=_where(target))
