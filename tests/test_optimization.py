@@ -304,3 +304,27 @@ def test_partial_optimizer_class_takes_lr_and_interrupted_renders_continue_the_s
     obj.optimize(n_steps(1, show_progress=False), lr=0.02,
                  callback=lambda step, loss, images: seen.append(obj._optimizer.param_groups[0]["lr"]))
     assert seen == [pytest.approx(0.02 / (1 + 5 / 64) ** 0.5, rel=1e-12)]  # 5 steps ran before the interrupt
+
+
+def test_a_non_finite_loss_seen_at_a_later_check_names_the_step_it_first_appeared(monkeypatch):
+    # Off the CPU the loss is read every 16 steps. A loss that turns NaN at step 3 (and makes the image NaN
+    # through its gradient) is seen at step 16: the error must still name step 3, and not claim to know the
+    # state of the image at that step.
+    from optim.loss.base import BaseLoss
+    import optim.optimization.input_optimization as io
+
+    class NanAtStep3(BaseLoss):
+        calls = 0
+
+        def __call__(self, acts):
+            NanAtStep3.calls += 1
+            x = self._activation(acts)
+            return x * float("nan") if NanAtStep3.calls == 4 else x
+
+    image = Pixels(size=2, fill=0.5)
+    obj = InputOptimization(None, NanAtStep3(image), image, nn.Identity())
+    monkeypatch.setattr(io, "model_device_dtype", lambda model: (torch.device("cuda"), torch.float32))
+    with pytest.raises(FloatingPointError) as err:
+        obj.optimize(n_steps(20, show_progress=False), optimizer=torch.optim.SGD, lr=0.1)
+    assert "at step 3:" in str(err.value)
+    assert "image is finite" not in str(err.value) and "image itself" not in str(err.value)

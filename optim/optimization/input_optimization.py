@@ -350,6 +350,9 @@ class InputOptimization:
                         acts, image = self._step_forward(rec)
                         loss_value = summarize(self.loss_function(acts))
                         if step % check_every == 0 and not torch.isfinite(loss_value).all():
+                            # off the CPU the steps since the last check were not read: name the first bad one
+                            if history:
+                                self._first_non_finite(torch.stack(history))
                             self._non_finite(step, loss_value, image)
                         loss_value.backward()
                         if schedule is not None:
@@ -371,15 +374,23 @@ class InputOptimization:
         if not history:
             return torch.empty(0)
         out = torch.stack(history).cpu()
-        if not torch.isfinite(out).all():
-            bad = int((~torch.isfinite(out)).nonzero()[0, 0])
-            self._non_finite(bad, out[bad], None)
+        self._first_non_finite(out)
         return out
 
+    def _first_non_finite(self, history: torch.Tensor) -> None:
+        """Raise for the first step of ``history`` (the stacked losses) whose loss is not finite, if any."""
+        bad = (~torch.isfinite(history)).reshape(history.shape[0], -1).any(dim=1)
+        if bool(bad.any()):
+            step = int(bad.nonzero()[0, 0])
+            self._non_finite(step, history[step], None)
+
     def _non_finite(self, step: int, loss: torch.Tensor, image: Optional[torch.Tensor]) -> None:
-        image_bad = image is not None and not bool(torch.isfinite(image).all())
-        where = "the image itself is not finite (a NaN start image, or a learning rate too large)" if image_bad else (
-            "the image is finite, so the model or the objective produced it (a model that outputs NaN/inf, "
-            "a division by zero in the loss)"
-        )
+        if image is None:  # a step found later (off the CPU the loss is read every 16 steps): its image is gone
+            where = ("its image is no longer known; look for a NaN start image, a learning rate too large, or a model "
+                     "or objective that outputs NaN/inf")
+        elif not bool(torch.isfinite(image).all()):
+            where = "the image itself is not finite (a NaN start image, or a learning rate too large)"
+        else:
+            where = ("the image is finite, so the model or the objective produced it (a model that outputs NaN/inf, "
+                     "a division by zero in the loss)")
         raise FloatingPointError(f"the loss became {float(loss.reshape(-1)[0])} at step {step}: {where}")
