@@ -328,3 +328,18 @@ def test_a_non_finite_loss_seen_at_a_later_check_names_the_step_it_first_appeare
         obj.optimize(n_steps(20, show_progress=False), optimizer=torch.optim.SGD, lr=0.1)
     assert "at step 3:" in str(err.value)
     assert "image is finite" not in str(err.value) and "image itself" not in str(err.value)
+
+
+def test_equal_image_keys_name_the_same_stream_whatever_their_python_type():
+    # "equal keys give equal streams": a key read from a numpy array (np.str_, np.int64 inside a tuple, np.float64)
+    # or a 0-d tensor equals the plain Python key, so it must seed the same generator
+    import numpy as np
+    from optim.optimization.streams import image_generators
+
+    plain = ["cat", (1, 2), 0.5, 3]
+    other = [np.str_("cat"), (np.int64(1), 2), np.float64(0.5), torch.tensor(3)]
+    for a, b in zip(image_generators(7, plain), image_generators(7, other)):
+        assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
+    # and different keys still give different streams
+    x, y = image_generators(7, ["cat", "dog"])
+    assert not torch.equal(torch.rand(4, generator=x), torch.rand(4, generator=y))

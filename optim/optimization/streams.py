@@ -56,11 +56,30 @@ def image_generators(seed: int, keys: Sequence[Hashable]) -> List[torch.Generato
     check_seed(seed)
     gens = []
     for key in keys:
-        if not isinstance(key, (str, bool)) and hasattr(key, "__index__"):
-            key = operator.index(key)  # numpy and 0-d tensor integers name the same stream as the int
-        digest = hashlib.sha256(f"optim:{seed}:{key!r}".encode()).digest()
+        digest = hashlib.sha256(f"optim:{seed}:{_canonical_key(key)!r}".encode()).digest()
         gens.append(torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1))
     return gens
+
+
+def _canonical_key(key: Any) -> Any:
+    """``key`` as the plain Python value it equals, so that its ``repr`` (what seeds the stream) does not depend on
+    its type: numpy scalars and 0-d tensors become ``int`` / ``float`` / ``str`` / ``bool``, ``str`` subclasses
+    ``str``, and tuples are read element by element."""
+    if isinstance(key, tuple):
+        return tuple(_canonical_key(k) for k in key)
+    if not isinstance(key, (str, int, float)) and getattr(key, "shape", None) in ((), torch.Size([])):
+        item = getattr(key, "item", None)
+        if callable(item):
+            key = item()  # numpy scalars, 0-d tensors
+    if isinstance(key, bool):
+        return bool(key)
+    if isinstance(key, str):
+        return str(key)
+    if not isinstance(key, float) and hasattr(key, "__index__"):
+        return operator.index(key)  # numpy integers name the same stream as the int
+    if isinstance(key, float):
+        return float(key)
+    return key
 
 
 def is_deterministic(module: nn.Module) -> bool:
