@@ -331,3 +331,14 @@ def test_a_layout_read_for_one_module_is_not_reused_for_another_module_sharing_i
         acts = rec.run(x)
         assert torch.equal(block(acts), out[:, 1])
         assert torch.equal(norm(acts), out[..., 1])
+
+
+def test_activation_weights_refuses_a_window_without_neuron():
+    # x / y / wx / wy describe the window of neuron=True; without it they were ignored and the whole layer weighted
+    act = torch.arange(2 * 3 * 3.0).reshape(1, 2, 3, 3)
+    weights = torch.tensor([1.0, 0.0])
+    assert ActivationWeights("a", weights, neuron=True, x=2, y=0)({"a": act}).flatten().tolist() == [2.0, 0.0]
+    assert ActivationWeights("a", weights)({"a": act}).sum().item() == 36.0  # the whole layer, as documented
+    for window in ({"x": 2}, {"y": 0}, {"wx": 2}, {"wy": 3}):
+        with pytest.raises(ValueError, match=f"{next(iter(window))}=.*neuron=True"):
+            ActivationWeights("a", weights, **window)

@@ -232,7 +232,7 @@ class ActivationWeights(BaseLoss):
     Args:
         target: the layer.
         weights: one weight per channel.
-        neuron: restrict to a window at ``(x, y)``.
+        neuron: restrict to a window at ``(x, y)``; ``x``, ``y``, ``wx`` and ``wy`` are refused without it.
         x: the window's column (``None``: the centre).
         y: the window's row (``None``: the centre).
         wx: the window's width.
@@ -262,6 +262,15 @@ class ActivationWeights(BaseLoss):
             if check_index(size, name) < 1:
                 raise ValueError(f"{name} (the window's size) must be >= 1, got {size}")
         self.wx, self.wy = int(wx), int(wy)
+        if not self.neuron:
+            given = {"x": self.x, "y": self.y, "wx": None if self.wx == 1 else self.wx,
+                     "wy": None if self.wy == 1 else self.wy}
+            window = ", ".join(f"{k}={v}" for k, v in given.items() if v is not None)
+            if window:
+                raise ValueError(
+                    f"ActivationWeights got a window ({window}) but neuron=False, which weights the whole layer; "
+                    "give neuron=True to weight the window only, or leave x, y, wx and wy out"
+                )
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act, layout = self._read(activations)
