@@ -342,3 +342,13 @@ def test_activation_weights_refuses_a_window_without_neuron():
     for window in ({"x": 2}, {"y": 0}, {"wx": 2}, {"wy": 3}):
         with pytest.raises(ValueError, match=f"{next(iter(window))}=.*neuron=True"):
             ActivationWeights("a", weights, **window)
+
+
+def test_angled_neuron_direction_refuses_a_position_on_a_layer_without_positions():
+    # on (N, C) logits x / y were ignored and every image's whole vector was read
+    vec = torch.tensor([1.0, 0.0, 0.0])
+    logits = {"l": torch.arange(6.0).reshape(2, 3)}
+    assert AngledNeuronDirection("l", vec, cossim_pow=0)(logits).tolist() == [[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]
+    for position in ({"x": 2}, {"y": 0}):
+        with pytest.raises(ValueError, match=r"a neuron position needs a 4-D .* shape \(2, 3\)"):
+            AngledNeuronDirection("l", vec, cossim_pow=0, **position)(logits)

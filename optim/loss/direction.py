@@ -175,7 +175,8 @@ class AngledNeuronDirection(BaseLoss):
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act, layout = self._read(activations)
-        if act.dim() > 2 or self.token is not None:
+        if act.dim() > 2 or self.token is not None or self.x is not None or self.y is not None:
+            # a position on (N, C) has nothing to index: _neuron_view raises instead of reading the whole vector
             act = _neuron_view(self, activations, self.x, self.y, self.token)[0][:, :, 0, 0]
         _check_length(self.vec, act.shape[1], self.target, layout)
         vec = self.vec.to(act.device, act.dtype)
