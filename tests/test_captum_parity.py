@@ -699,6 +699,19 @@ def test_row_layer_list_passthrough():
     assert torch.equal(acts["0"], acts["1"])  # a render on the Identity is a render on the layer before it
 
 
+def test_row_activation_weights_window():
+    from optim.loss import ActivationWeights
+
+    act = torch.arange(2 * 3 * 3.0).reshape(1, 2, 3, 3)
+    weights = torch.tensor([1.0, 2.0])
+    captum_value = (act * weights.view(1, -1, 1, 1)).sum()  # captum without neuron=True: the window is ignored
+    assert ActivationWeights("a", weights)({"a": act}).sum() == captum_value
+    with pytest.raises(ValueError, match="x=2, y=0.*neuron=True"):
+        ActivationWeights("a", weights, x=2, y=0)
+    window = ActivationWeights("a", weights, neuron=True, x=2, y=0)({"a": act})
+    assert window.flatten().tolist() == [2.0, 2 * 11.0]  # column 2 of row 0 in each channel, weighted
+
+
 def test_row_render_defaults():
     from optim.optimization import defaults
 
