@@ -728,7 +728,8 @@ def iter_activations(
         select: which tensor of a non-tensor output.
 
     Yields:
-        One :class:`ActivationMap` per batch. The model is in eval mode for the whole loop and restored after.
+        One :class:`ActivationMap` per batch. Each batch's pass runs in eval mode without gradients, and the
+        model's mode and flags are restored before the batch is yielded: the loop body runs as the caller set it up.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 2))

@@ -65,7 +65,8 @@ def as_map(activation: torch.Tensor) -> torch.Tensor:
 
 
 def neuron_position(activation: torch.Tensor, x: Optional[int], y: Optional[int], target: Target) -> Tuple[int, int]:
-    """The (x, y) = (column, row) of a neuron; ``None`` means the centre, as in Lucid.
+    """The (x, y) = (column, row) of a neuron; ``None`` means the centre, as in Lucent (Lucid's NHWC code reads
+    ``acts[:, x, y]``: its x is the row).
 
     Raises:
         ValueError: a non-4-D activation, or a position outside its spatial size (:func:`check_index`).
@@ -85,7 +86,7 @@ def get_neuron_pos(height: int, width: int, x: Optional[int] = None, y: Optional
     """The ``(x, y)`` position of a neuron in an ``height x width`` map; ``None`` means the centre (captum's name).
 
     ``x`` is the column (it indexes the width, dim 3 of NCHW) and ``y`` the row (the height, dim 2), as in
-    Lucid and every neuron loss of optim. The centre of an even side is the cell right of / below the middle
+    Lucent and every neuron loss of optim (Lucid's NHWC code indexes rows with ``x``). The centre of an even side is the cell right of / below the middle
     (``width // 2``, ``height // 2``).
 
     Args:
