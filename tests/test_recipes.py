@@ -43,6 +43,22 @@ def test_class_visualization_is_classified_as_its_class(lite0):
     assert probs[[0, 1], classes].min() > 0.5
 
 
+def test_class_visualization_takes_class_names_as_the_cli_does(tiny_net):
+    labels = ["cat", "dog", "Egyptian cat", "fox"]
+    by_name = recipes.class_visualization(tiny_net, ["egyptian_cat", "Fox"], size=16, steps=2, progress=False,
+                                          seed=1, labels=labels)
+    by_index = recipes.class_visualization(tiny_net, [2, 3], size=16, steps=2, progress=False, seed=1)
+    assert torch.equal(by_name, by_index)
+    one = recipes.class_visualization(tiny_net, "dog", size=16, steps=2, progress=False, seed=1, labels=labels)
+    assert torch.equal(one, recipes.class_visualization(tiny_net, 1, size=16, steps=2, progress=False, seed=1))
+    with pytest.raises(ValueError, match="unknown class name 'wolf'"):
+        recipes.class_visualization(tiny_net, "wolf", size=16, steps=1, progress=False, labels=labels)
+    with pytest.raises(TypeError, match=r"classes must hold .* got 1.5 \(float\)"):
+        recipes.class_visualization(tiny_net, [1.5], size=16, steps=1, progress=False)
+    with pytest.raises(ValueError, match="class indices must be >= 0, got -1"):
+        recipes.class_visualization(tiny_net, [-1], size=16, steps=1, progress=False)
+
+
 def test_deep_dream_amplifies_the_layer_and_keeps_the_photo(lite0, cat):
     dream = recipes.deep_dream(lite0, cat, "blocks.4", steps=12, lr=0.05, progress=False, seed=0)
     assert dream.shape == cat.shape

@@ -18,7 +18,7 @@ __all__ = ["class_visualization"]
 
 def class_visualization(
     model: nn.Module,
-    classes: Union[int, Sequence[int]],
+    classes: Union[int, str, Sequence[Union[int, str]]],
     target: Optional[Union[str, nn.Module]] = None,
     size: Optional[int] = None,
     steps: int = DEFAULT_STEPS,
@@ -29,12 +29,14 @@ def class_visualization(
     *,
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    labels: Optional[Sequence[str]] = None,
 ) -> torch.Tensor:
     """Render one image per class, each maximizing its class logit (all classes in one batched render).
 
     Args:
         model: a classifier (left as it was).
-        classes: a class index or a list of them.
+        classes: a class, or a list of them: an output index, or a class name such as ``"Egyptian cat"`` (read
+            with :func:`~optim.models.class_index` against ``labels``, as the CLI's ``--class`` does).
         target: the module whose output holds the logits (default: the model's own output).
         size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
             :func:`~optim.models.preprocess.render_inputs`).
@@ -46,6 +48,11 @@ def class_visualization(
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
         preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
             normalization, else none).
+        labels: the model's class names in output order, for class names (default: ImageNet's).
+
+    Raises:
+        ValueError: no class, a negative index, or an unknown name (with the closest names).
+        TypeError: a class that is neither an int nor a str.
 
     Returns:
         An ``ImageTensor`` ``[len(classes), 3, size, size]``, in the order of ``classes``.
@@ -60,13 +67,24 @@ def class_visualization(
         >>> images.shape
         torch.Size([3, 3, 64, 64])
         >>> fig = opt.show(images, labels=[opt.models.IMAGENET_CLASSES[c] for c in classes])
+        >>> class_visualization(model, "Egyptian cat", size=64, steps=1, progress=False).shape
+        torch.Size([1, 3, 64, 64])
     """
-    indices = [classes] if isinstance(classes, int) and not isinstance(classes, bool) else list(classes)
-    if not indices:
-        raise ValueError("classes is empty: give at least one class index")
-    for c in indices:
-        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
-            raise ValueError(f"class indices must be non-negative ints, got {c!r}")
+    from ..models.selection import class_index
+
+    items = [classes] if isinstance(classes, (int, str)) and not isinstance(classes, bool) else list(classes)
+    if not items:
+        raise ValueError("classes is empty: give at least one class index or name")
+    indices = []
+    for c in items:
+        if isinstance(c, str):
+            indices.append(class_index(c, labels))
+        elif isinstance(c, bool) or not isinstance(c, int):
+            raise TypeError(f"classes must hold class indices (int) or names (str), got {c!r} ({type(c).__name__})")
+        elif c < 0:
+            raise ValueError(f"class indices must be >= 0, got {c}")
+        else:
+            indices.append(c)
     logits = model if target is None else target
     loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
     # built after seeding, so seed fixes its init
