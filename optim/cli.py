@@ -24,11 +24,12 @@ app's launcher (``python -m optim.app``) in a child process that stops when this
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["main", "build_parser", "job_device", "CLIError", "MAX_SIZE"]
 
@@ -451,6 +452,22 @@ def _is_out_of_memory(err: BaseException) -> bool:
     )
 
 
+@contextlib.contextmanager
+def _working_directory_importable() -> Iterator[None]:
+    """Let a ``module:function`` factory in the working directory import under the ``optim`` console script, as
+    it does under ``python -m optim`` (whose ``sys.path`` starts with that directory). Appended, so a file there
+    never shadows an installed package; removed afterwards."""
+    cwd = os.getcwd()
+    added = "" not in sys.path and cwd not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line.
 
@@ -477,7 +494,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
-        return _COMMANDS[args.command](args)
+        with _working_directory_importable():
+            return _COMMANDS[args.command](args)
     except SystemExit as exit_:  # --help / --version
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
     except BrokenPipeError:  # `optim layers ... | head`: the reader has all it wants

@@ -289,6 +289,17 @@ def test_layers_table(tiny_factory, capsys) -> None:
     assert list(rows) == ["0", "1", "2", "3", "4", "5", "6"]
 
 
+def test_console_script_imports_a_factory_from_the_working_directory(tmp_path, monkeypatch, capsys) -> None:
+    # the `optim` console script's sys.path starts with its bin folder, not the working directory (python -m's)
+    (tmp_path / "cwd_models.py").write_text(TINY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path), os.getcwd())])
+    sys.modules.pop("cwd_models", None)
+    assert main(["layers", "cwd_models:tiny_net", "--size", "8"]) == 0
+    assert "1x6x8x8" in capsys.readouterr().out
+    assert str(tmp_path) not in sys.path  # put back as it was
+
+
 def test_layers_of_the_zoo_model(capsys) -> None:
     assert main(["layers", "efficientnet_lite0", "--filter", "blocks.15.project"]) == 0
     out = capsys.readouterr().out
