@@ -310,3 +310,25 @@ def test_inspection_on_torchvision_googlenet_and_vgg11():
     assert [m.training for m in vgg.modules()] == modes
     acts = collect_activations(vgg, [vgg.features[3]], torch.rand(1, 3, 32, 32))
     assert acts[vgg.features[3]].shape == (1, 128, 16, 16)
+
+
+def test_layer_info_default_probe_is_the_render_size_and_input_channels():
+    # without input_size / model_input the probe is one image of the size a render uses (render_inputs:
+    # the native size, else DEFAULT_SIZE = 160) with the channels of the first convolution, not 1x3x224x224
+    timm = pytest.importorskip("timm")
+    from optim.models.selection import layer_table
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=64, depth=1).eval()
+    rows = layer_info(vit)
+    assert [r for r in rows if r.error] == []
+    assert rows[0] == LayerInfo("patch_embed", "PatchEmbed", (1, 16, 192), 192)  # 64 / 16 = 4 x 4 patches
+    assert rows == layer_table(vit)  # what `optim layers` lists
+    gray = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    assert layer_info(gray) == [
+        LayerInfo("0", "Conv2d", (1, 2, 158, 158), 2), LayerInfo("1", "ReLU", (1, 2, 158, 158), 2)
+    ]
+    # explicit sizes and inputs as before
+    assert layer_info(gray, (2, 1, 8, 8))[0].shape == (2, 2, 6, 6)
+    assert layer_info(gray, model_input=torch.zeros(1, 1, 5, 5))[0].shape == (1, 2, 3, 3)
+    assert get_model_layers(gray, (1, 1, 8, 8)) == ["0", "1"]

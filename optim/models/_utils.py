@@ -73,11 +73,25 @@ def _never_runs(model: nn.Module) -> set:
     return out
 
 
-def _probe_input(model: nn.Module, input_size: Sequence[int], model_input: Optional[torch.Tensor]) -> torch.Tensor:
+def _default_input_size(model: nn.Module) -> Tuple[int, ...]:
+    """The probe shape when none is given: one image of the size a render of ``model`` uses
+    (:func:`~optim.models.preprocess.render_inputs`: its native size, else ``DEFAULT_SIZE``), with as many
+    channels as its first convolution reads (:func:`~optim.optimization.defaults.model_input_channels`)."""
+    from ..optimization.defaults import model_input_channels
+    from .preprocess import render_inputs
+
+    return (1, model_input_channels(model), *render_inputs(model).size)
+
+
+def _probe_input(
+    model: nn.Module, input_size: Optional[Sequence[int]], model_input: Optional[torch.Tensor]
+) -> torch.Tensor:
     if model_input is not None:
         if not isinstance(model_input, torch.Tensor):
             raise TypeError(f"model_input must be a tensor, got {type(model_input).__name__}")
         return model_input
+    if input_size is None:
+        input_size = _default_input_size(model)
     size = tuple(int(s) for s in input_size)
     if len(size) < 1 or any(s <= 0 for s in size):
         raise ValueError(
@@ -181,7 +195,7 @@ def get_model_layers(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if input_size is None and model_input is None:
         return list(_listed_modules(model, passthrough))
-    rows = layer_info(model, input_size or (), model_input=model_input, passthrough=passthrough)
+    rows = layer_info(model, input_size, model_input=model_input, passthrough=passthrough)
     return [row.name for row in rows]
 
 
@@ -318,7 +332,7 @@ def get_model_layer_graph(
 
 def layer_info(
     model: nn.Module,
-    input_size: Sequence[int] = (1, 3, 224, 224),
+    input_size: Optional[Sequence[int]] = None,
     *,
     model_input: Optional[torch.Tensor] = None,
     passthrough: bool = True,
@@ -342,7 +356,9 @@ def layer_info(
 
     Args:
         model: any network taking one tensor.
-        input_size: the input shape.
+        input_size: the input shape, e.g. ``(1, 3, 224, 224)``. Default: one image of the size a render of
+            ``model`` uses (:func:`~optim.models.preprocess.render_inputs`: its native size, else
+            ``DEFAULT_SIZE``), with the channels its first convolution reads (what ``optim layers`` lists).
         model_input: the probe input itself (instead of a zero tensor of ``input_size``).
         passthrough: list the modules that ran but return their input unchanged (default; see
             :func:`get_model_layers`).
