@@ -332,3 +332,21 @@ def test_layer_info_default_probe_is_the_render_size_and_input_channels():
     assert layer_info(gray, (2, 1, 8, 8))[0].shape == (2, 2, 6, 6)
     assert layer_info(gray, model_input=torch.zeros(1, 1, 5, 5))[0].shape == (1, 2, 3, 3)
     assert get_model_layers(gray, (1, 1, 8, 8)) == ["0", "1"]
+
+
+def test_layer_info_input_size_must_be_a_full_shape():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    with pytest.raises(TypeError, match=r"input_size must be the full input shape, batch first.*got 64 \(int\)"):
+        layer_info(net, input_size=64)
+    with pytest.raises(TypeError, match="input_size .*got '64'"):
+        layer_info(net, "64")
+    with pytest.raises(TypeError, match=r"input_size .*got 64 \(int\)"):
+        get_model_layers(net, 64)
+    # a CHW shape without its batch: Conv2d took it as one unbatched image and the rows lost the batch dim
+    with pytest.raises(ValueError, match=r"input_size must be a full NCHW shape .*got \(3, 64, 64\)"):
+        layer_info(net, input_size=(3, 64, 64))
+    with pytest.raises(ValueError, match=r"input_size must be positive sizes.*got \(1, 3, 8\.5, 8\)"):
+        layer_info(net, (1, 3, 8.5, 8))
+    assert layer_info(net, torch.Size([1, 3, 8, 8]))[0] == LayerInfo("0", "Conv2d", (1, 4, 6, 6), 4)
+    tokens = nn.Sequential(nn.Linear(16, 24), nn.GELU())  # no Conv2d: any rank
+    assert layer_info(tokens, [1, 5, 16])[0] == LayerInfo("0", "Linear", (1, 5, 24), 24)

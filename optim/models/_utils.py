@@ -1,6 +1,7 @@
 """Inspect any model: its hookable layers, their output shapes, and their activations for an input."""
 from __future__ import annotations
 
+import operator
 import warnings
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -83,6 +84,34 @@ def _default_input_size(model: nn.Module) -> Tuple[int, ...]:
     return (1, model_input_channels(model), *render_inputs(model).size)
 
 
+def _check_input_size(model: nn.Module, input_size: Any) -> Tuple[int, ...]:
+    """Validate ``input_size``: the full input shape, batch first, of positive ints; ``(N, C, H, W)`` for a
+    model that reads images (one with an ``nn.Conv2d``), which would otherwise take a 3-entry shape as one
+    unbatched image and list shapes without their batch dimension."""
+    example = "such as (1, 3, 224, 224) for images or (1, 5, 16) for tokens"
+    if isinstance(input_size, (str, bytes)):
+        raise TypeError(f"input_size must be the full input shape, batch first, {example}, got {input_size!r}")
+    try:
+        given = tuple(input_size)
+    except TypeError:
+        raise TypeError(
+            f"input_size must be the full input shape, batch first, {example}, got {input_size!r} "
+            f"({type(input_size).__name__})"
+        ) from None
+    try:
+        size = tuple(operator.index(s) for s in given if not isinstance(s, bool))
+    except TypeError:
+        size = ()
+    if not given or len(size) != len(given) or any(s <= 0 for s in size):
+        raise ValueError(f"input_size must be positive sizes, batch first, {example}, got {given!r}")
+    if len(size) != 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise ValueError(
+            f"input_size must be a full NCHW shape (batch, channels, height, width) for {type(model).__name__}, "
+            f"which reads images (it has an nn.Conv2d), such as (1, 3, 224, 224), got {given!r}"
+        )
+    return size
+
+
 def _probe_input(
     model: nn.Module, input_size: Optional[Sequence[int]], model_input: Optional[torch.Tensor]
 ) -> torch.Tensor:
@@ -90,13 +119,7 @@ def _probe_input(
         if not isinstance(model_input, torch.Tensor):
             raise TypeError(f"model_input must be a tensor, got {type(model_input).__name__}")
         return model_input
-    if input_size is None:
-        input_size = _default_input_size(model)
-    size = tuple(int(s) for s in input_size)
-    if len(size) < 1 or any(s <= 0 for s in size):
-        raise ValueError(
-            f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}"
-        )
+    size = _default_input_size(model) if input_size is None else _check_input_size(model, input_size)
     device, dtype = model_device_dtype(model)
     return torch.zeros(size, device=device, dtype=dtype)
 
@@ -179,7 +202,9 @@ def get_model_layers(
         :func:`get_model_layer_graph`, which also says which layer feeds which.)
 
     Raises:
-        TypeError: ``model`` is not a module. ValueError: a bad ``input_size``.
+        TypeError: ``model`` is not a module, or ``input_size`` is not a shape (an int, a str).
+        ValueError: a bad ``input_size`` (a size below 1; not 4 sizes ``(N, C, H, W)`` for a model with an
+        ``nn.Conv2d``).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(), nn.Sequential(nn.ReLU(), nn.Conv2d(4, 2, 1)))
@@ -356,7 +381,8 @@ def layer_info(
 
     Args:
         model: any network taking one tensor.
-        input_size: the input shape, e.g. ``(1, 3, 224, 224)``. Default: one image of the size a render of
+        input_size: the full input shape, batch first: ``(N, C, H, W)`` for a model with an ``nn.Conv2d``
+            (e.g. ``(1, 3, 224, 224)``), ``(N, L, D)`` for tokens. Default: one image of the size a render of
             ``model`` uses (:func:`~optim.models.preprocess.render_inputs`: its native size, else
             ``DEFAULT_SIZE``), with the channels its first convolution reads (what ``optim layers`` lists).
         model_input: the probe input itself (instead of a zero tensor of ``input_size``).
@@ -368,7 +394,9 @@ def layer_info(
         module's (first) output tensor; ``channels`` its unit count (``None`` below 2 dimensions).
 
     Raises:
-        TypeError: ``model`` is not a module. ValueError: a bad ``input_size``.
+        TypeError: ``model`` is not a module, or ``input_size`` is not a shape (an int, a str).
+        ValueError: a bad ``input_size`` (a size below 1; not 4 sizes ``(N, C, H, W)`` for a model with an
+        ``nn.Conv2d``).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
