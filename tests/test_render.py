@@ -234,3 +234,14 @@ def _nan_image():
     with torch.no_grad():
         next(image.parameters()).fill_(float("nan"))
     return image
+
+
+def test_default_image_refuses_a_size_that_is_not_an_int_or_a_sequence():
+    from optim.render import default_image
+
+    with pytest.raises(TypeError, match=r"size must be an int or \(height, width\), got '64' \(str\)"):
+        default_image("64")
+    with pytest.raises(TypeError, match=r"size must be an int or \(height, width\), got 8\.0 \(float\)"):
+        default_image(8.0)
+    assert default_image(8)().shape == (1, 3, 8, 8)
+    assert default_image([8, 6])().shape == (1, 3, 8, 6)

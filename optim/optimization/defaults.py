@@ -125,6 +125,9 @@ def default_image(
     Returns:
         A ``NaturalImage`` (Fourier parameterization, KLT colour decorrelation for 3 or 4 channels, sigmoid).
 
+    Raises:
+        TypeError: a ``size`` that is neither an int nor a sequence (a str such as ``"64"``).
+
     Example:
         >>> default_image(32, batch=2)().shape
         torch.Size([2, 3, 32, 32])
@@ -134,6 +137,9 @@ def default_image(
     """
     from ..images import FFTImage, NaturalImage, ToRGB
 
+    if isinstance(size, (str, bytes)) or not isinstance(size, (int, Sequence)):
+        # a str is a sequence too: its characters would reach the size check as ('6', '4')
+        raise TypeError(f"size must be an int or (height, width), got {size!r} ({type(size).__name__})")
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
     if decay_power is None:
