@@ -105,7 +105,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_size, default=None,
-                   help=f"image side in pixels (default: the model's native size, else render_vis's; at most {MAX_SIZE})")
+                   help=f"image side in pixels (default: the size the model's config declares (timm, Hugging Face, "
+                        f"torchvision ViT), else render_vis's default; at most {MAX_SIZE})")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
@@ -164,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=16, help="channels of one layer rendered together "
                    "(default 16; part of the job's settings)")
     p.add_argument("--size", type=_size, default=None,
-                   help=f"image side in pixels (default: the model's native size, else render_vis's; at most {MAX_SIZE})")
+                   help=f"image side in pixels (default: the size the model's config declares (timm, Hugging Face, "
+                        f"torchvision ViT), else render_vis's default; at most {MAX_SIZE})")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")

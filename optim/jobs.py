@@ -49,6 +49,7 @@ import torch
 import torch.nn as nn
 
 from .optimization.defaults import DEFAULT_STEPS
+from .optimization.progress import StepCallback
 
 __all__ = ["render_model", "job_units", "distributed_context"]
 
@@ -276,6 +277,7 @@ def render_model(
     progress: bool = True,
     log: Optional[Callable[[str], None]] = print,
     model_name: Optional[str] = None,
+    callback: Optional[StepCallback] = None,
 ) -> Dict[str, Any]:
     """Render every channel of ``layers`` into ``out``; run under ``torchrun`` to split the work among processes.
 
@@ -294,6 +296,9 @@ def render_model(
         progress: a line per finished batch on each rank (units done / total, channels per minute).
         log: where progress lines go (``None``: nowhere).
         model_name: how the index names the model (default its class name).
+        callback: ``callback(step, loss, images)`` after every step of every batch this process renders (as
+            :func:`~optim.render.render_layer` calls it: one batch is one ``render_layer`` call, whose steps count
+            from 0); not part of the job's identity.
 
     Returns:
         ``{"units": total units, "rendered": units this process rendered, "skipped": units found done,
@@ -381,7 +386,8 @@ def render_model(
                 first = time.perf_counter()
             # the whole batch is rendered again, so the images written keep the batch's exact bytes
             tiles = render_layer(model, layer, channels=channels, batch_size=len(channels), steps=steps, size=hw,
-                                 lr=lr, preprocess=preprocess, progress=False, seed=seed).as_subclass(torch.Tensor)
+                                 lr=lr, preprocess=preprocess, progress=False, seed=seed,
+                                 callback=callback).as_subclass(torch.Tensor)
             with torch.no_grad():
                 start_image = default_image(hw, channels=model_input_channels(model), batch=len(channels))
                 start_image = start_image.to(device=device, dtype=dtype)

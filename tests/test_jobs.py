@@ -93,6 +93,19 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
 
 
+def test_render_model_passes_the_callback_to_every_batch_and_keeps_the_bytes(tmp_path):
+    calls = []
+    render_model(tiny_model(), ["0", "2"], tmp_path / "a", steps=3, size=16, batch_size=4, log=None,
+                 callback=lambda step, loss, images: calls.append((step, tuple(images.shape))))
+    # 11 channels in batches of 4: (4, 2) of layer "0" and (4, 1) of layer "2", 3 steps each, steps from 0
+    assert calls == [(s, (n, 3, 16, 16)) for n in (4, 2, 4, 1) for s in range(3)]
+    render_model(tiny_model(), ["0", "2"], tmp_path / "b", steps=3, size=16, batch_size=4, log=None)
+    for layer, c in UNITS:  # a callback only watches: same images, and the same job (it is not in its identity)
+        assert (tmp_path / "a" / layer / f"{c}.png").read_bytes() == (tmp_path / "b" / layer / f"{c}.png").read_bytes()
+    again = render_model(tiny_model(), ["0", "2"], tmp_path / "a", steps=3, size=16, batch_size=4, log=None)
+    assert again["skipped"] == 11
+
+
 class _Declared(nn.Sequential):
     """A model that declares its input as timm does: 24 px, normalized with mean 0.5 and std 0.25."""
 
