@@ -425,6 +425,6 @@ def render_model(
             _write_json(out / "index.json", {"run": settings, "units": records})
             for layer in layers:
                 _contact_sheet(out, layer, [r for r in records if r["layer"] == layer], settings["model"])
-            say(f"render-model: {len(units)} units in {len(layers)} layers, {world} process{'es' if world > 1 else ''}, {seconds:.1f} s")
+            say(f"render-model: {len(units)} unit{'s' if len(units) != 1 else ''} in {len(layers)} layer{'s' if len(layers) != 1 else ''}, {world} process{'es' if world > 1 else ''}, {seconds:.1f} s")
         return {"units": len(units), "rendered": rendered, "skipped": skipped, "seconds": seconds, "rank": rank,
                 "world_size": world}
