@@ -161,8 +161,8 @@ def test_bad_input_and_model_restored_on_error(tiny_net, image):
         attribute(tiny_net, image, [0, 1, 2], method="saliency")
     with pytest.raises(ValueError, match="shape"):
         attribute(tiny_net, image[0, 0], 0)
-    with pytest.raises(Exception):
-        attribute(tiny_net, image, 99, method="guided_backprop")  # target out of range inside captum
+    with pytest.raises(ValueError, match="target .* got 99"):
+        attribute(tiny_net, image, 99, method="guided_backprop")  # target out of range
     assert model_state(tiny_net) == before and hook_count(tiny_net) == 0
 
 
@@ -312,3 +312,30 @@ def test_default_gradcam_layer_is_the_resnet_stage_output(arch):
     # the old choice inside the residual branch gives another map
     inner = "layer4.1.bn2" if arch == "resnet18" else "layer4.2.bn3"
     assert not torch.allclose(cam, attribute(net, x, target, layer=inner), atol=0.1 * float(cam.abs().max()))
+
+
+@pytest.mark.parametrize("method", ["saliency", "guided_backprop", "gradcam", "occlusion"])
+def test_target_out_of_range_is_a_value_error_naming_it(tiny_net, image, method):
+    # tiny_net has 5 classes: 5 raised captum's raw IndexError; negative indices are refused too (an int -1
+    # would count from the end, a list's -1 failed inside gather)
+    tiny_net.train()
+    before = model_state(tiny_net)
+    expected = r"target must be a class index from 0 to 4 \(the model's output has 5 classes\), got "
+    with pytest.raises(ValueError, match=expected + "5$"):
+        attribute(tiny_net, image, 5, method=method)
+    with pytest.raises(ValueError, match=expected + "-1$"):
+        attribute(tiny_net, image, -1, method=method)
+    with pytest.raises(ValueError, match=expected + r"7 in target=\[1, 7\]"):
+        attribute(tiny_net, image, [1, 7], method=method)
+    with pytest.raises(ValueError, match=expected + r"9 in target=tensor\(\[9, 0\]\)"):
+        attribute(tiny_net, image, torch.tensor([9, 0]), method=method)
+    assert model_state(tiny_net) == before and hook_count(tiny_net) == 0
+    assert attribute(tiny_net, image, [4, 0], method=method).shape[0] == 2  # the last class is in range
+
+
+def test_target_out_of_range_with_a_function_and_for_channel_attribution(tiny_net, image):
+    with pytest.raises(ValueError, match=r"from 0 to 4 \(the model's output has 5 classes\), got 5$"):
+        attribute(lambda x: tiny_net(x), image, 5, method="saliency")
+    with pytest.raises(ValueError, match=r"from 0 to 4 \(the model's output has 5 classes\), got 1000$"):
+        channel_attribution(tiny_net, image, 1000, "conv2")
+    assert channel_attribution(tiny_net, image, 4, "conv2").all_scores.shape == (6,)

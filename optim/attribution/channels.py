@@ -79,7 +79,7 @@ def channel_attribution(
         x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
     with autograd_context(), model_frozen(model):
-        attr = _captum().LayerGradientXActivation(logits_module(model), module).attribute(x, target=target)
+        attr = _captum().LayerGradientXActivation(logits_module(model, target), module).attribute(x, target=target)
     resolved = infer_layout(attr, layout, module=module, model=model, where=f"layer {layer!r}")
     attr = channels_first(attr.detach(), resolved)
     if attr.dim() == 2:

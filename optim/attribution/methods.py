@@ -348,12 +348,16 @@ class _SelectedOutput(nn.Module):
     name, Grad-CAM's default layer and guided backprop's ReLU hooks mean the same as on ``model``.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, target: Optional[Target] = None) -> None:
         super().__init__()
         self.model = model
+        self.target = target
+        self._classes = _class_indices(target)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return select_tensor(self.model(*args, **kwargs), None, f"{type(self.model).__name__}'s output")
+        logits = select_tensor(self.model(*args, **kwargs), None, f"{type(self.model).__name__}'s output")
+        _check_target_range(logits, self.target, self._classes)
+        return logits
 
     def named_modules(self, memo: Any = None, prefix: str = "", remove_duplicate: bool = True) -> Any:
         return self.model.named_modules(memo, prefix, remove_duplicate)
@@ -366,9 +370,12 @@ def _selected_output_class(name: str) -> type:
     return type(name, (_SelectedOutput,), {"__module__": __name__})
 
 
-def logits_module(model: nn.Module) -> nn.Module:
+def logits_module(model: nn.Module, target: Optional[Target] = None) -> nn.Module:
     """``model`` with its output read by :func:`~optim.activations.select_tensor` (``logits`` of a Hugging Face
     ``ModelOutput``), as captum needs; the same module names, modules and parameters as ``model``.
+
+    With ``target``, each output is checked to have its class indices (a ``ValueError`` naming ``target``, the
+    value and the number of classes, instead of captum's ``IndexError``).
 
     Example:
         >>> class Dict(nn.Module):
@@ -377,16 +384,20 @@ def logits_module(model: nn.Module) -> nn.Module:
         >>> logits_module(Dict())(torch.ones(1, 2)).tolist(), type(logits_module(Dict())).__name__
         ([[2.0, 2.0]], 'Dict')
     """
-    return _selected_output_class(type(model).__name__)(model)
+    return _selected_output_class(type(model).__name__)(model, target)
 
 
 # methods that rewrite the backward pass of the model's ReLU modules: they need an nn.Module
 _GUIDED = ("guided_backprop", "guided_smoothgrad", "guided_gradcam", "positive_saliency", "negative_saliency")
 
 
-def _forward_function(func: Callable[..., Any]) -> Callable[..., torch.Tensor]:
+def _forward_function(func: Callable[..., Any], target: Optional[Target] = None) -> Callable[..., torch.Tensor]:
+    classes = _class_indices(target)
+
     def forward(*args: Any) -> torch.Tensor:
-        return select_tensor(func(*args), None, "the function's output")
+        logits = select_tensor(func(*args), None, "the function's output")
+        _check_target_range(logits, target, classes)
+        return logits
 
     return forward
 
@@ -404,6 +415,33 @@ def _prepare(model: Any, image: torch.Tensor) -> torch.Tensor:
         device, dtype = image.device, image.dtype if image.is_floating_point() else torch.float32
     # captum works on plain tensors; the ImageTensor subclass would leak into every result.
     return image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone().requires_grad_(True)
+
+
+def _class_indices(target: Optional[Target]) -> List[int]:
+    """The class indices in ``target``: an int, a list of ints, an integer tensor of at most one dimension
+    (read once, not on every forward pass). Tuples (an index into a multi-dimensional output) are left to captum.
+    """
+    if isinstance(target, torch.Tensor):
+        if target.dim() > 1 or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            return []
+        return [int(t) for t in target.reshape(-1).tolist()]
+    items = target if isinstance(target, list) else [target]
+    return [t for t in items if isinstance(t, int) and not isinstance(t, bool)]
+
+
+def _check_target_range(logits: torch.Tensor, target: Optional[Target], classes: List[int]) -> None:
+    """Refuse class indices outside ``[0, number of classes)``: captum's ``IndexError`` (or a negative index,
+    counted from the end for an int but refused by ``gather`` for a list) becomes a ``ValueError``."""
+    if not classes or logits.dim() < 2:
+        return
+    count = int(logits.shape[1])
+    bad = [t for t in classes if not 0 <= t < count]
+    if bad:
+        where = "" if isinstance(target, int) else f" in target={target!r}"
+        raise ValueError(
+            f"target must be a class index from 0 to {count - 1} (the model's output has {count} classes), "
+            f"got {bad[0]}{where}"
+        )
 
 
 def _check_target(target: Target, batch: int) -> Target:
@@ -449,7 +487,7 @@ def attribute(
             module it runs), cannot use the guided methods (they rewrite an ``nn.Module``'s ReLUs), and runs on
             the image's device and dtype.
         image: a ``CHW`` or ``NCHW`` tensor or ImageTensor in the model's input range.
-        target: the class index (or one per image).
+        target: the class index, from 0 to the number of classes - 1 (or one per image).
         method: one of :data:`METHODS`.
         layer: the convolutional layer (module or dotted name) for Grad-CAM variants.
         kwargs: passed on to the captum method's ``attribute`` (e.g. ``n_steps``, ``baselines``,
@@ -460,8 +498,9 @@ def attribute(
         image's shape) for every other method.
 
     Raises:
-        ValueError: for an unknown method (listing the valid ones) or a bad image shape; Grad-CAM on a function
-            without a layer module. TypeError: a model that is not callable, a guided method on a function.
+        ValueError: for an unknown method (listing the valid ones), a bad image shape, a ``target`` outside the
+            model's classes; Grad-CAM on a function without a layer module. TypeError: a model that is not
+            callable, a guided method on a function.
 
     Example::
 
@@ -474,7 +513,6 @@ def attribute(
     if method not in _METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of: {', '.join(METHODS)}")
     if isinstance(model, nn.Module):
-        forward: Any = logits_module(model)
         frozen: Any = model_frozen(model)
     elif callable(model):
         if method in _GUIDED:
@@ -488,12 +526,14 @@ def attribute(
                 "Grad-CAM on a function needs layer= a module that the function runs (there is no model to find a "
                 f"default layer in, nor to look a name up in), got layer={layer!r}"
             )
-        forward, frozen = _forward_function(model), contextlib.nullcontext()
+        frozen = contextlib.nullcontext()
     else:
         raise TypeError(f"model must be an nn.Module or a callable returning logits, got {type(model).__name__}")
     with autograd_context():  # works under torch.no_grad() and for inputs made under torch.inference_mode()
         x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
+    # the target's range is checked against the logits of each forward pass
+    forward: Any = logits_module(model, target) if isinstance(model, nn.Module) else _forward_function(model, target)
     # eager_compiled: captum's hooks on a torch.compile'd model need its modules run eagerly (see optim._utils)
     eager = eager_compiled(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
     with autograd_context(), frozen, eager, warnings.catch_warnings():
