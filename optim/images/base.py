@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -219,13 +219,22 @@ def _takes_generators(func: Any) -> bool:
 
 
 def check_size(size: Sequence[int], name: str = "size") -> Tuple[int, int]:
-    """Validate an image ``(height, width)`` (an int means a square)."""
-    if isinstance(size, int):
+    """Validate an image ``(height, width)`` (an int means a square).
+
+    Example:
+        >>> check_size(8), check_size([8, 6])
+        ((8, 8), (8, 6))
+        >>> check_size("64")
+        Traceback (most recent call last):
+        ...
+        TypeError: size must be an int or (height, width), got '64' (str)
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
-    try:
-        size = tuple(size)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or (height, width), got {type(size).__name__}") from None
+    # a str is iterable too: its characters would be reported as the size ('6', '4')
+    if isinstance(size, (str, bytes)) or not isinstance(size, Iterable):
+        raise TypeError(f"{name} must be an int or (height, width), got {size!r} ({type(size).__name__})")
+    size = tuple(size)
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise ValueError(f"{name} must be a positive int or (height, width) of positive ints, got {size!r}")
     return int(size[0]), int(size[1])
