@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import optim as opt
+
 from optim.models import (
     Conv2dSame,
     LayerInfo,
@@ -332,6 +334,12 @@ def test_layer_info_default_probe_is_the_render_size_and_input_channels():
     assert layer_info(gray, (2, 1, 8, 8))[0].shape == (2, 2, 6, 6)
     assert layer_info(gray, model_input=torch.zeros(1, 1, 5, 5))[0].shape == (1, 2, 3, 3)
     assert get_model_layers(gray, (1, 1, 8, 8)) == ["0", "1"]
+    # the layer graph probes the same way (its default was 1x3x224x224 too) and validates input_size alike
+    names, graph = opt.models.get_model_layer_graph(vit)
+    assert graph["patch_embed.proj"] == ["patch_embed.norm"] and "head" in graph
+    assert opt.models.get_model_layer_graph(gray)[1] == {"0": ["1"], "1": []}
+    with pytest.raises(TypeError, match=r"input_size .*got 64 \(int\)"):
+        opt.models.get_model_layer_graph(gray, 64)
 
 
 def test_layer_info_input_size_must_be_a_full_shape():

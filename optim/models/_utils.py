@@ -236,7 +236,7 @@ def _listed_modules(model: nn.Module, passthrough: bool) -> Dict[str, nn.Module]
 
 def get_model_layer_graph(
     model: nn.Module,
-    input_size: Sequence[int] = (1, 3, 224, 224),
+    input_size: Optional[Sequence[int]] = None,
     *,
     model_input: Optional[torch.Tensor] = None,
 ) -> Tuple[List[str], Dict[str, List[str]]]:
@@ -252,7 +252,8 @@ def get_model_layer_graph(
 
     Args:
         model: any network whose leaf layers' outputs depend on its input.
-        input_size: the shape of the zero input used when ``model_input`` is not given.
+        input_size: the full shape, batch first, of the zero input used when ``model_input`` is not given
+            (``None``: one image of the size a render of ``model`` uses, as :func:`layer_info` probes).
         model_input: the input to run (default: zeros of ``input_size`` on the model's device and dtype).
 
     Returns:
@@ -260,7 +261,7 @@ def get_model_layer_graph(
         and ``{leaf name: [names of the leaves it feeds]}`` for every leaf that ran, in execution order.
 
     Raises:
-        TypeError: ``model`` is not a module.
+        TypeError: ``model`` is not a module, or ``input_size`` is not a shape.
         ValueError: a bad ``input_size``.
 
     Example:
@@ -285,12 +286,7 @@ def get_model_layer_graph(
     names = get_model_layers(model)
     modules = named_module_map(model)
     leaves = [(name, m) for name, m in modules.items() if not any(True for _ in m.children())]
-    if model_input is None:
-        size = tuple(int(s) for s in input_size)
-        if len(size) < 1 or any(s <= 0 for s in size):
-            raise ValueError(f"input_size must be positive sizes such as (1, 3, 224, 224), got {tuple(input_size)}")
-        device, dtype = model_device_dtype(model)
-        model_input = torch.zeros(size, device=device, dtype=dtype)
+    model_input = _probe_input(model, input_size, model_input)
     # every call of every leaf: (call number, name, the autograd node of its output)
     calls: List[Tuple[int, str, Any]] = []
     owners: Dict[Any, List[Tuple[int, str]]] = {}
