@@ -180,7 +180,7 @@ def _replace_tensor(out: Any, old: torch.Tensor, new: torch.Tensor) -> Any:
 
 
 def _aliases_an_input(t: torch.Tensor, inputs: Any) -> bool:
-    """Whether ``t`` shares storage with one of a module's positional input tensors."""
+    """Whether ``t`` shares storage with one of a module's input tensors (positional and keyword)."""
     try:
         ptr = t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):  # tensors without storage (meta, some subclasses)
@@ -464,7 +464,8 @@ class ActivationRecorder:
         try:
             for slot in self._slots:
                 try:
-                    self._handles.append(slot.module.register_forward_hook(self._make_hook(slot)))
+                    # with_kwargs: an output that aliases a keyword input must be recognised as one (see _protect)
+                    self._handles.append(slot.module.register_forward_hook(self._make_hook(slot), with_kwargs=True))
                 except (RuntimeError, AttributeError, TypeError) as err:
                     raise ValueError(
                         f"cannot record {slot.name or type(slot.module).__name__!r}: its module "
@@ -485,14 +486,14 @@ class ActivationRecorder:
         return k == counts[id(slot.module)] + self.call
 
     def _make_hook(self, slot: _Slot) -> Callable:
-        def hook(_mod: nn.Module, _inp: Any, out: Any) -> Any:
+        def hook(_mod: nn.Module, args: Any, kwargs: Dict[str, Any], out: Any) -> Any:
             if not (self._running or self.passive):  # another recorder's pass (a module shared by two models)
                 return None
             k = slot.calls
             slot.calls += 1
             replaced = None
             if self._wanted(slot, k):
-                replaced = self._store(slot, out, _inp)
+                replaced = self._store(slot, out, args + tuple(kwargs.values()) if kwargs else args)
             if self.stop_early and self._running and self._done():
                 raise StopForward(self)
             return replaced

@@ -334,6 +334,36 @@ def test_an_output_that_aliases_its_input_is_recorded_as_produced():
         assert torch.equal(got, expected) and torch.equal(got2, expected) and expected.min() < 0
 
 
+def test_an_output_that_aliases_a_keyword_input_is_recorded_as_produced_and_the_model_unchanged():
+    class Pass(nn.Module):
+        def forward(self, hidden_states):
+            return hidden_states
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+            self.tap = Pass()
+            self.head = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = self.tap(hidden_states=y)  # called with a keyword, as Hugging Face models call their blocks
+            y.add_(100.0)  # the caller changes the memory it still holds, which z shares
+            return self.head(z)
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(1, 1, 2, 2)
+    with torch.no_grad():
+        tapped = net.conv(x)
+        out = net(x)  # no hooks: the head sees the +100
+    for _ in range(2):
+        with ActivationRecorder(net, ["tap", net]) as rec:
+            acts = rec.run(x)
+        # the recording is the output as produced; the model's own output is what it is without hooks
+        assert torch.equal(acts["tap"], tapped) and torch.equal(acts[net], out)
+
+
 def test_call_counts_are_learned_again_when_the_input_shape_changes():
     class Loop(nn.Module):
         def __init__(self):
