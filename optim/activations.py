@@ -141,41 +141,48 @@ def _first_tensor(out: Any) -> Optional[torch.Tensor]:
 
 
 def _replace_tensor(out: Any, old: torch.Tensor, new: torch.Tensor) -> Any:
-    """``out`` with the tensor ``old`` (found by identity, depth first) replaced by ``new``.
+    """``out`` with every occurrence of the tensor ``old`` (found by identity) replaced by ``new``.
 
     Rebuilds tuples (named ones too), lists and dicts (``OrderedDict``, Hugging Face ``ModelOutput``) without
     touching the module's own output object; ``None`` when ``old`` is not inside or the container cannot be
-    rebuilt.
+    rebuilt. Every occurrence: an output holding the recorded tensor twice must not pass the recording itself
+    downstream in the second place, where an in-place op would change it unseen.
     """
     if out is old:
         return new
     if isinstance(out, (tuple, list)):
+        items = list(out)
+        found = False
         for i, value in enumerate(out):
             replaced = _replace_tensor(value, old, new)
-            if replaced is None:
-                continue
-            items = list(out)
-            items[i] = replaced
-            try:
-                if isinstance(out, tuple) and hasattr(out, "_fields"):
-                    return type(out)(*items)
-                return type(out)(items)
-            except Exception:  # a container type that cannot be built from its items
-                return None
-        return None
+            if replaced is not None:
+                items[i], found = replaced, True
+        if not found:
+            return None
+        try:
+            if isinstance(out, tuple) and hasattr(out, "_fields"):
+                return type(out)(*items)
+            return type(out)(items)
+        except Exception:  # a container type that cannot be built from its items
+            return None
     if isinstance(out, dict):
+        changes = {}
         for key, value in out.items():
             replaced = _replace_tensor(value, old, new)
-            if replaced is None:
-                continue
-            try:
-                rebuilt = _copy.copy(out)
+            if replaced is not None:
+                changes[key] = replaced
+        if not changes:
+            return None
+        try:
+            rebuilt = _copy.copy(out)
+            for key, replaced in changes.items():
                 rebuilt[key] = replaced  # a ModelOutput sets the attribute too
-            except Exception:
-                return None
+        except Exception:
+            return None
+        for key, replaced in changes.items():
             if rebuilt[key] is not replaced or (hasattr(rebuilt, key) and getattr(rebuilt, key) is not replaced):
                 return None
-            return rebuilt
+        return rebuilt
     return None
 
 

@@ -364,6 +364,39 @@ def test_an_output_that_aliases_a_keyword_input_is_recorded_as_produced_and_the_
         assert torch.equal(acts["tap"], tapped) and torch.equal(acts[net], out)
 
 
+def test_an_output_holding_the_recorded_tensor_twice_passes_no_recording_downstream():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, {"again": y}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Twice()
+
+        def forward(self, x):
+            a, extra = self.block(x)
+            b = extra["again"]
+            b.mul_(0.0)  # a later in-place op on the second occurrence
+            return a + 1
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(1, 1, 2, 2)
+    with torch.no_grad():
+        produced = net.block.conv(x)
+        out = net(x)  # a and b are one tensor: a + 1 is 1 everywhere
+    assert torch.equal(out, torch.ones_like(out)) and produced.abs().min() > 0
+    for _ in range(2):
+        with ActivationRecorder(net, ["block", net]) as rec:
+            acts = rec.run(x)
+        assert torch.equal(acts["block"], produced) and torch.equal(acts[net], out)
+
+
 def test_call_counts_are_learned_again_when_the_input_shape_changes():
     class Loop(nn.Module):
         def __init__(self):
