@@ -457,8 +457,9 @@ def _is_out_of_memory(err: BaseException) -> bool:
 @contextlib.contextmanager
 def _working_directory_importable() -> Iterator[None]:
     """Let a ``module:function`` factory in the working directory import under the ``optim`` console script, as
-    it does under ``python -m optim`` (whose ``sys.path`` starts with that directory). Appended, so a file there
-    never shadows an installed package; removed afterwards."""
+    it does under ``python -m optim`` (whose ``sys.path`` starts with that directory). Appended, not put first as
+    ``python -m`` does: under the console script an installed package of the same name wins over a file
+    there, and a file never shadows a package the library imports; removed afterwards."""
     cwd = os.getcwd()
     added = "" not in sys.path and cwd not in sys.path
     if added:

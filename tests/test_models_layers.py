@@ -1,5 +1,7 @@
 """Layer utilities of optim.models: redirected ReLUs, layer surgery, relaxed pooling, SAME convolution,
 and the model inspection helpers on torchvision networks."""
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -350,9 +352,31 @@ def test_layer_info_input_size_must_be_a_full_shape():
         layer_info(net, "64")
     with pytest.raises(TypeError, match=r"input_size .*got 64 \(int\)"):
         get_model_layers(net, 64)
-    # a CHW shape without its batch: Conv2d took it as one unbatched image and the rows lost the batch dim
-    with pytest.raises(ValueError, match=r"input_size must be a full NCHW shape .*got \(3, 64, 64\)"):
+    # a CHW shape without its batch: Conv2d takes it as one unbatched image and the rows lose the batch dim
+    with pytest.warns(UserWarning, match=r"input_size \(3, 64, 64\) looks like one unbatched image.*\(1, 3, 64, 64\)"):
         layer_info(net, input_size=(3, 64, 64))
+
+    # other ranks stay allowed on models holding a Conv2d: audio (N, T, F) and video (N, T, C, H, W)
+    class Audio(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, stride=2)
+
+        def forward(self, x):
+            return self.conv(x.unsqueeze(1))
+
+    class Frames(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x.flatten(0, 1)).unflatten(0, tuple(x.shape[:2]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert layer_info(Audio(), (2, 20, 16))[0].shape == (2, 4, 9, 7)
+        assert layer_info(Frames(), (1, 2, 3, 8, 8))[0].shape == (2, 4, 6, 6)  # the conv sees the frames
     with pytest.raises(ValueError, match=r"input_size must be positive sizes.*got \(1, 3, 8\.5, 8\)"):
         layer_info(net, (1, 3, 8.5, 8))
     assert layer_info(net, torch.Size([1, 3, 8, 8]))[0] == LayerInfo("0", "Conv2d", (1, 4, 6, 6), 4)

@@ -336,8 +336,13 @@ def test_equal_image_keys_name_the_same_stream_whatever_their_python_type():
     import numpy as np
     from optim.optimization.streams import image_generators
 
-    plain = ["cat", (1, 2), 0.5, 3]
-    other = [np.str_("cat"), (np.int64(1), 2), np.float64(0.5), torch.tensor(3)]
+    import enum
+
+    class Animal(str, enum.Enum):  # equal to "cat", but str() names the member on some Python versions
+        CAT = "cat"
+
+    plain = ["cat", (1, 2), 0.5, 3, "cat"]
+    other = [np.str_("cat"), (np.int64(1), 2), np.float64(0.5), torch.tensor(3), Animal.CAT]
     for a, b in zip(image_generators(7, plain), image_generators(7, other)):
         assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
     # and different keys still give different streams

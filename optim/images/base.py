@@ -232,9 +232,13 @@ def check_size(size: Sequence[int], name: str = "size") -> Tuple[int, int]:
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
     # a str is iterable too: its characters would be reported as the size ('6', '4')
+    bad = TypeError(f"{name} must be an int or (height, width), got {size!r} ({type(size).__name__})")
     if isinstance(size, (str, bytes)) or not isinstance(size, Iterable):
-        raise TypeError(f"{name} must be an int or (height, width), got {size!r} ({type(size).__name__})")
-    size = tuple(size)
+        raise bad
+    try:
+        size = tuple(size)
+    except TypeError:  # iterable by type but not by value (a 0-d tensor)
+        raise bad from None
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise ValueError(f"{name} must be a positive int or (height, width) of positive ints, got {size!r}")
     return int(size[0]), int(size[1])

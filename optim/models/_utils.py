@@ -74,20 +74,23 @@ def _never_runs(model: nn.Module) -> set:
     return out
 
 
-def _default_input_size(model: nn.Module) -> Tuple[int, ...]:
-    """The probe shape when none is given: one image of the size a render of ``model`` uses
-    (:func:`~optim.models.preprocess.render_inputs`: its native size, else ``DEFAULT_SIZE``), with as many
+def _default_input_size(model: nn.Module, size: Union[None, int, Sequence[int]] = None) -> Tuple[int, ...]:
+    """The probe shape when none is given: one image of the size a render of ``model`` uses (``size``, else
+    :func:`~optim.models.preprocess.render_inputs`: its native size, else ``DEFAULT_SIZE``), with as many
     channels as its first convolution reads (:func:`~optim.optimization.defaults.model_input_channels`)."""
     from ..optimization.defaults import model_input_channels
     from .preprocess import render_inputs
 
-    return (1, model_input_channels(model), *render_inputs(model).size)
+    return (1, model_input_channels(model), *render_inputs(model, size).size)
 
 
 def _check_input_size(model: nn.Module, input_size: Any) -> Tuple[int, ...]:
-    """Validate ``input_size``: the full input shape, batch first, of positive ints; ``(N, C, H, W)`` for a
-    model that reads images (one with an ``nn.Conv2d``), which would otherwise take a 3-entry shape as one
-    unbatched image and list shapes without their batch dimension."""
+    """Validate ``input_size``: the full input shape, batch first, of positive ints.
+
+    Any rank is allowed (tokens ``(N, L, D)``, audio ``(N, T, F)``, video ``(N, T, C, H, W)`` models may hold a
+    ``Conv2d``); a 3-entry shape that starts with the first ``Conv2d``'s input channels is most likely an
+    unbatched image, which ``Conv2d`` accepts and which would list every shape without its batch dimension:
+    that gets a warning naming the batched shape."""
     example = "such as (1, 3, 224, 224) for images or (1, 5, 16) for tokens"
     if isinstance(input_size, (str, bytes)):
         raise TypeError(f"input_size must be the full input shape, batch first, {example}, got {input_size!r}")
@@ -104,10 +107,14 @@ def _check_input_size(model: nn.Module, input_size: Any) -> Tuple[int, ...]:
         size = ()
     if not given or len(size) != len(given) or any(s <= 0 for s in size):
         raise ValueError(f"input_size must be positive sizes, batch first, {example}, got {given!r}")
-    if len(size) != 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        raise ValueError(
-            f"input_size must be a full NCHW shape (batch, channels, height, width) for {type(model).__name__}, "
-            f"which reads images (it has an nn.Conv2d), such as (1, 3, 224, 224), got {given!r}"
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if len(size) == 3 and first_conv is not None and size[0] == first_conv.in_channels:
+        warnings.warn(
+            f"input_size {given!r} looks like one unbatched image of {type(model).__name__} (its first Conv2d reads "
+            f"{first_conv.in_channels} channels): the shapes listed will lack the batch dimension; give "
+            f"{(1, *size)!r}, or the input itself as model_input=",
+            UserWarning,
+            stacklevel=3,
         )
     return size
 

@@ -73,11 +73,9 @@ def layer_table(model: nn.Module, size: Union[None, int, Sequence[int]] = None) 
     >>> [r.name for r in layer_table(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), 8)]
     ['0', '1']
     """
-    from ..optimization.defaults import model_input_channels
-    from ._utils import layer_info
-    from .preprocess import render_inputs
+    from ._utils import _default_input_size, layer_info
 
-    return layer_info(model, (1, model_input_channels(model), *render_inputs(model, size).size))
+    return layer_info(model, _default_input_size(model, size))
 
 
 def renderable_layers(rows: Sequence[Any]) -> List[Any]:

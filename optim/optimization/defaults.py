@@ -136,9 +136,9 @@ def default_image(
         (torch.Size([1, 1, 32, 32]), 'Identity')
     """
     from ..images import FFTImage, NaturalImage, ToRGB
-    from ..images.base import check_size
 
-    size = check_size(size)
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
     if decay_power is None:
         decay_power = DEFAULT_DECAY_POWER if init is None else 1.0
     fft = functools.partial(FFTImage, decay_power=decay_power)

@@ -74,7 +74,7 @@ def _canonical_key(key: Any) -> Any:
     if isinstance(key, bool):
         return bool(key)
     if isinstance(key, str):
-        return str(key)
+        return str.__str__(key)  # the characters: a str Enum's own __str__ would name the member
     if not isinstance(key, float) and hasattr(key, "__index__"):
         return operator.index(key)  # numpy integers name the same stream as the int
     if isinstance(key, float):
