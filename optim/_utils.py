@@ -5,8 +5,9 @@ import contextlib
 import difflib
 import importlib
 import itertools
+import threading
 from types import ModuleType
-from typing import Dict, Iterator, Tuple, Union
+from typing import Any, Dict, Iterator, List, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -106,8 +107,36 @@ def eager_compiled(model: nn.Module) -> Iterator[None]:
     if not is_compiled(model):
         yield
         return
-    with torch.compiler.set_stance("force_eager"):
+    _enter_eager()
+    try:
         yield
+    finally:
+        _exit_eager()
+
+
+# ``set_stance`` contexts restore the stance they saw on entry, so two overlapping ones left out of order (two
+# passive recorders closed in the order they were opened) would leave ``force_eager`` on for good: one stance
+# context is held while any ``eager_compiled`` block is open, entered by the first and left by the last.
+_EAGER_LOCK = threading.Lock()
+_EAGER_OPEN: List[Any] = []  # [the held stance context, number of open blocks]
+
+
+def _enter_eager() -> None:
+    with _EAGER_LOCK:
+        if not _EAGER_OPEN:
+            stance = torch.compiler.set_stance("force_eager")
+            stance.__enter__()
+            _EAGER_OPEN[:] = [stance, 0]
+        _EAGER_OPEN[1] += 1
+
+
+def _exit_eager() -> None:
+    with _EAGER_LOCK:
+        _EAGER_OPEN[1] -= 1
+        if _EAGER_OPEN[1] == 0:
+            stance = _EAGER_OPEN[0]
+            _EAGER_OPEN.clear()
+            stance.__exit__(None, None, None)
 
 
 def named_module_map(model: nn.Module) -> Dict[str, nn.Module]:

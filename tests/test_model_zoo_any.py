@@ -101,8 +101,27 @@ def test_passive_recorder_and_default_gradcam_layer_on_a_compiled_model_see_the_
         expected = model.layer3(model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x)))))))
     assert torch.allclose(recorded, expected, atol=1e-6) and torch.allclose(out, model(x), atol=1e-6)
     assert all(not m._forward_hooks for m in model.modules())
-    # the stance is restored on exit: the compiled graph runs again (no hooks, same output)
-    assert torch.allclose(compiled(x), model(x), atol=1e-6)
+    # the stance is restored on exit, also when two recorders close out of order: the compiled graph runs again
+    calls = []
+
+    def counting(gm, inputs):
+        def run(*args):
+            calls.append(1)
+            return gm(*args)
+
+        return run
+
+    counted = torch.compile(model, backend=counting)
+    counted(x)
+    a = ActivationRecorder(counted, "layer1", passive=True).__enter__()
+    b = ActivationRecorder(counted, "layer2", passive=True).__enter__()
+    a.__exit__(None, None, None)
+    before = len(calls)
+    counted(x)  # b is still open: eager, recorded
+    assert len(calls) == before and "layer2" in b.recorded()
+    b.__exit__(None, None, None)
+    counted(x)
+    assert len(calls) == before + 1  # the graph runs again: force_eager did not stay on
     # Grad-CAM's default layer is found by passive recorders on the caller's pass: the stage output, as uncompiled
     assert opt.attribution.default_gradcam_layer(compiled, x) is model.layer4
 
