@@ -361,7 +361,7 @@ def autograd_context() -> Iterator[None]:
 class _Slot:
     """What the recorder keeps for one target module."""
 
-    __slots__ = ("module", "name", "key", "calls", "value", "watch", "clone", "error")
+    __slots__ = ("module", "name", "key", "calls", "value", "watch", "clone", "error", "leak", "record_copy")
 
     def __init__(self, module: nn.Module, name: str, key: Any) -> None:
         self.module = module
@@ -375,6 +375,11 @@ class _Slot:
         self.clone: Optional[bool] = None
         # why the wanted output could not be read (no tensor in it), raised only if the caller needs it
         self.error: Optional[str] = None
+        # (recorded tensor, its version) when a rebuilt output went downstream: a place the rebuild could not
+        # reach (a dataclass holding it) may still pass the recording on, and an in-place op there changes it
+        self.leak: Optional[Tuple[torch.Tensor, int]] = None
+        # set once that happened: record a copy and pass the output on untouched
+        self.record_copy = False
 
 
 class ActivationRecorder:
@@ -547,10 +552,12 @@ class ActivationRecorder:
             copy = t.clone()
             # a tuple / list / dict / ModelOutput is rebuilt around the copy, so the recording stays on the
             # autograd path there too (FacetLoss on a module returning (x, aux))
-            passed_on = copy if out is t else _replace_tensor(out, t, copy)
+            passed_on = None if slot.record_copy else copy if out is t else _replace_tensor(out, t, copy)
             if passed_on is not None:
                 if not inference:
                     slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
+                    if passed_on is not copy:
+                        slot.leak = (t, t._version)
                 return t, passed_on
             return copy, None
         return t.clone(), None
@@ -592,6 +599,7 @@ class ActivationRecorder:
             slot.calls = 0
             slot.value = None
             slot.watch = None
+            slot.leak = None
             slot.error = None
 
     def _finish_pass(self, completed: bool) -> List[_Slot]:
@@ -604,6 +612,10 @@ class ActivationRecorder:
                     s.value = history[self.call] if len(history) >= -self.call else None
         corrupted = []
         for slot in self._slots:
+            if slot.leak is not None and slot.leak[0]._version != slot.leak[1]:
+                slot.record_copy = True  # the rebuilt output still carried the recording somewhere
+                corrupted.append(slot)
+                continue
             if slot.watch is None:
                 continue
             original, version = slot.watch
@@ -630,7 +642,9 @@ class ActivationRecorder:
         """
         if self._running:
             raise RuntimeError("an ActivationRecorder cannot run inside its own forward pass")
-        for _ in range(2):
+        # a pass that found a recording corrupted runs again under the stricter policy it learned: copy instead of
+        # share (clone), then record a copy where a rebuilt output still carried the recording (record_copy)
+        for _ in range(3):
             self.reset()
             completed = True
             self._running = True

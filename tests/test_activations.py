@@ -397,6 +397,64 @@ def test_an_output_holding_the_recorded_tensor_twice_passes_no_recording_downstr
         assert torch.equal(acts["block"], produced) and torch.equal(acts[net], out)
 
 
+def test_a_recording_carried_on_inside_an_object_the_recorder_cannot_rebuild_is_still_protected():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Extra:
+        again: torch.Tensor
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, Extra(y)  # the tuple is rebuilt around a copy; the dataclass still holds y itself
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+
+        def forward(self, x):
+            a, extra = self.block(x)
+            extra.again.mul_(0.0)
+            return a + 1
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(1, 1, 2, 2)
+    with torch.no_grad():
+        produced = net.block.conv(x)
+        out = net(x)
+    assert produced.abs().min() > 0
+    with ActivationRecorder(net, ["block", net]) as rec:
+        for _ in range(3):  # the first pass, and later ones with the policy it learned
+            acts = rec.run(x)
+            assert torch.equal(acts["block"], produced) and torch.equal(acts[net], out)
+    # an in-place op that appears only after the recorder learned that none follows is caught as well
+    flip = {"on": False}
+
+    class Late(Net):
+        def forward(self, x):
+            a, extra = self.block(x)
+            if flip["on"]:
+                extra.again.mul_(0.0)
+            return a + 1
+
+    late = Late()
+    late.load_state_dict(net.state_dict())
+    with ActivationRecorder(late, ["block", late]) as rec:
+        rec.run(x)
+        rec.run(x)
+        flip["on"] = True
+        acts = rec.run(x)
+        with torch.no_grad():
+            expected = late(x)
+        assert torch.equal(acts["block"], produced) and torch.equal(acts[late], expected)
+
+
 def test_call_counts_are_learned_again_when_the_input_shape_changes():
     class Loop(nn.Module):
         def __init__(self):
