@@ -330,18 +330,13 @@ def compile_table(backend: str = "inductor", steps: int = 6, size: int = 64) -> 
             rows[-1]["hook calls"] = "layer4: none" if "never ran" in str(err) else "layer4: error"
     torch._dynamo.reset()
     compiled = torch.compile(base, backend=backend)
-    handle = base.layer3.register_forward_hook(hook)
-    try:
-        add("fwd+bwd, compiled, hook", lambda: timed_steps(compiled))
-        rows[-1]["hook calls"] = f"{box.calls}/{steps}"
-    finally:
-        handle.remove()
-    handle = base.layer4.register_forward_hook(hook)
-    try:
-        add("fwd+bwd, hook moved", lambda: timed_steps(compiled))
-        rows[-1]["hook calls"] = f"{box.calls}/{steps}"
-    finally:
-        handle.remove()
+    for label, layer in (("fwd+bwd, compiled, hook", base.layer3), ("fwd+bwd, hook moved", base.layer4)):
+        handle = layer.register_forward_hook(hook)
+        try:
+            add(label, lambda: timed_steps(compiled))
+            rows[-1]["hook calls"] = f"{box.calls}/{steps}"
+        finally:
+            handle.remove()
     return rows
 
 

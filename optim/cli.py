@@ -103,14 +103,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cuda if available, else cpu)")
 
 
-def _add_render_args(p: argparse.ArgumentParser) -> None:
+def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress bar") -> None:
     p.add_argument("--size", type=_size, default=None,
                    help=f"image side in pixels (default: the size the model's config declares (timm, Hugging Face, "
                         f"torchvision ViT), else render_vis's default; at most {MAX_SIZE})")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: render_vis's)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,13 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "resume)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="channels of one layer rendered together "
                    "(default 16; part of the job's settings)")
-    p.add_argument("--size", type=_size, default=None,
-                   help=f"image side in pixels (default: the size the model's config declares (timm, Hugging Face, "
-                        f"torchvision ViT), else render_vis's default; at most {MAX_SIZE})")
-    p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress line per batch (the summary stays)")
+    _add_render_args(p, quiet_help="no progress line per batch (the summary stays)")
 
     # `optim app ARGS` is handed to the app's launcher before this parser runs (see main); listed for --help
     sub.add_parser("app", help="launch the Streamlit app (see 'optim app --help')", add_help=False)

@@ -123,6 +123,7 @@ def test_python_dash_m_help_and_the_app_launcher_help() -> None:
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "out.jpg"], "must be a .png"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "cli_tiny_models.py/out.png"], "cannot create"),
         (["layer", "cli_tiny_models:tiny_net", "2", "--channels", "0:9", "-q"], "out of range"),
+        (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--lr", "0"], "positive number"),
         (["layers", "cli_tiny_models:tiny_net", "--weights", "missing.pt"], "no weights file at 'missing.pt'"),
         (["render-model", "cli_tiny_models:tiny_net", "--out", "job"], "the following arguments are required: "
          "--layers/-l"),

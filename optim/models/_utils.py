@@ -210,8 +210,7 @@ def get_model_layers(
 
     Raises:
         TypeError: ``model`` is not a module, or ``input_size`` is not a shape (an int, a str).
-        ValueError: a bad ``input_size`` (a size below 1; not 4 sizes ``(N, C, H, W)`` for a model with an
-        ``nn.Conv2d``).
+        ValueError: a bad ``input_size`` (empty, or a size below 1).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(), nn.Sequential(nn.ReLU(), nn.Conv2d(4, 2, 1)))
@@ -398,8 +397,7 @@ def layer_info(
 
     Raises:
         TypeError: ``model`` is not a module, or ``input_size`` is not a shape (an int, a str).
-        ValueError: a bad ``input_size`` (a size below 1; not 4 sizes ``(N, C, H, W)`` for a model with an
-        ``nn.Conv2d``).
+        ValueError: a bad ``input_size`` (empty, or a size below 1).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
