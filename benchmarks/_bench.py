@@ -18,7 +18,39 @@ LUCENT_INSTALL = "pip install --no-deps torch-lucent && pip install kornia decor
 
 
 class Stop(Exception):
-    """Raised by the floor's forward hook once the target layer produced its output."""
+    """Raised by :class:`StopAt`'s forward hook once the target layer produced its output."""
+
+
+class StopAt:
+    """A bare forward to one layer, the way the floors run it: ``with StopAt(layer) as to_layer:`` places one hook
+    (no recorder, no copy) that keeps the layer's output and stops the pass; ``to_layer(model, x)`` returns that
+    output. Hand-written loops share it so that they differ only in what they time.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+        self.out: Optional[torch.Tensor] = None
+
+    def _hook(self, _m: nn.Module, _i: object, out: torch.Tensor) -> None:
+        self.out = out
+        raise Stop
+
+    def __enter__(self) -> "StopAt":
+        self.handle = self.layer.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        try:
+            model(x)
+        except Stop:
+            pass
+        out, self.out = self.out, None
+        if out is None:
+            raise RuntimeError("the model returned without running the target layer")
+        return out
 
 
 def sync(device: torch.device) -> None:
@@ -97,25 +129,12 @@ def floor_steps(
     x = torch.rand(batch, 3, size, size, device=device, requires_grad=True)
     rows = torch.arange(batch, device=device)
     cols = torch.tensor(list(channels), device=device)
-    store: dict = {}
-
-    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-        store["out"] = out
-        raise Stop
 
     def run(n: int) -> None:
-        handle = layer.register_forward_hook(hook)
-        try:
+        with StopAt(layer) as to_layer:
             for _ in range(n):
                 x.grad = None
-                try:
-                    model(x)
-                except Stop:
-                    pass
-                act = store.pop("out")
-                (-act[rows, cols].mean(dim=(1, 2)).sum()).backward()
-        finally:
-            handle.remove()
+                (-to_layer(model, x)[rows, cols].mean(dim=(1, 2)).sum()).backward()
 
     return run
 

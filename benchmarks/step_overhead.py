@@ -42,7 +42,7 @@ import torch.nn as nn
 
 import optim as opt
 from _bench import (frozen, floor_steps, import_lucent, interleaved_ms, lucent_render, ratio_summary,
-                    Stop)
+                    StopAt)
 
 
 def optim_step(model: nn.Module, layer: str, size: int, device: torch.device,
@@ -67,25 +67,13 @@ def pipeline_steps(model: nn.Module, layer: nn.Module, size: int, device: torch.
     image = opt.optimization.default_image(size).to(device)
     transforms = opt.optimization.default_transforms()
     optimizer = opt.optimization.make_optimizer(None, list(image.parameters()), opt.optimization.DEFAULT_LR)
-    store: Dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-        store["out"] = out
-        raise Stop
 
     def run(steps: int) -> None:
-        handle = layer.register_forward_hook(hook)
-        try:
+        with StopAt(layer) as to_layer:
             for _ in range(steps):
                 optimizer.zero_grad()
-                try:
-                    model(transforms(image()))
-                except Stop:
-                    pass
-                (-store.pop("out")[:, 0].mean()).backward()
+                (-to_layer(model, transforms(image()))[:, 0].mean()).backward()
                 optimizer.step()
-        finally:
-            handle.remove()
 
     return run
 
