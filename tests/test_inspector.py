@@ -5,7 +5,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import optim as opt
-from optim.activations import ActivationMap
+from optim.activations import ActivationMap, record_activations
 from optim.analysis import ModelInspector
 from optim.models import LayerInfo
 
@@ -203,3 +203,17 @@ def test_stream_keeps_the_negative_values_of_a_conv_an_inplace_relu_overwrites()
     torch.testing.assert_close(acts["0"], conv, rtol=1e-6, atol=1e-6)  # batches of 4, 4, 2 against one of 10
     torch.testing.assert_close(acts[net[2]], top, rtol=1e-6, atol=1e-6)
     assert list(acts) == ["0", "2"]
+
+
+def test_stream_map_knows_the_model_so_losses_read_the_same_layout_as_record_activations():
+    # a channels-last MLP (ConvNeXt / Swin style): without the model, a loss would guess NCHW for (N, H, W, C)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.GELU())
+    x = torch.randn(2, 5, 5, 8)
+    loss = opt.loss.ChannelActivation("1", 0)
+    streamed = ModelInspector(model).stream(x, layers=["1"])
+    assert streamed.model is model
+    with torch.no_grad():
+        by_hand = model(x)[..., 0]  # channel 0 of the last (channels) dim
+    torch.testing.assert_close(loss(streamed), by_hand)
+    torch.testing.assert_close(loss(streamed), loss(record_activations(model, ["1"], x)))

@@ -348,3 +348,38 @@ def test_equal_image_keys_name_the_same_stream_whatever_their_python_type():
     # and different keys still give different streams
     x, y = image_generators(7, ["cat", "dog"])
     assert not torch.equal(torch.rand(4, generator=x), torch.rand(4, generator=y))
+
+
+class _NetWithTransform(nn.Module):
+    """A model with its own submodule called ``transform`` (as torchvision's detection models have)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transform = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.transform(x))
+
+
+def test_a_model_submodule_named_transform_is_the_models_not_the_render_transform():
+    torch.manual_seed(0)
+    net = _NetWithTransform().eval()
+    image = opt.images.PixelImage(8)
+    obj = InputOptimization(net, ChannelActivation("transform.0", 1), image, nn.Identity())
+    before = float(obj.loss())
+    obj.optimize(n_steps(8, show_progress=False), lr=0.05)
+    with torch.no_grad():
+        by_hand = net.transform[0](image())[:, 1].mean()
+    assert float(obj.loss()) == pytest.approx(-float(by_hand), rel=1e-5)  # the model's conv, read by hand
+    assert -float(obj.loss()) > -before + 0.05  # and the render raised it
+    obj.cleanup()
+
+
+def test_a_loss_on_a_module_of_the_render_transform_is_refused():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3)).eval()
+    smooth = nn.Sequential(nn.Identity(), nn.AvgPool2d(3, 1, 1))
+    for target in (smooth[1], "transform.1"):
+        obj = InputOptimization(net, LayerActivation(target), opt.images.PixelImage(8), smooth)
+        with pytest.raises(ValueError, match=r"the loss targets a module of the transform \(AvgPool2d\)"):
+            obj.optimize(n_steps(1, show_progress=False))

@@ -113,7 +113,7 @@ class ModelInspector:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
         #: what the last :meth:`stream` returned (an empty map before the first)
-        self.activations = ActivationMap([])
+        self.activations = ActivationMap([], model)
 
     # -- listing and reading ---------------------------------------------------------------------------
     def layer_info(self, input_size: Optional[Sequence[int]] = None) -> List[LayerInfo]:
@@ -304,7 +304,9 @@ class ModelInspector:
                 chunks[name].append(out.to(device) if device is not None else out)
         if not any(chunks.values()):
             raise ValueError("the data yielded no batches")
-        self.activations = ActivationMap((name, owner[name], name, torch.cat(parts)) for name, parts in chunks.items())
+        self.activations = ActivationMap(
+            ((name, owner[name], name, torch.cat(parts)) for name, parts in chunks.items()), self.model
+        )
         return self.activations
 
     @property

@@ -155,7 +155,7 @@ def _probe(
     """
     failed: Dict[str, str] = {}
     if not modules:  # a model without submodules has no layers to list
-        return ActivationMap(()), failed
+        return ActivationMap((), model), failed
     with torch.no_grad(), model_frozen(model), ActivationRecorder(model, list(modules.values()), stop_early=False,
                                                                   inplace_safe=False) as rec:
         try:

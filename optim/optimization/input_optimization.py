@@ -198,6 +198,9 @@ class InputOptimization:
         names: Dict[str, nn.Module] = {"input_param": self.input_param, "transform": self.transform}
         for prefix, root in (("input_param.", self.input_param), ("transform.", self.transform)):
             names.update({prefix + n: m for n, m in root.named_modules() if n})
+        # the model's own names win, as in the recorder (torchvision's detection models have a `transform`)
+        for name, _ in self.model.named_modules():
+            names.pop(name, None)
         return names
 
     def _check_targets(self) -> None:
@@ -205,10 +208,9 @@ class InputOptimization:
         if not targets:
             raise ValueError(f"the loss {self.loss_function!r} has no targets")
         in_transform = {id(m) for m in self.transform.modules()} - {id(m) for m in self.model.modules()}
+        names = self._names()
         for target in targets:
-            module = target if isinstance(target, nn.Module) else None
-            if isinstance(target, str) and (target == "transform" or target.startswith("transform.")):
-                module = self.transform
+            module = target if isinstance(target, nn.Module) else names.get(target) if isinstance(target, str) else None
             if module is not None and id(module) in in_transform:
                 raise ValueError(
                     f"the loss targets a module of the transform ({type(module).__name__}): transforms are applied "
