@@ -187,18 +187,25 @@ def _replace_tensor(out: Any, old: torch.Tensor, new: torch.Tensor) -> Any:
 
 
 def _aliases_an_input(t: torch.Tensor, inputs: Any) -> bool:
-    """Whether ``t`` shares storage with one of a module's input tensors (positional and keyword)."""
+    """Whether ``t`` shares storage with one of a module's input tensors: positional and keyword, and those
+    inside a list, tuple or dict argument (an FPN / YOLO ``feats[i]`` selector returns one of them)."""
     try:
         ptr = t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):  # tensors without storage (meta, some subclasses)
         return True
-    for x in inputs if isinstance(inputs, tuple) else ():
+    pending = [inputs]
+    while pending:
+        x = pending.pop()
         if isinstance(x, torch.Tensor):
             try:
                 if x.untyped_storage().data_ptr() == ptr:
                     return True
             except (RuntimeError, NotImplementedError):
                 return True
+        elif isinstance(x, (list, tuple)):
+            pending.extend(x)
+        elif isinstance(x, dict):
+            pending.extend(x.values())
     return False
 
 

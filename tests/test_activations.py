@@ -364,6 +364,39 @@ def test_an_output_that_aliases_a_keyword_input_is_recorded_as_produced_and_the_
         assert torch.equal(acts["tap"], tapped) and torch.equal(acts[net], out)
 
 
+def test_an_output_that_is_a_tensor_of_a_list_input_is_recorded_as_produced_and_the_model_unchanged():
+    class Select(nn.Module):  # FPN / YOLO style: pick one feature map out of a list
+        def forward(self, feats):
+            return feats["b"] if isinstance(feats, dict) else feats[1]
+
+    class Net(nn.Module):
+        def __init__(self, as_dict):
+            super().__init__()
+            self.c1, self.c2, self.pick, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), Select(), nn.Conv2d(4, 2, 1)
+            self.as_dict = as_dict
+
+        def forward(self, x):
+            a = self.c1(x)
+            b = self.c2(a)
+            p = self.pick({"a": a, "b": b} if self.as_dict else [a, b])  # p is b
+            b.relu_()  # the model changes the memory it still holds, which p shares
+            return self.head(p)
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 4)
+    for as_dict in (False, True):
+        net = Net(as_dict).eval()
+        with torch.no_grad():
+            picked = net.c2(net.c1(x))
+            out = net(x)
+        assert float(picked.min()) < -0.5
+        assert torch.equal(record_activations(net, ["pick"], x)["pick"], picked)
+        for _ in range(2):  # the learned passes too
+            with ActivationRecorder(net, ["pick", net]) as rec:
+                acts = rec.run(x)
+            assert torch.equal(acts["pick"], picked) and torch.equal(acts[net], out)
+
+
 def test_an_output_holding_the_recorded_tensor_twice_passes_no_recording_downstream():
     class Twice(nn.Module):
         def __init__(self):
