@@ -40,7 +40,8 @@ from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Opti
 import torch
 import torch.nn as nn
 
-from ._utils import eager_compiled, is_compiled, model_device_dtype, resolve_module, lookup_module, named_module_map
+from ._utils import (eager_compiled, is_compiled, model_device_dtype, resolve_module, lookup_module, named_module_map,
+                     strip_compiled)
 
 __all__ = [
     "ActivationMap",
@@ -244,22 +245,24 @@ class ActivationMap(Mapping):
             self._by_key[key] = value
             self._by_module[id(module)] = value
             self._names[id(module)] = name
-            if name:
-                self._modules[name] = module
             try:
                 self._modules[key] = module
             except TypeError:  # an unhashable key: found by name only
                 pass
             if name:
-                self._by_name[name] = value
+                # a compiled model's raw name ("_orig_mod.0") and the plain one ("0") are one module
+                for alias in (name, strip_compiled(name)):
+                    self._modules[alias] = module
+                    self._by_name[alias] = value
 
     def __getitem__(self, key: Any) -> torch.Tensor:
         if isinstance(key, nn.Module):
             if id(key) in self._by_module:
                 return self._by_module[id(key)]
         elif isinstance(key, str):
-            if key in self._by_name:
-                return self._by_name[key]
+            for alias in (key, strip_compiled(key)):
+                if alias in self._by_name:
+                    return self._by_name[alias]
         try:
             return self._by_key[key]
         except (KeyError, TypeError):
@@ -292,9 +295,10 @@ class ActivationMap(Mapping):
         if isinstance(key, nn.Module):
             return key
         try:
-            return self._modules.get(key)
+            found = self._modules.get(key)
         except TypeError:
             return None
+        return self._modules.get(strip_compiled(key)) if found is None and isinstance(key, str) else found
 
     def detach(self) -> "ActivationMap":
         """The same map with every tensor detached (for storing outside the autograd graph)."""

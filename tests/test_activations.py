@@ -503,3 +503,17 @@ def test_call_counts_are_learned_again_when_the_input_shape_changes():
     with ActivationRecorder(net, "pool") as rec:
         assert rec.run(torch.rand(1, 1, 8, 8))["pool"].shape[-1] == 2
         assert rec.run(torch.rand(1, 1, 32, 32))["pool"].shape[-1] == 2  # the last call, also at 32 px
+
+
+def test_a_compiled_models_raw_and_plain_names_answer_the_same_recording():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1))
+    compiled = torch.compile(net, backend="eager")
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        conv = net(x)
+    for recorded_as, asked in (("_orig_mod.0", "0"), ("0", "_orig_mod.0")):
+        acts = record_activations(compiled, recorded_as, x)
+        assert asked in acts and torch.equal(acts[asked], conv)
+        assert acts.module_of(asked) is net[0]
+        torch.testing.assert_close(ChannelActivation(asked, 1)(acts), conv[:, 1])
