@@ -109,6 +109,17 @@ def test_optimizer_forms(tiny_net, kind):
         assert not torch.equal(moved, start)
 
 
+@pytest.mark.parametrize("kind", ["class", "instance", "factory"])
+def test_an_optimizer_that_needs_a_closure_is_refused_naming_it(tiny_net, kind):
+    image = opt.images.NaturalImage((16, 16))
+    optimizer = {"class": torch.optim.LBFGS, "instance": torch.optim.LBFGS(image.parameters()),
+                 "factory": lambda params: torch.optim.LBFGS(params, lr=0.5)}[kind]
+    modes = [m.training for m in tiny_net.modules()]
+    with pytest.raises(TypeError, match=r"optimizer LBFGS needs a closure in step\(closure\)"):
+        opt.render_vis(tiny_net, "conv2:0", image=image, optimizer=optimizer, thresholds=2, progress=False)
+    assert [m.training for m in tiny_net.modules()] == modes and not any(m._forward_hooks for m in tiny_net.modules())
+
+
 def test_transforms_list_and_preprocess_run_every_step(tiny_net):
     calls = []
 

@@ -27,6 +27,7 @@ scale 0.7-1.3 and a centred logit left that unchanged; a log-softmax objective n
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Type, Union
 
@@ -246,6 +247,18 @@ def _adam(params: List[torch.Tensor], lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
 
 
+def _steps_without_closure(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    # A render takes one gradient per step and calls step() without a closure; an optimizer that must re-evaluate
+    # the loss itself (LBFGS) would fail inside torch on the first step.
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise TypeError(
+            f"optimizer {type(optimizer).__name__} needs a closure in step(closure) (it re-evaluates the loss "
+            "itself); renders take one gradient per step: use Adam, AdamW, SGD or another first-order optimizer"
+        )
+    return optimizer
+
+
 def make_optimizer(optimizer: OptimizerArg, params: Iterable[torch.Tensor], lr: float = DEFAULT_LR) -> torch.optim.Optimizer:
     """The one optimizer normalisation: what every entry point's ``optimizer=`` argument may be.
 
@@ -260,7 +273,8 @@ def make_optimizer(optimizer: OptimizerArg, params: Iterable[torch.Tensor], lr: 
         A ``torch.optim.Optimizer``.
 
     Raises:
-        TypeError: for anything else, or a factory that returns no optimizer; ValueError for a bad ``lr``.
+        TypeError: for anything else, a factory that returns no optimizer, or an optimizer whose ``step`` needs a
+            closure (LBFGS); ValueError for a bad ``lr``.
 
     Example:
         >>> p = [torch.zeros(2, requires_grad=True)]
@@ -275,19 +289,19 @@ def make_optimizer(optimizer: OptimizerArg, params: Iterable[torch.Tensor], lr: 
                 "the optimizer instance does not hold the image's parameters (it was built over other tensors); "
                 "pass an optimizer class or a function params -> optimizer instead"
             )
-        return optimizer
+        return _steps_without_closure(optimizer)
     lr = check_lr(lr)
     if optimizer is None:
         return _adam(params, lr)
     if isinstance(optimizer, type):
         if issubclass(optimizer, torch.optim.Optimizer):
-            return optimizer(params, lr=lr)
+            return _steps_without_closure(optimizer(params, lr=lr))
         raise TypeError(f"optimizer must be a torch.optim.Optimizer class, got {optimizer.__name__}")
     if callable(optimizer):
         built = optimizer(params)
         if not isinstance(built, torch.optim.Optimizer):
             raise TypeError(f"the optimizer factory must return a torch.optim.Optimizer, got {type(built).__name__}")
-        return built
+        return _steps_without_closure(built)
     raise TypeError(
         "optimizer must be None, a torch.optim.Optimizer, an Optimizer class or a function of the parameters, "
         f"got {type(optimizer).__name__}"
