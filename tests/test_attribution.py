@@ -166,6 +166,27 @@ def test_bad_input_and_model_restored_on_error(tiny_net, image):
     assert model_state(tiny_net) == before and hook_count(tiny_net) == 0
 
 
+def test_a_tuple_target_is_captums_index_into_a_multi_dimensional_output():
+    torch.manual_seed(0)
+
+    class Grid(nn.Module):  # logits (N, 3, 5): a tuple (row, col) picks one of them for every image
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 15, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3)).view(-1, 3, 5)
+
+    net, x = Grid().eval(), torch.rand(2, 3, 8, 8)
+    grad = x.clone().requires_grad_(True)
+    net(grad)[:, 1, 2].sum().backward()
+    torch.testing.assert_close(attribute(net, x, (1, 2), method="saliency"), grad.grad)
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    with pytest.raises(ValueError, match=r"target=\(1, 2\) is a tuple.*shape \(2, 10\); pass a list"):
+        attribute(flat, x, (1, 2), method="saliency")
+    assert attribute(flat, x, [1, 2], method="saliency").shape == x.shape
+
+
 def test_overlay_shape_range_and_blend():
     img = torch.rand(3, 10, 12)
     attr = torch.zeros(1, 1, 5, 6)

@@ -431,7 +431,13 @@ def _class_indices(target: Optional[Target]) -> List[int]:
 
 def _check_target_range(logits: torch.Tensor, target: Optional[Target], classes: List[int]) -> None:
     """Refuse class indices outside ``[0, number of classes)``: captum's ``IndexError`` (or a negative index,
-    counted from the end for an int but refused by ``gather`` for a list) becomes a ``ValueError``."""
+    counted from the end for an int but refused by ``gather`` for a list) becomes a ``ValueError``; so does a tuple
+    whose length is not the output's number of non-batch dims (captum's ``AssertionError``)."""
+    if isinstance(target, tuple) and len(target) != logits.dim() - 1:
+        raise ValueError(
+            f"target={target!r} is a tuple: captum reads it as one index into each non-batch dim of the output, "
+            f"which has shape {tuple(logits.shape)}; pass a list for one class per image"
+        )
     if not classes or logits.dim() < 2:
         return
     count = int(logits.shape[1])
@@ -447,9 +453,9 @@ def _check_target_range(logits: torch.Tensor, target: Optional[Target], classes:
 def _check_target(target: Target, batch: int) -> Target:
     if isinstance(target, bool) or not isinstance(target, (int, list, tuple, torch.Tensor)):
         raise TypeError(f"target must be a class index, a list of them or a tensor, got {type(target).__name__}")
-    if isinstance(target, (list, tuple)) and len(target) != batch:
+    if isinstance(target, list) and len(target) != batch:
         raise ValueError(f"got {len(target)} targets for a batch of {batch} images")
-    return target
+    return target  # a tuple is captum's one index into every non-batch dim: checked against the output
 
 
 def attribute(
@@ -487,7 +493,8 @@ def attribute(
             module it runs), cannot use the guided methods (they rewrite an ``nn.Module``'s ReLUs), and runs on
             the image's device and dtype.
         image: a ``CHW`` or ``NCHW`` tensor or ImageTensor in the model's input range.
-        target: the class index, from 0 to the number of classes - 1 (or one per image).
+        target: the class index, from 0 to the number of classes - 1, a list (or 1-D tensor) of one per image,
+            or, as captum reads it, a tuple indexing every non-batch dim of a multi-dimensional output.
         method: one of :data:`METHODS`.
         layer: the convolutional layer (module or dotted name) for Grad-CAM variants.
         kwargs: passed on to the captum method's ``attribute`` (e.g. ``n_steps``, ``baselines``,
