@@ -193,6 +193,20 @@ def test_model_cka_matches_cka_of_collected_activations(tiny_net):
     assert torch.is_grad_enabled()
 
 
+def test_model_cka_on_a_tensor_joins_a_tail_too_short_for_unbiased_hsic_to_the_batch_before(tiny_net):
+    torch.manual_seed(3)
+    images = torch.rand(18, 3, 8, 8)
+    ref = MinibatchCKA()
+    with torch.no_grad():
+        for xb in (images[:8], images[8:]):  # 8 + (8 + 2): the 2-example tail joins the second batch
+            ref.update([tiny_net.conv1(xb)], [tiny_net(xb)])
+    out = model_cka(tiny_net, tiny_net, images, ["conv1"], ["fc"], batch_size=8, progress=False)
+    torch.testing.assert_close(out, ref.compute())
+    loader = DataLoader(TensorDataset(images), batch_size=8)  # a loader's batches are its own: a clear error
+    with pytest.raises(ValueError, match="at least 4 examples, got 2.*drop_last=True"):
+        model_cka(tiny_net, tiny_net, loader, ["conv1"], ["fc"], progress=False)
+
+
 def test_model_cka_of_two_models_that_share_modules(tiny_net):
     images, loader = _loader()
     backbone = type(tiny_net)().train()

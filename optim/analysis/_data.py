@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -42,7 +42,16 @@ def _input_of(batch: Any) -> Any:
     return batch
 
 
-def batches(data: Data, batch_size: int = 64, max_batches: Optional[int] = None) -> Iterable[Any]:
+def _tensor_chunks(data: torch.Tensor, batch_size: int, min_batch: int) -> List[torch.Tensor]:
+    chunks = list(data.split(batch_size))
+    if len(chunks) > 1 and chunks[-1].shape[0] < min_batch:  # a tail too short for the reader joins the last batch
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks
+
+
+def batches(
+    data: Data, batch_size: int = 64, max_batches: Optional[int] = None, min_batch: int = 1
+) -> Iterable[Any]:
     """``data`` as the batches :func:`~optim.activations.iter_activations` takes.
 
     Args:
@@ -51,6 +60,8 @@ def batches(data: Data, batch_size: int = 64, max_batches: Optional[int] = None)
             ``"pixel_values"``, ...
         batch_size: the chunk size for a tensor.
         max_batches: keep only the first ``max_batches`` batches (``None``: all).
+        min_batch: the fewest examples a reader can take in one batch (unbiased CKA: 4): a tensor's last chunk
+            with fewer joins the one before it.
 
     Returns:
         An iterable of batches (tensors or tuples whose first element is the input).
@@ -60,7 +71,7 @@ def batches(data: Data, batch_size: int = 64, max_batches: Optional[int] = None)
     """
     _check(batch_size, max_batches)
     if isinstance(data, torch.Tensor):
-        items: Iterable[Any] = data.split(batch_size)
+        items: Iterable[Any] = _tensor_chunks(data, batch_size, min_batch)
     elif isinstance(data, Iterable):
         items = (_input_of(b) for b in data)
     else:
@@ -68,10 +79,12 @@ def batches(data: Data, batch_size: int = 64, max_batches: Optional[int] = None)
     return items if max_batches is None else itertools.islice(items, max_batches)
 
 
-def count_batches(data: Data, batch_size: int = 64, max_batches: Optional[int] = None) -> Optional[int]:
+def count_batches(
+    data: Data, batch_size: int = 64, max_batches: Optional[int] = None, min_batch: int = 1
+) -> Optional[int]:
     """The number of batches :func:`batches` gives, when it is known in advance (for a progress bar)."""
     if isinstance(data, torch.Tensor):
-        total: Optional[int] = -(-data.shape[0] // batch_size)
+        total: Optional[int] = len(_tensor_chunks(data, batch_size, min_batch))
     else:
         try:
             total = len(data)  # type: ignore[arg-type]
@@ -82,11 +95,13 @@ def count_batches(data: Data, batch_size: int = 64, max_batches: Optional[int] =
     return total
 
 
-def with_progress(items: Iterable[Any], data: Data, batch_size: int, max_batches: Optional[int], desc: str) -> Iterable[Any]:
+def with_progress(
+    items: Iterable[Any], data: Data, batch_size: int, max_batches: Optional[int], desc: str, min_batch: int = 1
+) -> Iterable[Any]:
     """``items`` behind a tqdm bar sized by :func:`count_batches`."""
     from tqdm.auto import tqdm
 
-    return tqdm(items, total=count_batches(data, batch_size, max_batches), desc=desc, unit="batch")
+    return tqdm(items, total=count_batches(data, batch_size, max_batches, min_batch), desc=desc, unit="batch")
 
 
 def stream_activations(

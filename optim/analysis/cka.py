@@ -290,7 +290,10 @@ class MinibatchCKA:
         if any(a.shape[0] != n for a in xs + ys):
             raise ValueError(f"every activation in one update must have the same batch size ({n})")
         if n < 4:
-            raise ValueError(f"unbiased HSIC needs batches of at least 4 examples, got {n}")
+            raise ValueError(
+                f"unbiased HSIC needs batches of at least 4 examples, got {n} (a DataLoader's short last batch: "
+                "pass drop_last=True)"
+            )
         if self._single is not None and (single != self._single or
                                          self._xy.shape != (len(xs), len(ys))):
             raise ValueError(

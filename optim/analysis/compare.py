@@ -76,8 +76,9 @@ def model_cka(
         model1: the first network.
         model2: the second network (may be ``model1`` itself, then each batch runs once).
         loader: a DataLoader (batches are tensors, ``(inputs, labels)`` tuples or dicts), any iterable
-            of such batches, or one ``(N, C, H, W)`` tensor split into ``batch_size`` chunks. Every batch
-            needs at least 4 examples.
+            of such batches, or one ``(N, C, H, W)`` tensor split into ``batch_size`` chunks (a last chunk
+            under 4 joins the one before). Every batch needs at least 4 examples (a DataLoader:
+            ``drop_last=True`` drops a short last batch).
         layers1: layers (dotted names or modules) of ``model1``.
         layers2: layers of ``model2``.
         progress: show a tqdm progress bar over batches.
@@ -102,9 +103,10 @@ def model_cka(
     if paired and len(mods1) != len(mods2):
         raise ValueError(f"paired=True needs as many layers1 as layers2, got {len(mods1)} and {len(mods2)}")
     metric = MinibatchCKA(kernel=kernel)
-    items = data_batches(loader, batch_size=batch_size, max_batches=max_batches)
+    # unbiased HSIC needs 4 examples a batch: a tensor's short tail joins the batch before it
+    items = data_batches(loader, batch_size=batch_size, max_batches=max_batches, min_batch=4)
     if progress:
-        items = with_progress(items, loader, batch_size, max_batches, "CKA")
+        items = with_progress(items, loader, batch_size, max_batches, "CKA", min_batch=4)
     if model1 is model2:
         union = list(dict.fromkeys(mods1 + mods2))
         with contextlib.closing(iter_activations(model1, union, items)) as stream:
