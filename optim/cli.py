@@ -121,12 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"optim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    sub.add_parser("models", help="list the registered models", description="List the model registry.")
+    sub.add_parser("models", help="list the registered models", description="List the model registry: name, the "
+                   "input size the weights were trained at (renders default to the size the model's config declares, "
+                   "else render_vis's), where the weights come from, description.")
 
     p = sub.add_parser("layers", help="the layer table of a model", description="Print every layer that runs "
                        "in a forward pass with its type, output shape and channel count.")
     _add_model_args(p)
-    p.add_argument("--size", type=_size, default=None, help="input side (default: the model's)")
+    p.add_argument("--size", type=_size, default=None,
+                   help="input side (default: the size a render of the model uses, as `render` picks it)")
     p.add_argument("--filter", default=None, help="only layers whose name contains this text")
 
     p = sub.add_parser("render", help="render one channel to a PNG", description="Optimize an image that "

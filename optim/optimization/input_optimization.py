@@ -70,7 +70,11 @@ class InputOptimization:
             computed in float32 and cast to the model's dtype after the transforms, just before the model (the
             images a render returns stay float32).
         transform: applied to the image before the model (default:
-            :func:`~optim.optimization.default_transforms`).
+            :func:`~optim.optimization.default_transforms`). It is all that runs between the image and the model:
+            unlike ``render_vis`` / ``render_layer`` / the recipes, which add the normalization the model's config
+            declares (timm ``pretrained_cfg``, :func:`~optim.models.preprocess.render_inputs`), this class adds
+            none; append it yourself (``nn.Sequential(default_transforms(), Normalize(mean, std))``) for a model
+            that expects normalized input.
         seed: a render seed. Image ``i`` gets its own random stream from ``(seed, image_keys[i])``; the image is
             re-initialized from it (``input_param.reset_parameters``) and its transforms draw from it, so the
             result depends on the seed and the key, not on the batch. ``None``: the image is used as built and
