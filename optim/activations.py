@@ -470,9 +470,11 @@ class ActivationRecorder:
         self._slots = list(slots.values())
         #: calls per target in one full pass, learned on the first pass that ran to the end
         self.call_counts: Optional[Dict[int, int]] = None
+        #: the shapes of the model's input tensors (positional and keyword) that ``call_counts`` were learned at
+        self.count_shapes: Any = None
         self._handles: List[Any] = []
+        self._model_hook: Optional[Any] = None
         self._running = False
-        self._shapes: Any = None
         self.passive = bool(passive)
         self._eager: Optional[Any] = None
         if self.passive and call < -1:
@@ -495,9 +497,27 @@ class ActivationRecorder:
                         f"({type(slot.module).__name__}) refuses a forward hook ({err}); target a Python "
                         "module around it instead"
                     ) from err
+            # kept apart from the targets' hooks (captum's ModuleOutputsHook lists one hook per target)
+            try:
+                self._model_hook = self.model.register_forward_pre_hook(self._on_model_call, with_kwargs=True)
+            except (RuntimeError, AttributeError, TypeError):
+                pass  # a TorchScript root: the learned counts then hold for every input shape
         except BaseException:
             self.remove()
             raise
+
+    def _on_model_call(self, _mod: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:
+        # How often a module runs can depend on the input size (a pooling loop, a size-changing transform in a
+        # render): counts learned at other shapes would stop the pass at the wrong call, so they are relearned.
+        if not (self._running or self.passive):
+            return None
+        shapes = tuple(
+            tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in (*args, *kwargs.values())
+        )
+        if shapes != self.count_shapes:
+            self.count_shapes = shapes
+            self.call_counts = None
+        return None
 
     def _wanted(self, slot: _Slot, k: int) -> bool:
         """Whether call number ``k`` (0-based) of ``slot`` is the one to keep."""
@@ -586,6 +606,9 @@ class ActivationRecorder:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._model_hook is not None:
+            self._model_hook.remove()
+            self._model_hook = None
 
     def __enter__(self) -> "ActivationRecorder":
         if self.passive and self._compiled and self._eager is None:
@@ -644,6 +667,11 @@ class ActivationRecorder:
         A pass stopped by :class:`StopForward` counts as done. If an in-place op unexpectedly overwrote a
         recording that was not copied, the pass runs once more with the copy.
 
+        Early stopping uses the number of calls each target made in the last full pass; those counts belong to the
+        shapes of the model's input tensors (positional and keyword) and are learned again, on a pass run to the
+        end, when the shapes change (a pooling loop, a size-changing transform). A model whose number of calls
+        changes with the input's values at one shape (early exit) needs ``stop_early=False``.
+
         Args:
             forward: runs the model.
             missing_ok: leave out targets that did not run (or gave no tensor) instead of raising.
@@ -694,13 +722,8 @@ class ActivationRecorder:
     def run(self, *inputs: Any, **kwargs: Any) -> ActivationMap:
         """``model(*inputs, **kwargs)`` as far as the targets need; see :meth:`run_call`.
 
-        The call counts learned to stop early are kept per input shape: a model whose graph depends on the input
-        size (a pooling loop, a dynamic image size) is run to the end again when the shapes change.
+        The call counts learned to stop early are kept per input shape (:meth:`run_call`).
         """
-        shapes = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in inputs)
-        if shapes != self._shapes:
-            self._shapes = shapes
-            self.call_counts = None
         return self.run_call(lambda: self.model(*inputs, **kwargs))
 
 

@@ -517,3 +517,53 @@ def test_a_compiled_models_raw_and_plain_names_answer_the_same_recording():
         assert asked in acts and torch.equal(acts[asked], conv)
         assert acts.module_of(asked) is net[0]
         torch.testing.assert_close(ChannelActivation(asked, 1)(acts), conv[:, 1])
+
+
+class _Pyramid(nn.Module):
+    """Halves the map until it is at most 4 px: how often ``down`` runs depends on the input size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.down = nn.AvgPool2d(2)
+
+    def forward(self, x=None, pixel_values=None):
+        x = self.conv(x if x is not None else pixel_values)
+        while x.shape[-1] > 4:
+            x = self.down(x)
+        return x
+
+
+def test_call_counts_are_relearned_when_the_input_shape_changes_positional_keyword_or_in_a_render():
+    torch.manual_seed(0)
+    net = _Pyramid()
+    small, large = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 32, 32)  # down runs once, then three times
+    with torch.no_grad():
+        last_small, last_large = net(small), net(large)
+    with ActivationRecorder(net, "down") as rec, torch.no_grad():
+        for kw in (False, True):
+            for x, last in ((small, last_small), (large, last_large), (small, last_small)):
+                got = rec.run(pixel_values=x)["down"] if kw else rec.run(x)["down"]
+                assert torch.equal(got, last)
+
+    class Grow(nn.Module):  # a size-changing transform: 16 px at the first step, 32 px after
+        deterministic = True
+
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def forward(self, x):
+            self.n += 1
+            return x if self.n == 1 else torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear")
+
+    seen = []
+
+    class Spy(LayerActivation):
+        def __call__(self, acts):
+            seen.append(tuple(acts[net.down].shape[-2:]))
+            return super().__call__(acts)
+
+    obj = opt.InputOptimization(net, Spy(net.down), opt.images.PixelImage(16), transform=Grow(), seed=0)
+    obj.optimize(opt.optimization.n_steps(3, show_progress=False))
+    assert seen == [(4, 4)] * 3  # the last call at 16 and at 32 px alike (a stale count read 8x8 at 32 px)

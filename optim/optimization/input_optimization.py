@@ -155,6 +155,7 @@ class InputOptimization:
         self._optimizer: Optional[torch.optim.Optimizer] = None
         self._optimizer_source: Any = None
         self._call_counts: Optional[Dict[int, int]] = None
+        self._count_shapes: Any = None
         self._inplace: Dict[int, Optional[bool]] = {}
         self._steps_done = 0
 
@@ -241,13 +242,13 @@ class InputOptimization:
         rec = ActivationRecorder(self.model, self.loss_function.targets, call=self.call, names=names,
                                  stop_early=early, inplace_safe=self.inplace_safe)
         # what earlier optimize() calls learned: call counts (to stop early) and which outputs need a copy
-        rec.call_counts = self._call_counts
+        rec.call_counts, rec.count_shapes = self._call_counts, self._count_shapes
         for slot in rec._slots:
             slot.clone = self._inplace.get(id(slot.module))
         return rec
 
     def _remember(self, rec: ActivationRecorder) -> None:
-        self._call_counts = rec.call_counts
+        self._call_counts, self._count_shapes = rec.call_counts, rec.count_shapes
         self._inplace = {id(s.module): s.clone for s in rec._slots}
 
     def _step_forward(self, rec: ActivationRecorder) -> Tuple[ActivationMap, torch.Tensor]:
