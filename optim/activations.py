@@ -582,8 +582,13 @@ class ActivationRecorder:
         if not _aliases_an_input(t, inputs):
             copy = t.clone()
             # a tuple / list / dict / ModelOutput is rebuilt around the copy, so the recording stays on the
-            # autograd path there too (FacetLoss on a module returning (x, aux))
-            passed_on = None if slot.record_copy else copy if out is t else _replace_tensor(out, t, copy)
+            # autograd path there too (FacetLoss on a module returning (x, aux)); where the leak check after the pass
+            # cannot run (a passive recorder: the caller's pass; inference tensors: no version counter) a view of
+            # the recording left in it (``(y, y[:, :2])``) would go unseen, so the output passes on untouched
+            unchecked = out is not t and (inference or self.passive)
+            passed_on = (
+                None if slot.record_copy or unchecked else copy if out is t else _replace_tensor(out, t, copy)
+            )
             if passed_on is not None:
                 if not inference:
                     slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy

@@ -567,3 +567,42 @@ def test_call_counts_are_relearned_when_the_input_shape_changes_positional_keywo
     obj = opt.InputOptimization(net, Spy(net.down), opt.images.PixelImage(16), transform=Grow(), seed=0)
     obj.optimize(opt.optimization.n_steps(3, show_progress=False))
     assert seen == [(4, 4)] * 3  # the last call at 16 and at 32 px alike (a stale count read 8x8 at 32 px)
+
+
+def test_an_output_holding_a_view_of_the_recording_is_safe_in_inference_mode_and_for_a_passive_recorder():
+    from optim.optimization.hooks import ModuleOutputsHook
+
+    class Split(nn.Module):  # the map and a view of its first channels ("split heads")
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y[:, :2]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m, self.after = Split(), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y, head = self.m(x)
+            head.relu_()  # in place through the view: the model means to change y
+            return self.after(y)
+
+    torch.manual_seed(0)
+    net, x = Net().eval(), torch.randn(1, 3, 4, 4)
+    with torch.no_grad():
+        produced, out = net.m.conv(x).clone(), net(x)
+    assert float(produced[:, :2].min()) < 0  # the relu_ changes what the model computes
+    with torch.inference_mode():
+        acts = record_activations(net, ["m", "after"], x)
+    assert torch.equal(acts["m"], produced) and torch.equal(acts["after"], out)
+    hook = ModuleOutputsHook([net.m])  # captum's form: the caller runs the model
+    try:
+        with torch.no_grad():
+            assert torch.equal(net(x), out)  # the model's own output, unchanged by the recording
+        assert torch.equal(hook.outputs[net.m], produced)
+    finally:
+        hook.remove_hooks()
