@@ -565,12 +565,14 @@ class ActivationRecorder:
     def _protect(self, slot: _Slot, t: torch.Tensor, out: Any, inputs: Any = ()) -> Tuple[torch.Tensor, Any]:
         """The tensor to record and the output to pass downstream.
 
-        Where a copy is needed and the module returned a plain tensor, the copy goes downstream and the
+        Where a copy is needed, the copy goes downstream (a tuple / dict output is rebuilt around it) and the
         original is recorded: later in-place ops then write into the copy, and the recording stays on the
         autograd path between the input and the model's output (``autograd.grad`` with respect to it works,
-        as ``FacetLoss`` needs). For other output types, and for an output that shares memory with one of the
-        module's inputs (``nn.Identity``, eval-mode Dropout, ``Flatten``: the caller still holds that memory and
-        may change it in place), the copy is recorded.
+        as ``FacetLoss`` needs). An output that shares memory with one of the module's inputs
+        (``ReLU(inplace=True)``, ``nn.Identity``, eval-mode Dropout: the caller still holds that memory) is
+        handled the same way, and watched: if the caller changes it in place, the pass runs again recording a
+        copy and passing the output on untouched. Where that check cannot run (a passive recorder; inference
+        tensors, which have no version counter), a copy is recorded and the output passes on untouched.
         """
         if not self.inplace_safe:
             return t, None
@@ -596,7 +598,15 @@ class ActivationRecorder:
                         slot.leak = (t, t._version)
                 return t, passed_on
             return copy, None
-        return t.clone(), None
+        if slot.record_copy or inference or self.passive:
+            return t.clone(), None
+        copy = t.clone()
+        passed_on = copy if out is t else _replace_tensor(out, t, copy)
+        if passed_on is None:
+            return copy, None
+        slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
+        slot.leak = (t, t._version)  # and one by the caller, through the memory it holds, into the recording
+        return t, passed_on
 
     def _done(self) -> bool:
         if self.call >= 0:
