@@ -28,9 +28,9 @@ Tried in session 6 (same setup): two or three transformed views of each image pe
 container stayed at 0/6 at 48 steps and 4/6 at 128 alone); decoupled weight decay (AdamW) on the spectrum, which
 pulls the image towards grey and holds clipping near 0% even at twice the rate: 0.5 at these defaults gave
 9.3 / 8.3 at 48 steps and 10 / 9.3 at 128 with 0.0% clipped; 0.5 with lr 0.05-0.08 fell at 48 steps (6.7-7.7
-held out). The lead: AdamW(weight_decay=0.5) at lr 0.035 gave 10 / 10 at 128 steps on 3 of 3 seeds (the container
-too) with at most 0.3% clipped, but 9.0 / 8.0 at 48 (the old set falls from 10): a trade at 48 steps, not yet
-taken; it needs more seeds and the 32 / 64-step rows before it replaces these defaults.
+held out). AdamW(weight_decay=0.5) at lr 0.035 gave 10 / 10 at 128 steps on its first 3 seeds but 9.8 / 9.7 over
+6 (0.1% clipped at most), and 9.3 / 8.3 at 48 (the old set falls from 10); at lr 0.03, 9.0 / 8.3 and 9.7 / 9.3.
+A trade, not a gain on the goals, so it was not taken.
 """
 from __future__ import annotations
 
