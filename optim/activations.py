@@ -187,6 +187,18 @@ def _replace_tensor(out: Any, old: torch.Tensor, new: torch.Tensor) -> Any:
     return None
 
 
+def _tensors_in(inputs: Any) -> Iterator[torch.Tensor]:
+    """The tensors of a module's arguments, also those inside list, tuple and dict arguments, in order."""
+    if isinstance(inputs, torch.Tensor):
+        yield inputs
+    elif isinstance(inputs, (list, tuple)):
+        for x in inputs:
+            yield from _tensors_in(x)
+    elif isinstance(inputs, dict):
+        for x in inputs.values():
+            yield from _tensors_in(x)
+
+
 def _aliases_an_input(t: torch.Tensor, inputs: Any) -> bool:
     """Whether ``t`` shares storage with one of a module's input tensors: positional and keyword, and those
     inside a list, tuple or dict argument (an FPN / YOLO ``feats[i]`` selector returns one of them)."""
@@ -194,19 +206,12 @@ def _aliases_an_input(t: torch.Tensor, inputs: Any) -> bool:
         ptr = t.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError):  # tensors without storage (meta, some subclasses)
         return True
-    pending = [inputs]
-    while pending:
-        x = pending.pop()
-        if isinstance(x, torch.Tensor):
-            try:
-                if x.untyped_storage().data_ptr() == ptr:
-                    return True
-            except (RuntimeError, NotImplementedError):
+    for x in _tensors_in(inputs):
+        try:
+            if x.untyped_storage().data_ptr() == ptr:
                 return True
-        elif isinstance(x, (list, tuple)):
-            pending.extend(x)
-        elif isinstance(x, dict):
-            pending.extend(x.values())
+        except (RuntimeError, NotImplementedError):
+            return True
     return False
 
 
@@ -268,7 +273,7 @@ class ActivationMap(Mapping):
         except (KeyError, TypeError):
             pass
         shown = key if isinstance(key, str) else type(key).__name__
-        raise KeyError(f"no activation recorded for {shown!r}; recorded: {sorted(self._by_name)}")
+        raise KeyError(f"no activation recorded for {shown!r}; recorded: {sorted(set(self._names.values()))}")
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._by_key)
@@ -311,7 +316,8 @@ class ActivationMap(Mapping):
         return out
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{n}: {tuple(v.shape)}" for n, v in self._by_name.items())
+        shapes = ", ".join(f"{self._names[id(m)]}: {tuple(self._by_module[id(m)].shape)}"
+                           for m in {id(m): m for m in self._modules.values()}.values())
         return f"ActivationMap({shapes})"
 
 
@@ -473,7 +479,7 @@ class ActivationRecorder:
         #: the shapes of the model's input tensors (positional and keyword) that ``call_counts`` were learned at
         self.count_shapes: Any = None
         self._handles: List[Any] = []
-        self._model_hook: Optional[Any] = None
+        self._model_called = False
         self._running = False
         self.passive = bool(passive)
         self._eager: Optional[Any] = None
@@ -497,11 +503,6 @@ class ActivationRecorder:
                         f"({type(slot.module).__name__}) refuses a forward hook ({err}); target a Python "
                         "module around it instead"
                     ) from err
-            # kept apart from the targets' hooks (captum's ModuleOutputsHook lists one hook per target)
-            try:
-                self._model_hook = self.model.register_forward_pre_hook(self._on_model_call, with_kwargs=True)
-            except (RuntimeError, AttributeError, TypeError):
-                pass  # a TorchScript root: the learned counts then hold for every input shape
         except BaseException:
             self.remove()
             raise
@@ -509,11 +510,10 @@ class ActivationRecorder:
     def _on_model_call(self, _mod: nn.Module, args: Any, kwargs: Dict[str, Any]) -> None:
         # How often a module runs can depend on the input size (a pooling loop, a size-changing transform in a
         # render): counts learned at other shapes would stop the pass at the wrong call, so they are relearned.
-        if not (self._running or self.passive):
-            return None
-        shapes = tuple(
-            tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in (*args, *kwargs.values())
-        )
+        if not self._running or self._model_called:
+            return None  # the first call of the model in a pass decides (a root called twice is one pass)
+        self._model_called = True
+        shapes = tuple(tuple(x.shape) for x in _tensors_in((args, kwargs)))
         if shapes != self.count_shapes:
             self.count_shapes = shapes
             self.call_counts = None
@@ -576,10 +576,13 @@ class ActivationRecorder:
         """
         if not self.inplace_safe:
             return t, None
+        slot.leak = None  # this recording replaces the last one (history mode copies: see below)
         inference = t.is_inference()  # no version counter to watch: always copy
         if not inference:
             slot.watch = (t, t._version)
-        if slot.clone is False and not inference:
+        if slot.clone is False and not inference and (torch.is_grad_enabled() or not _aliases_an_input(t, inputs)):
+            # nothing in the pass writes into it; but a reader under no_grad keeps its maps across passes, and
+            # the caller's memory (a loader refilling one input buffer) may change before the next one
             return t, None
         if not _aliases_an_input(t, inputs):
             copy = t.clone()
@@ -598,7 +601,12 @@ class ActivationRecorder:
                         slot.leak = (t, t._version)
                 return t, passed_on
             return copy, None
-        if slot.record_copy or inference or self.passive:
+        # Recording the caller's memory itself pays only where the recording must stay on the autograd path, and
+        # is safe only where the leak check after the pass covers it: one recording per pass (not the history
+        # of call < -1), in a pass the recorder runs, with gradients on (a reader under no_grad keeps a copy, so a
+        # loader that refills one input buffer cannot change it).
+        history = self.call < -1 and self.call_counts is None
+        if slot.record_copy or inference or self.passive or history or not torch.is_grad_enabled():
             return t.clone(), None
         copy = t.clone()
         passed_on = copy if out is t else _replace_tensor(out, t, copy)
@@ -621,9 +629,6 @@ class ActivationRecorder:
         for h in self._handles:
             h.remove()
         self._handles = []
-        if self._model_hook is not None:
-            self._model_hook.remove()
-            self._model_hook = None
 
     def __enter__(self) -> "ActivationRecorder":
         if self.passive and self._compiled and self._eager is None:
@@ -644,6 +649,7 @@ class ActivationRecorder:
     # passes -----------------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget the last pass's outputs (the learned call counts and in-place policy stay)."""
+        self._model_called = False
         for slot in self._slots:
             slot.calls = 0
             slot.value = None
@@ -657,8 +663,8 @@ class ActivationRecorder:
             self.call_counts = {id(s.module): s.calls for s in self._slots}
             if self.call < -1:
                 for s in self._slots:
-                    history = s.value if isinstance(s.value, list) else []
-                    s.value = history[self.call] if len(history) >= -self.call else None
+                    if isinstance(s.value, list):  # a plain tensor was chosen under counts that held: kept
+                        s.value = s.value[self.call] if len(s.value) >= -self.call else None
         corrupted = []
         for slot in self._slots:
             if slot.leak is not None and slot.leak[0]._version != slot.leak[1]:
@@ -702,6 +708,12 @@ class ActivationRecorder:
             self.reset()
             completed = True
             self._running = True
+            # placed for the recorder's own pass only (a passive recorder never learns counts): nothing stays on
+            # the model between passes, whatever the caller does with the targets' handles
+            try:
+                model_hook = self.model.register_forward_pre_hook(self._on_model_call, with_kwargs=True)
+            except (RuntimeError, AttributeError, TypeError):
+                model_hook = None  # a TorchScript root: the learned counts then hold for every input shape
             try:
                 # hooks in a torch.compile'd model: run it eagerly (_utils.eager_compiled)
                 with eager_compiled(self.model) if self._compiled else contextlib.nullcontext():
@@ -712,6 +724,8 @@ class ActivationRecorder:
                 completed = False
             finally:
                 self._running = False
+                if model_hook is not None:
+                    model_hook.remove()
             if not self._finish_pass(completed):
                 break
         if missing_ok:

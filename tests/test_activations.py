@@ -517,6 +517,8 @@ def test_a_compiled_models_raw_and_plain_names_answer_the_same_recording():
         assert asked in acts and torch.equal(acts[asked], conv)
         assert acts.module_of(asked) is net[0]
         torch.testing.assert_close(ChannelActivation(asked, 1)(acts), conv[:, 1])
+        with pytest.raises(KeyError, match=rf"recorded: \['{recorded_as}'\]"):  # listed once, as recorded
+            acts["1"]
 
 
 class _Pyramid(nn.Module):
@@ -528,7 +530,9 @@ class _Pyramid(nn.Module):
         self.down = nn.AvgPool2d(2)
 
     def forward(self, x=None, pixel_values=None):
-        x = self.conv(x if x is not None else pixel_values)
+        x = x if x is not None else pixel_values
+        x = x[0] if isinstance(x, list) else x["v"] if isinstance(x, dict) else x
+        x = self.conv(x)
         while x.shape[-1] > 4:
             x = self.down(x)
         return x
@@ -541,9 +545,14 @@ def test_call_counts_are_relearned_when_the_input_shape_changes_positional_keywo
     with torch.no_grad():
         last_small, last_large = net(small), net(large)
     with ActivationRecorder(net, "down") as rec, torch.no_grad():
-        for kw in (False, True):
+        for form in ("positional", "keyword", "list", "dict"):
             for x, last in ((small, last_small), (large, last_large), (small, last_small)):
-                got = rec.run(pixel_values=x)["down"] if kw else rec.run(x)["down"]
+                if form == "positional":
+                    got = rec.run(x)["down"]
+                elif form == "keyword":
+                    got = rec.run(pixel_values=x)["down"]
+                else:  # the input inside a container argument
+                    got = rec.run([x] if form == "list" else {"v": x})["down"]
                 assert torch.equal(got, last)
 
     class Grow(nn.Module):  # a size-changing transform: 16 px at the first step, 32 px after
@@ -620,3 +629,77 @@ def test_facet_loss_through_an_inplace_relu_equals_the_out_of_place_one():
         obj = opt.InputOptimization(net, loss, opt.images.PixelImage(12), transform=nn.Identity(), seed=0)
         histories.append(obj.optimize(opt.optimization.n_steps(3, show_progress=False)))
     assert torch.equal(histories[0], histories[1]) and bool(histories[0][-1] < histories[0][0])
+
+
+def test_history_calls_of_an_aliasing_module_are_recorded_as_produced_with_and_without_grad():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.act = nn.Linear(3, 3), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            h = self.lin(x)
+            y = self.act(h)  # call 0 returns h's memory
+            h.mul_(100)  # the caller changes the memory it holds
+            return self.act(y + 1)  # call 1
+
+    torch.manual_seed(0)
+    m, x = M().eval(), torch.randn(2, 3)
+    with torch.no_grad():
+        call0 = torch.relu(m.lin(x))
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), ActivationRecorder(m, "act", call=-2) as rec:
+            for _ in range(2):  # the first pass (counts unknown: every call kept) and a learned one
+                torch.testing.assert_close(rec.run(x)["act"], call0)
+    torch.testing.assert_close(record_activations(m, "act", x, call=-2)["act"], call0)
+
+
+def test_a_target_outside_the_model_keeps_its_call_when_the_model_input_shape_changes_mid_pass():
+    pre = nn.Tanh()  # a transform's module: it runs before the model's pre-hook sees the new shape
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU())
+    with torch.no_grad(), ActivationRecorder(model, [pre], call=-2, stop_early=False) as rec:
+        for size in (8, 8, 6):
+            x = torch.randn(1, 3, size, size)
+            torch.testing.assert_close(rec.run_call(lambda: model(pre(pre(x))))[pre], torch.tanh(x))
+
+
+def test_the_model_hook_lives_only_during_the_recorders_pass_and_a_root_called_twice_still_stops_early():
+    calls = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            calls.append(tuple(x.shape))  # reached only when the pass was not stopped at conv
+            return self.head(y)
+
+    net = Net()
+    small, big = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 8, 8)
+    with torch.no_grad(), ActivationRecorder(net, "conv", call=0) as rec:
+        assert not net._forward_pre_hooks
+        for _ in range(3):
+            rec.run_call(lambda: (net(small), net(big)))  # call 0 is in the first body: the pass stops there
+        assert not net._forward_pre_hooks
+    assert calls == []
+
+
+def test_a_reader_keeps_an_aliasing_recording_when_the_loader_refills_one_input_buffer():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).eval()
+    data = torch.randn(3, 2, 3, 2, 2)
+
+    def refill():  # one buffer reused for every batch, as a pinned-memory loader may do
+        buf = torch.empty(2, 3, 2, 2)
+        for d in data:
+            buf.copy_(d)
+            yield buf
+
+    got = torch.cat([acts["0"] for acts in iter_activations(net, "0", refill())])
+    assert torch.equal(got, data.flatten(2).reshape(6, 12))
+    x = torch.randn(2, 3, 2, 2)
+    kept = record_activations(net, "0", x)["0"]
+    x.mul_(2)  # the caller's later change does not reach the map it got
+    assert torch.equal(kept * 2, x.flatten(1))

@@ -185,6 +185,9 @@ def test_a_tuple_target_is_captums_index_into_a_multi_dimensional_output():
     with pytest.raises(ValueError, match=r"target=\(1, 2\) is a tuple.*shape \(2, 10\); pass a list"):
         attribute(flat, x, (1, 2), method="saliency")
     assert attribute(flat, x, [1, 2], method="saliency").shape == x.shape
+    for bad in ((7, 0), (-1, 0), (0, 5)):  # each entry against its own dim (3, then 5)
+        with pytest.raises(ValueError, match=r"target=\(.*\): entry \d must be an index from 0 to [24]"):
+            attribute(net, x, bad, method="saliency")
 
 
 def test_overlay_shape_range_and_blend():

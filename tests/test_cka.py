@@ -203,7 +203,7 @@ def test_model_cka_on_a_tensor_joins_a_tail_too_short_for_unbiased_hsic_to_the_b
     out = model_cka(tiny_net, tiny_net, images, ["conv1"], ["fc"], batch_size=8, progress=False)
     torch.testing.assert_close(out, ref.compute())
     loader = DataLoader(TensorDataset(images), batch_size=8)  # a loader's batches are its own: a clear error
-    with pytest.raises(ValueError, match="at least 4 examples, got 2.*drop_last=True"):
+    with pytest.raises(ValueError, match="at least 4 examples, got 2: use batch_size >= 4, and drop_last=True"):
         model_cka(tiny_net, tiny_net, loader, ["conv1"], ["fc"], progress=False)
 
 

@@ -374,6 +374,11 @@ def test_a_model_submodule_named_transform_is_the_models_not_the_render_transfor
     assert float(obj.loss()) == pytest.approx(-float(by_hand), rel=1e-5)  # the model's conv, read by hand
     assert -float(obj.loss()) > -before + 0.05  # and the render raised it
     obj.cleanup()
+    # compiled, and beside a render transform that has a module of the same name, the model's still wins
+    compiled = torch.compile(net, backend="eager")
+    obj = InputOptimization(compiled, ChannelActivation("transform.0", 1), image, nn.Sequential(nn.AvgPool2d(1)))
+    obj.optimize(n_steps(2, show_progress=False))
+    obj.cleanup()
 
 
 def test_a_loss_on_a_module_of_the_render_transform_is_refused():

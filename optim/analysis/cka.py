@@ -291,8 +291,8 @@ class MinibatchCKA:
             raise ValueError(f"every activation in one update must have the same batch size ({n})")
         if n < 4:
             raise ValueError(
-                f"unbiased HSIC needs batches of at least 4 examples, got {n} (a DataLoader's short last batch: "
-                "pass drop_last=True)"
+                f"unbiased HSIC needs batches of at least 4 examples, got {n}: use batch_size >= 4, and "
+                "drop_last=True on a DataLoader whose last batch would be shorter"
             )
         if self._single is not None and (single != self._single or
                                          self._xy.shape != (len(xs), len(ys))):

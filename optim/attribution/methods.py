@@ -433,11 +433,19 @@ def _check_target_range(logits: torch.Tensor, target: Optional[Target], classes:
     """Refuse class indices outside ``[0, number of classes)``: captum's ``IndexError`` (or a negative index,
     counted from the end for an int but refused by ``gather`` for a list) becomes a ``ValueError``; so does a tuple
     whose length is not the output's number of non-batch dims (captum's ``AssertionError``)."""
-    if isinstance(target, tuple) and len(target) != logits.dim() - 1:
-        raise ValueError(
-            f"target={target!r} is a tuple: captum reads it as one index into each non-batch dim of the output, "
-            f"which has shape {tuple(logits.shape)}; pass a list for one class per image"
-        )
+    if isinstance(target, tuple):
+        if len(target) != logits.dim() - 1:
+            raise ValueError(
+                f"target={target!r} is a tuple: captum reads it as one index into each non-batch dim of the output, "
+                f"which has shape {tuple(logits.shape)}; pass a list for one class per image"
+            )
+        for dim, index in enumerate(target, start=1):
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < logits.shape[dim]:
+                raise ValueError(
+                    f"target={target!r}: entry {dim - 1} must be an index from 0 to {logits.shape[dim] - 1} "
+                    f"(output shape {tuple(logits.shape)}), got {index!r}"
+                )
+        return
     if not classes or logits.dim() < 2:
         return
     count = int(logits.shape[1])
