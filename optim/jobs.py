@@ -126,11 +126,38 @@ class distributed_context:  # noqa: N801 (a context manager read as a function)
             is_master=(self.rank == 0 and not agent_store), timeout=datetime.timedelta(seconds=self.timeout_s),
         )
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "job")
-        # every rank starts once per round, so each rank's own start count is the round's number on every node
-        # (torchrun's TORCHELASTIC_RESTART_COUNT is counted per node: a healthy node's ranks would reuse old keys)
-        attempt = store.add(f"optim.jobs/{run_id}/starts/{self.rank}", 1)
-        self._store = dist.PrefixStore(f"optim.jobs/{run_id}/{attempt}", store)
+        self._store = dist.PrefixStore(f"optim.jobs/{run_id}/{self._round(store, run_id)}", store)
         return self
+
+    def _round(self, store: Any, run_id: str) -> int:
+        """The number every rank of this (re)start agrees on, for a fresh key prefix.
+
+        Each rank counts its own starts (torchrun's TORCHELASTIC_RESTART_COUNT is counted per node: a healthy
+        node's ranks would reuse old keys). A rank that died before it got here in an earlier round (killed while
+        loading its model) is behind the others: it catches up to the highest count. A count is agreed when every
+        rank's count equals it and every rank has said so (an arrival under that count): equal counts alone can be
+        stale ones of ranks that have not restarted yet, but no rank arrives at a count that any rank has passed.
+        Before this, the ranks of one round could use two prefixes and wait for each other for ever.
+        """
+        import time
+
+        def key(rank: int) -> str:
+            return f"optim.jobs/{run_id}/starts/{rank}"
+
+        mine, arrived = store.add(key(self.rank), 1), 0
+        while True:
+            counts = [store.add(key(rank), 0) for rank in range(self.world_size)]
+            if max(counts) > mine:
+                mine = store.add(key(self.rank), max(counts) - mine)
+                continue
+            if min(counts) == mine:
+                arrivals = f"optim.jobs/{run_id}/arrived/{mine}"
+                if arrived != mine:
+                    store.add(arrivals, 1)
+                    arrived = mine
+                if store.add(arrivals, 0) >= self.world_size:
+                    return mine
+            time.sleep(0.2)  # a rank of this round has not started yet; a dead one ends the job through torchrun
 
     def barrier(self, name: str) -> None:
         """Wait until every process of the job has called ``barrier(name)``."""

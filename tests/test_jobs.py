@@ -253,6 +253,25 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(reference, tmp_path):
     _same_pngs(ref40, tmp_path)
 
 
+def test_a_worker_that_dies_before_the_job_starts_is_restarted_without_a_hang(reference, tmp_path):
+    # rank 1 dies before render_model on its first start, after rank 0 entered it: the restarted ranks must
+    # agree on one round (they waited for each other under two key prefixes for ever)
+    port = _free_port()
+    proc = subprocess.Popen(
+        _torchrun(port, "--nnodes", "1", "--nproc_per_node", "2", "--max-restarts", "2", SCRIPT, str(tmp_path)),
+        env={**_env(), "TINY_JOB_DIE_FIRST": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers
+        raise AssertionError("the restarted job hung:\n" + proc.communicate()[0][-3000:])
+    assert proc.returncode == 0, output[-2000:]
+    _check_complete(tmp_path)
+    _same_pngs(reference, tmp_path)
+
+
 def test_two_nodes_on_loopback(reference, tmp_path):
     port = _free_port()
     procs = [

@@ -31,4 +31,9 @@ if __name__ == "__main__":
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     out.mkdir(parents=True, exist_ok=True)
     (out / f"pid.{os.environ.get('RANK', '0')}").write_text(str(os.getpid()))
+    if os.environ.get("TINY_JOB_DIE_FIRST") == os.environ.get("RANK") and os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0":
+        import time
+
+        time.sleep(3)  # the other ranks are inside the job by now
+        os._exit(1)  # dies before the job, as a worker killed while loading its model
     render_model(tiny_model(), ["0", "2"], out, steps=steps, size=16, batch_size=2, seed=0, model_name="tiny")
