@@ -456,6 +456,24 @@ def test_factory_allow_list_is_checked_before_import(tmp_path, monkeypatch) -> N
     assert marker.read_text() == "imported"
 
 
+def test_a_module_wildcard_allows_only_what_the_module_defines(tmp_path, monkeypatch) -> None:
+    """'nets:*' must not reach what nets imports: 'nets:os.abort' would kill the server from a browser field."""
+    (tmp_path / "app_wild_nets.py").write_text(
+        "import os\nimport torch.nn as nn\nfrom torch.nn import Sequential\n"
+        "def small():\n    return nn.Sequential(nn.Conv2d(3, 4, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    allowed = ["app_wild_nets:*"]
+    assert load_factory("app_wild_nets:small", allowed=allowed).__name__ == "small"
+    for spec in ("app_wild_nets:os.abort", "app_wild_nets:nn.Sequential"):
+        with pytest.raises(ValueError, match="not attributes of what it imports"):
+            load_factory(spec, allowed=allowed)
+    for spec in ("app_wild_nets:Sequential", "app_wild_nets:os"):  # imported into it, not defined there
+        with pytest.raises(ValueError, match="list it by its own name"):
+            load_factory(spec, allowed=allowed)
+    assert load_factory("app_wild_nets:Sequential", allowed=allowed + ["app_wild_nets:Sequential"]) is nn.Sequential
+
+
 def test_render_channels_batches_match_single_renders(tiny_factory) -> None:
     model = load_model(tiny_factory)
     settings = RenderSettings(size=12, steps=2, seed=3)

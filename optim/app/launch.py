@@ -8,7 +8,7 @@ Safe by default:
   ``--max-upload-mb`` MiB (also Streamlit's own limit). TorchScript uploads exist only with
   ``--unsafe-allow-torchscript`` (loading one runs the code stored in it).
 - The "Python factory" source exists only with ``--unsafe-allow-factory MODULE:FUNCTION`` (repeatable;
-  ``MODULE:*`` allows a module's every attribute): the allow-list is checked before anything is imported.
+  ``MODULE:*`` allows the functions and classes the module defines, not what it imports): the allow-list is checked before anything is imported.
 - Galleries live under the data root chosen here (``--data-dir``); the sidebar can only pick a folder inside.
 - SIGTERM, SIGINT and SIGHUP stop the Streamlit server (the launcher forwards them and waits).
 
@@ -126,7 +126,7 @@ def build_parser(prog: str = "optim app") -> argparse.ArgumentParser:
                    help=f"accept TorchScript uploads: {_TORCHSCRIPT_RISK}; only where every user is trusted")
     p.add_argument("--unsafe-allow-factory", action="append", type=_factory, default=[], metavar="MODULE:FUNCTION",
                    help="show the 'Python factory' source, limited to this factory (repeatable; 'MODULE:*' for "
-                   "every attribute of a module): the server imports and calls what is named there")
+                   "every function and class a module defines): the server imports and calls what is named there")
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 

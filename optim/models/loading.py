@@ -119,11 +119,18 @@ def load_factory(spec: str, allowed: Optional[Collection[str]] = None) -> Any:
     if match is None:
         raise ValueError(f"a model factory path looks like 'package.module:function', got {spec!r}")
     module_name, attr = match.groups()
+    by_wildcard = False
     if allowed is not None:
         allowed = [str(a).strip() for a in allowed]
-        if f"{module_name}:{attr}" not in allowed and f"{module_name}:*" not in allowed:
+        by_wildcard = f"{module_name}:{attr}" not in allowed
+        if by_wildcard and f"{module_name}:*" not in allowed:
             listed = ", ".join(repr(a) for a in allowed) if allowed else "none"
             raise ValueError(f"the model factory {spec!r} is not allowed here; allowed: {listed}")
+        if by_wildcard and "." in attr:  # 'nets:os.abort' would reach whatever nets imports
+            raise ValueError(
+                f"the model factory {spec!r} is not allowed here: {module_name + ':*'!r} allows the functions and "
+                f"classes defined in {module_name!r}, not attributes of what it imports"
+            )
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -133,6 +140,12 @@ def load_factory(spec: str, allowed: Optional[Collection[str]] = None) -> Any:
         if not hasattr(obj, part):
             raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
+    if by_wildcard and getattr(obj, "__module__", None) != module_name:
+        raise ValueError(
+            f"the model factory {spec!r} is not allowed here: {module_name + ':*'!r} allows the functions and "
+            f"classes defined in {module_name!r}, and this one comes from {getattr(obj, '__module__', None)!r} "
+            "(list it by its own name to allow it)"
+        )
     if not callable(obj):
         raise ValueError(f"{spec!r} is not callable (it is a {type(obj).__name__})")
     return obj
