@@ -8,7 +8,8 @@ Safe by default:
   ``--max-upload-mb`` MiB (also Streamlit's own limit). TorchScript uploads exist only with
   ``--unsafe-allow-torchscript`` (loading one runs the code stored in it).
 - The "Python factory" source exists only with ``--unsafe-allow-factory MODULE:FUNCTION`` (repeatable;
-  ``MODULE:*`` allows the functions and classes the module defines, not what it imports): the allow-list is checked before anything is imported.
+  ``MODULE:*`` allows the functions and classes the module defines, not what it imports): the allow-list is
+  checked before anything is imported.
 - Galleries live under the data root chosen here (``--data-dir``); the sidebar can only pick a folder inside.
 - SIGTERM, SIGINT and SIGHUP stop the Streamlit server (the launcher forwards them and waits).
 

@@ -31,7 +31,8 @@ if __name__ == "__main__":
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     out.mkdir(parents=True, exist_ok=True)
     (out / f"pid.{os.environ.get('RANK', '0')}").write_text(str(os.getpid()))
-    if os.environ.get("TINY_JOB_DIE_FIRST") == os.environ.get("RANK") and os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0":
+    first_start = os.environ.get("TORCHELASTIC_RESTART_COUNT") == "0"
+    if first_start and os.environ.get("TINY_JOB_DIE_FIRST") == os.environ.get("RANK"):
         import time
 
         time.sleep(3)  # the other ranks are inside the job by now
