@@ -99,6 +99,12 @@ def test_store_errors_and_reading(tmp_path) -> None:
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     with pytest.raises(FileNotFoundError, match="store.json"):
         ActivationStore(tmp_path / "other")
+    np.save(tmp_path / "outside.npy", np.full((3, 2), 42, dtype=np.float32))
+    manifest = json.loads((tmp_path / "s" / "store.json").read_text())
+    for bad in ("../outside.npy", str(tmp_path / "outside.npy"), "", None):  # a manifest pointing out of the store
+        (tmp_path / "s" / "store.json").write_text(json.dumps({**manifest, "chunks": [{"file": bad, "rows": 3}]}))
+        with pytest.raises(ValueError, match="chunk files must be plain file names inside the store"):
+            ActivationStore(tmp_path / "s")
     with pytest.raises(ValueError, match="no rows"):
         ActivationStore.write(tmp_path / "empty", [])
     with pytest.raises(ValueError, match="3 channels follows blocks of 2"):

@@ -90,8 +90,18 @@ class ActivationStore:
             )
         self.channels: int = int(meta["channels"])
         self.chunk_rows: List[int] = [int(c["rows"]) for c in meta["chunks"]]
-        self._files: List[str] = [c["file"] for c in meta["chunks"]]
+        self._files: List[str] = [self._chunk_file(manifest, c.get("file")) for c in meta["chunks"]]
         self.metadata: Dict[str, Any] = dict(meta.get("metadata", {}))
+
+    @staticmethod
+    def _chunk_file(manifest: Path, name: Any) -> str:
+        # the store writes bare file names; a manifest that points elsewhere ('../x.npy', an absolute path) would
+        # read files outside the store
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise ValueError(
+                f"{manifest} lists a chunk file {name!r}: chunk files must be plain file names inside the store"
+            )
+        return name
 
     def __len__(self) -> int:
         return sum(self.chunk_rows)
