@@ -332,7 +332,9 @@ def render_model(
         "seconds": wall time, "rank": r, "world_size": n}``.
 
     Raises:
-        ValueError: unknown layers, a folder holding a job with other settings, bad arguments.
+        ValueError: unknown layers, a folder holding a job with other settings, ``out`` naming a file, bad
+            arguments.
+        TypeError: an ``out`` that is no path, a ``model_name`` that is no str.
     """
     from .images.base import check_elements
     from .images.export import save_png
@@ -350,6 +352,12 @@ def render_model(
     if seed is None:
         raise ValueError("a render job needs an int seed (its images must be reproducible), got None")
     lr = DEFAULT_LR if lr is None else check_lr(lr)
+    if model_name is not None and not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a str or None, got {model_name!r} ({type(model_name).__name__})")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path (str or os.PathLike), got {type(out).__name__}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out must be a folder (the job's), got the file {str(out)!r}")
     inputs = render_inputs(model, size)  # the model's native size and normalization, as every render
     hw, preprocess = inputs.size, inputs.preprocess
     check_elements(3 * hw[0] * hw[1], "size")  # before the probe pass allocates anything

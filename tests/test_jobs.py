@@ -91,6 +91,16 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))
     with pytest.raises(ValueError, match="holds a job with other settings \\(steps differ\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
+    # bad arguments are refused before any work, naming the argument
+    (tmp_path / "a_file").write_text("x")
+    for kwargs, err, match in (
+        ({"model_name": 3}, TypeError, "model_name must be a str or None, got 3"),
+        ({"out": None}, TypeError, "out must be a folder path"),
+        ({"out": tmp_path / "a_file"}, ValueError, "out must be a folder"),
+    ):
+        with pytest.raises(err, match=match):
+            render_model(tiny_model(), ["0"], **{"out": tmp_path / "new", **kwargs}, steps=1, size=16, log=None)
+    assert not (tmp_path / "new").exists()
 
 
 def test_render_model_passes_the_callback_to_every_batch_and_keeps_the_bytes(tmp_path):
