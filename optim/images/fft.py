@@ -63,7 +63,9 @@ class FFTImage(ImageParameterization):
     learning rate, which makes optimization favour natural, low-frequency images.
 
     Unlike Lucid, odd widths keep exactly ``W // 2 + 1`` frequencies (``torch.fft.irfft2`` is told the
-    output size), so ``init`` inverts exactly for any size.
+    output size), so ``init`` inverts exactly for any size. Like captum's ``FFTImage`` and unlike Lucid / Lucent
+    (``image / 4``), the image is not divided by 4: from the same spectrum it is 4x Lucid's, so a Lucid learning
+    rate or initial noise level corresponds to a 4x smaller one here (the render defaults were tuned this way).
 
     Moved to float16 or bfloat16 (``module.to(torch.bfloat16)``), it still computes and returns float32: there
     is no complex bfloat16 and no CPU float16 FFT.
