@@ -273,7 +273,7 @@ class ActivationMap(Mapping):
         except (KeyError, TypeError):
             pass
         shown = key if isinstance(key, str) else type(key).__name__
-        raise KeyError(f"no activation recorded for {shown!r}; recorded: {sorted(set(self._names.values()))}")
+        raise KeyError(f"no activation recorded for {shown!r}; recorded: {sorted({n for n in self._names.values() if n})}")
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._by_key)
@@ -316,8 +316,7 @@ class ActivationMap(Mapping):
         return out
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{self._names[id(m)]}: {tuple(self._by_module[id(m)].shape)}"
-                           for m in {id(m): m for m in self._modules.values()}.values())
+        shapes = ", ".join(f"{n}: {tuple(self._by_module[i].shape)}" for i, n in self._names.items() if n)
         return f"ActivationMap({shapes})"
 
 
@@ -584,36 +583,29 @@ class ActivationRecorder:
             # nothing in the pass writes into it; but a reader under no_grad keeps its maps across passes, and
             # the caller's memory (a loader refilling one input buffer) may change before the next one
             return t, None
-        if not _aliases_an_input(t, inputs):
-            copy = t.clone()
+        aliases = _aliases_an_input(t, inputs)
+        if aliases:
+            # Recording the caller's memory itself pays only where the recording must stay on the autograd path,
+            # and is safe only where the leak check after the pass covers it: one recording per pass (not the
+            # history of call < -1), in a pass the recorder runs, with gradients on (a reader under no_grad keeps a
+            # copy, so a loader that refills one input buffer cannot change it).
+            history = self.call < -1 and self.call_counts is None
+            untouched = inference or self.passive or history or not torch.is_grad_enabled()
+        else:
             # a tuple / list / dict / ModelOutput is rebuilt around the copy, so the recording stays on the
-            # autograd path there too (FacetLoss on a module returning (x, aux)); where the leak check after the pass
-            # cannot run (a passive recorder: the caller's pass; inference tensors: no version counter) a view of
-            # the recording left in it (``(y, y[:, :2])``) would go unseen, so the output passes on untouched
-            unchecked = out is not t and (inference or self.passive)
-            passed_on = (
-                None if slot.record_copy or unchecked else copy if out is t else _replace_tensor(out, t, copy)
-            )
-            if passed_on is not None:
-                if not inference:
-                    slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
-                    if passed_on is not copy:
-                        slot.leak = (t, t._version)
-                return t, passed_on
-            return copy, None
-        # Recording the caller's memory itself pays only where the recording must stay on the autograd path, and
-        # is safe only where the leak check after the pass covers it: one recording per pass (not the history
-        # of call < -1), in a pass the recorder runs, with gradients on (a reader under no_grad keeps a copy, so a
-        # loader that refills one input buffer cannot change it).
-        history = self.call < -1 and self.call_counts is None
-        if slot.record_copy or inference or self.passive or history or not torch.is_grad_enabled():
-            return t.clone(), None
+            # autograd path there too (FacetLoss on a module returning (x, aux)); where the leak check after the
+            # pass cannot run (a passive recorder: the caller's pass; inference tensors: no version counter) a view
+            # of the recording left in it (``(y, y[:, :2])``) would go unseen, so the output passes on untouched
+            untouched = out is not t and (inference or self.passive)
         copy = t.clone()
-        passed_on = copy if out is t else _replace_tensor(out, t, copy)
+        passed_on = None if slot.record_copy or untouched else copy if out is t else _replace_tensor(out, t, copy)
         if passed_on is None:
             return copy, None
-        slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
-        slot.leak = (t, t._version)  # and one by the caller, through the memory it holds, into the recording
+        if not inference:
+            slot.watch = (copy, copy._version)  # an in-place op downstream now writes into the copy
+            if aliases or passed_on is not copy:
+                # the caller's memory, or a place the rebuild could not reach, may still change the recording
+                slot.leak = (t, t._version)
         return t, passed_on
 
     def _done(self) -> bool:

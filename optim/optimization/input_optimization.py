@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tupl
 import torch
 import torch.nn as nn
 
-from .._utils import model_device_dtype, strip_compiled
+from .._utils import model_device_dtype, named_module_map
 from ..activations import (
     INFERENCE_MODE_HELP,
     ActivationMap,
@@ -204,9 +204,8 @@ class InputOptimization:
         for prefix, root in (("input_param.", self.input_param), ("transform.", self.transform)):
             names.update({prefix + n: m for n, m in root.named_modules() if n})
         # the model's own names win, as in the recorder (torchvision's detection models have a `transform`)
-        for name, _ in self.model.named_modules():  # raw names (a compiled model's "_orig_mod.x") and plain ones
+        for name in named_module_map(self.model):  # plain names, a compiled model's too
             names.pop(name, None)
-            names.pop(strip_compiled(name), None)
         return names
 
     def _check_targets(self) -> None:
