@@ -88,7 +88,7 @@ def render_previous(model: nn.Module, classes: Sequence[int], steps: Sequence[in
     image = functools.partial(NaturalImage, (128, 128), batch=len(classes),
                               parameterization=functools.partial(FFTImage, decay_power=1.5))
     outs = opt.render_vis(model, loss, image=image, transforms=TransformationRobustness(), lr=0.05,
-                          thresholds=tuple(steps), progress=False, seed=seed)
+                          optimizer=torch.optim.Adam, thresholds=tuple(steps), progress=False, seed=seed)
     return [o.as_subclass(torch.Tensor) for o in outs]
 
 

@@ -1,9 +1,10 @@
 """One-call rendering: ``render_vis`` for one objective, ``render_layer`` for many channels of a layer.
 
 Both go through the render core, :class:`~optim.optimization.InputOptimization`, with the defaults of
-:mod:`optim.optimization.defaults` (re-exported here): a Fourier-parameterized (1/f^1.25 spectrum scaling),
+:mod:`optim.optimization.defaults` (re-exported here): a Fourier-parameterized (1/f^1.5 spectrum scaling),
 colour-decorrelated ``NaturalImage`` at the model's native size (else 160 px), captum's ``TransformationRobustness``
-stack magnifying content 0.9-1.5x and keeping the size, and Adam from 0.025 with an inverse square-root decay.
+stack magnifying content 0.9-1.5x and keeping the size, an algebraic-sigmoid squash, and AdamW (weight decay 0.5)
+from 0.025 with an inverse square-root decay.
 
 Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
@@ -198,7 +199,7 @@ def render_vis(
         transforms: a module, a list of modules (applied in order), or ``None`` for
             :func:`default_transforms`; ``[]`` for none.
         thresholds: step counts at which a snapshot is taken; the render runs to the last one.
-        optimizer: ``None`` for Adam, an optimizer class (built with ``lr``), an instance over the image's
+        optimizer: ``None`` for AdamW with ``DEFAULT_WEIGHT_DECAY``, an optimizer class (built with ``lr``), an instance over the image's
             parameters, or a function ``params -> optimizer``.
         lr: the learning rate of a default or class-given optimizer (a finite number > 0).
         preprocess: applied after the transforms and before the model (e.g. input normalization). ``None``:
@@ -303,7 +304,7 @@ def render_layer(
         size: image side (an int) or ``(height, width)``; ``None``: the model's native size, else
             ``DEFAULT_SIZE`` (as in :func:`render_vis`).
         transforms: as in :func:`render_vis`.
-        optimizer: an optimizer class or a function ``params -> optimizer`` (default Adam).
+        optimizer: an optimizer class or a function ``params -> optimizer`` (default AdamW with weight decay).
         lr: learning rate.
         preprocess: as in :func:`render_vis`.
         progress: one progress bar over all batches.

@@ -29,7 +29,8 @@ def test_render_vis_snapshots_raise_the_objective(tiny_net):
     with torch.no_grad():
         acts = [_channel_mean(tiny_net, tiny_net.conv2, img)[0, 3].item() for img in images]
     assert acts[0] < acts[1] < acts[2]
-    assert acts[2] - acts[0] > 0.03
+    # 0.020 (0.034 under plain Adam: the default weight decay trades some of the objective for a calmer image)
+    assert acts[2] - acts[0] > 0.015
 
 
 def test_seed_reproduces_and_restores_the_global_state(tiny_net):
@@ -171,7 +172,7 @@ def test_show_labels_render_outputs(tiny_net):
 def test_default_image_decay_power_from_noise_and_from_a_photo():
     from optim.render import DEFAULT_DECAY_POWER, default_image
 
-    assert DEFAULT_DECAY_POWER == 1.25 and opt.render.DEFAULT_LR == 0.025
+    assert DEFAULT_DECAY_POWER == 1.5 and opt.render.DEFAULT_LR == 0.025
     noise = default_image(16, batch=2)
     assert noise.parameterization.decay_power == DEFAULT_DECAY_POWER and noise().shape == (2, 3, 16, 16)
     # from a photo the spectrum keeps Lucid's 1/f scaling (a steeper one washes the photo out), and the

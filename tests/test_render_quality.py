@@ -122,3 +122,59 @@ def test_cli_seed_gives_the_same_png_twice(tmp_path, monkeypatch) -> None:
         assert main(["render", "seed_tiny:tiny_net", "-t", "2:3", "--size", "24", "--steps", "3", "--seed", "4",
                      "-q", "-o", f"in{noise}.png"]) == 0
     assert Path("in1.png").read_bytes() == Path("in2.png").read_bytes()
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_algebraic_sigmoid_matches_numpy_and_inverts(dtype) -> None:
+    squash = opt.images.AlgebraicSigmoid()
+    x = torch.linspace(-40, 40, 801, dtype=dtype, requires_grad=True)
+    y = squash(x)
+    u = x.detach().double().numpy() / 2
+    np.testing.assert_allclose(y.detach().double().numpy(), 0.5 + 0.5 * u / np.sqrt(1 + u * u), rtol=1e-6, atol=1e-7)
+    assert y.dtype == dtype
+    # sigmoid's value and slope at 0
+    zero = torch.zeros(1, dtype=dtype, requires_grad=True)
+    (slope,) = torch.autograd.grad(squash(zero).sum(), zero)
+    assert float(squash(zero.detach())) == 0.5 and float(slope) == pytest.approx(0.25)
+    # the inverse undoes it away from the clamped ends
+    inside = x.detach()[x.detach().abs() <= 20]
+    torch.testing.assert_close(squash.inverse(squash(inside)), inside,
+                               atol=2e-3 if dtype == torch.float32 else 1e-9, rtol=1e-4)
+    # polynomial tails: at 8 the gradient is (1 + 16)^-1.5 = 1.4% of the slope at 0, sigmoid's 0.13%; 20 still
+    # exports as 254 where sigmoid has exported 255 since 6.3
+    eight = torch.tensor(8.0, dtype=dtype, requires_grad=True)
+    (grad,) = torch.autograd.grad(squash(eight), eight)
+    at8 = float(grad) / 0.25
+    sigmoid_at8 = float(torch.sigmoid(torch.tensor(8.0)) * torch.sigmoid(torch.tensor(-8.0))) / 0.25
+    assert at8 == pytest.approx(17 ** -1.5, rel=1e-4) and at8 > 10 * sigmoid_at8
+    assert round(float(squash(torch.tensor(20.0))) * 255) == 254
+    assert round(float(torch.sigmoid(torch.tensor(6.3))) * 255) == 255
+
+
+def test_algebraic_sigmoid_scripts_and_inverts_a_natural_image_start() -> None:
+    photo = torch.rand(1, 3, 12, 16) * 0.9 + 0.05
+    image = opt.images.NaturalImage((12, 16), init=photo, squash_func=opt.images.AlgebraicSigmoid())
+    torch.testing.assert_close(image().as_subclass(torch.Tensor), photo, atol=1e-5, rtol=0)
+    scripted = torch.jit.script(image)
+    torch.testing.assert_close(scripted(), image().as_subclass(torch.Tensor))
+    assert isinstance(defaults.default_image(8).squash, opt.images.AlgebraicSigmoid)
+
+
+def test_default_squash_and_weight_decay_keep_a_hard_pushed_render_unclipped(tiny_net) -> None:
+    # one render at four times the default rate, with a sigmoid under plain Adam (the squash and optimizer
+    # before issue 12's fix) and with the default squash and optimizer: the first clips a large share of its
+    # values to 0 / 255 (55%), the second next to none (0%), and both raise the target
+    def render(squash, optimizer):
+        image = opt.images.NaturalImage((32, 32), squash_func=squash,
+                                        parameterization=lambda **kw: opt.images.FFTImage(decay_power=1.5, **kw))
+        start = float(opt.models.collect_activations(tiny_net, "conv2", image().detach())["conv2"][:, 0].mean())
+        (out,) = opt.render_vis(tiny_net, "conv2:0", image=image, thresholds=(64,), lr=0.1, optimizer=optimizer,
+                                progress=False, seed=0)
+        end = float(opt.models.collect_activations(tiny_net, "conv2", out)["conv2"][:, 0].mean())
+        return clipped(out), end - start
+
+    old_clip, old_gain = render(torch.sigmoid, torch.optim.Adam)
+    new_clip, new_gain = render(opt.images.AlgebraicSigmoid(), None)
+    assert old_clip > 0.2 and new_clip < 0.02, (old_clip, new_clip)
+    assert old_gain > 0 and new_gain > 0, (old_gain, new_gain)

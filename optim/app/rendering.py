@@ -37,7 +37,7 @@ class RenderSettings:
             ``DEFAULT_SIZE`` (resolved for a model by :meth:`for_model`, before the gallery keys on it).
         steps: optimization steps.
         seed: random seed of every batch.
-        lr: Adam's learning rate at the first step (it decays as in every render).
+        lr: the learning rate at the first step (it decays as in every render).
 
     Example:
         >>> from optim.optimization.defaults import DEFAULT_SIZE

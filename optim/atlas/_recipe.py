@@ -188,7 +188,7 @@ def activation_atlas(
     holding at least ``min_density`` samples is averaged into a direction. The directions are rendered by the
     render core's batched render, :func:`optim.optimization.render_batches`, with its defaults
     (:mod:`optim.optimization.defaults`: :func:`~optim.optimization.default_image`, the default transforms,
-    Adam at ``DEFAULT_LR``): a ``Direction`` loss per cell, ``batch_size`` cells per optimization, one progress
+    AdamW at ``DEFAULT_LR``): a ``Direction`` loss per cell, ``batch_size`` cells per optimization, one progress
     bar over all of them, and one random stream per cell keyed by its grid position, so a cell's render
     depends on the seed and the cell, not on ``batch_size`` or the other cells. The renders are pasted into one
     image at their cells' positions (y up).
@@ -218,7 +218,7 @@ def activation_atlas(
         loss_fn: ``loss_fn(layer, vec, batch_index) -> Loss`` replaces the ``Direction`` loss.
         base_tensor: the empty canvas (``torch.ones``: white).
         progress: one progress bar over all batches.
-        optimizer: an optimizer class or a function ``params -> optimizer`` (default Adam).
+        optimizer: an optimizer class or a function ``params -> optimizer`` (default AdamW with weight decay).
         preprocess: applied after the transforms and before the model (``None``: the normalization the model
             declares, as ``render_vis``; ``nn.Identity()``: none).
         seed: seed for a reproducible atlas (``None``: drawn from torch's global generator).

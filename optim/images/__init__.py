@@ -31,6 +31,7 @@ from .phase import PhaseImage
 from .pixel import PixelImage
 from .shared import SharedImage
 from .simple import SimpleTensorParameterization
+from .squash import AlgebraicSigmoid
 from .stack import StackImage
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "NaturalImage",
     "PhaseImage",
     "CPPNImage",
+    "AlgebraicSigmoid",
     "ToRGB",
     "rfft2d_freqs",
     "logit",

@@ -61,7 +61,8 @@ class NaturalImage(ImageParameterization):
     adds an alpha channel that ``ToRGB`` passes through.
 
     With ``init``, the image is inverted through the pipeline (logit when the squash is
-    ``torch.sigmoid``, the inverse colour transform when ``decorrelate_init``, then the
+    ``torch.sigmoid``, the module's ``inverse`` method for a squash module that has one, such as
+    ``AlgebraicSigmoid``, the inverse colour transform when ``decorrelate_init``, then the
     parameterization's own ``init``), so ``NaturalImage(init=img)()`` reproduces ``img`` (within about
     1e-5 away from the clamped extremes 0 and 1). Other squash functions receive no inverse.
 
@@ -191,6 +192,8 @@ class NaturalImage(ImageParameterization):
         """Map an image in ``[0, 1]`` back to the parameterization's space."""
         if squash_func is torch.sigmoid or isinstance(squash_func, nn.Sigmoid):
             image = logit(image)
+        elif isinstance(squash_func, nn.Module) and callable(getattr(squash_func, "inverse", None)):
+            image = squash_func.inverse(image)
         if decorrelate_init and not isinstance(self.decorrelate, nn.Identity):
             image = self.decorrelate(image, inverse=True)
         return image

@@ -132,6 +132,7 @@ def render_once(
     seed: Optional[int],
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    optimizer: Any = None,
 ) -> torch.Tensor:
     """One :func:`~optim.render.render_vis` run of ``steps`` steps, returning its single image: every recipe
     renders through it (the render core and its defaults, no loop of its own).
@@ -142,11 +143,12 @@ def render_once(
         image: an image parameterization, or a callable building one (as ``render_vis`` takes it).
         transforms: as ``render_vis`` takes them (None: its default).
         steps: optimization steps.
-        lr: Adam's learning rate.
+        lr: the learning rate at the first step.
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
         preprocess: as ``render_vis`` takes it (``None``: the model's normalization, if it declares one).
+        optimizer: as ``render_vis`` takes it (``None``: the default, AdamW with weight decay).
 
     Returns:
         The rendered ``ImageTensor``.
@@ -163,6 +165,6 @@ def render_once(
 
     (out,) = render_vis(
         model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed,
-        callback=callback, preprocess=preprocess,
+        callback=callback, preprocess=preprocess, optimizer=optimizer,
     )
     return out

@@ -41,7 +41,7 @@ def class_visualization(
         size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
             :func:`~optim.models.preprocess.render_inputs`).
         steps: optimization steps.
-        lr: Adam's learning rate.
+        lr: the learning rate at the first step.
         transforms: default :func:`~optim.render.default_transforms`.
         progress: show a progress bar.
         seed: seed for a reproducible render.

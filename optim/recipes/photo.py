@@ -25,6 +25,11 @@ def _start_from(start: torch.Tensor) -> nn.Module:
     return default_image(init=start, channels=start.shape[1])
 
 
+# A render that starts from a photo must keep it: plain Adam, without the default optimizer's weight decay,
+# which pulls the image towards grey.
+_KEEP_THE_PHOTO = torch.optim.Adam
+
+
 def deep_dream(
     model: nn.Module,
     image: torch.Tensor,
@@ -68,7 +73,8 @@ def deep_dream(
     start = as_batch(image)
     jitter = shape_preserving_transforms() if transforms is None else transforms
     return render_once(
-        model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess
+        model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
+        optimizer=_KEEP_THE_PHOTO,
     )
 
 
@@ -95,7 +101,7 @@ def feature_inversion(
         image: the photo, CHW or NCHW in ``[0, 1]`` (the render has its size).
         layer: the layer to match.
         steps: optimization steps.
-        lr: Adam's learning rate.
+        lr: the learning rate at the first step.
         transforms: default: none (the match is position by position).
         progress: show a progress bar.
         seed: seed for a reproducible render.
@@ -181,7 +187,8 @@ def style_transfer(
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
     jitter = shape_preserving_transforms(2) if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess)
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
+                       optimizer=_KEEP_THE_PHOTO)
 
 
 def feature_accentuation(
@@ -240,4 +247,5 @@ def feature_accentuation(
     reference = reference_activations(model, [layer], start, preprocess, transforms)[layer]
     loss = target - float(weight) * ReferenceDistance(layer, reference)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess)
+    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
+                       optimizer=_KEEP_THE_PHOTO)

@@ -47,7 +47,7 @@ def render_rgba(
             :func:`~optim.models.preprocess.render_inputs`).
         batch: number of images.
         steps: optimization steps.
-        lr: Adam's learning rate.
+        lr: the learning rate at the first step.
         transforms: applied after the blending (default :func:`~optim.render.default_transforms`).
         progress: show a progress bar.
         seed: seed for a reproducible render.
