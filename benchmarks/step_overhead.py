@@ -6,11 +6,11 @@ middle and a late target (``blocks.3`` / ``blocks.8`` / ``blocks.15`` by default
 - ``bare``: the model alone, forward up to the target (stopped there) and backward to the input, parameters
   frozen (the floor no feature-visualization library can go under);
 - ``pipe``: ``bare`` plus the work every FFT render does whoever writes the loop: the default image
-  (``default_image``: FFT spectrum, colour decorrelation, sigmoid), the default transforms (one affine
-  resampling) and fused Adam, in a hand-written loop with one bare hook. ``pipe / bare`` is the cost of the
+  (``default_image``: FFT spectrum, colour decorrelation, squash), the default transforms (one affine
+  resampling) and the default optimizer (fused AdamW), in a hand-written loop with one bare hook. ``pipe / bare`` is the cost of the
   parameterization and the transforms; ``optim / pipe`` the library's own (recorder, loss, loop, schedule);
 - ``optim``: one ``InputOptimization`` step with the library's defaults (``default_image``,
-  ``default_transforms``, ``ChannelActivation(target, 0)``, Adam);
+  ``default_transforms``, ``ChannelActivation(target, 0)``, the default optimizer);
 - ``-inplace``: the same step with the activation core's in-place protection off (``inplace_safe=False``), and
   ``protect``, what the protection costs (median of the per-round ratios, in percent);
 - ``Lucent``: one step of Lucent's ``render_vis`` (its defaults: FFT image, standard transforms, Adam,

@@ -178,3 +178,20 @@ def test_default_squash_and_weight_decay_keep_a_hard_pushed_render_unclipped(tin
     new_clip, new_gain = render(opt.images.AlgebraicSigmoid(), None)
     assert old_clip > 0.2 and new_clip < 0.02, (old_clip, new_clip)
     assert old_gain > 0 and new_gain > 0, (old_gain, new_gain)
+
+
+def test_algebraic_sigmoid_saturates_in_half_precision_and_at_infinity() -> None:
+    squash = opt.images.AlgebraicSigmoid()
+    x = torch.tensor([-float("inf"), -6e4, -1e4, 1e4, 6e4, float("inf")], dtype=torch.float16)
+    assert squash(x).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    big = squash(torch.tensor([-1e30, 1e30]))
+    assert float(big[0]) < 1e-5 and float(big[1]) > 1 - 1e-5
+
+
+def test_a_render_from_a_photo_keeps_it(tiny_net) -> None:
+    # a near-zero objective: what remains is the optimizer's own pull, which the default weight decay would
+    # spend fading the photo towards grey (std 0.23 -> 0.09 over 128 steps)
+    photo = torch.rand(1, 3, 24, 24) * 0.8 + 0.1
+    loss = 1e-9 * opt.loss.ChannelActivation("conv2", 1)
+    (out,) = opt.render_vis(tiny_net, loss, image=photo, transforms=[], thresholds=(64,), progress=False, seed=0)
+    assert float((out.as_subclass(torch.Tensor) - photo).abs().mean()) < 1e-3

@@ -32,12 +32,15 @@ class AlgebraicSigmoid(nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = 0.5 * x
+        # clamped so that u * u stays finite in float16 (inf would give 0 * inf): past 200 the output exports as
+        # 0 or 255 anyway and the gradient is about 1e-7 of the slope at 0
+        u = (0.5 * x).clamp(-200.0, 200.0)
         return 0.5 + 0.5 * u * torch.rsqrt(1.0 + u * u)
 
     @torch.jit.export
     def inverse(self, p: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
         """The input that ``forward`` maps to ``p``, with ``p`` clamped to ``[epsilon, 1 - epsilon]`` (as ``logit``
-        is): ``2 v / sqrt(1 - v^2)`` with ``v = 2 p - 1``."""
-        v = 2.0 * p.clamp(epsilon, 1.0 - epsilon) - 1.0
-        return 2.0 * v * torch.rsqrt(1.0 - v * v)
+        is): ``(2 p - 1) / sqrt(p (1 - p))``, the form of ``2 v / sqrt(1 - v^2)`` with ``v = 2 p - 1`` that does not
+        cancel near the ends."""
+        p = p.clamp(epsilon, 1.0 - epsilon)
+        return (2.0 * p - 1.0) * torch.rsqrt(p * (1.0 - p))

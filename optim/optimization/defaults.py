@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_SIZE",
     "DEFAULT_LR",
     "DEFAULT_WEIGHT_DECAY",
+    "PHOTO_START_OPTIMIZER",
     "DEFAULT_DECAY_POWER",
     "DEFAULT_STEPS",
     "DEFAULT_LR_DECAY_STEPS",
@@ -83,8 +84,11 @@ DEFAULT_LR = 0.025
 #: through deep visualization", arXiv:1506.06579. With it, the held-out classes of ``benchmarks/class_transfer.py``
 #: transfer at 128 steps in 5 of 6 seeds (the container ship rose from 0/3 seeds to 3/3). It pulls every
 #: parameter towards 0: grey for the Fourier image, black for a raw ``PixelImage``, and a render that starts from
-#: a photo fades towards grey; pass ``optimizer=torch.optim.Adam`` to keep the photo (the photo recipes do).
+#: a photo would fade towards grey (such renders default to ``PHOTO_START_OPTIMIZER``).
 DEFAULT_WEIGHT_DECAY = 0.5
+#: The optimizer of a render that starts from a photo when none is given (``render_vis(image=<tensor>)`` and the
+#: photo recipes): plain Adam, so the photo does not fade towards grey under ``DEFAULT_WEIGHT_DECAY``.
+PHOTO_START_OPTIMIZER = torch.optim.Adam
 #: Exponent of the Fourier parameterization's 1/f scaling for renders from noise (Lucid's is 1). A steeper
 #: scaling gives low frequencies, hence object-scale shapes, a larger share of every step; 1.0 transfers worse
 #: at small budgets. Under a sigmoid, 1.5 saturated into flat clipped colour fields (1.25 was the default then);

@@ -11,7 +11,7 @@ from ..loss.activation import DeepDream
 from ..loss.base import Loss, sum_loss_list
 from ..loss.parse import parse
 from ..loss.style import ContentLoss, ReferenceDistance, StyleLoss
-from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, PHOTO_START_OPTIMIZER, default_image
 from ..optimization.progress import StepCallback
 from ._common import as_batch, reference_activations, render_once, shape_preserving_transforms
 
@@ -24,10 +24,6 @@ def _start_from(start: torch.Tensor) -> nn.Module:
     """The default image parameterization, initialized to the photo batch ``start``."""
     return default_image(init=start, channels=start.shape[1])
 
-
-# A render that starts from a photo must keep it: plain Adam, without the default optimizer's weight decay,
-# which pulls the image towards grey.
-_KEEP_THE_PHOTO = torch.optim.Adam
 
 
 def deep_dream(
@@ -74,7 +70,7 @@ def deep_dream(
     jitter = shape_preserving_transforms() if transforms is None else transforms
     return render_once(
         model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
-        optimizer=_KEEP_THE_PHOTO,
+        optimizer=PHOTO_START_OPTIMIZER,
     )
 
 
@@ -188,7 +184,7 @@ def style_transfer(
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
     jitter = shape_preserving_transforms(2) if transforms is None else transforms
     return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
-                       optimizer=_KEEP_THE_PHOTO)
+                       optimizer=PHOTO_START_OPTIMIZER)
 
 
 def feature_accentuation(
@@ -248,4 +244,4 @@ def feature_accentuation(
     loss = target - float(weight) * ReferenceDistance(layer, reference)
     jitter = shape_preserving_transforms() if transforms is None else transforms
     return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
-                       optimizer=_KEEP_THE_PHOTO)
+                       optimizer=PHOTO_START_OPTIMIZER)
