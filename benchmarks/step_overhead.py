@@ -7,8 +7,9 @@ middle and a late target (``blocks.3`` / ``blocks.8`` / ``blocks.15`` by default
   frozen (the floor no feature-visualization library can go under);
 - ``pipe``: ``bare`` plus the work every FFT render does whoever writes the loop: the default image
   (``default_image``: FFT spectrum, colour decorrelation, squash), the default transforms (one affine
-  resampling) and the default optimizer (fused AdamW), in a hand-written loop with one bare hook. ``pipe / bare`` is the cost of the
-  parameterization and the transforms; ``optim / pipe`` the library's own (recorder, loss, loop, schedule);
+  resampling) and the default optimizer (fused AdamW), in a hand-written loop with one bare hook. ``pipe / bare``
+  is the cost of the parameterization and the transforms; ``optim / pipe`` the library's own (recorder, loss,
+  loop, schedule);
 - ``optim``: one ``InputOptimization`` step with the library's defaults (``default_image``,
   ``default_transforms``, ``ChannelActivation(target, 0)``, the default optimizer);
 - ``-inplace``: the same step with the activation core's in-place protection off (``inplace_safe=False``), and

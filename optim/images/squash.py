@@ -13,10 +13,10 @@ class AlgebraicSigmoid(nn.Module):
     Why renders use it (issue 12): a render's largest values sit in the squash's ends. With a sigmoid an input of
     6.3 already exports as 255 and its gradient has fallen to 0.7% of the slope at 0, so strong colours turn into
     flat, clipped fields (posterization) that the optimizer no longer moves. Here the input must pass 22.5 to export
-    as 255, and the gradient falls as ``|x|^-3``, not ``e^-|x|``: colours stay graded and keep learning. With a 1/f^1.5 spectrum it
-    took the share of values exported at exactly 0 or 255 from up to 7-26% to 0% (``benchmarks/class_transfer.py``
-    classes, 128 steps). ``x / sqrt(1 + x^2)`` is the inverse square root unit of Carlile et al. (2017), "Improving
-    deep learning by inverse square root linear units (ISRLUs)", arXiv:1710.09967.
+    as 255, and the gradient falls as ``|x|^-3``, not ``e^-|x|``: colours stay graded and keep learning. With a
+    1/f^1.5 spectrum it took the share of values exported at exactly 0 or 255 from up to 7-26% to 0%
+    (``benchmarks/class_transfer.py`` classes, 128 steps). ``x / sqrt(1 + x^2)`` is the inverse square root unit of
+    Carlile et al. (2017), "Improving deep learning by inverse square root linear units (ISRLUs)", arXiv:1710.09967.
 
     Shapes: any; the output has the input's shape and dtype, in the open interval ``(0, 1)``.
 

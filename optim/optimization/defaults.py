@@ -38,11 +38,14 @@ session is that low-frequency content without saturation: the squash, not the sp
 Session 7 took that lead: the squash is now ``AlgebraicSigmoid`` (sigmoid's value and slope at 0, polynomial
 tails), with a 1/f^1.5 spectrum and AdamW(weight_decay=0.5). Full 20-class sweeps, CPU, seeds 0-2 (held-out
 Lite2 at 260 px, 48 / 128 steps): the algebraic squash alone (Adam) 8.7 / 9.0, with weight decay 0.5 7.7 / 10.0
-(seeds 3-5: 8.7 / 9.7; old classes 9.5 / 10.0 over all six), both with 0.0% clipped; weight decay 0.25: 8.0 / 8.5 (2 seeds); lr 0.04: 7.3-8.0 / 9.0-9.7;
-a 1.5x or 2x steeper squash (``x * 1.5`` before it): 8.3 / 9.3, and 8 / 9 on seed 0. Bounding the image instead
-(standardising it before the sigmoid, or shrinking it above a standard deviation) kept clipping near 0% but the
-container ship fell to 2-4/6 at 128 steps, and 1/f^1.75 with the algebraic squash still clipped 11-19%. The
-container ship at 48 steps is still missed (0/6 seeds with these defaults); at 128 it is named in 5/6.
+(seeds 3-5: 8.7 / 9.7; old classes 9.5 / 10.0 over all six), both with 0.0% clipped; weight decay 0.25:
+8.0 / 8.5 (2 seeds); lr 0.04: 7.3-8.0 / 9.0-9.7; a 1.5x or 2x steeper squash (``x * 1.5`` before it): 8.3 / 9.3,
+and 8 / 9 on seed 0. Bounding the image instead (standardising it before the sigmoid, or shrinking it above a
+standard deviation) kept clipping near 0% but the container ship fell to 2-4/6 at 128 steps, and 1/f^1.75 with
+the algebraic squash still clipped 11-19%. The container ship at 48 steps is still missed (0/6 seeds with these
+defaults); at 128 it is named in 5/6. ``benchmarks/class_transfer.py`` itself (2 threads, fused AdamW, seeds 0-2)
+gave 9.3 / 8.3 at 48 steps and 9.7 / 9.3 at 128 (old / held out), 0.0% clipped: within seed noise of the
+previous defaults on transfer, with no clipped values.
 """
 from __future__ import annotations
 
@@ -86,8 +89,8 @@ DEFAULT_LR = 0.025
 #: parameter towards 0: grey for the Fourier image, black for a raw ``PixelImage``, and a render that starts from
 #: a photo would fade towards grey (such renders default to ``PHOTO_START_OPTIMIZER``).
 DEFAULT_WEIGHT_DECAY = 0.5
-#: The optimizer of a render that starts from a photo when none is given (``render_vis(image=<tensor>)`` and the
-#: photo recipes): plain Adam, so the photo does not fade towards grey under ``DEFAULT_WEIGHT_DECAY``.
+#: The optimizer of a render that starts from a photo when none is given (``render_vis(image=<tensor>)``, which
+#: the photo recipes use): plain Adam, so the photo does not fade towards grey under ``DEFAULT_WEIGHT_DECAY``.
 PHOTO_START_OPTIMIZER = torch.optim.Adam
 #: Exponent of the Fourier parameterization's 1/f scaling for renders from noise (Lucid's is 1). A steeper
 #: scaling gives low frequencies, hence object-scale shapes, a larger share of every step; 1.0 transfers worse
@@ -298,9 +301,9 @@ def make_optimizer(optimizer: OptimizerArg, params: Iterable[torch.Tensor], lr: 
     """The one optimizer normalisation: what every entry point's ``optimizer=`` argument may be.
 
     Args:
-        optimizer: ``None`` for ``AdamW(weight_decay=DEFAULT_WEIGHT_DECAY)`` (fused where available), an optimizer class (built with ``lr``), a function
-            ``params -> optimizer`` (Lucent's ``optimizer`` argument), or an instance over ``params`` (used as is;
-            ``lr`` is then ignored).
+        optimizer: ``None`` for ``AdamW(weight_decay=DEFAULT_WEIGHT_DECAY)`` (fused where available), an optimizer
+            class (built with ``lr``), a function ``params -> optimizer`` (Lucent's ``optimizer`` argument), or an
+            instance over ``params`` (used as is; ``lr`` is then ignored).
         params: the tensors to optimize.
         lr: the learning rate for ``None`` and a class.
 

@@ -319,8 +319,8 @@ class InputOptimization:
         Args:
             stop_criteria: ``(step, obj, history, optimizer) -> bool``; default ``n_steps(DEFAULT_STEPS)``; an
                 int means that many steps.
-            optimizer: ``None`` for AdamW with ``DEFAULT_WEIGHT_DECAY``, an optimizer class (built with ``lr``), a function ``params ->
-                optimizer``, or an instance over :meth:`parameters` (see
+            optimizer: ``None`` for AdamW with ``DEFAULT_WEIGHT_DECAY``, an optimizer class (built with ``lr``), a
+                function ``params -> optimizer``, or an instance over :meth:`parameters` (see
                 :func:`~optim.optimization.make_optimizer`).
             loss_summarize_fn: reduces the loss tensor to the scalar to minimize (default ``-mean``).
             lr: the learning rate of a default or class-given optimizer.
@@ -329,8 +329,8 @@ class InputOptimization:
             step_offset: added to the step number the callback sees (a render in several calls or batches).
             lr_decay_steps: the learning rate of step ``t`` (counted over every call) is
                 ``lr / sqrt(1 + t / lr_decay_steps)`` (:func:`~optim.optimization.defaults.scheduled_lr`);
-                ``None`` keeps it constant. This applies to the default AdamW (``optimizer=None``) and an optimizer class; an
-                instance or a factory keeps its own rate.
+                ``None`` keeps it constant. This applies to the default AdamW (``optimizer=None``) and an optimizer
+                class; an instance or a factory keeps its own rate.
 
         Returns:
             The summarized loss of every step, a 1-D CPU tensor.

@@ -132,7 +132,6 @@ def render_once(
     seed: Optional[int],
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-    optimizer: Any = None,
 ) -> torch.Tensor:
     """One :func:`~optim.render.render_vis` run of ``steps`` steps, returning its single image: every recipe
     renders through it (the render core and its defaults, no loop of its own).
@@ -140,7 +139,8 @@ def render_once(
     Args:
         model: the network (left as it was).
         loss: the objective to maximize.
-        image: an image parameterization, or a callable building one (as ``render_vis`` takes it).
+        image: an image parameterization, a callable building one, or a photo tensor to start from (as
+            ``render_vis`` takes it: a photo keeps its contrast, see ``PHOTO_START_OPTIMIZER``).
         transforms: as ``render_vis`` takes them (None: its default).
         steps: optimization steps.
         lr: the learning rate at the first step.
@@ -148,7 +148,6 @@ def render_once(
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
         preprocess: as ``render_vis`` takes it (``None``: the model's normalization, if it declares one).
-        optimizer: as ``render_vis`` takes it (``None``: the default, AdamW with weight decay).
 
     Returns:
         The rendered ``ImageTensor``.
@@ -156,8 +155,7 @@ def render_once(
     Example::
 
         >>> from optim.loss import DeepDream
-        >>> from optim.render import default_image
-        >>> out = render_once(model, DeepDream("blocks.6"), default_image(init=cat), None, 2, 0.05, False, 0)
+        >>> out = render_once(model, DeepDream("blocks.6"), cat, None, 2, 0.05, False, 0)
         >>> out.shape  # cat: a [1, 3, 96, 96] photo
         torch.Size([1, 3, 96, 96])
     """
@@ -165,6 +163,6 @@ def render_once(
 
     (out,) = render_vis(
         model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed,
-        callback=callback, preprocess=preprocess, optimizer=optimizer,
+        callback=callback, preprocess=preprocess,
     )
     return out

@@ -11,19 +11,13 @@ from ..loss.activation import DeepDream
 from ..loss.base import Loss, sum_loss_list
 from ..loss.parse import parse
 from ..loss.style import ContentLoss, ReferenceDistance, StyleLoss
-from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, PHOTO_START_OPTIMIZER, default_image
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image
 from ..optimization.progress import StepCallback
 from ._common import as_batch, reference_activations, render_once, shape_preserving_transforms
 
 __all__ = ["deep_dream", "feature_inversion", "style_transfer", "feature_accentuation"]
 
 Layer = Union[str, nn.Module]
-
-
-def _start_from(start: torch.Tensor) -> nn.Module:
-    """The default image parameterization, initialized to the photo batch ``start``."""
-    return default_image(init=start, channels=start.shape[1])
-
 
 
 def deep_dream(
@@ -68,10 +62,7 @@ def deep_dream(
     """
     start = as_batch(image)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(
-        model, DeepDream(layer), _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
-        optimizer=PHOTO_START_OPTIMIZER,
-    )
+    return render_once(model, DeepDream(layer), start, jitter, steps, lr, progress, seed, callback, preprocess)
 
 
 def feature_inversion(
@@ -183,8 +174,7 @@ def style_transfer(
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
     jitter = shape_preserving_transforms(2) if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
-                       optimizer=PHOTO_START_OPTIMIZER)
+    return render_once(model, loss, start, jitter, steps, lr, progress, seed, callback, preprocess)
 
 
 def feature_accentuation(
@@ -243,5 +233,4 @@ def feature_accentuation(
     reference = reference_activations(model, [layer], start, preprocess, transforms)[layer]
     loss = target - float(weight) * ReferenceDistance(layer, reference)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, loss, _start_from(start), jitter, steps, lr, progress, seed, callback, preprocess,
-                       optimizer=PHOTO_START_OPTIMIZER)
+    return render_once(model, loss, start, jitter, steps, lr, progress, seed, callback, preprocess)
