@@ -205,7 +205,15 @@ def _render_defaults() -> Dict[str, Any]:
 
     given = {"DEFAULT_SIZE", "DEFAULT_LR", "DEFAULT_STEPS"}  # the job's own size, lr and steps replace these
     names = [n for n in defaults.__all__ if n.startswith("DEFAULT_") and n not in given]
-    return {n[len("DEFAULT_"):].lower(): json.loads(json.dumps(getattr(defaults, n))) for n in sorted(names)}
+    described: Dict[str, Any] = {
+        n[len("DEFAULT_"):].lower(): json.loads(json.dumps(getattr(defaults, n))) for n in sorted(names)
+    }
+    # what no constant names: the default image's pieces (its squash changed in issue 12) and optimizer; built
+    # aside so that the caller's random stream is untouched
+    with torch.random.fork_rng(devices=[]):
+        described["image"] = [type(m).__name__ for m in defaults.default_image(4).modules()]
+    described["optimizer"] = type(defaults.make_optimizer(None, [torch.zeros(1, requires_grad=True)])).__name__
+    return described
 
 
 def _normalization(preprocess: Any) -> Optional[Dict[str, Any]]:

@@ -27,7 +27,6 @@ from .loss.parse import parse
 from .optimization.batched import Segment, TransformArg, make_transform, render_batches, seeded
 from .optimization.defaults import (
     DEFAULT_DECAY_POWER,
-    PHOTO_START_OPTIMIZER,
     DEFAULT_LR,
     DEFAULT_SIZE,
     DEFAULT_STEPS,
@@ -201,7 +200,7 @@ def render_vis(
             :func:`default_transforms`; ``[]`` for none.
         thresholds: step counts at which a snapshot is taken; the render runs to the last one.
         optimizer: ``None`` for AdamW with ``DEFAULT_WEIGHT_DECAY`` (``PHOTO_START_OPTIMIZER``, plain Adam, when
-            ``image`` is a tensor: the decay would fade the photo), an optimizer class (built with ``lr``), an
+            the image starts from a photo: the decay would fade it), an optimizer class (built with ``lr``), an
             instance over the image's parameters, or a function ``params -> optimizer``.
         lr: the learning rate of a default or class-given optimizer (a finite number > 0).
         preprocess: applied after the transforms and before the model (e.g. input normalization). ``None``:
@@ -251,8 +250,6 @@ def render_vis(
         obj = InputOptimization(model, objective, param, transform, seed=seed)
     # built (and checked) before any work; every segment reuses it, so Adam's moments and the learning-rate
     # schedule carry over between snapshots
-    if optimizer is None and isinstance(image, torch.Tensor):
-        optimizer = PHOTO_START_OPTIMIZER  # the default weight decay would fade the photo towards grey
     obj._make_optimizer(optimizer, lr)
     bar = ProgressBar(steps[-1], enabled=progress)
     segment = Segment(bar)

@@ -91,6 +91,14 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))
     with pytest.raises(ValueError, match="holds a job with other settings \\(steps differ\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
+    # a job rendered under another default image (the sigmoid squash before issue 12) is not mixed with this one
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["render_defaults"]["image"] == ["NaturalImage", "ToRGB", "AlgebraicSigmoid", "FFTImage"]
+    assert job["render_defaults"]["optimizer"] == "AdamW"
+    job["render_defaults"]["image"][2] = "Sigmoid"
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    with pytest.raises(ValueError, match="holds a job with other settings \\(render_defaults differ\\)"):
+        render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
     # bad arguments are refused before any work, naming the argument
     (tmp_path / "a_file").write_text("x")
     for kwargs, err, match in (

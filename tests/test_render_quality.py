@@ -195,3 +195,21 @@ def test_a_render_from_a_photo_keeps_it(tiny_net) -> None:
     loss = 1e-9 * opt.loss.ChannelActivation("conv2", 1)
     (out,) = opt.render_vis(tiny_net, loss, image=photo, transforms=[], thresholds=(64,), progress=False, seed=0)
     assert float((out.as_subclass(torch.Tensor) - photo).abs().mean()) < 1e-3
+
+
+def test_a_hand_built_render_from_a_photo_keeps_it(tiny_net) -> None:
+    # the same rule as render_vis(image=<tensor>), for the pieces wired by hand: the image knows it starts
+    # from a photo, so optimizer=None is plain Adam there and AdamW from noise
+    photo = torch.rand(1, 3, 24, 24) * 0.8 + 0.1
+    loss = 1e-9 * opt.loss.ChannelActivation("conv2", 1)
+    image = opt.render.default_image(init=photo)
+    obj = opt.optimization.InputOptimization(tiny_net, loss, image, nn.Identity())
+    obj.optimize(64)
+    assert type(obj._optimizer) is defaults.PHOTO_START_OPTIMIZER
+    assert float((image().as_subclass(torch.Tensor) - photo).abs().mean()) < 1e-3
+    from_noise = opt.optimization.InputOptimization(tiny_net, loss, opt.render.default_image(24), nn.Identity())
+    from_noise.optimize(1)
+    assert type(from_noise._optimizer) is torch.optim.AdamW
+    # a parameterization nested in another module is found too; a noise image is not taken for a photo
+    assert defaults.starts_from_photo(nn.Sequential(opt.images.PixelImage(init=photo)))
+    assert not defaults.starts_from_photo(nn.Sequential(opt.images.PixelImage((8, 8))))

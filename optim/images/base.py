@@ -76,6 +76,16 @@ class ImageParameterization(InputParameterization):
     def forward(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
+    def starts_from_init(self) -> bool:
+        """Whether it was built from an ``init`` image (a photo) rather than from noise.
+
+        Example:
+            >>> from optim.images import PixelImage
+            >>> PixelImage((8, 8)).starts_from_init(), PixelImage(init=torch.rand(3, 8, 8)).starts_from_init()
+            (False, True)
+        """
+        return self._initial_state is not None
+
     def _remember_initial_state(self, values: Optional[Sequence[torch.Tensor]]) -> None:
         """Record the values :meth:`reset_parameters` restores (None: the state is random)."""
         self._initial_state = None if values is None else [v.detach().clone() for v in values]

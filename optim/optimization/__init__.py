@@ -9,6 +9,7 @@ from .defaults import (
     default_image,
     default_transforms,
     make_optimizer,
+    starts_from_photo,
     model_input_channels,
 )
 from .hooks import ActivationFetcher, ModuleOutputsHook, run_to_targets
@@ -28,6 +29,7 @@ __all__ = [
     "render_batches",
     "make_transform",
     "make_optimizer",
+    "starts_from_photo",
     "default_image",
     "default_transforms",
     "model_input_channels",

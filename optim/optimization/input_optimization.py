@@ -34,6 +34,7 @@ from .defaults import (
     default_image,
     default_transforms,
     make_optimizer,
+    starts_from_photo,
     model_input_channels,
 )
 from .progress import StepCallback
@@ -295,7 +296,8 @@ class InputOptimization:
         # Continuing a render with the same optimizer argument keeps its state (Adam's moments); the learning rate
         # of Adam or an optimizer class follows the call, a factory's stays its own.
         if self._optimizer is None or optimizer is not self._optimizer_source:
-            self._optimizer = make_optimizer(optimizer, self.parameters(), lr)
+            self._optimizer = make_optimizer(optimizer, self.parameters(), lr,
+                                             from_photo=starts_from_photo(self.input_param))
             self._optimizer_source = optimizer
         lr = check_lr(lr)
         if schedules_lr(optimizer):
@@ -319,9 +321,10 @@ class InputOptimization:
         Args:
             stop_criteria: ``(step, obj, history, optimizer) -> bool``; default ``n_steps(DEFAULT_STEPS)``; an
                 int means that many steps.
-            optimizer: ``None`` for AdamW with ``DEFAULT_WEIGHT_DECAY``, an optimizer class (built with ``lr``), a
-                function ``params -> optimizer``, or an instance over :meth:`parameters` (see
-                :func:`~optim.optimization.make_optimizer`).
+            optimizer: ``None`` for AdamW with ``DEFAULT_WEIGHT_DECAY`` (``PHOTO_START_OPTIMIZER``, plain Adam, for
+                an image built from a photo: :func:`~optim.optimization.defaults.starts_from_photo`), an optimizer
+                class (built with ``lr``), a function ``params -> optimizer``, or an instance over
+                :meth:`parameters` (see :func:`~optim.optimization.make_optimizer`).
             loss_summarize_fn: reduces the loss tensor to the scalar to minimize (default ``-mean``).
             lr: the learning rate of a default or class-given optimizer.
             callback: ``callback(step, loss, images)`` after every step (see
