@@ -227,11 +227,20 @@ def _normalization(preprocess: Any) -> Optional[Dict[str, Any]]:
             "std": [float(v) for v in torch.as_tensor(std).flatten()]}
 
 
+#: The default image and optimizer of the render defaults that recorded neither (issue 12's weight decay and
+#: 1/f^1.5 came with them), so a job begun then resumes.
+_UNRECORDED_PIECES = {"image": ["NaturalImage", "ToRGB", "AlgebraicSigmoid", "FFTImage"], "optimizer": "AdamW"}
+
+
 def _upgrade_settings(old: Dict[str, Any]) -> Dict[str, Any]:
-    """An older job.json read as this version writes it: an int ``size`` is the square ``[size, size]``."""
+    """An older job.json read as this version writes it: an int ``size`` is the square ``[size, size]``; render
+    defaults with issue 12's weight decay but no record of the image and optimizer had ``_UNRECORDED_PIECES``."""
     size = old.get("size")
     if isinstance(size, int) and not isinstance(size, bool):
         old = {**old, "size": [size, size]}
+    recorded = old.get("render_defaults")
+    if isinstance(recorded, dict) and "weight_decay" in recorded and not set(_UNRECORDED_PIECES) & set(recorded):
+        old = {**old, "render_defaults": {**recorded, **_UNRECORDED_PIECES}}
     return old
 
 

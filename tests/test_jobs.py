@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from optim.images.export import save_png
-from optim.jobs import render_model
+from optim.jobs import _render_defaults, render_model
 from optim.optimization.defaults import DEFAULT_LR, DEFAULT_SIZE
 from optim.render import render_layer
 
@@ -91,14 +91,24 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))
     with pytest.raises(ValueError, match="holds a job with other settings \\(steps differ\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
-    # a job rendered under another default image (the sigmoid squash before issue 12) is not mixed with this one
+    # the default image's pieces and optimizer are part of the job: a job recorded with another squash is refused,
+    # one written before they were recorded (same defaults, no such keys) resumes
     job = json.loads((tmp_path / "job.json").read_text())
     assert job["render_defaults"]["image"] == ["NaturalImage", "ToRGB", "AlgebraicSigmoid", "FFTImage"]
     assert job["render_defaults"]["optimizer"] == "AdamW"
-    job["render_defaults"]["image"][2] = "Sigmoid"
-    (tmp_path / "job.json").write_text(json.dumps(job))
+    other = json.loads(json.dumps(job))
+    other["render_defaults"]["image"][2] = "Sigmoid"
+    (tmp_path / "job.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match="holds a job with other settings \\(render_defaults differ\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
+    older = json.loads(json.dumps(job))
+    del older["render_defaults"]["image"], older["render_defaults"]["optimizer"]
+    (tmp_path / "job.json").write_text(json.dumps(older))
+    assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)["skipped"] == 11
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    _render_defaults()  # builds a default image aside: the caller's random stream is untouched
+    assert torch.equal(torch.get_rng_state(), state)
     # bad arguments are refused before any work, naming the argument
     (tmp_path / "a_file").write_text("x")
     for kwargs, err, match in (

@@ -77,14 +77,17 @@ class ImageParameterization(InputParameterization):
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     def starts_from_init(self) -> bool:
-        """Whether it was built from an ``init`` image (a photo) rather than from noise.
+        """Whether it, or a parameterization it holds (a ``NaturalImage``'s Fourier image), was built from an
+        ``init`` image (a photo, or an earlier render) rather than from noise.
 
         Example:
-            >>> from optim.images import PixelImage
+            >>> from optim.images import NaturalImage, PixelImage
             >>> PixelImage((8, 8)).starts_from_init(), PixelImage(init=torch.rand(3, 8, 8)).starts_from_init()
             (False, True)
+            >>> NaturalImage(init=torch.rand(3, 8, 8)).starts_from_init()
+            True
         """
-        return self._initial_state is not None
+        return any(isinstance(m, ImageParameterization) and m._initial_state is not None for m in self.modules())
 
     def _remember_initial_state(self, values: Optional[Sequence[torch.Tensor]]) -> None:
         """Record the values :meth:`reset_parameters` restores (None: the state is random)."""

@@ -138,8 +138,9 @@ def render_batches(
         steps: optimization steps per image.
         transforms: as :func:`make_transform` takes them; a module is shared by every batch.
         preprocess: as :func:`make_transform` takes it.
-        optimizer: an optimizer class, a function of the parameters, or ``None`` (the default AdamW); not an
-            instance, as every batch needs its own.
+        optimizer: an optimizer class, a function of the parameters, or ``None`` (the default AdamW; plain Adam
+            for images built from a photo, see :func:`~optim.optimization.make_optimizer`); not an instance, as
+            every batch needs its own.
         lr: the learning rate.
         progress: one progress bar over every step of every batch.
         seed: the render's seed (``None``: drawn once from torch's global generator).

@@ -55,7 +55,8 @@ ship at 48 steps in 3 of 4 renders, but the other classes fell (6-7 / 5-9 at 48)
 9-10 / 8-10 at 128); an extra decay growing with frequency (``1 - lr * 2 * f / f_max`` per step: 9 / 7); Adam's
 eps at 0.1, which slows the weakly driven high frequencies (9-10 / 7-8); a zero initial spectrum (10 / 8); lr 0.05
 decaying over 8 steps (10 / 7, twice). None beat these defaults on a seed they share: the misses move between
-the container ship, the eagle, the zebra and the flamingo.
+the container ship, the eagle, the zebra and the flamingo. (These sweeps run one thread; the benchmark's two
+threads sum in another order, so its renders differ a little, which is why its figures above are not these.)
 """
 from __future__ import annotations
 
@@ -310,8 +311,12 @@ def _steps_without_closure(optimizer: torch.optim.Optimizer) -> torch.optim.Opti
 
 
 def starts_from_photo(image: nn.Module) -> bool:
-    """Whether an image parameterization (or a module holding one, such as ``NaturalImage``) was built from an
-    ``init`` image rather than from noise: such a render defaults to ``PHOTO_START_OPTIMIZER``.
+    """Whether an image parameterization (or any module holding one) was built from an ``init`` image rather
+    than from noise: such a render defaults to ``PHOTO_START_OPTIMIZER``.
+
+    Any ``init`` counts (an earlier render given as ``init`` too), and one part built from ``init`` is enough: a
+    ``StackImage`` of a photo and a noise image renders both with plain Adam. A TorchScript-compiled image keeps
+    no record of its ``init`` and counts as noise.
 
     Example:
         >>> starts_from_photo(default_image(16)), starts_from_photo(default_image(init=torch.rand(3, 16, 16)))
@@ -319,7 +324,7 @@ def starts_from_photo(image: nn.Module) -> bool:
     """
     from ..images.base import ImageParameterization
 
-    return any(isinstance(m, ImageParameterization) and m.starts_from_init() for m in image.modules())
+    return any(m.starts_from_init() for m in image.modules() if isinstance(m, ImageParameterization))
 
 
 def make_optimizer(
