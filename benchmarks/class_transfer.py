@@ -12,7 +12,8 @@ of ``--steps`` (one render, snapshots at each budget). Each image is then judged
 - ``s/step``: wall seconds per optimization step of the batched render (all classes).
 
 Two class sets: the ten used to tune the defaults of session 2 (``old``) and ten held out (``new``, chosen
-before the tuning of issue 12 and never looked at while tuning). ``--lucent`` adds Lucent's ``render_vis``
+before the tuning of issue 12; sessions 6 and 7 then chose among candidate defaults on them, so they are no longer
+unseen). ``--fresh`` adds a third ten, every hundredth class from 50, fixed afterwards and never tuned on. ``--lucent`` adds Lucent's ``render_vis``
 with its README defaults (224 px FFT image, its standard transforms, Adam 0.05) on the same classes, and
 ``--previous`` the defaults before issue 12 (128 px, 1/f^1.5, lr 0.05, transforms that grow the image 4 px),
 both in the same run, so wall times compare directly.
@@ -24,7 +25,7 @@ budget, and no more than 1.5x the previous defaults.
 Usage::
 
     python benchmarks/class_transfer.py --steps 32 48 64 128 --seeds 0 1 2 [--lucent] [--previous]
-        [--threads 2] [--device cuda] [--grid out.png] [--per-class]
+        [--threads 2] [--device cuda] [--grid out.png] [--per-class] [--fresh]
 """
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ OLD_CLASSES: List[int] = [1, 9, 130, 291, 309, 327, 417, 937, 949, 980]
 #: Ten held-out classes, chosen before issue 12's tuning: bald eagle, tarantula, hummingbird, king penguin,
 #: tiger, zebra, giant panda, container ship, banana, bubble.
 NEW_CLASSES: List[int] = [22, 76, 94, 145, 292, 340, 388, 510, 954, 971]
-SETS = {"old": slice(0, 10), "new": slice(10, 20)}
+#: A third set (``--fresh``), every hundredth class from 50, fixed in session 8 after the ``new`` ten had been
+#: looked at while tuning (sessions 6-7 chose among defaults on them): American alligator, sea lion, Siberian
+#: husky, ibex, bobsled, espresso maker, microphone, quilt, teddy, orange.
+FRESH_CLASSES: List[int] = list(range(50, 1000, 100))
 
 
 def _sync(device: torch.device) -> None:
@@ -118,6 +122,7 @@ def main() -> None:
     parser.add_argument("--lucent", action="store_true", help="Lucent side by side (pip install --no-deps "
                         "torch-lucent && pip install kornia decorator)")
     parser.add_argument("--previous", action="store_true", help="the defaults before issue 12, side by side")
+    parser.add_argument("--fresh", action="store_true", help="judge a third class set, FRESH_CLASSES, as well")
     parser.add_argument("--per-class", action="store_true", help="print every class's top-1 at each budget")
     parser.add_argument("--grid", default=None, help="write the renders of the first seed at the largest budget, "
                         "labelled with each judge's top-1 and Lite2's probability of the class, to this PNG")
@@ -130,11 +135,15 @@ def main() -> None:
     lite2 = opt.models.efficientnet_lite2(pretrained=True).eval().to(device)
     native0 = EFFICIENTNET_LITE_CONFIGS["efficientnet_lite0"]["input_size"]
     native2 = EFFICIENTNET_LITE_CONFIGS["efficientnet_lite2"]["input_size"]
-    classes = OLD_CLASSES + NEW_CLASSES
+    class_sets = {"old": OLD_CLASSES, "new": NEW_CLASSES, **({"fresh": FRESH_CLASSES} if args.fresh else {})}
+    classes = [c for members in class_sets.values() for c in members]
+    sets, start = {}, 0
+    for set_name, members in class_sets.items():
+        sets[set_name], start = slice(start, start + len(members)), start + len(members)
     labels = opt.models.IMAGENET_CLASSES
     target = torch.tensor(classes, device=device)
-    print(f"old: {', '.join(labels[c] for c in OLD_CLASSES)}")
-    print(f"new: {', '.join(labels[c] for c in NEW_CLASSES)}")
+    for set_name, members in class_sets.items():
+        print(f"{set_name}: {', '.join(labels[c] for c in members)}")
     print(f"torch {torch.__version__}, {args.threads} threads, device {device}")
 
     renderers = {"optim": render_optim}
@@ -173,13 +182,13 @@ def main() -> None:
                 grid_images[name] = outs[-1]
 
     print(f"\n{'renderer':9s} {'steps':>5s} | " + " | ".join(f"{j:>11s}" for j in judges)
-          + " |  clip | s/step     (old/new classes, mean over seeds; min in brackets)")
+          + f" |  clip | s/step     ({'/'.join(sets)} classes, mean over seeds; min in brackets)")
     for name in renderers:
         for budget in steps:
             rows = results[name][budget]
             cells = []
             for judge in judges:
-                per_set = {k: [sum(r[judge][sl]) for r in rows] for k, sl in SETS.items()}
+                per_set = {k: [sum(r[judge][sl]) for r in rows] for k, sl in sets.items()}
                 mean = "/".join(f"{statistics.mean(v):.1f}" for v in per_set.values())
                 low = "/".join(str(min(v)) for v in per_set.values())
                 cells.append(f"{mean:>9s} ({low})" if len(rows) > 1 else f"{mean:>11s}")

