@@ -11,12 +11,13 @@ of ``--steps`` (one render, snapshots at each budget). Each image is then judged
 - ``clip``: the share of colour values that export to exactly 0 or 255 (saturated, posterized areas);
 - ``s/step``: wall seconds per optimization step of the batched render (all classes).
 
-Two class sets: the ten used to tune the defaults of session 2 (``old``) and ten held out (``new``, chosen
-before the tuning of issue 12; sessions 6 and 7 then chose among candidate defaults on them, so they are no longer
-unseen). ``--fresh`` adds a third ten, every hundredth class from 50, fixed afterwards and never tuned on. ``--lucent`` adds Lucent's ``render_vis``
-with its README defaults (224 px FFT image, its standard transforms, Adam 0.05) on the same classes, and
-``--previous`` the defaults before issue 12 (128 px, 1/f^1.5, lr 0.05, transforms that grow the image 4 px),
-both in the same run, so wall times compare directly.
+Two class sets: the ten used to tune the defaults of session 2 (``old``) and ten held out (``new``, chosen before
+the tuning of issue 12; sessions 6 and 7 then chose among candidate defaults on them, so they are no longer
+unseen). ``--fresh`` adds a third ten, every hundredth class from 50, fixed after the defaults were chosen; the
+candidate changes checked on it since were all rejected, so the defaults still owe it nothing, but it has been
+looked at. ``--lucent`` adds Lucent's ``render_vis`` with its README defaults (224 px FFT image, its standard
+transforms, Adam 0.05) on the same classes, and ``--previous`` the defaults before issue 12 (128 px, 1/f^1.5, lr
+0.05, transforms that grow the image 4 px), both in the same run, so wall times compare directly.
 
 Goal (issue 12), at 48 steps: Lite2 at 260 px names >= 9/10 classes of each set, Lite0 at 224 px 10/10; at
 128 steps 10/10 for both; clipped values <= 2%; a render costs no more wall time than Lucent's at the same
@@ -50,8 +51,8 @@ OLD_CLASSES: List[int] = [1, 9, 130, 291, 309, 327, 417, 937, 949, 980]
 #: Ten held-out classes, chosen before issue 12's tuning: bald eagle, tarantula, hummingbird, king penguin,
 #: tiger, zebra, giant panda, container ship, banana, bubble.
 NEW_CLASSES: List[int] = [22, 76, 94, 145, 292, 340, 388, 510, 954, 971]
-#: A third set (``--fresh``), every hundredth class from 50, fixed in session 8 after the ``new`` ten had been
-#: looked at while tuning (sessions 6-7 chose among defaults on them): American alligator, sea lion, Siberian
+#: A third set (``--fresh``), every hundredth class from 50, fixed after the defaults were chosen (the ``new`` ten
+#: had been used to choose among candidate defaults by then): American alligator, sea lion, Siberian
 #: husky, ibex, bobsled, espresso maker, microphone, quilt, teddy, orange.
 FRESH_CLASSES: List[int] = list(range(50, 1000, 100))
 
@@ -115,15 +116,17 @@ def render_lucent(model: nn.Module, classes: Sequence[int], steps: Sequence[int]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, nargs="+", default=[32, 48, 64, 128])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, nargs="+", default=[32, 48, 64, 128],
+                        help="step budgets: one render per seed, a snapshot at each (default: 32 48 64 128)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds, one render each (default: 0)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--lucent", action="store_true", help="Lucent side by side (pip install --no-deps "
                         "torch-lucent && pip install kornia decorator)")
     parser.add_argument("--previous", action="store_true", help="the defaults before issue 12, side by side")
     parser.add_argument("--fresh", action="store_true", help="judge a third class set, FRESH_CLASSES, as well")
-    parser.add_argument("--per-class", action="store_true", help="print every class's top-1 at each budget")
+    parser.add_argument("--per-class", action="store_true", help="print, for each budget and class set, how many "
+                        "seeds' renders Lite2 at its native size names correctly, class by class")
     parser.add_argument("--grid", default=None, help="write the renders of the first seed at the largest budget, "
                         "labelled with each judge's top-1 and Lite2's probability of the class, to this PNG")
     args = parser.parse_args()
@@ -182,7 +185,8 @@ def main() -> None:
                 grid_images[name] = outs[-1]
 
     print(f"\n{'renderer':9s} {'steps':>5s} | " + " | ".join(f"{j:>11s}" for j in judges)
-          + f" |  clip | s/step     ({'/'.join(sets)} classes, mean over seeds; min in brackets)")
+          + f" |  clip | s/step     (classes named of 10 in each set, {'/'.join(sets)}; mean over seeds"
+          + ("; min in brackets)" if len(args.seeds) > 1 else ")"))
     for name in renderers:
         for budget in steps:
             rows = results[name][budget]
@@ -200,8 +204,9 @@ def main() -> None:
             for budget in steps:
                 rows = results[name][budget]
                 hits = [sum(r[f"L2@{native2}"][i] for r in rows) for i in range(len(classes))]
-                print(f"{name} {budget} steps, L2@{native2} hits per class over {len(rows)} seed(s): "
-                      + ", ".join(f"{labels[c]} {h}" for c, h in zip(classes, hits)))
+                for set_name, members in sets.items():
+                    print(f"{name} {budget} steps, {set_name}, L2@{native2} hits of {len(rows)} seed(s): "
+                          + ", ".join(f"{labels[c]} {h}" for c, h in zip(classes[members], hits[members])))
     if args.grid:
         _write_grid(args.grid, grid_images, classes, lite2, native2, lite0, native0, max(steps), args.seeds[0])
 

@@ -11,7 +11,7 @@ How a job runs:
   whatever the number of processes, and each image has its own random stream (key: its channel), so the images
   are the same bytes whatever the number of processes or nodes.
 - **Units.** Each finished channel is written atomically as ``<layer>/<channel>.png`` and its record
-  ``<layer>/<channel>.json`` (layer, channel, settings, seed, objective before and after, file). A rerun, or
+  ``<layer>/<channel>.json`` (layer, channel, seed, objective before and after, file, rank). A rerun, or
   ``torchrun``'s own restart after a worker died (``--max-restarts``), skips every unit whose record exists and
   re-renders the rest: nothing is lost and nothing is written twice.
 - **Inputs.** The image size and input normalization are the ones every render uses
@@ -199,8 +199,10 @@ def _read_record(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def _render_defaults() -> Dict[str, Any]:
-    """The render defaults a job does not take as arguments (spectrum decay, lr schedule, transforms, ...), as
-    JSON values: a job resumed under other defaults would mix two kinds of images, so they are in its settings."""
+    """The render defaults a job does not take as arguments (the ``DEFAULT_*`` constants other than size, lr and
+    steps: spectrum decay, lr schedule, the transforms' scale range, weight decay; the default image's module types
+    and the default optimizer's class), as JSON values: a job resumed under other defaults would mix two kinds of
+    images, so they are in its settings."""
     from .optimization import defaults
 
     given = {"DEFAULT_SIZE", "DEFAULT_LR", "DEFAULT_STEPS"}  # the job's own size, lr and steps replace these
@@ -244,6 +246,19 @@ def _upgrade_settings(old: Dict[str, Any]) -> Dict[str, Any]:
     return old
 
 
+def _differences(keys: Sequence[str], old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """``key: old in the job, new now`` for each key; a nested dict (``render_defaults``) names its own keys."""
+    lines = []
+    for key in keys:
+        before, now = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(now, dict):
+            inner = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            lines += [f"{key}.{k}: {before.get(k)!r} in the job, {now.get(k)!r} now" for k in inner]
+        else:
+            lines.append(f"{key}: {before!r} in the job, {now!r} now")
+    return lines
+
+
 def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
     path = out / "job.json"
     if path.exists():
@@ -258,8 +273,9 @@ def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
             raise ValueError(
-                f"{out} holds a job with other settings ({', '.join(changed)} differ); use another folder "
-                "or the same settings to resume it"
+                f"{out} holds a job with other settings ({', '.join(changed)} differ: "
+                f"{'; '.join(_differences(changed, old, settings))}); use another folder or the same settings to "
+                "resume it (render_defaults are the library's own: the optim version that began the job resumes it)"
             )
         return
     _write_json(path, settings)

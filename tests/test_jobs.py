@@ -89,7 +89,7 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert after["1.png"][0] == before["1.png"][0]
     assert all(after[n] == before[n] for n in before if n != "1.png")
     assert not list(tmp_path.rglob(".*.tmp"))
-    with pytest.raises(ValueError, match="holds a job with other settings \\(steps differ\\)"):
+    with pytest.raises(ValueError, match="other settings \\(steps differ: steps: 3 in the job, 4 now\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
     # the default image's pieces and optimizer are part of the job: a job recorded with another squash is refused,
     # one written before they were recorded (same defaults, no such keys) resumes
@@ -99,7 +99,9 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     other = json.loads(json.dumps(job))
     other["render_defaults"]["image"][2] = "Sigmoid"
     (tmp_path / "job.json").write_text(json.dumps(other))
-    with pytest.raises(ValueError, match="holds a job with other settings \\(render_defaults differ\\)"):
+    with pytest.raises(ValueError, match="other settings \\(render_defaults differ: render_defaults.image: "
+                                         "\\['NaturalImage', 'ToRGB', 'Sigmoid', 'FFTImage'\\] in the job, "
+                                         "\\['NaturalImage', 'ToRGB', 'AlgebraicSigmoid', 'FFTImage'\\] now\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
     older = json.loads(json.dumps(job))
     del older["render_defaults"]["image"], older["render_defaults"]["optimizer"]
@@ -166,7 +168,7 @@ def test_size_none_renders_at_the_native_size_normalized_as_render_layer(tmp_pat
     assert record["objective_after"] == pytest.approx(expected, rel=1e-5)
     # resuming compares resolved values: size=24 is the job's size, 16 is not
     assert render_model(model, ["0"], out, steps=2, size=24, seed=0, log=None)["rendered"] == 0
-    with pytest.raises(ValueError, match=r"\(size differ\)"):
+    with pytest.raises(ValueError, match=r"\(size differ: size: \[24, 24\] in the job, \[16, 16\] now\)"):
         render_model(model, ["0"], out, steps=2, size=16, seed=0, log=None)
 
 

@@ -3,6 +3,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -230,6 +231,16 @@ def test_integer_start_images_are_scaled_and_huge_or_non_finite_ones_refused(tin
     assert torch.allclose(out, torch.full_like(out, 128 / 255), atol=1e-4)  # mid-grey stays mid-grey
     with pytest.raises(ValueError, match=r"integer init is read as 0\.\.255.*got values in 0\.\.300"):
         opt.render_vis(tiny_net, "conv2:0", image=torch.tensor([[[0, 300]]] * 3), thresholds=0, progress=False)
+    # a photo as NumPy or torch hold it after reading (channels last) is refused with the permute that fixes it
+    with pytest.raises(ValueError, match=r"shape \(24, 32, 3\) looks channels-last.*init\.permute\(2, 0, 1\)"):
+        opt.render_vis(tiny_net, "conv2:0", image=torch.rand(24, 32, 3), thresholds=0, progress=False)
+    with pytest.raises(ValueError, match=r"init\.permute\(0, 3, 1, 2\)"):
+        opt.optimization.default_image(init=torch.rand(2, 24, 32, 4))
+    with pytest.raises(TypeError, match=r"got ndarray \(an HWC NumPy image: torch\.from_numpy"):
+        opt.optimization.default_image(init=np.zeros((24, 32, 3)))
+    with pytest.raises(TypeError, match="image must be an nn.Module.*got Tensor"):
+        opt.optimization.starts_from_photo(torch.rand(3, 8, 8))
+    assert opt.optimization.default_image(init=torch.rand(4, 3, 3))().shape == (1, 4, 3, 3)  # RGBA, 3 px: CHW
     nan = torch.full((3, 8, 8), float("nan"))
     with pytest.raises(ValueError, match="NaN or infinite"):
         opt.render_vis(tiny_net, "conv2:0", image=nan, thresholds=1, progress=False)

@@ -297,7 +297,8 @@ def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Ten
     parameterizations compute in float32; a render casts the image to the model's dtype).
 
     Raises:
-        TypeError: not a tensor. ValueError: wrong rank, empty, non-finite, or integers outside 0..255.
+        TypeError: not a tensor. ValueError: wrong rank, channels last (more than 4 channels and a last dimension
+        of 1, 3 or 4), empty, non-finite, or integers outside 0..255.
 
     Example:
         >>> prepare_init(torch.full((3, 2, 2), 128, dtype=torch.uint8), 1)[0, 0, 0, 0].item()
@@ -306,9 +307,17 @@ def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Ten
     if init is None:
         return None
     if not isinstance(init, torch.Tensor):
-        raise TypeError(f"init must be a torch.Tensor (CHW or NCHW), got {type(init).__name__}")
+        hint = ""
+        if type(init).__module__ == "numpy":  # what skimage and PIL-to-array give: HWC
+            hint = " (an HWC NumPy image: torch.from_numpy(image).permute(2, 0, 1))"
+        raise TypeError(f"init must be a torch.Tensor (CHW or NCHW), got {type(init).__name__}{hint}")
     if init.dim() not in (3, 4) or init.numel() == 0:
         raise ValueError(f"init must be a non-empty CHW or NCHW tensor, got shape {tuple(init.shape)}")
+    if init.shape[-1] in (1, 3, 4) and init.shape[-3] > 4:
+        # channels last: taken as CHW it would be an image of shape[-3] channels, 3 or 4 pixels wide
+        order = "(2, 0, 1)" if init.dim() == 3 else "(0, 3, 1, 2)"
+        raise ValueError(f"init of shape {tuple(init.shape)} looks channels-last (HWC / NHWC); pass "
+                         f"init.permute{order}, a CHW or NCHW image")
     init = init.detach().as_subclass(torch.Tensor)
     check_elements(init.numel() // (init.shape[0] if init.dim() == 4 else 1) * max(batch, 1), "init")
     if init.dtype == torch.bool:

@@ -325,12 +325,17 @@ def starts_from_photo(image: nn.Module) -> bool:
     ``StackImage`` of a photo and a noise image renders both with plain Adam. A TorchScript-compiled image keeps
     no record of its ``init`` and counts as noise.
 
+    Raises:
+        TypeError: ``image`` is not a module (a photo tensor: ``default_image(init=photo)`` is the image).
+
     Example:
         >>> starts_from_photo(default_image(16)), starts_from_photo(default_image(init=torch.rand(3, 16, 16)))
         (False, True)
     """
     from ..images.base import ImageParameterization
 
+    if not isinstance(image, nn.Module):
+        raise TypeError(f"image must be an nn.Module (an image parameterization), got {type(image).__name__}")
     return any(m.starts_from_init() for m in image.modules() if isinstance(m, ImageParameterization))
 
 
