@@ -434,9 +434,8 @@ def render_model(
             batches.extend((layer, channels[i : i + batch_size]) for i in range(0, len(channels), batch_size))
         # only batches with missing units are dealt out (round-robin), so a resumed job stays balanced; every
         # rank reads the folder before any rank writes to it again (the barrier below)
-        pending = [
-            b for b in batches if any(_read_record(out / _layer_dir(b[0]) / f"{c}.json") is None for c in b[1])
-        ]
+        missing_at_start = {(l, c) for l, c in units if _read_record(out / _layer_dir(l) / f"{c}.json") is None}
+        pending = [b for b in batches if any((b[0], c) in missing_at_start for c in b[1])]
         group.barrier("scanned")
         mine = [b for i, b in enumerate(pending) if i % world == rank]
         total = sum(len(c) for _, c in mine)
@@ -493,6 +492,8 @@ def render_model(
             _write_json(out / "index.json", {"run": settings, "units": records})
             for layer in layers:
                 _contact_sheet(out, layer, [r for r in records if r["layer"] == layer], settings["model"])
-            say(f"render-model: {len(units)} unit{'s' if len(units) != 1 else ''} in {len(layers)} layer{'s' if len(layers) != 1 else ''}, {world} process{'es' if world > 1 else ''}, {seconds:.1f} s")
+            say(f"render-model: {len(units)} unit{'s' if len(units) != 1 else ''} in {len(layers)} "
+                f"layer{'s' if len(layers) != 1 else ''}, {world} process{'es' if world > 1 else ''}, {seconds:.1f} s: "
+                f"{len(missing_at_start)} rendered, {len(units) - len(missing_at_start)} already done")
         return {"units": len(units), "rendered": rendered, "skipped": skipped, "seconds": seconds, "rank": rank,
                 "world_size": world}

@@ -82,8 +82,11 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     (tmp_path / "2" / "1.json").unlink()
     (tmp_path / "2" / ".1.png.x.tmp").write_bytes(b"half")  # what a worker killed mid-write leaves
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "2").glob("*.png")}
-    again = render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
+    said = []
+    again = render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=said.append)
     assert again["rendered"] == 1 and again["skipped"] == 10
+    assert said[-1].startswith("render-model: 11 units in 2 layers, 1 process, ")
+    assert said[-1].endswith(" s: 1 rendered, 10 already done")
     after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (tmp_path / "2").glob("*.png")}
     # the partial batch {0..3} was rendered again whole: channel 1 has its old bytes, the others were not rewritten
     assert after["1.png"][0] == before["1.png"][0]
