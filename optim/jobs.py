@@ -246,16 +246,27 @@ def _upgrade_settings(old: Dict[str, Any]) -> Dict[str, Any]:
     return old
 
 
+_NOT_RECORDED = object()
+
+
+def _shown(value: Any) -> str:
+    if value is _NOT_RECORDED:
+        return "not recorded"
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."  # a long layer list would fill the screen
+
+
 def _differences(keys: Sequence[str], old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
     """``key: old in the job, new now`` for each key; a nested dict (``render_defaults``) names its own keys."""
     lines = []
     for key in keys:
-        before, now = old.get(key), new.get(key)
+        before, now = old.get(key, _NOT_RECORDED), new.get(key, _NOT_RECORDED)
         if isinstance(before, dict) and isinstance(now, dict):
             inner = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            lines += [f"{key}.{k}: {before.get(k)!r} in the job, {now.get(k)!r} now" for k in inner]
+            lines += [f"{key}.{k}: {_shown(before.get(k, _NOT_RECORDED))} in the job, "
+                      f"{_shown(now.get(k, _NOT_RECORDED))} now" for k in inner]
         else:
-            lines.append(f"{key}: {before!r} in the job, {now!r} now")
+            lines.append(f"{key}: {_shown(before)} in the job, {_shown(now)} now")
     return lines
 
 
@@ -272,10 +283,11 @@ def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
         # a setting an older version did not record (None here) is the same as a missing one
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
+            library = (" (render_defaults are the library's own: the optim version that began the job resumes it)"
+                       if "render_defaults" in changed else "")
             raise ValueError(
-                f"{out} holds a job with other settings ({', '.join(changed)} differ: "
-                f"{'; '.join(_differences(changed, old, settings))}); use another folder or the same settings to "
-                "resume it (render_defaults are the library's own: the optim version that began the job resumes it)"
+                f"{out} holds a job with other settings ({'; '.join(_differences(changed, old, settings))}); use "
+                f"another folder or the same settings to resume it{library}"
             )
         return
     _write_json(path, settings)

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ._utils import resolve_module
 from .activations import autograd_context
+from .images.base import as_image_batch
 from .loss.activation import ChannelActivation
 from .loss.base import Loss
 from .loss.parse import parse
@@ -60,10 +61,9 @@ def _build_image(
         return default_image(DEFAULT_SIZE if size is None else size, channels=model_input_channels(model))
     if isinstance(image, nn.Module):
         return image
-    if isinstance(image, torch.Tensor):
-        if image.dim() not in (3, 4) or image.numel() == 0:
-            raise ValueError(f"a start image must be a non-empty CHW or NCHW tensor, got shape {tuple(image.shape)}")
-        return default_image(channels=image.shape[-3], init=image)
+    if isinstance(image, torch.Tensor) or type(image).__module__ == "numpy":
+        start = as_image_batch(image, "image")  # a NumPy array is refused, with the conversion that fixes it
+        return default_image(channels=start.shape[-3], init=start)
     if callable(image):
         built = image()
         if not isinstance(built, nn.Module):

@@ -92,7 +92,8 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     assert after["1.png"][0] == before["1.png"][0]
     assert all(after[n] == before[n] for n in before if n != "1.png")
     assert not list(tmp_path.rglob(".*.tmp"))
-    with pytest.raises(ValueError, match="other settings \\(steps differ: steps: 3 in the job, 4 now\\)"):
+    with pytest.raises(ValueError, match="holds a job with other settings \\(steps: 3 in the job, 4 now\\); use another "
+                       "folder or the same settings to resume it$"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=4, size=16, batch_size=4, log=None)
     # the default image's pieces and optimizer are part of the job: a job recorded with another squash is refused,
     # one written before they were recorded (same defaults, no such keys) resumes
@@ -102,7 +103,7 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     other = json.loads(json.dumps(job))
     other["render_defaults"]["image"][2] = "Sigmoid"
     (tmp_path / "job.json").write_text(json.dumps(other))
-    with pytest.raises(ValueError, match="other settings \\(render_defaults differ: render_defaults.image: "
+    with pytest.raises(ValueError, match="other settings \\(render_defaults.image: "
                                          "\\['NaturalImage', 'ToRGB', 'Sigmoid', 'FFTImage'\\] in the job, "
                                          "\\['NaturalImage', 'ToRGB', 'AlgebraicSigmoid', 'FFTImage'\\] now\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
@@ -171,7 +172,7 @@ def test_size_none_renders_at_the_native_size_normalized_as_render_layer(tmp_pat
     assert record["objective_after"] == pytest.approx(expected, rel=1e-5)
     # resuming compares resolved values: size=24 is the job's size, 16 is not
     assert render_model(model, ["0"], out, steps=2, size=24, seed=0, log=None)["rendered"] == 0
-    with pytest.raises(ValueError, match=r"\(size differ: size: \[24, 24\] in the job, \[16, 16\] now\)"):
+    with pytest.raises(ValueError, match=r"\(size: \[24, 24\] in the job, \[16, 16\] now\)"):
         render_model(model, ["0"], out, steps=2, size=16, seed=0, log=None)
 
 
@@ -241,6 +242,7 @@ def test_two_processes_give_the_same_bytes_as_one(reference, tmp_path):
     index = _check_complete(tmp_path)
     assert {u["rank"] for u in index["units"]} == {0, 1}
     assert "[rank 1/2]" in run.stdout and "render-model: 11 units in 2 layers, 2 processes" in run.stdout
+    assert " s: 11 rendered, 0 already done" in run.stdout
     _same_pngs(reference, tmp_path)
 
 
@@ -324,3 +326,16 @@ def test_two_nodes_on_loopback(reference, tmp_path):
     index = _check_complete(tmp_path)
     assert {u["rank"] for u in index["units"]} == {0, 1}
     _same_pngs(reference, tmp_path)
+
+
+def test_a_refused_job_names_each_difference_briefly():
+    from optim.jobs import _differences
+
+    old = {"layers": [f"blocks.{i}" for i in range(60)], "render_defaults": {"scale": [0.9, 1.5]}}
+    new = {"layers": ["blocks.1"], "normalize": None, "render_defaults": {"scale": [1.0, 1.5], "image": ["X"]}}
+    lines = _differences(["layers", "normalize", "render_defaults"], old, new)
+    assert lines[0].startswith("layers: ['blocks.0', 'blocks.1', ") and "... in the job, ['blocks.1'] now" in lines[0]
+    assert len(lines[0]) < 160  # 60 layer names would be 700 characters
+    assert lines[1] == "normalize: not recorded in the job, None now"  # an older job vs a recorded null
+    assert lines[2:] == ["render_defaults.image: not recorded in the job, ['X'] now",
+                         "render_defaults.scale: [0.9, 1.5] in the job, [1.0, 1.5] now"]

@@ -3,6 +3,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -202,7 +204,8 @@ def test_default_image_decay_power_from_noise_and_from_a_photo():
 def test_bad_arguments_name_themselves(tiny_net):
     image = opt.optimization.default_image(8)
     for bad in (torch.rand(8, 8), torch.rand(0, 3, 8, 8)):
-        with pytest.raises(ValueError, match="start image must be a non-empty CHW or NCHW tensor"):
+        expected = f"image must be a non-empty CHW or NCHW tensor, got shape {tuple(bad.shape)}"
+        with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
             opt.render_vis(tiny_net, "conv2:0", image=bad, thresholds=1, progress=False)
     for size in (0, -1, (0, 32)):
         with pytest.raises(ValueError, match="size must be a positive int"):
@@ -229,15 +232,28 @@ def test_integer_start_images_are_scaled_and_huge_or_non_finite_ones_refused(tin
     grey = torch.full((3, 8, 8), 128, dtype=torch.uint8)
     (out,) = opt.render_vis(tiny_net, "conv2:0", image=grey, thresholds=0, progress=False)
     assert torch.allclose(out, torch.full_like(out, 128 / 255), atol=1e-4)  # mid-grey stays mid-grey
-    with pytest.raises(ValueError, match=r"integer init is read as 0\.\.255.*got values in 0\.\.300"):
+    with pytest.raises(ValueError, match=r"integer image is read as 0\.\.255.*got values in 0\.\.300"):
         opt.render_vis(tiny_net, "conv2:0", image=torch.tensor([[[0, 300]]] * 3), thresholds=0, progress=False)
     # a photo as NumPy or torch hold it after reading (channels last) is refused with the permute that fixes it
-    with pytest.raises(ValueError, match=r"shape \(24, 32, 3\) looks channels-last.*init\.permute\(2, 0, 1\)"):
+    with pytest.raises(ValueError, match=r"image of shape \(24, 32, 3\) looks channels-last.*\.permute\(2, 0, 1\)"):
         opt.render_vis(tiny_net, "conv2:0", image=torch.rand(24, 32, 3), thresholds=0, progress=False)
     with pytest.raises(ValueError, match=r"init\.permute\(0, 3, 1, 2\)"):
         opt.optimization.default_image(init=torch.rand(2, 24, 32, 4))
-    with pytest.raises(TypeError, match=r"got ndarray \(an HWC NumPy image: torch\.from_numpy"):
-        opt.optimization.default_image(init=np.zeros((24, 32, 3)))
+    with pytest.raises(TypeError, match=r"got ndarray \(a NumPy image is HWC: torch\.from_numpy\(image\)\.permute"):
+        opt.render_vis(tiny_net, "conv2:0", image=np.zeros((24, 32, 3)), thresholds=0, progress=False)
+    with pytest.raises(TypeError, match=r"init must be a torch.Tensor.*got ndarray \(torch\.from_numpy\(array\)"):
+        opt.optimization.default_image(init=np.zeros((3, 24, 32)))
+    # the photo recipes take their images through the same check, and read a uint8 photo as 0..255
+    with pytest.raises(ValueError, match=r"content of shape \(24, 32, 3\) looks channels-last"):
+        opt.recipes.style_transfer(tiny_net, torch.rand(24, 32, 3), torch.rand(3, 24, 32), "conv2", ["conv1"], steps=1,
+                                   progress=False)
+    grey = torch.full((3, 16, 16), 128, dtype=torch.uint8)
+    kept = opt.recipes.deep_dream(tiny_net, grey, "conv2", steps=0, progress=False)
+    torch.testing.assert_close(kept.as_subclass(torch.Tensor), torch.full((1, 3, 16, 16), 128 / 255), atol=1e-4,
+                               rtol=0)
+    # small feature-map-like starts with many channels are CHW, not channels last
+    assert opt.optimization.default_image(init=torch.rand(8, 4, 4))().shape == (1, 8, 4, 4)
+    assert opt.images.PixelImage(init=torch.rand(2, 512, 4, 4))().shape == (2, 512, 4, 4)
     with pytest.raises(TypeError, match="image must be an nn.Module.*got Tensor"):
         opt.optimization.starts_from_photo(torch.rand(3, 8, 8))
     assert opt.optimization.default_image(init=torch.rand(4, 3, 3))().shape == (1, 4, 3, 3)  # RGBA, 3 px: CHW

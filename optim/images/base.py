@@ -287,57 +287,95 @@ def check_elements(count: int, name: str) -> int:
     return count
 
 
-def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
-    """Turn a CHW or NCHW ``init`` into a detached floating NCHW tensor in ``[0, 1]`` units.
+def _numpy_hint(value: Any) -> str:
+    shape = tuple(getattr(value, "shape", ()))
+    if len(shape) == 3 and _looks_channels_last(shape):
+        return " (a NumPy image is HWC: torch.from_numpy(image).permute(2, 0, 1))"
+    if len(shape) == 4 and _looks_channels_last(shape):
+        return " (NumPy images are NHWC: torch.from_numpy(images).permute(0, 3, 1, 2))"
+    return " (torch.from_numpy(array) makes one)"
 
-    A single image is repeated to ``batch`` images; an init with its own batch keeps it. An integer image (a
-    ``uint8`` photo, say) is read as ``0..255`` and divided by 255, as ``torchvision.transforms.functional
-    .to_dtype(..., scale=True)`` does; integer values outside ``0..255`` are refused. A floating image is taken
-    as it is (``[0, 1]``). Non-finite values are refused. A float16 or bfloat16 image is read in float32 (image
-    parameterizations compute in float32; a render casts the image to the model's dtype).
+
+def _looks_channels_last(shape: Sequence[int]) -> bool:
+    # 1, 3 or 4 values last, at least 16 x 16 before: a photo read as HWC. As CHW it would be an image with 16 or
+    # more channels and at most 4 pixels wide; a feature map that small is not a start image
+    return shape[-1] in (1, 3, 4) and min(shape[-3], shape[-2]) >= 16
+
+
+def as_image_batch(image: Any, name: str = "image") -> torch.Tensor:
+    """The one check of a start or reference image: a CHW or NCHW tensor, returned as a detached floating NCHW
+    tensor in ``[0, 1]`` units (a view or the input itself where nothing changes; copy before writing to it).
+
+    An integer image (a ``uint8`` photo, say) is read as ``0..255`` and divided by 255, as
+    ``torchvision.transforms.functional.to_dtype(..., scale=True)`` does; integer values outside ``0..255`` are
+    refused. A floating image is taken as it is (``[0, 1]``). Non-finite values are refused. A float16 or bfloat16
+    image is read in float32 (image parameterizations compute in float32; a render casts the image to the model's
+    dtype).
+
+    Args:
+        image: the tensor.
+        name: the argument's name, for the errors.
 
     Raises:
-        TypeError: not a tensor. ValueError: wrong rank, channels last (more than 4 channels and a last dimension
-        of 1, 3 or 4), empty, non-finite, or integers outside 0..255.
+        TypeError: not a tensor (a NumPy array: with the conversion that fixes it). ValueError: wrong rank,
+        channels last (1, 3 or 4 values last and at least 16 x 16 before them: with the permute that fixes it),
+        empty, non-finite, or integers outside 0..255.
 
     Example:
-        >>> prepare_init(torch.full((3, 2, 2), 128, dtype=torch.uint8), 1)[0, 0, 0, 0].item()
+        >>> as_image_batch(torch.full((3, 2, 2), 128, dtype=torch.uint8))[0, 0, 0, 0].item()
         0.501960813999176
+        >>> as_image_batch(torch.rand(32, 48, 3), "photo")
+        Traceback (most recent call last):
+        ...
+        ValueError: photo of shape (32, 48, 3) looks channels-last (HWC / NHWC); pass photo.permute(2, 0, 1), ...
+    """
+    if not isinstance(image, torch.Tensor):
+        hint = _numpy_hint(image) if type(image).__module__ == "numpy" else ""
+        raise TypeError(f"{name} must be a torch.Tensor (CHW or NCHW), got {type(image).__name__}{hint}")
+    if image.dim() not in (3, 4) or image.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty CHW or NCHW tensor, got shape {tuple(image.shape)}")
+    if _looks_channels_last(image.shape):
+        order = "(2, 0, 1)" if image.dim() == 3 else "(0, 3, 1, 2)"
+        raise ValueError(f"{name} of shape {tuple(image.shape)} looks channels-last (HWC / NHWC); pass "
+                         f"{name}.permute{order}, a CHW or NCHW image")
+    image = image.detach().as_subclass(torch.Tensor)
+    if image.dtype == torch.bool:
+        image = image.to(torch.get_default_dtype())
+    elif not image.is_floating_point():
+        low, high = int(image.min()), int(image.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"an integer {name} is read as 0..255 (divided by 255), got values in {low}..{high}; pass a "
+                "float image in [0, 1] instead"
+            )
+        image = image.to(torch.get_default_dtype()) / 255.0
+    elif not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{name} holds NaN or infinite values; a start image must be finite (in [0, 1])")
+    elif image.dtype in (torch.float16, torch.bfloat16):
+        # images compute in float32 (FFTs have no bfloat16 and, on CPU, no float16 kernels); a render casts
+        # the image to a low-precision model's dtype just before the model
+        image = image.float()
+    return image.unsqueeze(0) if image.dim() == 3 else image
+
+
+def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
+    """Turn a CHW or NCHW ``init`` into a detached floating NCHW copy in ``[0, 1]`` units (:func:`as_image_batch`).
+
+    A single image is repeated to ``batch`` images; an init with its own batch keeps it.
+
+    Raises:
+        TypeError, ValueError: as :func:`as_image_batch`, and an image too large (``MAX_IMAGE_ELEMENTS``).
+
+    Example:
+        >>> prepare_init(torch.full((3, 2, 2), 128, dtype=torch.uint8), 2).shape
+        torch.Size([2, 3, 2, 2])
     """
     if init is None:
         return None
-    if not isinstance(init, torch.Tensor):
-        hint = ""
-        if type(init).__module__ == "numpy":  # what skimage and PIL-to-array give: HWC
-            hint = " (an HWC NumPy image: torch.from_numpy(image).permute(2, 0, 1))"
-        raise TypeError(f"init must be a torch.Tensor (CHW or NCHW), got {type(init).__name__}{hint}")
-    if init.dim() not in (3, 4) or init.numel() == 0:
-        raise ValueError(f"init must be a non-empty CHW or NCHW tensor, got shape {tuple(init.shape)}")
-    if init.shape[-1] in (1, 3, 4) and init.shape[-3] > 4:
-        # channels last: taken as CHW it would be an image of shape[-3] channels, 3 or 4 pixels wide
-        order = "(2, 0, 1)" if init.dim() == 3 else "(0, 3, 1, 2)"
-        raise ValueError(f"init of shape {tuple(init.shape)} looks channels-last (HWC / NHWC); pass "
-                         f"init.permute{order}, a CHW or NCHW image")
-    init = init.detach().as_subclass(torch.Tensor)
-    check_elements(init.numel() // (init.shape[0] if init.dim() == 4 else 1) * max(batch, 1), "init")
-    if init.dtype == torch.bool:
-        init = init.to(torch.get_default_dtype())
-    elif not init.is_floating_point():
-        low, high = int(init.min()), int(init.max())
-        if low < 0 or high > 255:
-            raise ValueError(
-                f"an integer init is read as 0..255 (divided by 255), got values in {low}..{high}; pass a "
-                "float image in [0, 1] instead"
-            )
-        init = init.to(torch.get_default_dtype()) / 255.0
-    elif not bool(torch.isfinite(init).all()):
-        raise ValueError("init holds NaN or infinite values; a start image must be finite (in [0, 1])")
-    elif init.dtype in (torch.float16, torch.bfloat16):
-        # images compute in float32 (FFTs have no bfloat16 and, on CPU, no float16 kernels); a render casts
-        # the image to a low-precision model's dtype just before the model
-        init = init.float()
-    if init.dim() == 3:
-        init = init.unsqueeze(0)
+    if isinstance(init, torch.Tensor) and init.dim() in (3, 4):
+        # before any conversion allocates: a huge init is refused by its size
+        check_elements(init.numel() // (init.shape[0] if init.dim() == 4 else 1) * max(batch, 1), "init")
+    init = as_image_batch(init, "init")
     if init.size(0) == 1 and batch > 1:
         init = init.expand(batch, -1, -1, -1)
     return init.clone()

@@ -15,7 +15,6 @@ from ..optimization.progress import StepCallback
 
 __all__ = [
     "ChannelSpec",
-    "as_batch",
     "reference_activations",
     "channel_spec",
     "shape_preserving_transforms",
@@ -26,16 +25,6 @@ __all__ = [
 ChannelSpec = Union[str, Tuple[Union[str, nn.Module], int]]
 
 
-def as_batch(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """A detached float NCHW copy of a CHW or NCHW image tensor in ``[0, 1]``."""
-    if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{name} must be a CHW or NCHW tensor in [0, 1], got {type(image).__name__}")
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4:
-        raise ValueError(f"{name} must be a CHW or NCHW tensor, got shape {tuple(image.shape)}")
-    image = image.detach().as_subclass(torch.Tensor)
-    return image.float() if not image.is_floating_point() else image
 
 
 def reference_activations(

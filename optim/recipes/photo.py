@@ -7,13 +7,14 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ..images.base import as_image_batch
 from ..loss.activation import DeepDream
 from ..loss.base import Loss, sum_loss_list
 from ..loss.parse import parse
 from ..loss.style import ContentLoss, ReferenceDistance, StyleLoss
 from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image
 from ..optimization.progress import StepCallback
-from ._common import as_batch, reference_activations, render_once, shape_preserving_transforms
+from ._common import reference_activations, render_once, shape_preserving_transforms
 
 __all__ = ["deep_dream", "feature_inversion", "style_transfer", "feature_accentuation"]
 
@@ -60,7 +61,7 @@ def deep_dream(
         >>> bool(energy(dream) > energy(cat))  # what blocks.6 sees in the photo is amplified
         True
     """
-    start = as_batch(image)
+    start = as_image_batch(image)
     jitter = shape_preserving_transforms() if transforms is None else transforms
     return render_once(model, DeepDream(layer), start, jitter, steps, lr, progress, seed, callback, preprocess)
 
@@ -105,7 +106,7 @@ def feature_inversion(
         >>> inverted.shape  # the photo's size; cat: a [1, 3, 96, 96] photo
         torch.Size([1, 3, 96, 96])
     """
-    target = as_batch(image)
+    target = as_image_batch(image)
     reference = reference_activations(model, [layer], target, preprocess, transforms)[layer]
     noise = default_image(tuple(target.shape[2:]), batch=target.shape[0], channels=target.shape[1])
     # no jitter by default: the match is position by position, and the Fourier parameterization
@@ -167,9 +168,9 @@ def style_transfer(
     style_layers = list(style_layers)
     if not style_layers:
         raise ValueError("style_layers is empty: give at least one layer")
-    start = as_batch(content, "content")
+    start = as_image_batch(content, "content")
     content_act = reference_activations(model, [content_layer], start, preprocess, transforms)[content_layer]
-    style_acts = reference_activations(model, style_layers, as_batch(style, "style"), preprocess, transforms)
+    style_acts = reference_activations(model, style_layers, as_image_batch(style, "style"), preprocess, transforms)
     style_loss = sum_loss_list([StyleLoss(layer, style_acts[layer]) for layer in style_layers]) / len(style_layers)
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
@@ -226,7 +227,7 @@ def feature_accentuation(
         >>> bool((out - cat).abs().mean() < 0.05)  # while the image stays close to the photo
         True
     """
-    start = as_batch(image)
+    start = as_image_batch(image)
     target = parse(objective, model=model) if isinstance(objective, str) else objective
     if not isinstance(target, Loss):
         raise TypeError(f"objective must be a Loss or an objective string, got {type(objective).__name__}")
