@@ -367,7 +367,9 @@ def render_model(
         seed: the job's seed.
         progress: a line per finished batch on each rank (units done / total, channels per minute).
         log: where progress lines go (``None``: nowhere).
-        model_name: how the index names the model (default its class name).
+        model_name: how the index names the model (default its class name). It is part of the job's settings:
+            a job the CLI began (which names the model as given, ``efficientnet_lite0`` or ``module:attr``)
+            resumes from Python with the same ``model_name``.
         callback: ``callback(step, loss, images)`` after every step of every batch this process renders (as
             :func:`~optim.render.render_layer` calls it: one batch is one ``render_layer`` call, whose steps count
             from 0); not part of the job's identity.
