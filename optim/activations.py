@@ -273,7 +273,8 @@ class ActivationMap(Mapping):
         except (KeyError, TypeError):
             pass
         shown = key if isinstance(key, str) else type(key).__name__
-        raise KeyError(f"no activation recorded for {shown!r}; recorded: {sorted({n for n in self._names.values() if n})}")
+        recorded = sorted({n for n in self._names.values() if n})
+        raise KeyError(f"no activation recorded for {shown!r}; recorded: {recorded}")
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._by_key)

@@ -87,7 +87,7 @@ class ImageParameterization(InputParameterization):
             >>> NaturalImage(init=torch.rand(3, 8, 8)).starts_from_init()
             True
         """
-        return any(isinstance(m, ImageParameterization) and m._initial_state is not None for m in self.modules())
+        return built_from_init(self)
 
     def _remember_initial_state(self, values: Optional[Sequence[torch.Tensor]]) -> None:
         """Record the values :meth:`reset_parameters` restores (None: the state is random)."""
@@ -285,6 +285,12 @@ def check_elements(count: int, name: str) -> int:
             f"of {MAX_IMAGE_ELEMENTS}; render smaller images or raise optim.images.base.MAX_IMAGE_ELEMENTS"
         )
     return count
+
+
+def built_from_init(module: nn.Module) -> bool:
+    """Whether ``module`` is, or holds, an image parameterization built from an ``init`` image (the one test behind
+    :meth:`ImageParameterization.starts_from_init` and ``optim.optimization.starts_from_photo``)."""
+    return any(isinstance(m, ImageParameterization) and m._initial_state is not None for m in module.modules())
 
 
 def _numpy_hint(value: Any) -> str:

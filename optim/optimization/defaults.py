@@ -332,11 +332,11 @@ def starts_from_photo(image: nn.Module) -> bool:
         >>> starts_from_photo(default_image(16)), starts_from_photo(default_image(init=torch.rand(3, 16, 16)))
         (False, True)
     """
-    from ..images.base import ImageParameterization
+    from ..images.base import built_from_init
 
     if not isinstance(image, nn.Module):
         raise TypeError(f"image must be an nn.Module (an image parameterization), got {type(image).__name__}")
-    return any(m.starts_from_init() for m in image.modules() if isinstance(m, ImageParameterization))
+    return built_from_init(image)
 
 
 def make_optimizer(

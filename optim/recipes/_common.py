@@ -25,8 +25,6 @@ __all__ = [
 ChannelSpec = Union[str, Tuple[Union[str, nn.Module], int]]
 
 
-
-
 def reference_activations(
     model: nn.Module,
     layers: Sequence[Union[str, nn.Module]],
