@@ -89,8 +89,8 @@ def _check_thresholds(thresholds: Union[int, Sequence[int]]) -> List[int]:
     return values
 
 
-def _image_hw(image: Any) -> Optional[Tuple[int, int]]:
-    """The ``(height, width)`` of a built image parameterization, without drawing from any generator."""
+def _image_shape(image: Any) -> Optional[Tuple[int, int, int]]:
+    """The ``(channels, height, width)`` of a built image parameterization, without drawing from any generator."""
     if isinstance(image, nn.Module):
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -99,7 +99,7 @@ def _image_hw(image: Any) -> Optional[Tuple[int, int]]:
             return None
         image = out
     if isinstance(image, torch.Tensor) and image.dim() >= 3:
-        return int(image.shape[-2]), int(image.shape[-1])
+        return int(image.shape[-3]), int(image.shape[-2]), int(image.shape[-1])
     return None
 
 
@@ -112,18 +112,22 @@ def _transformed_hw(transform: nn.Module, image_hw: Tuple[int, int], channels: i
     return (int(out.shape[-2]), int(out.shape[-1])) if isinstance(out, torch.Tensor) and out.dim() == 4 else None
 
 
-def size_error(
+def input_error(
     err: BaseException,
     model: nn.Module,
     config: Any,
     image_hw: Optional[Tuple[int, int]],
     transform: Optional[nn.Module] = None,
+    channels: Optional[int] = None,
 ) -> Optional[ValueError]:
-    """A ``ValueError`` naming the working size and transform for a model that failed on the size it was fed.
+    """A ``ValueError`` naming the working size, transform and channel count for a model that failed on the input
+    it was fed.
 
-    ``None`` when the size does not explain the failure: the model declares no native size, or it was fed that
-    size and the transforms kept the image's size. Renders raise it from the model's own error (``Expected
-    224 but got 228``, ``Input image size (36*36) doesn't match model (32*32)``).
+    ``None`` when neither explains the failure: the model declares no native size, or it was fed that size and
+    the transforms kept the image's size, and the image has the channels the model's first ``nn.Conv2d`` reads (or
+    torch's error is not about channels: a ``preprocess`` may convert them). Renders raise it from the model's own
+    error (``Expected 224 but got 228``, ``Input image size (36*36) doesn't match model (32*32)``, ``expected
+    input[1, 3, 32, 32] to have 1 channels``).
 
     Args:
         err: the model's error.
@@ -131,21 +135,33 @@ def size_error(
         config: its :class:`~optim.models.preprocess.InputConfig` (``None``: its native size is not considered).
         image_hw: the rendered image's ``(height, width)``.
         transform: the render's transforms (their output size is measured on a grey image, on the CPU).
+        channels: the rendered image's channel count (``None``: not considered).
 
     Example:
         >>> from optim.models.preprocess import InputConfig
-        >>> err = size_error(AssertionError("Wrong image height!"), nn.Identity(), InputConfig(size=(32, 32)), (36, 36))
+        >>> err = input_error(AssertionError("Wrong image height!"), nn.Identity(), InputConfig(size=(32, 32)), (36, 36))
         >>> str(err)[:61]
         'Identity failed on a 36x36 input (Wrong image height!); its n'
         >>> str(err)[56:118]
         'its native input size is 32x32 (unknown): render at that size '
+        >>> gray = nn.Conv2d(1, 4, 3)
+        >>> err = input_error(RuntimeError("expected ... to have 1 channels"), gray, None, (8, 8), channels=3)
+        >>> str(err).split("; ")[1][:67]
+        'the image has 3 channels and the model reads 1 (its first Conv2d): '
     """
     if image_hw is None:
         return None
     fed = image_hw
     hints = []
+    reads = model_input_channels(model, None)
+    if channels is not None and reads is not None and reads != channels and "channels" in str(err):
+        hints.append(
+            f"the image has {channels} channels and the model reads {reads} (its first Conv2d): give a "
+            f"{reads}-channel image (a photo: photo.mean(-3, keepdim=True) for a grayscale model, "
+            "photo.expand(3, -1, -1) for RGB) or a preprocess that converts it"
+        )
     if transform is not None:
-        out_hw = _transformed_hw(transform, image_hw, model_input_channels(model))
+        out_hw = _transformed_hw(transform, image_hw, model_input_channels(model) if channels is None else channels)
         if out_hw is not None and out_hw != image_hw:
             fed = out_hw
             hints.append(
@@ -263,7 +279,10 @@ def render_vis(
                 except (RuntimeError, ValueError, AssertionError, TypeError) as err:
                     if segment.offset > 0 or not raised_by_model(err):
                         raise
-                    explained = size_error(err, model, inputs.config, _image_hw(param), transform)
+                    shape = _image_shape(param)
+                    explained = None if shape is None else input_error(
+                        err, model, inputs.config, shape[1:], transform, channels=shape[0]
+                    )
                     if explained is None:
                         raise
                     raise explained from err
@@ -344,7 +363,7 @@ def render_layer(
     try:
         (n_channels,) = channel_counts(model, [module], hw, preprocess=preprocess)
     except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        explained = size_error(err, model, inputs.config, hw)
+        explained = input_error(err, model, inputs.config, hw)
         if explained is None:
             raise
         raise explained from err
@@ -376,7 +395,7 @@ def render_layer(
         if not raised_by_model(err):
             raise
         # the probe pass ran at this size, so only transforms that change it can explain a failure here
-        explained = size_error(err, model, None, hw, make_transform(transforms))
+        explained = input_error(err, model, None, hw, make_transform(transforms))
         if explained is None:
             raise
         raise explained from err

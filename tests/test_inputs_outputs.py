@@ -405,6 +405,25 @@ def test_a_loss_error_is_not_reported_as_a_size_error() -> None:
         opt.render_vis(vit, "blocks.0:1", image=default_image(48), thresholds=(1,), progress=False)
 
 
+def test_an_rgb_photo_on_a_one_channel_model_is_refused_naming_both_channel_counts() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    photo = torch.rand(3, 24, 24)
+    expected = "the image has 3 channels and the model reads 1"
+    with pytest.raises(ValueError, match=expected):
+        opt.render_vis(model, "0:1", image=photo, thresholds=(1,), progress=False)
+    with pytest.raises(ValueError, match=expected):  # a recipe's reference pass, outside the render
+        opt.recipes.feature_inversion(model, photo, "1", steps=1, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # a preprocess that converts the channels is the user's fix: no refusal, and the gray photo renders
+    (image,) = opt.render_vis(model, "0:1", image=photo, thresholds=(1,), progress=False,
+                              preprocess=lambda x: x.mean(1, keepdim=True))
+    assert image.shape == (1, 3, 24, 24)
+    (image,) = opt.render_vis(model, "0:1", image=photo.mean(-3, keepdim=True), thresholds=(1,), progress=False)
+    assert image.shape == (1, 1, 24, 24)
+
+
 def test_a_one_channel_model_with_rgb_statistics_renders_with_their_average() -> None:
     class Gray(nn.Sequential):
         pretrained_cfg = {"input_size": (1, 24, 24), "mean": (0.25, 0.5, 0.75), "std": (0.25, 0.25, 0.25)}

@@ -60,15 +60,23 @@ def reference_activations(
         (True, True)
     """
     from ..models.preprocess import normalizers, render_inputs
+    from ..render import input_error
 
     device, dtype = model_device_dtype(model)
     image = image.to(device=device, dtype=dtype)
+    channels, hw = image.shape[1], (image.shape[2], image.shape[3])
     steps = normalizers(transforms) + [render_inputs(model, preprocess=preprocess, transforms=transforms).preprocess]
     with torch.no_grad():
         for step in steps:
             if step is not None:
                 image = step(image)
-    return record_activations(model, list(layers), image)
+    try:
+        return record_activations(model, list(layers), image)
+    except (RuntimeError, ValueError) as err:
+        explained = input_error(err, model, None, hw, channels=channels)
+        if explained is None:
+            raise
+        raise explained from err
 
 
 def channel_spec(spec: ChannelSpec, model: nn.Module) -> Tuple[Union[str, nn.Module], int]:
