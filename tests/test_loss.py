@@ -61,7 +61,8 @@ def test_channel_out_of_range_names_the_layer_value_and_range(acts):
                                          r"\(valid: 0\.\.3\)$"):
         ChannelActivation("a", 4)(acts)
     relu = nn.ReLU()
-    with pytest.raises(ValueError, match=r"channel_index 10 is out of range for layer ReLU, which has 10 channels"):
+    # a 2-D activation (a linear layer, logits) counts outputs
+    with pytest.raises(ValueError, match=r"channel_index 10 is out of range for layer ReLU, which has 10 outputs"):
         ChannelActivation(relu, 10)({relu: acts["logits"]})
     with pytest.raises(ValueError, match=r"^channel_index must be >= 0, got -1$"):
         ChannelActivation("a", -1)

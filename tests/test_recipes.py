@@ -57,6 +57,10 @@ def test_class_visualization_takes_class_names_as_the_cli_does(tiny_net):
         recipes.class_visualization(tiny_net, [1.5], size=16, steps=1, progress=False)
     with pytest.raises(ValueError, match="class indices must be >= 0, got -1"):
         recipes.class_visualization(tiny_net, [-1], size=16, steps=1, progress=False)
+    n_classes = tiny_net(torch.rand(1, 3, 16, 16)).shape[1]
+    with pytest.raises(ValueError, match=rf"{n_classes} is out of range .* which has {n_classes} outputs "
+                                         rf"\(valid: 0\.\.{n_classes - 1}\)"):
+        recipes.class_visualization(tiny_net, [n_classes], size=16, steps=1, progress=False)
 
 
 def test_deep_dream_amplifies_the_layer_and_keeps_the_photo(lite0, cat):

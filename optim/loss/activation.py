@@ -31,7 +31,8 @@ def check_channel(
         activation: the channels-first view (:func:`optim.layouts.channels_first`).
         channel_index: the channel (a hidden unit of a token layer).
         target: the layer, named in errors.
-        layout: the layer's layout; range errors count "hidden units" on tokens, "channels" otherwise.
+        layout: the layer's layout; range errors count "hidden units" on tokens, "outputs" on a 2-D activation (a
+            linear layer, a classifier's logits: one per class), "channels" otherwise.
 
     Raises:
         ValueError: an activation with no channel dimension, or an index outside it (naming the layer, the
@@ -47,7 +48,10 @@ def check_channel(
         raise ValueError(
             f"{target_name(target)} outputs a tensor of shape {tuple(activation.shape)}, which has no channel dim"
         )
-    unit = layout.unit_name if layout is not None else "channels"
+    if layout is not None and layout.is_tokens:
+        unit = layout.unit_name
+    else:
+        unit = "outputs" if activation.dim() == 2 else "channels"
     return check_index(channel_index, "channel_index", size=activation.shape[1], target=target, unit=unit)
 
 

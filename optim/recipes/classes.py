@@ -51,7 +51,8 @@ def class_visualization(
         labels: the model's class names in output order, for class names (default: ImageNet's).
 
     Raises:
-        ValueError: no class, a negative index, or an unknown name (with the closest names).
+        ValueError: no class, a negative index, or an unknown name (with the closest names); at the first step, an
+            index the output does not have (naming how many outputs it has).
         TypeError: a class that is neither an int nor a str.
 
     Returns:
