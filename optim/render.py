@@ -14,6 +14,8 @@ Example:
 """
 from __future__ import annotations
 
+import re
+
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -21,7 +23,7 @@ import torch.nn as nn
 
 from ._utils import resolve_module
 from .activations import autograd_context
-from .images.base import as_image_batch
+from .images.base import as_image_batch, channel_advice, count_channels
 from .loss.activation import ChannelActivation
 from .loss.base import Loss
 from .loss.parse import parse
@@ -112,6 +114,23 @@ def _transformed_hw(transform: nn.Module, image_hw: Tuple[int, int], channels: i
     return (int(out.shape[-2]), int(out.shape[-1])) if isinstance(out, torch.Tensor) and out.dim() == 4 else None
 
 
+_TORCH_CHANNELS = re.compile(r"to have (\d+) channels?, but got (\d+) channels?")  # nn.Conv2d's message
+_HF_CHANNELS = re.compile(r"[Cc]hannel.*Expected (\d+) but got (\d+)")  # Hugging Face patch embeddings'
+
+
+def _channel_mismatch(err: BaseException, channels: Optional[int]) -> Optional[str]:
+    """The hint for a model that refused the image's channel count, read from torch's (or Hugging Face's) own
+    message, so a model that converts channels itself (a preprocess, a gray stem) is not blamed for a later error."""
+    if channels is None:
+        return None
+    found = _TORCH_CHANNELS.search(str(err)) or _HF_CHANNELS.search(str(err))
+    if found is None or int(found.group(2)) != channels:
+        return None
+    want = int(found.group(1))
+    return (f"the image has {count_channels(channels)} and the model reads {want}: give "
+            f"{channel_advice(channels, want)} or a preprocess that converts it")
+
+
 def input_error(
     err: BaseException,
     model: nn.Module,
@@ -124,10 +143,10 @@ def input_error(
     it was fed.
 
     ``None`` when neither explains the failure: the model declares no native size, or it was fed that size and
-    the transforms kept the image's size, and the image has the channels the model's first ``nn.Conv2d`` reads (or
-    torch's error is not about channels: a ``preprocess`` may convert them). Renders raise it from the model's own
-    error (``Expected 224 but got 228``, ``Input image size (36*36) doesn't match model (32*32)``, ``expected
-    input[1, 3, 32, 32] to have 1 channels``).
+    the transforms kept the image's size, and torch's error is not a layer refusing the image's channel count
+    (a layer after a preprocess or a stem that converts channels is not the image's fault). Renders raise it
+    from the model's own error (``Expected 224 but got 228``, ``Input image size (36*36) doesn't match model
+    (32*32)``, ``expected input[1, 3, 32, 32] to have 1 channels, but got 3 channels instead``).
 
     Args:
         err: the model's error.
@@ -139,27 +158,23 @@ def input_error(
 
     Example:
         >>> from optim.models.preprocess import InputConfig
-        >>> err = input_error(AssertionError("Wrong image height!"), nn.Identity(), InputConfig(size=(32, 32)), (36, 36))
+        >>> err = input_error(AssertionError("Wrong image height!"), nn.Identity(), InputConfig(size=(32, 32)),
+        ...                   (36, 36))
         >>> str(err)[:61]
         'Identity failed on a 36x36 input (Wrong image height!); its n'
         >>> str(err)[56:118]
         'its native input size is 32x32 (unknown): render at that size '
-        >>> gray = nn.Conv2d(1, 4, 3)
-        >>> err = input_error(RuntimeError("expected ... to have 1 channels"), gray, None, (8, 8), channels=3)
-        >>> str(err).split("; ")[1][:67]
-        'the image has 3 channels and the model reads 1 (its first Conv2d): '
+        >>> torch_said = RuntimeError("expected input[1, 3, 8, 8] to have 1 channels, but got 3 channels instead")
+        >>> str(input_error(torch_said, nn.Conv2d(1, 4, 3), None, (8, 8), channels=3)).split("; ")[1][:79]
+        'the image has 3 channels and the model reads 1: give a 1-channel image (photo.m'
     """
     if image_hw is None:
         return None
     fed = image_hw
     hints = []
-    reads = model_input_channels(model, None)
-    if channels is not None and reads is not None and reads != channels and "channels" in str(err):
-        hints.append(
-            f"the image has {channels} channels and the model reads {reads} (its first Conv2d): give a "
-            f"{reads}-channel image (a photo: photo.mean(-3, keepdim=True) for a grayscale model, "
-            "photo.expand(3, -1, -1) for RGB) or a preprocess that converts it"
-        )
+    mismatch = _channel_mismatch(err, channels)
+    if mismatch is not None:
+        hints.append(mismatch)
     if transform is not None:
         out_hw = _transformed_hw(transform, image_hw, model_input_channels(model) if channels is None else channels)
         if out_hw is not None and out_hw != image_hw:
@@ -238,8 +253,9 @@ def render_vis(
 
     Raises:
         ValueError: for an unknown layer (with close names), a channel out of range, or bad thresholds; a model
-            that fails on the image's size (the transforms changed it, or it is not the model's native size)
-            gets a ValueError naming the working size and transforms, raised from the model's own error.
+            that fails on the image's size (the transforms changed it, or it is not the model's native size) or on
+            its channel count (an RGB photo for a grayscale model) gets a ValueError naming the working size and
+            transforms or both channel counts, raised from the model's own error.
         FloatingPointError: when the loss becomes NaN or infinite.
 
     Example:
@@ -372,7 +388,9 @@ def render_layer(
         raise ValueError("channels is empty: give at least one channel index")
     for c in chosen:
         if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_channels:
-            raise ValueError(f"channel {c!r} is out of range for a layer with {n_channels} channels (0..{n_channels - 1})")
+            raise ValueError(
+                f"channel {c!r} is out of range for a layer with {n_channels} channels (0..{n_channels - 1})"
+            )
     objectives = [lambda i, c=c: ChannelActivation(module, c, batch_index=i) for c in chosen]
     in_channels = model_input_channels(model)
     try:

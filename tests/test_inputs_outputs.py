@@ -125,6 +125,11 @@ def test_normalize_checks_the_input_channels():
         Normalize(IMAGENET_MEAN, IMAGENET_STD)(torch.zeros(1, 4, 2, 2))
     with pytest.raises(ValueError, match="expects a CHW or NCHW tensor"):
         Normalize(IMAGENET_MEAN, IMAGENET_STD)(torch.zeros(3))
+    # a grayscale photo for an RGB model's statistics: the conversion that fixes it, CHW and NCHW alike
+    with pytest.raises(ValueError, match=r"1 channel \(shape .*photo\.repeat_interleave\(3, dim=-3\)"):
+        Normalize(IMAGENET_MEAN, IMAGENET_STD)(torch.zeros(1, 1, 2, 2))
+    for gray in (torch.zeros(1, 2, 2), torch.zeros(2, 1, 2, 2)):  # the advised conversion works on CHW and NCHW
+        assert gray.repeat_interleave(3, dim=-3).shape[-3] == 3
 
 
 # --- input_config ---------------------------------------------------------------------------------------------
@@ -422,6 +427,32 @@ def test_an_rgb_photo_on_a_one_channel_model_is_refused_naming_both_channel_coun
     assert image.shape == (1, 3, 24, 24)
     (image,) = opt.render_vis(model, "0:1", image=photo.mean(-3, keepdim=True), thresholds=(1,), progress=False)
     assert image.shape == (1, 1, 24, 24)
+    # a grayscale photo on an RGB model: the advice fits the counts
+    rgb = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with pytest.raises(ValueError, match=r"has 1 channel and the model reads 3: .*repeat_interleave\(3, dim=-3\)"):
+        opt.render_vis(rgb, "0:1", image=photo[:1], thresholds=(1,), progress=False)
+
+
+def test_a_channel_error_past_the_input_layer_is_not_blamed_on_the_image() -> None:
+    torch.manual_seed(0)
+    photo = torch.rand(3, 24, 24)
+    # the preprocess converts to gray as the model needs; a later layer's own mismatch stays torch's error
+    broken = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(5, 4, 3)).eval()
+    with pytest.raises(RuntimeError, match="to have 5 channels, but got 4"):
+        opt.render_vis(broken, "0:1", image=photo, thresholds=(1,), progress=False,
+                       preprocess=lambda x: x.mean(1, keepdim=True))
+
+    class Gated(nn.Module):  # its first-defined Conv2d is not its input layer: torch's count is the one named
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = nn.Conv2d(2, 1, 3, padding=1)
+            self.stem = nn.Conv2d(1, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.stem(x)
+
+    with pytest.raises(ValueError, match="the image has 3 channels and the model reads 1: "):
+        opt.render_vis(Gated().eval(), "stem:1", image=photo, thresholds=(1,), progress=False)
 
 
 def test_a_one_channel_model_with_rgb_statistics_renders_with_their_average() -> None:

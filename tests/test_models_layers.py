@@ -382,3 +382,10 @@ def test_layer_info_input_size_must_be_a_full_shape():
     assert layer_info(net, torch.Size([1, 3, 8, 8]))[0] == LayerInfo("0", "Conv2d", (1, 4, 6, 6), 4)
     tokens = nn.Sequential(nn.Linear(16, 24), nn.GELU())  # no Conv2d: any rank
     assert layer_info(tokens, [1, 5, 16])[0] == LayerInfo("0", "Linear", (1, 5, 24), 24)
+
+
+def test_collect_activations_probes_a_grayscale_model_with_its_own_channel_count():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    acts = collect_activations(net, "0")  # the default probe: a zero image of the channels the model reads
+    assert acts["0"].shape == (1, 2, 222, 222)
+    torch.testing.assert_close(acts["0"], net[0].bias.detach().view(1, 2, 1, 1).expand(1, 2, 222, 222))

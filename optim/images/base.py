@@ -364,6 +364,31 @@ def as_image_batch(image: Any, name: str = "image") -> torch.Tensor:
     return image.unsqueeze(0) if image.dim() == 3 else image
 
 
+def count_channels(n: int) -> str:
+    """``'1 channel'``, ``'3 channels'``: a channel count for messages."""
+    return f"{n} channel" if n == 1 else f"{n} channels"
+
+
+def channel_advice(have: int, want: int, name: str = "photo") -> str:
+    """How to turn a ``have``-channel CHW or NCHW image into the ``want`` channels a model reads.
+
+    Example:
+        >>> channel_advice(3, 1)
+        'a 1-channel image (photo.mean(-3, keepdim=True) for a grayscale model)'
+        >>> channel_advice(1, 3)
+        'a 3-channel image (photo.repeat_interleave(3, dim=-3) for a grayscale photo)'
+    """
+    if want == 1:
+        how = f" ({name}.mean(-3, keepdim=True) for a grayscale model)"
+    elif have == 1:
+        how = f" ({name}.repeat_interleave({want}, dim=-3) for a grayscale photo)"
+    elif (have, want) == (4, 3):
+        how = f" ({name}[..., :3, :, :] drops alpha from RGBA)"
+    else:
+        how = ""
+    return f"a {want}-channel image{how}"
+
+
 def prepare_init(init: Optional[torch.Tensor], batch: int) -> Optional[torch.Tensor]:
     """Turn a CHW or NCHW ``init`` into a detached floating NCHW copy in ``[0, 1]`` units (:func:`as_image_batch`).
 

@@ -455,8 +455,8 @@ def collect_activations(
     Args:
         model: any network.
         targets: a module or dotted name, or a list of them.
-        model_input: the input tensor (or tuple of inputs); default a zero 1x3x224x224 image on the
-            model's device and dtype.
+        model_input: the input tensor (or tuple of inputs); default a zero 224 x 224 image with the channels the
+            model's first ``Conv2d`` reads (3 without one), on the model's device and dtype.
         requires_grad: keep the autograd graph (default: run under ``no_grad``).
         call: which call of a module called several times (default the last).
 
@@ -476,7 +476,9 @@ def collect_activations(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if model_input is None:
         device, dtype = model_device_dtype(model)
-        model_input = torch.zeros(1, 3, 224, 224, device=device, dtype=dtype)
+        from ..optimization.defaults import model_input_channels
+
+        model_input = torch.zeros(1, model_input_channels(model), 224, 224, device=device, dtype=dtype)
     inputs = model_input if isinstance(model_input, tuple) else (model_input,)
     return record_activations(model, targets, *inputs, requires_grad=requires_grad, call=call)
 

@@ -134,7 +134,7 @@ OptimizerArg = Union[
 ]
 
 
-def model_input_channels(model: Optional[nn.Module], default: Optional[int] = 3) -> Optional[int]:
+def model_input_channels(model: Optional[nn.Module], default: int = 3) -> int:
     """The number of channels ``model`` reads: the ``in_channels`` of its first ``nn.Conv2d`` (definition order).
 
     Renders use it to build their default image, so a model whose first layer takes 1 channel (grayscale) or 4
@@ -142,8 +142,7 @@ def model_input_channels(model: Optional[nn.Module], default: Optional[int] = 3)
 
     Args:
         model: the network (``None``: ``default``).
-        default: the answer for a model with no ``Conv2d`` (a transformer, an MLP); ``None`` to tell that case
-            apart.
+        default: the answer for a model with no ``Conv2d`` (a transformer, an MLP).
 
     Returns:
         The channel count.

@@ -53,6 +53,10 @@ def reference_activations(
         An :class:`~optim.activations.ActivationMap` of detached activations: iteration yields the layers as
         given, and each answers its module and its dotted name.
 
+    Raises:
+        ValueError: a model that refuses the image's channel count (an RGB photo for a grayscale model), naming
+            both counts and the conversion, raised from torch's error.
+
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(inplace=True))
         >>> acts = reference_activations(net, ["0", net[1]], torch.ones(1, 3, 2, 2))

@@ -65,8 +65,12 @@ def _check_input(x: torch.Tensor, channels: int, where: str) -> None:
     if x.dim() < 3:
         raise ValueError(f"{where} expects a CHW or NCHW tensor, got shape {tuple(x.shape)}")
     if channels != 1 and x.shape[-3] != channels:
+        from ..images.base import channel_advice, count_channels
+
+        have = int(x.shape[-3])
         raise ValueError(
-            f"{where} has {channels} channel values but the input has {x.shape[-3]} channels (shape {tuple(x.shape)})"
+            f"{where} has {channels} channel values but the input has {count_channels(have)} (shape "
+            f"{tuple(x.shape)}): give {channel_advice(have, channels)}"
         )
 
 
@@ -97,7 +101,7 @@ def normalize(x: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
         >>> normalize(torch.zeros(1, 3, 2, 2), (0.5, 0.5), 0.5)
         Traceback (most recent call last):
         ...
-        ValueError: normalize has 2 channel values but the input has 3 channels (shape (1, 3, 2, 2))
+        ValueError: normalize has 2 channel values but the input has 3 channels (shape (1, 3, 2, 2)): give ...
     """
     mean_t, std_t = _check_stats(mean, std)
     _check_input(x, max(len(mean_t), len(std_t)), "normalize")
