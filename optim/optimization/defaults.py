@@ -64,6 +64,17 @@ favour a steeper spectrum (hits at 48 / 128 steps of 18: these defaults 3 / 14; 
 decay 1 11 / 17; 1/f^2 falling to 1.5 over 24 steps 6 / 13; scale 0.7-1.5 5 / 14, 1.0-2.0 3 / 13; no rotation
 4 / 16; twice the jitter 3 / 13), but over all 30 classes, two renders each (seed 0, of 60), they lose: these
 defaults 54 / 58, 1/f^1.6 53 / 57, 1/f^1.65 49 / 56, 1/f^1.75 with decay 1 48 / 54.
+
+Session 9 (that 60-render screen, seed 0, Lite2 at 260 px of 60 at 48 / 128 steps; these defaults 54 / 58):
+NAdam with the same decoupled decay 54 / 57; the model seeing the whole image magnified 1.0-1.3x (an output
+frame that grows with the scale, from a 140 px render, about the cost of 160 px cropped) 47 / 57, though on the
+three hard objects it scored 7 / 17 of 18 against 3 / 14; the logit minus 0.25 or 0.5 of the log-sum-exp of all
+logits 47 / 58 and 47 / 55; contrast towards grey by a random 0.5-1 47-48 / 55; input noise (0.04) 46 / 54.
+The one lead: a schedule that knows the render's length. A cosine from ``lr`` to ``lr / 10`` over the render
+named all 60 at 128 steps (seed 1: 59 against these defaults' 57), but only 47 at 48; with a floor of ``lr / 2``,
+or starting at 50% or 70% of the render, 51-53 / 58-59; NAdam with the cosine 53 / 58. Short renders want all
+the progress they can get and long ones a calm end; a budget-aware schedule would need every render to know its
+length (``render_vis`` snapshots and the benchmark's one render judged at four budgets would change).
 """
 from __future__ import annotations
 
