@@ -69,7 +69,7 @@ Session 9 (that 60-render screen, seed 0, Lite2 at 260 px of 60 at 48 / 128 step
 NAdam with the same decoupled decay 54 / 57; the model seeing the whole image magnified 1.0-1.3x (an output
 frame that grows with the scale, from a 140 px render, about the cost of 160 px cropped) 47 / 57, though on the
 three hard objects it scored 7 / 17 of 18 against 3 / 14; the logit minus 0.25 or 0.5 of the log-sum-exp of all
-logits 47 / 58 and 47 / 55; contrast towards grey by a random 0.5-1 47-48 / 55; input noise (0.04) 46 / 54.
+logits 47 / 58 and 47 / 55; contrast towards grey by a random 0.5-1 48 / 55; input noise (0.04) 46 / 54.
 The one lead: a schedule that knows the render's length. A cosine from ``lr`` to ``lr / 10`` over the render
 named all 60 at 128 steps (seed 1: 59 against these defaults' 57), but only 47 at 48; with a floor of ``lr / 2``,
 or starting at 50% or 70% of the render, 51-53 / 58-59; NAdam with the cosine 53 / 58. Short renders want all
