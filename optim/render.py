@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import re
-
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch

@@ -476,9 +476,7 @@ def collect_activations(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if model_input is None:
         device, dtype = model_device_dtype(model)
-        from ..optimization.defaults import model_input_channels
-
-        model_input = torch.zeros(1, model_input_channels(model), 224, 224, device=device, dtype=dtype)
+        model_input = torch.zeros(_default_input_size(model, 224), device=device, dtype=dtype)
     inputs = model_input if isinstance(model_input, tuple) else (model_input,)
     return record_activations(model, targets, *inputs, requires_grad=requires_grad, call=call)
 
