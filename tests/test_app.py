@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -335,6 +336,8 @@ def test_gallery_concurrent_writers_leave_only_valid_pngs(tmp_path) -> None:
     per_thread = [[rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(25)] for _ in range(8)]
     written = {im.tobytes() for images in per_thread for im in images}
     Gallery(tmp_path)  # the index exists before the race, as in the app
+    with closing(sqlite3.connect(tmp_path / "index.sqlite")) as conn:  # readers never meet a rollback journal
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     errors: list = []
     threads = [threading.Thread(target=_add_many, args=(str(tmp_path), 0, images, errors)) for images in per_thread]
     context = multiprocessing.get_context("fork") if hasattr(os, "fork") else None
@@ -385,7 +388,7 @@ def test_damaged_index_names_the_file_and_destroys_nothing(tmp_path) -> None:
         entry = recovered.get("m", "h", "l", c, {"steps": 2})
         assert entry is not None and entry.path.read_bytes() == pngs[entry.path.name]
     # an index damaged inside (a valid header, garbage pages) is caught at query time as well
-    with sqlite3.connect(recovered.index_path) as conn:
+    with closing(sqlite3.connect(recovered.index_path)) as conn, conn:  # closed: the rows reach the main file
         conn.executemany("INSERT INTO renders (model, weights_hash, layer, channel, settings_key, settings, file, "
                          "width, height, created) VALUES ('x', 'h', 'l', ?, '{}', '{}', 'f.png', 1, 1, 0)",
                          [(i,) for i in range(2000)])

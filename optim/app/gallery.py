@@ -11,7 +11,9 @@ Safety and durability:
 - Every image path, including the ``file`` column of the index, is resolved (symbolic links followed) and
   refused, with a warning, if it leaves the gallery's ``images`` folder: such a row is never served.
 - Writes are atomic and unique per writer (a temporary file per call, moved into place), so any number of
-  threads and processes may add the same key at once: every stored PNG is complete.
+  threads and processes may add the same key at once: every stored PNG is complete. The index uses SQLite's
+  write-ahead log (``index.sqlite-wal`` and ``-shm`` appear while it is open), so keep the gallery on a local
+  disk, as SQLite advises for any database with concurrent writers.
 - A damaged ``index.sqlite`` raises :class:`GalleryIndexError` naming the file and how to recover; nothing
   is deleted. :meth:`Gallery.recover` moves the damaged index aside and rebuilds it from the images (each
   PNG carries its key in a text chunk).
@@ -228,12 +230,19 @@ class Gallery:
         if self._image_root.parent != self.data_dir:
             raise ValueError(f"{str(self.image_dir)!r} is a link out of the gallery directory; refusing to use it")
         self.index_path = self.data_dir / "index.sqlite"
+        with self._database() as conn:
+            # Write-ahead logging: readers never meet a writer's rollback journal, which under many concurrent
+            # writers (threads and processes) surfaced as sporadic "disk I/O error"s. The mode is stored in the
+            # file, so this converts an older gallery once; SQLite keeps it on filesystems that support it.
+            conn.execute("PRAGMA journal_mode=WAL")
         with self._transaction() as conn:
             conn.execute(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # One short-lived connection per operation: Streamlit reruns the script in different threads.
-        return sqlite3.connect(self.index_path, timeout=60)
+        # IMMEDIATE: a write takes the write lock when it begins, so concurrent writers queue behind the busy
+        # timeout instead of failing part-way through.
+        return sqlite3.connect(self.index_path, timeout=60, isolation_level="IMMEDIATE")
 
     @contextmanager
     def _database(self) -> Iterator[sqlite3.Connection]:
