@@ -24,7 +24,7 @@ from ._utils import resolve_module
 from .activations import autograd_context
 from .images.base import as_image_batch, channel_advice, count_channels
 from .loss.activation import ChannelActivation
-from .loss.base import Loss
+from .loss.base import Loss, check_index
 from .loss.parse import parse
 from .optimization.batched import Segment, TransformArg, make_transform, render_batches, seeded
 from .optimization.defaults import (
@@ -350,6 +350,12 @@ def render_layer(
         A CPU ``ImageTensor`` ``[len(channels), C, H, W]``, in channel order (see ``opt.make_grid_image``); ``C``
         is the model's input channels (:func:`~optim.optimization.model_input_channels`, 3 for RGB models).
 
+    Raises:
+        TypeError: a channel that is not an int.
+        ValueError: an unknown layer, an empty ``channels``, a channel outside the layer (naming the layer, its
+            channel count and the valid range), or a model that fails on the size or channel count (as in
+            :func:`render_vis`); nothing is rendered.
+
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 6, 3))
         >>> tiles = opt.render_layer(net, "0", channels=[1, 4], steps=2, size=16, progress=False, seed=0)
@@ -386,10 +392,7 @@ def render_layer(
     if not chosen:
         raise ValueError("channels is empty: give at least one channel index")
     for c in chosen:
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_channels:
-            raise ValueError(
-                f"channel {c!r} is out of range for a layer with {n_channels} channels (0..{n_channels - 1})"
-            )
+        check_index(c, "channel", size=n_channels, target=layer)
     objectives = [lambda i, c=c: ChannelActivation(module, c, batch_index=i) for c in chosen]
     in_channels = model_input_channels(model)
     try:

@@ -269,6 +269,20 @@ def test_optimizer_state_carries_over_between_optimize_calls(tiny_net, form):
     assert int(first.state[param]["step"]) == 4
 
 
+def test_render_layer_checks_channels_before_rendering(tiny_net):
+    """One validator (loss.base.check_index) for every channel argument: the layer, its count and the range."""
+    before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^channel 6 is out of range for layer 'conv2', which has 6 channels "
+                                         r"\(valid: 0\.\.5\)$"):
+        opt.render_layer(tiny_net, "conv2", channels=[0, 6], steps=1, size=8, progress=False)
+    with pytest.raises(ValueError, match=r"^channel must be >= 0, got -1$"):
+        opt.render_layer(tiny_net, "conv2", channels=[-1], steps=1, size=8, progress=False)
+    with pytest.raises(TypeError, match=r"^channel must be an int, got 1.0 \(float\)$"):
+        opt.render_layer(tiny_net, "conv2", channels=[1.0], steps=1, size=8, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in tiny_net.state_dict().items())
+    assert all(not m._forward_hooks for m in tiny_net.modules())
+
+
 def test_render_layer_shows_one_progress_bar_over_all_batches(tiny_net, capsys):
     opt.render_layer(tiny_net, "conv2", channels=[0, 1, 2], batch_size=2, steps=3, size=8, seed=0)
     err = capsys.readouterr().err

@@ -64,6 +64,13 @@ def test_channel_out_of_range_names_the_layer_value_and_range(acts):
     # a 2-D activation (a linear layer, logits) counts outputs
     with pytest.raises(ValueError, match=r"channel_index 10 is out of range for layer ReLU, which has 10 outputs"):
         ChannelActivation(relu, 10)({relu: acts["logits"]})
+    # the direction families name the same unit (one rule, loss.activation.channel_unit)
+    with pytest.raises(ValueError, match=r"^the direction has 3 values but ReLU has 10 outputs$"):
+        Direction(relu, torch.ones(3))({relu: acts["logits"]})
+    with pytest.raises(ValueError, match=r"^the direction has 3 values but ReLU has 10 outputs$"):
+        AngledNeuronDirection(relu, torch.ones(3))({relu: acts["logits"]})
+    with pytest.raises(ValueError, match=r"^the direction has 3 values but a has 4 channels$"):
+        NeuronDirection("a", torch.ones(3))(acts)
     with pytest.raises(ValueError, match=r"^channel_index must be >= 0, got -1$"):
         ChannelActivation("a", -1)
     with pytest.raises(ValueError, match=r"^batch_index 5 is out of range for layer 'a', which has 3 images "

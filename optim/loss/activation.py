@@ -16,6 +16,7 @@ __all__ = [
     "DeepDream",
     "ActivationInterpolation",
     "check_channel",
+    "channel_unit",
     "as_map",
     "neuron_position",
     "get_neuron_pos",
@@ -31,8 +32,7 @@ def check_channel(
         activation: the channels-first view (:func:`optim.layouts.channels_first`).
         channel_index: the channel (a hidden unit of a token layer).
         target: the layer, named in errors.
-        layout: the layer's layout; range errors count "hidden units" on tokens, "outputs" on a 2-D activation (a
-            linear layer, a classifier's logits: one per class), "channels" otherwise.
+        layout: the layer's layout; range errors name the units as :func:`channel_unit` does.
 
     Raises:
         ValueError: an activation with no channel dimension, or an index outside it (naming the layer, the
@@ -48,11 +48,21 @@ def check_channel(
         raise ValueError(
             f"{target_name(target)} outputs a tensor of shape {tuple(activation.shape)}, which has no channel dim"
         )
-    if layout is not None and layout.is_tokens:
-        unit = layout.unit_name
-    else:
-        unit = "outputs" if activation.dim() == 2 else "channels"
+    unit = channel_unit(activation, layout)
     return check_index(channel_index, "channel_index", size=activation.shape[1], target=target, unit=unit)
+
+
+def channel_unit(activation: torch.Tensor, layout: Optional[Layout] = None) -> str:
+    """What messages call dim 1 of a channels-first view: ``"hidden units"`` on a token layer, ``"outputs"`` on a
+    2-D activation (a linear layer; a classifier's logits, one per class), ``"channels"`` otherwise.
+
+    Example:
+        >>> channel_unit(torch.zeros(1, 10)), channel_unit(torch.zeros(1, 8, 4, 4))
+        ('outputs', 'channels')
+    """
+    if layout is not None and layout.is_tokens:
+        return layout.unit_name
+    return "outputs" if activation.dim() == 2 else "channels"
 
 
 def as_map(activation: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layouts import Layout, LayoutArg, channels_first
-from .activation import _check_token, _neuron_view, _optional_index, as_map, check_channel, neuron_position
+from .activation import (
+    _check_token,
+    _neuron_view,
+    _optional_index,
+    as_map,
+    channel_unit,
+    check_channel,
+    neuron_position,
+)
 from .base import Activations, BaseLoss, BatchIndex, Target, check_index, target_name
 
 __all__ = [
@@ -42,12 +50,11 @@ def _as_direction(vec: torch.Tensor, name: str = "vec") -> torch.Tensor:
     return vec.detach()
 
 
-def _check_length(vec: torch.Tensor, channels: int, target: Target, layout: Optional[Layout] = None) -> None:
-    if vec.numel() != channels:
-        unit = layout.unit_name if layout is not None else "channels"
-        raise ValueError(
-            f"the direction has {vec.numel()} values but {target_name(target)} has {channels} {unit}"
-        )
+def _check_length(vec: torch.Tensor, act: torch.Tensor, target: Target, layout: Optional[Layout] = None) -> None:
+    """A direction needs one value per unit of ``act`` (a channels-first view)."""
+    if vec.numel() != act.shape[1]:
+        raise ValueError(f"the direction has {vec.numel()} values but {target_name(target)} has {act.shape[1]} "
+                         f"{channel_unit(act, layout)}")
 
 
 class Direction(BaseLoss):
@@ -82,7 +89,7 @@ class Direction(BaseLoss):
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act, layout = self._read(activations)
-        _check_length(self.vec, act.shape[1], self.target, layout)
+        _check_length(self.vec, act, self.target, layout)
         vec = self.vec.to(act.device, act.dtype).reshape((1, -1) + (1,) * (act.dim() - 2))
         return dot_cossim(vec, act, self.cossim_pow)
 
@@ -126,7 +133,7 @@ class NeuronDirection(BaseLoss):
     def __call__(self, activations: Activations) -> torch.Tensor:
         act, layout = _neuron_view(self, activations, self.x, self.y, self.token)
         vec = self.vec.to(act.device, act.dtype)
-        _check_length(vec, act.shape[1], self.target, layout)
+        _check_length(vec, act, self.target, layout)
         if self.channel_index is not None:
             channel = check_channel(act, self.channel_index, self.target, layout)
             act = act[:, channel : channel + 1]
@@ -175,10 +182,10 @@ class AngledNeuronDirection(BaseLoss):
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act, layout = self._read(activations)
+        _check_length(self.vec, act, self.target, layout)  # on the layer's view, which names its units
         if act.dim() > 2 or self.token is not None or self.x is not None or self.y is not None:
             # a position on (N, C) has nothing to index: _neuron_view raises instead of reading the whole vector
             act = _neuron_view(self, activations, self.x, self.y, self.token)[0][:, :, 0, 0]
-        _check_length(self.vec, act.shape[1], self.target, layout)
         vec = self.vec.to(act.device, act.dtype)
         if self.cossim_pow == 0:
             return act * vec
@@ -216,7 +223,7 @@ class TensorDirection(BaseLoss):
             raise ValueError(f"TensorDirection needs a layer with positions, {target_name(self.target)} gives "
                              f"shape {tuple(act.shape)}")
         _, channels, vh, vw = self.vec.shape
-        _check_length(self.vec[0, :, 0, 0], act.shape[1], self.target, layout)
+        _check_length(self.vec[0, :, 0, 0], act, self.target, layout)
         height, width = act.shape[2:]
         if vh > height or vw > width:
             raise ValueError(
@@ -275,7 +282,7 @@ class ActivationWeights(BaseLoss):
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act, layout = self._read(activations)
-        _check_length(self.weights, act.shape[1], self.target, layout)
+        _check_length(self.weights, act, self.target, layout)
         if self.neuron:
             act = as_map(act)
             col, row = neuron_position(act, self.x, self.y, self.target)
@@ -351,7 +358,7 @@ class VectorLoss(BaseLoss):
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         act, layout = self._read(activations)
-        _check_length(self.vec, act.shape[1], self.target, layout)
+        _check_length(self.vec, act, self.target, layout)
         return channel_projection(act, self.vec, self.activation_fn)
 
 
