@@ -166,6 +166,25 @@ def test_bad_input_and_model_restored_on_error(tiny_net, image):
     assert model_state(tiny_net) == before and hook_count(tiny_net) == 0
 
 
+def test_an_image_with_the_wrong_channel_count_gets_the_conversion(image):
+    """An RGB image on a grayscale model: the renders' ValueError (both counts, a conversion), the model untouched."""
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    before = model_state(gray)
+    advice = r"the image has 3 channels and the model reads 1: give a 1-channel image \(photo.mean\(-3, keepdim=True\)"
+    for method in ("saliency", "gradcam", "integrated_gradients"):
+        with pytest.raises(ValueError, match=advice) as info:
+            attribute(gray, image, 0, method=method)
+        assert isinstance(info.value.__cause__, RuntimeError)  # raised from torch's own message
+    with pytest.raises(ValueError, match=advice):
+        channel_attribution(gray, image, 0, "0")
+    assert model_state(gray) == before and hook_count(gray) == 0
+    gray_image = image.mean(-3, keepdim=True)  # the advice works
+    assert attribute(gray, gray_image, 0, method="saliency").shape == gray_image.shape
+    # a 1-channel image on an RGB model: the other conversion
+    with pytest.raises(ValueError, match=r"image has 1 channel and the model reads 3: .*repeat_interleave\(3, dim=-3\)"):
+        attribute(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(1)), gray_image, 0, method="saliency")
+
+
 def test_a_tuple_target_is_captums_index_into_a_multi_dimensional_output():
     torch.manual_seed(0)
 

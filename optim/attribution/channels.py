@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import module_name, resolve_module
-from .methods import Target, _captum, _check_target, _prepare, logits_module
+from .methods import Target, _captum, _check_target, _explain_channel_mismatch, _prepare, logits_module
 from ..activations import autograd_context, model_frozen
 from ..layouts import LayoutArg, channels_first, infer_layout
 
@@ -62,6 +62,10 @@ def channel_attribution(
     Returns:
         A :class:`ChannelAttribution`.
 
+    Raises:
+        ValueError: a ``top_k`` below 1, an unknown layer, a ``target`` outside the model's classes, an image whose
+            channel count the model refuses (naming both counts and a conversion, as :func:`attribute`).
+
     Example::
 
         >>> ca = channel_attribution(model, cat, 285, "blocks.12", top_k=5)  # cat: a [1, 3, 96, 96] photo
@@ -78,7 +82,7 @@ def channel_attribution(
     with autograd_context():
         x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
-    with autograd_context(), model_frozen(model):
+    with autograd_context(), model_frozen(model), _explain_channel_mismatch(model, x):
         attr = _captum().LayerGradientXActivation(logits_module(model, target), module).attribute(x, target=target)
     resolved = infer_layout(attr, layout, module=module, model=model, where=f"layer {layer!r}")
     attr = channels_first(attr.detach(), resolved)

@@ -417,6 +417,21 @@ def _prepare(model: Any, image: torch.Tensor) -> torch.Tensor:
     return image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone().requires_grad_(True)
 
 
+@contextlib.contextmanager
+def _explain_channel_mismatch(model: Any, x: torch.Tensor) -> Any:
+    """A model that refuses the image's channel count (torch's or Hugging Face's own error) raises the renders'
+    ``ValueError`` (:func:`optim.render.input_error`): both counts and a conversion. Other errors pass unchanged."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as err:
+        from ..render import input_error
+
+        explained = input_error(err, model, None, (int(x.shape[-2]), int(x.shape[-1])), channels=int(x.shape[1]))
+        if explained is None:
+            raise
+        raise explained from err
+
+
 def _class_indices(target: Optional[Target]) -> List[int]:
     """The class indices in ``target``: an int, a list of ints, an integer tensor of at most one dimension
     (read once, not on every forward pass). Tuples (an index into a multi-dimensional output) are left to captum.
@@ -514,7 +529,8 @@ def attribute(
 
     Raises:
         ValueError: for an unknown method (listing the valid ones), a bad image shape, a ``target`` outside the
-            model's classes; Grad-CAM on a function without a layer module. TypeError: a model that is not
+            model's classes, an image whose channel count the model refuses (naming both counts and a
+            conversion); Grad-CAM on a function without a layer module. TypeError: a model that is not
             callable, a guided method on a function.
 
     Example::
@@ -551,7 +567,7 @@ def attribute(
     forward: Any = logits_module(model, target) if isinstance(model, nn.Module) else _forward_function(model, target)
     # eager_compiled: captum's hooks on a torch.compile'd model need its modules run eagerly (see optim._utils)
     eager = eager_compiled(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-    with autograd_context(), frozen, eager, warnings.catch_warnings():
+    with autograd_context(), frozen, eager, warnings.catch_warnings(), _explain_channel_mismatch(model, x):
         # captum announces its (always removed) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         result = _METHODS[method](forward, x, target, layer, dict(kwargs))
