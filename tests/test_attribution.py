@@ -181,7 +181,8 @@ def test_an_image_with_the_wrong_channel_count_gets_the_conversion(image):
     gray_image = image.mean(-3, keepdim=True)  # the advice works
     assert attribute(gray, gray_image, 0, method="saliency").shape == gray_image.shape
     # a 1-channel image on an RGB model: the other conversion
-    with pytest.raises(ValueError, match=r"image has 1 channel and the model reads 3: .*repeat_interleave\(3, dim=-3\)"):
+    rgb_advice = r"the image has 1 channel and the model reads 3: .*repeat_interleave\(3, dim=-3\)"
+    with pytest.raises(ValueError, match=rgb_advice):
         attribute(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(1)), gray_image, 0, method="saliency")
 
 
