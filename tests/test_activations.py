@@ -170,11 +170,18 @@ def test_pretrained_lite0_channel_alone_and_in_batch_agree_to_float_rounding():
     # with oneDNN's batch-size-dependent convolution kernels only float rounding differs (a render is chaotic
     # and amplifies it over many steps: about 0.04 after 16 steps); with one random stream per batch the same
     # channel rendered alone and in a batch of 4 differed by 0.815
+    # channel rendered alone and in a batch of 4 differed by 0.815. How far the rounding goes depends on the
+    # kernels oneDNN picks for the host and thread count (1e-3 after 3 steps on 2 threads here, 2e-7 on one), so
+    # the exact check runs on batch-invariant kernels, as render_layer's docstring says.
     model = opt.models.efficientnet_lite0(pretrained=True)
     kw = dict(steps=3, size=64, progress=False, seed=0)
     batch = opt.render_layer(model, "blocks.8", channels=[3, 9, 12], batch_size=3, **kw)
     alone = opt.render_layer(model, "blocks.8", channels=[12], batch_size=1, **kw)
-    assert (batch[2] - alone[0]).abs().max() < 1e-4
+    assert (batch[2] - alone[0]).abs().max() < 1e-2
+    with torch.backends.mkldnn.flags(enabled=False):
+        batch = opt.render_layer(model, "blocks.8", channels=[3, 9, 12], batch_size=3, **kw)
+        alone = opt.render_layer(model, "blocks.8", channels=[12], batch_size=1, **kw)
+    assert torch.equal(batch[2], alone[0])
 
 
 def test_seed_fixes_a_prebuilt_image_and_transforms(tiny_net):
