@@ -399,6 +399,69 @@ def test_damaged_index_names_the_file_and_destroys_nothing(tmp_path) -> None:
         recovered.entries()
 
 
+
+def _older_index(data_dir, rows: int) -> Path:
+    """An index as a version before write-ahead logging wrote it: rollback journal, ``rows`` rows."""
+    from optim.app.gallery import _SCHEMA
+
+    index = data_dir / "index.sqlite"
+    with closing(sqlite3.connect(index)) as conn, conn:
+        conn.execute(_SCHEMA)
+        conn.executemany("INSERT INTO renders (model, weights_hash, layer, channel, settings_key, settings, file, "
+                         "width, height, created) VALUES ('x', 'h', 'l', ?, '{}', '{}', 'f.png', 1, 1, 0)",
+                         [(i,) for i in range(rows)])
+    with closing(sqlite3.connect(index)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    return index
+
+
+def test_an_older_index_moves_to_the_write_ahead_log_unless_it_is_damaged(tmp_path) -> None:
+    """A healthy rollback-journal index is switched to WAL with its rows; a damaged one is refused untouched."""
+    (tmp_path / "a").mkdir()
+    healthy = _older_index(tmp_path / "a", 3)
+    assert len(Gallery(tmp_path / "a")) == 3
+    with closing(sqlite3.connect(healthy)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # page 1 (the schema) intact, every later page garbage: the switch would rewrite the header, so it is refused
+    (tmp_path / "b").mkdir()
+    damaged = _older_index(tmp_path / "b", 2000)
+    raw = bytearray(damaged.read_bytes())
+    raw[4096:] = b"\xff" * (len(raw) - 4096)
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(GalleryIndexError, match="malformed") as info:
+        Gallery(tmp_path / "b")
+    assert "nothing was changed" in str(info.value)
+    assert damaged.read_bytes() == bytes(raw)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["images", "index.sqlite"]
+
+
+def test_only_a_damaged_index_is_reported_as_damaged(tmp_path, monkeypatch) -> None:
+    """Busy, read-only or I/O errors pass through as SQLite raised them: rebuilding the index would not help."""
+    gallery = Gallery(tmp_path)
+    gallery.add("m", "h", "l", 0, {"steps": 2}, torch.rand(3, 8, 8))
+    writable = Gallery._connect
+
+    def connect_read_only(self):  # as on read-only media (a file mode would not stop root)
+        return sqlite3.connect(f"file:{self.index_path}?mode=ro", uri=True, timeout=1, isolation_level="IMMEDIATE")
+
+    monkeypatch.setattr(Gallery, "_connect", connect_read_only)
+    assert len(Gallery(tmp_path)) == 1  # reading works, and the index keeps its mode
+    with pytest.raises(sqlite3.OperationalError, match="readonly") as info:
+        gallery.add("m", "h", "l", 1, {"steps": 2}, torch.rand(3, 8, 8))
+    assert not isinstance(info.value, GalleryIndexError)
+    monkeypatch.setattr(Gallery, "_connect", writable)
+    errors = iter([sqlite3.OperationalError("disk I/O error"), sqlite3.DatabaseError("file is not a database")])
+
+    def failing(self):
+        raise next(errors)
+
+    monkeypatch.setattr(Gallery, "_connect", failing)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        len(gallery)
+    with pytest.raises(GalleryIndexError, match="file is not a database"):
+        len(gallery)
+
+
 # ------------------------------------------------------------------------------------------ model sources
 
 

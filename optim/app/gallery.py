@@ -101,6 +101,14 @@ class GalleryIndexError(ValueError):
         )
 
 
+def _is_damage(err: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the index file itself is bad (corrupt, not a database, not a gallery index)."""
+    name = getattr(err, "sqlite_errorname", None) or ""  # Python >= 3.11; older ones are judged by the text
+    text = str(err)
+    return (name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+            or any(w in text for w in ("malformed", "not a database", "no such table", "no such column")))
+
+
 def default_data_dir() -> Path:
     """The gallery directory used when the user names none: ``$OPTIM_DATA_DIR``, else the per-user data
     directory (``$XDG_DATA_HOME/optim-gallery``, by default ``~/.local/share/optim-gallery``)."""
@@ -230,18 +238,37 @@ class Gallery:
         if self._image_root.parent != self.data_dir:
             raise ValueError(f"{str(self.image_dir)!r} is a link out of the gallery directory; refusing to use it")
         self.index_path = self.data_dir / "index.sqlite"
+        new_index = not self.index_path.exists() or self.index_path.stat().st_size == 0
         with self._database() as conn:
-            # Write-ahead logging: readers never meet a writer's rollback journal, which under many concurrent
-            # writers (threads and processes) surfaced as sporadic "disk I/O error"s. The mode is stored in the
-            # file, so this converts an older gallery once; SQLite keeps it on filesystems that support it.
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._use_write_ahead_log(conn, new_index)
         with self._transaction() as conn:
             conn.execute(_SCHEMA)
 
+    def _use_write_ahead_log(self, conn: sqlite3.Connection, new_index: bool) -> None:
+        """Put the index in SQLite's write-ahead-log mode (stored in the file, so once per index).
+
+        Readers then never meet a writer's rollback journal, which under many concurrent writers (threads and
+        processes) surfaced as sporadic "disk I/O error"s. Switching rewrites the file's header, so an index an
+        older version wrote is checked whole first: a damaged one raises and stays byte for byte as it was.
+        Where the switch is refused (read-only media) the index keeps its mode.
+        """
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        if not new_index:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                raise GalleryIndexError(self.index_path, "database disk image is malformed: " + "; ".join(problems))
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as err:
+            if _is_damage(err):
+                raise
+
     def _connect(self) -> sqlite3.Connection:
         # One short-lived connection per operation: Streamlit reruns the script in different threads.
-        # IMMEDIATE: a write takes the write lock when it begins, so concurrent writers queue behind the busy
-        # timeout instead of failing part-way through.
+        # IMMEDIATE: a write transaction takes the write lock as it begins, where SQLite waits for it (up to the
+        # timeout); a deferred one would have to upgrade a read lock later, which SQLite refuses at once if
+        # another writer committed in between.
         return sqlite3.connect(self.index_path, timeout=60, isolation_level="IMMEDIATE")
 
     @contextmanager
@@ -251,10 +278,11 @@ class Gallery:
             with closing(self._connect()) as conn:
                 yield conn
         except sqlite3.DatabaseError as err:
+            if not _is_damage(err):
+                raise  # busy, read-only, full disk, I/O: the index may be fine, so no advice to rebuild it
             text = " ".join(str(err).split())
-            if isinstance(err, sqlite3.OperationalError) and any(w in text for w in ("locked", "busy", "unable to open")):
-                raise
-            raise GalleryIndexError(self.index_path, text) from err
+            name = getattr(err, "sqlite_errorname", None)
+            raise GalleryIndexError(self.index_path, f"{text}, {name}" if name else text) from err
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -401,7 +429,7 @@ class Gallery:
         >>> Gallery("g")
         Traceback (most recent call last):
         ...
-        optim.app.gallery.GalleryIndexError: the gallery index ... cannot be read (file is not a database); ...
+        optim.app.gallery.GalleryIndexError: the gallery index ... cannot be read (file is not a database...); ...
         >>> gallery, indexed, skipped = Gallery.recover("g")
         >>> indexed, skipped, len(gallery), sorted(p.name.split("-")[0] for p in Path("g").glob("index.sqlite*"))
         (1, [], 1, ['index.sqlite', 'index.sqlite.damaged'])
