@@ -14,8 +14,9 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -117,15 +118,23 @@ _TORCH_CHANNELS = re.compile(r"to have (\d+) channels?, but got (\d+) channels?"
 _HF_CHANNELS = re.compile(r"[Cc]hannel.*Expected (\d+) but got (\d+)")  # Hugging Face patch embeddings'
 
 
-def _channel_mismatch(err: BaseException, channels: Optional[int]) -> Optional[str]:
+def _channel_mismatch(err: BaseException, model: Any, channels: Optional[int]) -> Optional[str]:
     """The hint for a model that refused the image's channel count, read from torch's (or Hugging Face's) own
-    message, so a model that converts channels itself (a preprocess, a gray stem) is not blamed for a later error."""
+    message, so a model that converts channels itself (a preprocess, a gray stem) is not blamed for a later error.
+
+    Nor is the image blamed for an inner layer of an ``nn.Module`` that got the image's count by chance: when the
+    refusing count is not the first convolution's and another convolution reads the image's count (the input
+    layer that took the image), the error is the model's own.
+    """
     if channels is None:
         return None
     found = _TORCH_CHANNELS.search(str(err)) or _HF_CHANNELS.search(str(err))
     if found is None or int(found.group(2)) != channels:
         return None
     want = int(found.group(1))
+    if isinstance(model, nn.Module) and want != model_input_channels(model, default=want):
+        if any(isinstance(m, nn.Conv2d) and m.in_channels == channels for m in model.modules()):
+            return None
     return (f"the image has {count_channels(channels)} and the model reads {want}: give "
             f"{channel_advice(channels, want)} or a preprocess that converts it")
 
@@ -171,7 +180,7 @@ def input_error(
         return None
     fed = image_hw
     hints = []
-    mismatch = _channel_mismatch(err, channels)
+    mismatch = _channel_mismatch(err, model, channels)
     if mismatch is not None:
         hints.append(mismatch)
     if transform is not None:
@@ -191,7 +200,43 @@ def input_error(
         )
     if not hints:
         return None
-    return ValueError(f"{type(model).__name__} failed on a {fed[0]}x{fed[1]} input ({err}); " + "; ".join(hints))
+    name = getattr(model, "__name__", type(model).__name__)  # a function model by its own name
+    return ValueError(f"{name} failed on a {fed[0]}x{fed[1]} input ({err}); " + "; ".join(hints))
+
+
+@contextlib.contextmanager
+def explained_input_errors(
+    model: Any,
+    image_hw: Tuple[int, int],
+    config: Any = None,
+    transform: Optional[nn.Module] = None,
+    channels: Optional[int] = None,
+    *,
+    model_errors_only: bool = False,
+) -> Iterator[None]:
+    """Run a model on an image, raising :func:`input_error`'s ``ValueError`` (from the model's own error) where
+    it explains the failure; any other error passes unchanged.
+
+    Args:
+        model, image_hw, config, transform, channels: as :func:`input_error` takes them.
+        model_errors_only: explain only errors raised inside the model's code (not, say, an optimizer's).
+
+    Example:
+        >>> with explained_input_errors(nn.Conv2d(1, 4, 3), (8, 8), channels=3):
+        ...     nn.Conv2d(1, 4, 3)(torch.zeros(1, 3, 8, 8))
+        Traceback (most recent call last):
+        ...
+        ValueError: Conv2d failed on a 8x8 input (...); the image has 3 channels and the model reads 1: ...
+    """
+    try:
+        yield
+    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
+        if model_errors_only and not raised_by_model(err):
+            raise
+        explained = input_error(err, model, config, image_hw, transform, channels)
+        if explained is None:
+            raise
+        raise explained from err
 
 
 def _as_image_tensor(x: torch.Tensor) -> torch.Tensor:
@@ -370,7 +415,7 @@ def render_layer(
     from .images import ImageTensor
     from .images.base import check_elements
     from .models.preprocess import render_inputs
-    from .models.selection import channel_counts
+    from .models.selection import channel_units
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -381,21 +426,17 @@ def render_layer(
     preprocess = inputs.preprocess
     check_elements(3 * hw[0] * hw[1], "size")  # before the probe pass allocates anything
     module = resolve_module(model, layer)
-    try:
-        (n_channels,) = channel_counts(model, [module], hw, preprocess=preprocess)
-    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        explained = input_error(err, model, inputs.config, hw)
-        if explained is None:
-            raise
-        raise explained from err
+    with explained_input_errors(model, hw, inputs.config):
+        ((n_channels, unit),) = channel_units(model, [module], hw, preprocess=preprocess)
     chosen = list(range(n_channels)) if channels is None else list(channels)
     if not chosen:
         raise ValueError("channels is empty: give at least one channel index")
     for c in chosen:
-        check_index(c, "channel", size=n_channels, target=layer)
+        check_index(c, "channel", size=n_channels, target=layer, unit=unit)
     objectives = [lambda i, c=c: ChannelActivation(module, c, batch_index=i) for c in chosen]
     in_channels = model_input_channels(model)
-    try:
+    # the probe pass ran at this size, so only transforms that change it can explain a failure here
+    with explained_input_errors(model, hw, None, make_transform(transforms), model_errors_only=True):
         tiles = render_batches(
             model,
             objectives,
@@ -411,12 +452,4 @@ def render_layer(
             seed=seed,
             callback=callback,
         )
-    except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        if not raised_by_model(err):
-            raise
-        # the probe pass ran at this size, so only transforms that change it can explain a failure here
-        explained = input_error(err, model, None, hw, make_transform(transforms))
-        if explained is None:
-            raise
-        raise explained from err
     return ImageTensor(tiles)

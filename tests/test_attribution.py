@@ -184,6 +184,16 @@ def test_an_image_with_the_wrong_channel_count_gets_the_conversion(image):
     rgb_advice = r"the image has 1 channel and the model reads 3: .*repeat_interleave\(3, dim=-3\)"
     with pytest.raises(ValueError, match=rgb_advice):
         attribute(nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(1)), gray_image, 0, method="saliency")
+    # an inner layer that reads another count than the model's first: the model's fault, torch's error unchanged
+    broken = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(4, 2, 3), nn.Flatten(1))
+    with pytest.raises(RuntimeError, match="to have 4 channels, but got 3 channels"):
+        attribute(broken, image, 0, method="saliency")
+
+    def gray_logits(x):
+        return gray(x)
+
+    with pytest.raises(ValueError, match=r"^gray_logits failed on a .*the model reads 1"):  # named by its name
+        attribute(gray_logits, image, 0, method="saliency")
 
 
 def test_a_tuple_target_is_captums_index_into_a_multi_dimensional_output():

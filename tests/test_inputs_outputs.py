@@ -453,6 +453,10 @@ def test_a_channel_error_past_the_input_layer_is_not_blamed_on_the_image() -> No
 
     with pytest.raises(ValueError, match="the image has 3 channels and the model reads 1: "):
         opt.render_vis(Gated().eval(), "stem:1", image=photo, thresholds=(1,), progress=False)
+    # the input layer read the image's 3 channels; the next one wants 4 and gets 3: the model's error, not the image's
+    inner = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(4, 2, 3)).eval()
+    with pytest.raises(RuntimeError, match="to have 4 channels, but got 3"):
+        opt.render_vis(inner, "1:0", image=photo, thresholds=(1,), progress=False)
 
 
 def test_a_one_channel_model_with_rgb_statistics_renders_with_their_average() -> None:

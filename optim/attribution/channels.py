@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .._utils import module_name, resolve_module
-from .methods import Target, _captum, _check_target, _explain_channel_mismatch, _prepare, logits_module
+from .methods import Target, _captum, _check_target, _channel_errors_explained, _prepare, logits_module
 from ..activations import autograd_context, model_frozen
 from ..layouts import LayoutArg, channels_first, infer_layout
 
@@ -82,7 +82,7 @@ def channel_attribution(
     with autograd_context():
         x = _prepare(model, image)
     target = _check_target(target, x.shape[0])
-    with autograd_context(), model_frozen(model), _explain_channel_mismatch(model, x):
+    with autograd_context(), model_frozen(model), _channel_errors_explained(model, x):
         attr = _captum().LayerGradientXActivation(logits_module(model, target), module).attribute(x, target=target)
     resolved = infer_layout(attr, layout, module=module, model=model, where=f"layer {layer!r}")
     attr = channels_first(attr.detach(), resolved)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .._utils import eager_compiled, model_device_dtype, optional_import, resolve_module
 from ..activations import ActivationRecorder, autograd_context, model_frozen, select_tensor
 from ..layouts import channels_first, check_layout, infer_layout
+from ..render import explained_input_errors
 
 __all__ = ["METHODS", "attribute", "default_gradcam_layer"]
 
@@ -417,19 +418,10 @@ def _prepare(model: Any, image: torch.Tensor) -> torch.Tensor:
     return image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone().requires_grad_(True)
 
 
-@contextlib.contextmanager
-def _explain_channel_mismatch(model: Any, x: torch.Tensor) -> Any:
-    """A model that refuses the image's channel count (torch's or Hugging Face's own error) raises the renders'
-    ``ValueError`` (:func:`optim.render.input_error`): both counts and a conversion. Other errors pass unchanged."""
-    try:
-        yield
-    except (RuntimeError, ValueError) as err:
-        from ..render import input_error
-
-        explained = input_error(err, model, None, (int(x.shape[-2]), int(x.shape[-1])), channels=int(x.shape[1]))
-        if explained is None:
-            raise
-        raise explained from err
+def _channel_errors_explained(model: Any, x: torch.Tensor) -> Any:
+    """A model that refuses the image's channel count raises the renders' ``ValueError`` (both counts and a
+    conversion; :func:`optim.render.explained_input_errors`). Other errors pass unchanged."""
+    return explained_input_errors(model, (int(x.shape[-2]), int(x.shape[-1])), channels=int(x.shape[1]))
 
 
 def _class_indices(target: Optional[Target]) -> List[int]:
@@ -567,7 +559,7 @@ def attribute(
     forward: Any = logits_module(model, target) if isinstance(model, nn.Module) else _forward_function(model, target)
     # eager_compiled: captum's hooks on a torch.compile'd model need its modules run eagerly (see optim._utils)
     eager = eager_compiled(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-    with autograd_context(), frozen, eager, warnings.catch_warnings(), _explain_channel_mismatch(model, x):
+    with autograd_context(), frozen, eager, warnings.catch_warnings(), _channel_errors_explained(model, x):
         # captum announces its (always removed) ReLU hooks on every call
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         result = _METHODS[method](forward, x, target, layer, dict(kwargs))

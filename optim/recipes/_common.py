@@ -9,7 +9,7 @@ import torch.nn as nn
 from .._utils import model_device_dtype, resolve_module
 from ..activations import ActivationMap, record_activations
 from ..loss.activation import ChannelActivation
-from ..loss.base import Loss
+from ..loss.base import Loss, check_index
 from ..loss.parse import parse
 from ..optimization.progress import StepCallback
 
@@ -64,7 +64,7 @@ def reference_activations(
         (True, True)
     """
     from ..models.preprocess import normalizers, render_inputs
-    from ..render import input_error
+    from ..render import explained_input_errors
 
     device, dtype = model_device_dtype(model)
     image = image.to(device=device, dtype=dtype)
@@ -74,13 +74,8 @@ def reference_activations(
         for step in steps:
             if step is not None:
                 image = step(image)
-    try:
+    with explained_input_errors(model, hw, channels=channels):
         return record_activations(model, list(layers), image)
-    except (RuntimeError, ValueError) as err:
-        explained = input_error(err, model, None, hw, channels=channels)
-        if explained is None:
-            raise
-        raise explained from err
 
 
 def channel_spec(spec: ChannelSpec, model: nn.Module) -> Tuple[Union[str, nn.Module], int]:
@@ -93,9 +88,7 @@ def channel_spec(spec: ChannelSpec, model: nn.Module) -> Tuple[Union[str, nn.Mod
     if isinstance(spec, tuple) and len(spec) == 2:
         layer, channel = spec
         resolve_module(model, layer)
-        if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
-            raise ValueError(f"the channel must be a non-negative int, got {channel!r}")
-        return layer, channel
+        return layer, check_index(channel, "channel")
     raise TypeError(f"a channel is given as 'layer:channel' or (layer, channel), got {spec!r}")
 
 
