@@ -72,6 +72,7 @@ __all__ = [
     "infer_layout",
     "channels_first",
     "unit_count",
+    "units",
     "MAX_PREFIX_TOKENS",
 ]
 
@@ -529,10 +530,30 @@ def unit_count(
         >>> unit_count(torch.zeros(1, 197, 768)), unit_count(torch.zeros(2, 1000))
         (768, 1000)
     """
+    return units(activation, layout, module=module, model=model)[0]
+
+
+def units(
+    activation: torch.Tensor,
+    layout: LayoutArg = None,
+    *,
+    module: Optional[nn.Module] = None,
+    model: Optional[nn.Module] = None,
+) -> Tuple[int, str]:
+    """:func:`unit_count` and what messages call the units: ``"hidden units"`` on a token layer, ``"outputs"``
+    on a 2-D output (a linear layer; a classifier's logits, one per class), ``"channels"`` otherwise.
+
+    Arguments and errors as for :func:`unit_count`.
+
+    Example:
+        >>> units(torch.zeros(1, 197, 768)), units(torch.zeros(2, 1000)), units(torch.zeros(1, 8, 4, 4))
+        ((768, 'hidden units'), (1000, 'outputs'), (8, 'channels'))
+    """
     if isinstance(activation, torch.Tensor) and activation.dim() < 2:
         raise ValueError(f"an activation of shape {tuple(activation.shape)} has no unit dimension (needs N, C, ...)")
     try:
         resolved = infer_layout(activation, layout, module=module, model=model)
     except _TokenOrderUnknown:
-        return int(activation.shape[-1])  # hidden units whichever the order
-    return int(activation.shape[1] if resolved.name == "NCHW" else activation.shape[-1])
+        return int(activation.shape[-1]), "hidden units"  # whichever the order
+    count = int(activation.shape[1] if resolved.name == "NCHW" else activation.shape[-1])
+    return count, "outputs" if activation.dim() == 2 else resolved.unit_name

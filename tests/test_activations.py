@@ -169,7 +169,6 @@ def test_channel_renders_identically_alone_and_in_a_batch(tiny_net):
 def test_pretrained_lite0_channel_alone_and_in_batch_agree_to_float_rounding():
     # with oneDNN's batch-size-dependent convolution kernels only float rounding differs (a render is chaotic
     # and amplifies it over many steps: about 0.04 after 16 steps); with one random stream per batch the same
-    # channel rendered alone and in a batch of 4 differed by 0.815
     # channel rendered alone and in a batch of 4 differed by 0.815. How far the rounding goes depends on the
     # kernels oneDNN picks for the host and thread count (1e-3 after 3 steps on 2 threads here, 2e-7 on one), so
     # the exact check runs on batch-invariant kernels, as render_layer's docstring says.
@@ -288,6 +287,10 @@ def test_render_layer_checks_channels_before_rendering(tiny_net):
         opt.render_layer(tiny_net, "conv2", channels=[1.0], steps=1, size=8, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in tiny_net.state_dict().items())
     assert all(not m._forward_hooks for m in tiny_net.modules())
+    # a linear layer's units are its outputs (a classifier's: one per class), as the losses call them
+    head = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(72, 4))
+    with pytest.raises(ValueError, match=r"^channel 4 is out of range for layer '2', which has 4 outputs "):
+        opt.render_layer(head, "2", channels=[4], steps=1, size=8, progress=False)
 
 
 def test_render_layer_shows_one_progress_bar_over_all_batches(tiny_net, capsys):

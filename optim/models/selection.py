@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-__all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count", "channel_counts", "class_index"]
+__all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count", "channel_counts", "channel_units",
+           "class_index"]
 
 
 def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
@@ -89,30 +90,32 @@ def renderable_layers(rows: Sequence[Any]) -> List[Any]:
     return [r for r in rows if r.shape is not None and len(r.shape) in (3, 4) and r.channels]
 
 
-def channel_counts(
+def channel_units(
     model: nn.Module,
     layers: Sequence[Union[str, nn.Module]],
     size: Union[None, int, Sequence[int]] = None,
     *,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-) -> List[int]:
-    """The number of channels of each layer's output, from one forward pass on a grey image.
+) -> List[Tuple[int, str]]:
+    """The number of channels of each layer's output and what they are called (``"channels"``, ``"hidden units"``,
+    ``"outputs"``: :func:`optim.layouts.units`), from one forward pass on a grey image.
 
     Channels are units as :func:`optim.layouts.unit_count` counts them: C of an NCHW map, the hidden units
-    ``D`` of a token layer ``(N, L, D)``, the last dim of a channels-last stage. The probe has the model's input channels (its first convolution's), device and dtype; ``preprocess`` (a
-    render's input normalization) is applied to it first. Its ``size`` is an int side or ``(height, width)``;
+    ``D`` of a token layer ``(N, L, D)``, the last dim of a channels-last stage. The probe has the model's input
+    channels (its first convolution's), device and dtype; ``preprocess`` (a render's input normalization) is
+    applied to it first. Its ``size`` is an int side or ``(height, width)``;
     ``None``: the size a render of it uses (:func:`~optim.models.preprocess.render_inputs`: its native size, else
     ``DEFAULT_SIZE``).
 
     Raises:
         ValueError: for an unknown layer (listing close names) or one without a channel dimension.
 
-    >>> channel_counts(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)), ["1", "0"], 8)
-    [2, 4]
+    >>> channel_units(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 5)), ["0", "2"], 8)
+    [(4, 'channels'), (5, 'outputs')]
     """
     from .._utils import model_device_dtype
     from ..activations import record_activations
-    from ..layouts import unit_count
+    from ..layouts import units
     from ..optimization.defaults import model_input_channels
     from .preprocess import render_inputs
 
@@ -128,8 +131,23 @@ def channel_counts(
         if out.dim() < 2:
             shown = layer if isinstance(layer, str) else type(layer).__name__
             raise ValueError(f"layer {shown!r} has no channel dimension (output shape {tuple(out.shape)})")
-        counts.append(unit_count(out, module=acts.module_of(layer), model=model))
+        counts.append(units(out, module=acts.module_of(layer), model=model))
     return counts
+
+
+def channel_counts(
+    model: nn.Module,
+    layers: Sequence[Union[str, nn.Module]],
+    size: Union[None, int, Sequence[int]] = None,
+    *,
+    preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> List[int]:
+    """The number of channels of each layer's output (see :func:`channel_units`).
+
+    >>> channel_counts(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1)), ["1", "0"], 8)
+    [2, 4]
+    """
+    return [count for count, _ in channel_units(model, layers, size, preprocess=preprocess)]
 
 
 def channel_count(
