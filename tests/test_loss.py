@@ -71,6 +71,10 @@ def test_channel_out_of_range_names_the_layer_value_and_range(acts):
         AngledNeuronDirection(relu, torch.ones(3))({relu: acts["logits"]})
     with pytest.raises(ValueError, match=r"^the direction has 3 values but a has 4 channels$"):
         NeuronDirection("a", torch.ones(3))(acts)
+    with pytest.raises(ValueError, match=r"^the direction has 3 values but a has 4 channels$"):
+        FacetLoss("a", "b", torch.ones(3), torch.ones(2))(acts)
+    with pytest.raises(ValueError, match=r"^facet_weights has 3 values but b has 2 channels$"):
+        FacetLoss("a", "b", torch.ones(4), torch.ones(3))(acts)
     with pytest.raises(ValueError, match=r"^channel_index must be >= 0, got -1$"):
         ChannelActivation("a", -1)
     with pytest.raises(ValueError, match=r"^batch_index 5 is out of range for layer 'a', which has 3 images "

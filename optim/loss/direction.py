@@ -50,10 +50,13 @@ def _as_direction(vec: torch.Tensor, name: str = "vec") -> torch.Tensor:
     return vec.detach()
 
 
-def _check_length(vec: torch.Tensor, act: torch.Tensor, target: Target, layout: Optional[Layout] = None) -> None:
-    """A direction needs one value per unit of ``act`` (a channels-first view)."""
-    if vec.numel() != act.shape[1]:
-        raise ValueError(f"the direction has {vec.numel()} values but {target_name(target)} has {act.shape[1]} "
+def _check_length(vec: torch.Tensor, act: torch.Tensor, target: Target, layout: Optional[Layout] = None,
+                  what: str = "the direction", count: Optional[int] = None) -> None:
+    """A direction (or ``what``) needs one value per unit of ``act`` (a channels-first view); ``count``: how
+    many it gives (default: all its values)."""
+    given = vec.numel() if count is None else count
+    if given != act.shape[1]:
+        raise ValueError(f"{what} has {given} values but {target_name(target)} has {act.shape[1]} "
                          f"{channel_unit(act, layout)}")
 
 
@@ -447,11 +450,14 @@ class FacetLoss(BaseLoss):
         return [self.target, self.layer_target]
 
     def __call__(self, activations: Activations) -> torch.Tensor:
-        ultimate = self._activation(activations)
+        ultimate, ultimate_layout = self._read(activations)
+        _check_length(self.vec, ultimate, self.target, ultimate_layout)
+        layer, layout = self._read(activations, self.layer_target)
+        _check_length(self.facet_weights, layer, self.layer_target, layout, "facet_weights",
+                      self.facet_weights.shape[1])
         projected = channel_projection(ultimate, self.vec)
         layer_full = activations[self.layer_target]
         grad = torch.autograd.grad(projected.sum(), layer_full, retain_graph=True)[0].detach()
-        layer, layout = self._read(activations, self.layer_target)
         grad = channels_first(grad, layout)  # the gradient is laid out like the layer
         if self.batch_index is not None:
             grad = grad[self._batch_slice(grad.shape[0], self.layer_target)]
