@@ -75,6 +75,15 @@ named all 60 at 128 steps (seed 1: 59 against these defaults' 57), but only 47 a
 or starting at 50% or 70% of the render, 51-53 / 58-59; NAdam with the cosine 53 / 58. Short renders want all
 the progress they can get and long ones a calm end; a budget-aware schedule would need every render to know its
 length (``render_vis`` snapshots and the benchmark's one render judged at four budgets would change).
+
+Session 10 checked that lead on the benchmark itself (``class_transfer.py --fresh``, seeds 0-2, Lite2 at 260 px,
+classes named of 10 per set, old / held-out / fresh, mean over the seeds, at 48 and then 128 steps; one thread per
+job, two jobs side by side). These defaults: 10 / 8.0 / 7.7 and 10 / 9.0 / 10, 0.0% clipped. A cosine from
+``lr`` to ``lr / 10`` over 128 steps, constant after: 9.7 / 8.0 / 7.0 and 9.7 / 9.3 / 9.7. That cosine with
+1/f^1.65: 9.0 / 8.0 / 8.0 and 10 / 9.3 / 9.3. With 1/f^1.75 and weight decay 1.0: 9.3 / 8.3 / 7.7 and
+9.7 / 9.7 / 9.7 (the container ship 3/3 at 128 steps, 0.2% clipped at 32). Every difference is within one miss
+per set, the spread between seeds; the lead did not hold, and nothing changed. The misses that stay at 48 steps:
+container ship, bald eagle, espresso maker, Siberian husky.
 """
 from __future__ import annotations
 
