@@ -35,7 +35,8 @@ from __future__ import annotations
 import contextlib
 import copy as _copy
 from collections.abc import Mapping
-from typing import Any, Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, ContextManager, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 import torch.nn as nn
@@ -809,6 +810,10 @@ def iter_activations(
         One :class:`ActivationMap` per batch. Each batch's pass runs in eval mode without gradients, and the
         model's mode and flags are restored before the batch is yielded: the loop body runs as the caller set it up.
 
+    Raises:
+        ValueError: an image batch whose channel count the model refuses (RGB images for a grayscale model),
+            naming both counts and the conversion, raised from torch's error. Other errors pass unchanged.
+
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 2))
         >>> [tuple(a["0"].shape) for a in iter_activations(net, "0", [torch.ones(3, 4), (torch.ones(1, 4), 0)])]
@@ -820,9 +825,19 @@ def iter_activations(
             x = batch_input(batch)
             x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
             # frozen and gradient-free for the pass only: the caller's loop body runs as the caller set it up
-            with torch.no_grad(), model_frozen(model):
+            with torch.no_grad(), model_frozen(model), _channel_errors_explained(model, x):
                 acts = rec.run(x)
             yield acts
+
+
+def _channel_errors_explained(model: nn.Module, x: torch.Tensor) -> ContextManager[None]:
+    """For an image batch (NCHW) from the caller's data: a model that refuses its channel count raises the
+    renders' ``ValueError`` naming both counts and the conversion (:func:`optim.render.explained_input_errors`)."""
+    if x.dim() != 4 or not x.is_floating_point():
+        return contextlib.nullcontext()
+    from .render import explained_input_errors  # optim.render reads activations through this module
+
+    return explained_input_errors(model, (int(x.shape[-2]), int(x.shape[-1])), channels=int(x.shape[1]))
 
 
 #: the keys a dict batch (Hugging Face datasets, torchvision v2 samples) may hold its images under

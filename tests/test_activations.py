@@ -727,3 +727,29 @@ def test_a_reader_keeps_an_aliasing_recording_when_the_loader_refills_one_input_
     kept = record_activations(net, "0", x)["0"]
     x.mul_(2)  # the caller's later change does not reach the map it got
     assert torch.equal(kept * 2, x.flatten(1))
+
+
+def test_a_data_loader_of_the_wrong_channel_count_gets_the_conversion():
+    """iter_activations (and what streams through it: ModelInspector.stream, model_cka) explains a model that
+    refuses the batches' channel count as the renders do, and leaves the model as it was."""
+    from optim.analysis import ModelInspector
+    from optim.analysis.compare import model_cka
+
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten()).train()
+    flags = [p.requires_grad for p in gray.parameters()]
+    rgb = torch.rand(8, 3, 6, 6)
+    advice = r"the image has 3 channels and the model reads 1: give a 1-channel image \(photo.mean\(-3, keepdim=True\)"
+    for run in (lambda: next(iter_activations(gray, "1", [(rgb, 0)])),
+                lambda: ModelInspector(gray).stream(rgb, ["1"]),
+                lambda: model_cka(gray, gray, rgb, ["1"], ["0"], batch_size=4, progress=False)):
+        with pytest.raises(ValueError, match=advice) as info:
+            run()
+        assert isinstance(info.value.__cause__, RuntimeError)  # raised from torch's own message
+        assert gray.training and [p.requires_grad for p in gray.parameters()] == flags
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in gray.modules())
+    gray_batches = rgb.mean(1, keepdim=True)  # the advice works
+    assert next(iter_activations(gray, "1", [gray_batches]))["1"].shape == (8, 4, 4, 4)
+    # not an image batch (a feature vector on a linear model): torch's error unchanged
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        linear = nn.Linear(4, 2)
+        next(iter_activations(linear, linear, [torch.zeros(2, 5)]))
