@@ -318,7 +318,7 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     _check_output(output)
     model = _load(args)
     size = _render_size(args, model)
-    channels = parse_channels(args.channels, channel_count(model, args.layer, size))
+    channels = parse_channels(args.channels, channel_count(model, args.layer, size), layer=args.layer)
     tiles = render_layer(
         model, args.layer, channels=channels, batch_size=args.batch_size, steps=_render_steps(args), size=size,
         lr=_render_lr(args), progress=not args.quiet, seed=args.seed,

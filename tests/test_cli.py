@@ -62,8 +62,9 @@ def test_parse_channels_and_class_names() -> None:
     assert parse_channels("3,1,3") == [1, 3]
     assert parse_channels("all", 3) == [0, 1, 2]
     assert parse_channels("2:", 5) == [2, 3, 4]
-    with pytest.raises(ValueError, match="out of range"):
-        parse_channels("0:9", 6)
+    range_error = r"^channel 8 is out of range for layer 'b', which has 6 channels \(valid: 0\.\.5\)$"
+    with pytest.raises(ValueError, match=range_error):
+        parse_channels("0:9", 6, layer="b")
     with pytest.raises(ValueError, match="'0:16'"):
         parse_channels("a-b")
     with pytest.raises(ValueError, match="empty"):

@@ -189,7 +189,7 @@ def _render_tab(loaded: LoadedModel, settings: RenderSettings, gallery: Gallery)
     batch = int(right.number_input("Batch size", 1, 64, 8, key="batch_size"))
     if right.button("Render layer", key="render_layer"):
         try:
-            channels = parse_channels(selection, n_channels)
+            channels = parse_channels(selection, n_channels, layer=layer)
         except ValueError as err:
             st.error(str(err))
             return

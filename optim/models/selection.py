@@ -20,12 +20,13 @@ __all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count"
            "class_index"]
 
 
-def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
+def parse_channels(text: str, num_channels: Optional[int] = None, *, layer: Optional[str] = None) -> List[int]:
     """Parse a channel selection: ``"0:16"`` (a range), ``"3,5,9"``, ``"4"``, or ``"all"``.
 
     Args:
         text: the selection.
         num_channels: the layer's channel count (needed for ``"all"`` and an open range end).
+        layer: the layer's name, for the range error (:func:`optim.loss.base.check_index`, the one index check).
 
     Returns:
         The sorted, de-duplicated channel indices.
@@ -35,10 +36,10 @@ def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
 
     >>> parse_channels("2:", 5)
     [2, 3, 4]
-    >>> parse_channels("0:9", 6)
+    >>> parse_channels("0:9", 6, layer="conv2")
     Traceback (most recent call last):
     ...
-    ValueError: channel 8 is out of range: the layer has 6 channels
+    ValueError: channel 8 is out of range for layer 'conv2', which has 6 channels (valid: 0..5)
     """
     if not isinstance(text, str):
         raise TypeError(f"a channel selection is a str such as '0:16', got {type(text).__name__}")
@@ -61,8 +62,10 @@ def parse_channels(text: str, num_channels: Optional[int] = None) -> List[int]:
     if not chosen:
         raise ValueError(f"the channel selection {text!r} is empty")
     channels = sorted(chosen)
-    if num_channels is not None and channels[-1] >= num_channels:
-        raise ValueError(f"channel {channels[-1]} is out of range: the layer has {num_channels} channels")
+    if num_channels is not None:
+        from ..loss.base import check_index
+
+        check_index(channels[-1], "channel", size=num_channels, target=layer)
     return channels
 
 
