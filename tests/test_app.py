@@ -399,7 +399,6 @@ def test_damaged_index_names_the_file_and_destroys_nothing(tmp_path) -> None:
         recovered.entries()
 
 
-
 def _older_index(data_dir, rows: int) -> Path:
     """An index as a version before write-ahead logging wrote it: rollback journal, ``rows`` rows."""
     from optim.app.gallery import _SCHEMA
@@ -428,7 +427,7 @@ def test_an_older_index_moves_to_the_write_ahead_log_unless_it_is_damaged(tmp_pa
     raw = bytearray(damaged.read_bytes())
     raw[4096:] = b"\xff" * (len(raw) - 4096)
     damaged.write_bytes(bytes(raw))
-    with pytest.raises(GalleryIndexError, match="malformed") as info:
+    with pytest.raises(GalleryIndexError, match="integrity_check") as info:
         Gallery(tmp_path / "b")
     assert "nothing was changed" in str(info.value)
     assert damaged.read_bytes() == bytes(raw)
@@ -437,29 +436,60 @@ def test_an_older_index_moves_to_the_write_ahead_log_unless_it_is_damaged(tmp_pa
 
 def test_only_a_damaged_index_is_reported_as_damaged(tmp_path, monkeypatch) -> None:
     """Busy, read-only or I/O errors pass through as SQLite raised them: rebuilding the index would not help."""
-    gallery = Gallery(tmp_path)
-    gallery.add("m", "h", "l", 0, {"steps": 2}, torch.rand(3, 8, 8))
-    writable = Gallery._connect
+    _older_index(tmp_path, 1)
 
-    def connect_read_only(self):  # as on read-only media (a file mode would not stop root)
+    def connect_read_only(self):  # a file this user may not write (a file mode would not stop root)
         return sqlite3.connect(f"file:{self.index_path}?mode=ro", uri=True, timeout=1, isolation_level="IMMEDIATE")
 
-    monkeypatch.setattr(Gallery, "_connect", connect_read_only)
-    assert len(Gallery(tmp_path)) == 1  # reading works, and the index keeps its mode
-    with pytest.raises(sqlite3.OperationalError, match="readonly") as info:
-        gallery.add("m", "h", "l", 1, {"steps": 2}, torch.rand(3, 8, 8))
-    assert not isinstance(info.value, GalleryIndexError)
-    monkeypatch.setattr(Gallery, "_connect", writable)
-    errors = iter([sqlite3.OperationalError("disk I/O error"), sqlite3.DatabaseError("file is not a database")])
+    with monkeypatch.context() as patch:
+        patch.setattr(Gallery, "_connect", connect_read_only)
+        gallery = Gallery(tmp_path)
+        assert len(gallery) == 1  # reading works: the refused switch to the write-ahead log is no damage
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            gallery.add("m", "h", "l", 1, {"steps": 2}, torch.rand(3, 8, 8))
+    with closing(sqlite3.connect(tmp_path / "index.sqlite")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # it kept its mode
+    errors = []
+    for text, name in (("disk I/O error", "SQLITE_IOERR"), ("database is locked", "SQLITE_BUSY"),
+                       ("database or disk is full", "SQLITE_FULL"), ("bad page", "SQLITE_CORRUPT")):
+        err = sqlite3.OperationalError(text)
+        err.sqlite_errorname = name
+        errors.append(err)
 
     def failing(self):
-        raise next(errors)
+        raise errors.pop(0)
 
     monkeypatch.setattr(Gallery, "_connect", failing)
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+    for text in ("disk I/O error", "database is locked", "database or disk is full"):
+        with pytest.raises(sqlite3.OperationalError, match=text):
+            len(gallery)
+    with pytest.raises(GalleryIndexError, match=r"\(bad page, SQLITE_CORRUPT\)"):  # by SQLite's name, not the text
         len(gallery)
-    with pytest.raises(GalleryIndexError, match="file is not a database"):
-        len(gallery)
+
+
+def test_a_folder_this_user_cannot_write_is_browsed_read_only(tmp_path, monkeypatch) -> None:
+    """A write-ahead-log index needs its -shm file to be read, which a read-only folder cannot hold: such a
+    gallery is opened immutable (root ignores folder modes, so the check is faked here)."""
+    gallery = Gallery(tmp_path)
+    stored = gallery.add("m", "h", "l", 0, {"steps": 2}, torch.rand(3, 8, 8))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode == os.W_OK else access(path, mode, **kw))
+    browsed = Gallery(tmp_path)
+    assert browsed.get("m", "h", "l", 0, {"steps": 2}).path == stored.path and len(browsed) == 1
+    with pytest.raises(PermissionError, match="read-only for this user"):
+        browsed.add("m", "h", "l", 1, {"steps": 2}, torch.rand(3, 8, 8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no lock files, nothing written
+    with closing(browsed._connect()) as conn, pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("DELETE FROM renders")  # the connection itself cannot write
+
+
+def test_a_database_that_is_not_a_gallery_index_is_refused(tmp_path) -> None:
+    with closing(sqlite3.connect(tmp_path / "index.sqlite")) as conn, conn:
+        conn.execute("CREATE TABLE renders (a, b)")
+    with pytest.raises(GalleryIndexError, match=r"not a gallery index: its table 'renders' lacks \['id', 'model'"):
+        Gallery(tmp_path)
+    assert not (tmp_path / "images").exists() or not any((tmp_path / "images").iterdir())
 
 
 # ------------------------------------------------------------------------------------------ model sources

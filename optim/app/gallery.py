@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS renders (
 )
 """
 _COLUMNS = "id, model, weights_hash, layer, channel, settings, file, width, height, created"
+_SCHEMA_COLUMNS = ("id", "model", "weights_hash", "layer", "channel", "settings_key", "settings", "file", "width",
+                   "height", "created")
 
 #: The PNG text chunk holding an image's gallery key (what :meth:`Gallery.recover` rebuilds the index from).
 PNG_KEY_CHUNK = "optim-gallery"
@@ -103,10 +105,12 @@ class GalleryIndexError(ValueError):
 
 def _is_damage(err: sqlite3.DatabaseError) -> bool:
     """Whether SQLite's error says the index file itself is bad (corrupt, not a database, not a gallery index)."""
-    name = getattr(err, "sqlite_errorname", None) or ""  # Python >= 3.11; older ones are judged by the text
+    name = getattr(err, "sqlite_errorname", None) or ""  # Python >= 3.11; the text for older ones and for
+    # the errors SQLite files under SQLITE_ERROR (a table or column that is missing)
     text = str(err)
     return (name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
-            or any(w in text for w in ("malformed", "not a database", "no such table", "no such column")))
+            or any(w in text for w in ("malformed", "not a database", "no such table", "no such column",
+                                   "has no column named")))
 
 
 def default_data_dir() -> Path:
@@ -211,9 +215,13 @@ class Gallery:
             :func:`default_data_dir` without one.
         root: confine ``data_dir`` to this folder (see :func:`resolve_data_dir`).
 
+    A folder this user cannot write is opened read-only (browsing works; adding raises ``PermissionError``).
+
     Raises:
         ValueError: ``data_dir`` leaves ``root`` or is a file.
-        GalleryIndexError: ``index.sqlite`` exists and cannot be read.
+        GalleryIndexError: ``index.sqlite`` exists and cannot be read (damaged, or not a gallery index).
+        sqlite3.OperationalError: here and in every method, as SQLite raised it, when the index is fine but
+            cannot be used now: busy past the 60 s timeout, read-only, a full disk, an I/O error.
 
     >>> import torch
     >>> gallery = Gallery("demo")
@@ -238,30 +246,40 @@ class Gallery:
         if self._image_root.parent != self.data_dir:
             raise ValueError(f"{str(self.image_dir)!r} is a link out of the gallery directory; refusing to use it")
         self.index_path = self.data_dir / "index.sqlite"
-        new_index = not self.index_path.exists() or self.index_path.stat().st_size == 0
+        # A folder this user cannot write (read-only media, another user's gallery) is browsed read-only: SQLite
+        # opens the index as immutable, which needs no lock files (a write-ahead-log index needs its -shm file
+        # otherwise, which such a folder cannot hold).
+        self._read_only = self.index_path.exists() and not os.access(self.data_dir, os.W_OK)
+        if not self._read_only:
+            new_index = not self.index_path.exists() or self.index_path.stat().st_size == 0
+            with self._database() as conn:
+                self._use_write_ahead_log(conn, new_index)
+            with self._transaction() as conn:
+                conn.execute(_SCHEMA)
         with self._database() as conn:
-            self._use_write_ahead_log(conn, new_index)
-        with self._transaction() as conn:
-            conn.execute(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(renders)")}
+        missing = [c for c in _SCHEMA_COLUMNS if c not in columns]
+        if missing:
+            raise GalleryIndexError(self.index_path, f"not a gallery index: its table 'renders' lacks {missing}")
 
     def _use_write_ahead_log(self, conn: sqlite3.Connection, new_index: bool) -> None:
         """Put the index in SQLite's write-ahead-log mode (stored in the file, so once per index).
 
         Readers then never meet a writer's rollback journal, which under many concurrent writers (threads and
         processes) surfaced as sporadic "disk I/O error"s. Switching rewrites the file's header, so an index an
-        older version wrote is checked whole first: a damaged one raises and stays byte for byte as it was.
-        Where the switch is refused (read-only media) the index keeps its mode.
+        older version wrote passes SQLite's integrity check first: a damaged one raises and stays byte for byte
+        as it was. Where the file refuses the switch (read-only) the index keeps its mode.
         """
         if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
             return
         if not new_index:
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            problems = [" ".join(row[0].split()) for row in conn.execute("PRAGMA integrity_check(5)").fetchall()]
             if problems != ["ok"]:
-                raise GalleryIndexError(self.index_path, "database disk image is malformed: " + "; ".join(problems))
+                raise GalleryIndexError(self.index_path, "; ".join(problems) + ", integrity_check")
         try:
             conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as err:
-            if _is_damage(err):
+            if not (getattr(err, "sqlite_errorname", None) or "SQLITE_READONLY").startswith("SQLITE_READONLY"):
                 raise
 
     def _connect(self) -> sqlite3.Connection:
@@ -269,6 +287,9 @@ class Gallery:
         # IMMEDIATE: a write transaction takes the write lock as it begins, where SQLite waits for it (up to the
         # timeout); a deferred one would have to upgrade a read lock later, which SQLite refuses at once if
         # another writer committed in between.
+        if self._read_only:
+            return sqlite3.connect(f"{self.index_path.as_uri()}?mode=ro&immutable=1", uri=True,
+                                   isolation_level="IMMEDIATE")
         return sqlite3.connect(self.index_path, timeout=60, isolation_level="IMMEDIATE")
 
     @contextmanager
@@ -382,10 +403,13 @@ class Gallery:
         Raises:
             ValueError: an image with non-finite values or of a wrong shape (nothing is written).
             GalleryIndexError: the index cannot be read (the image file is written, the index unchanged).
+            PermissionError: the gallery folder is read-only for this user (nothing is written).
         """
         from ..images.export import save_png, to_pil
 
         self._check(model, weights_hash, layer, channel)
+        if self._read_only:
+            raise PermissionError(f"the gallery {self.data_dir} is read-only for this user: nothing can be added")
         key = settings_key(settings)
         pil = to_pil(image)
         digest = hashlib.sha256(json.dumps([model, weights_hash, layer, channel, key]).encode()).hexdigest()[:24]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sqlite3
 import sys
 import threading
 import warnings
@@ -38,7 +39,8 @@ ZOO, UPLOAD, FACTORY = "Model zoo", "Upload weights", "Python factory"
 TORCHSCRIPT_NONE = "(TorchScript: none)"
 GALLERY_RENDERS, GALLERY_RUNS = "Renders made here", "Render-model runs"
 RUN_PAGE = 96  # images of a run shown at once
-_USER_ERRORS = (ValueError, TypeError, ImportError, OSError, RuntimeError)
+# sqlite3.Error: a gallery index that is busy, read-only or on a full disk (the Gallery passes SQLite's own error)
+_USER_ERRORS = (ValueError, TypeError, ImportError, OSError, RuntimeError, sqlite3.Error)
 
 
 def _sources(config: AppConfig) -> Tuple[str, ...]:
