@@ -311,14 +311,15 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     import torch
 
     from .images import make_grid_image
-    from .models.selection import channel_count, parse_channels
+    from .models.selection import channel_units, parse_channels
     from .render import render_layer
 
     output = Path(args.output or f"{_slug(args.model)}_{_slug(args.layer)}.png")
     _check_output(output)
     model = _load(args)
     size = _render_size(args, model)
-    channels = parse_channels(args.channels, channel_count(model, args.layer, size), layer=args.layer)
+    ((count, unit),) = channel_units(model, [args.layer], size)
+    channels = parse_channels(args.channels, count, layer=args.layer, unit=unit)
     tiles = render_layer(
         model, args.layer, channels=channels, batch_size=args.batch_size, steps=_render_steps(args), size=size,
         lr=_render_lr(args), progress=not args.quiet, seed=args.seed,

@@ -72,6 +72,7 @@ __all__ = [
     "infer_layout",
     "channels_first",
     "unit_count",
+    "unit_name",
     "units",
     "MAX_PREFIX_TOKENS",
 ]
@@ -556,4 +557,20 @@ def units(
     except _TokenOrderUnknown:
         return int(activation.shape[-1]), "hidden units"  # whichever the order
     count = int(activation.shape[1] if resolved.name == "NCHW" else activation.shape[-1])
-    return count, "outputs" if activation.dim() == 2 else resolved.unit_name
+    return count, unit_name(activation, resolved)
+
+
+def unit_name(activation: torch.Tensor, layout: Optional[Layout] = None) -> str:
+    """What messages call the units of an activation whose layout is ``layout`` (a layer's output, or a
+    channels-first view of it): ``"hidden units"`` on a token layer, ``"outputs"`` on a 2-D activation (a linear
+    layer; a classifier's logits, one per class), ``"channels"`` otherwise.
+
+    Example:
+        >>> unit_name(torch.zeros(1, 10)), unit_name(torch.zeros(1, 8, 4, 4)), unit_name(torch.zeros(1, 4, 6), "NLD")
+        ('outputs', 'channels', 'hidden units')
+    """
+    if isinstance(layout, str):
+        layout = Layout(layout)
+    if layout is not None and layout.is_tokens:
+        return layout.unit_name
+    return "outputs" if activation.dim() == 2 else "channels"

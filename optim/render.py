@@ -124,7 +124,8 @@ def _channel_mismatch(err: BaseException, model: Any, channels: Optional[int]) -
 
     Nor is the image blamed for an inner layer of an ``nn.Module`` that got the image's count by chance: when the
     refusing count is not the first convolution's and another convolution reads the image's count (the input
-    layer that took the image), the error is the model's own.
+    layer that took the image), the error is the model's own. A heuristic: the first ``Conv2d`` in definition
+    order stands for the input layer, and a function model (its modules unknown) is always given the hint.
     """
     if channels is None:
         return None

@@ -65,6 +65,8 @@ def test_parse_channels_and_class_names() -> None:
     range_error = r"^channel 8 is out of range for layer 'b', which has 6 channels \(valid: 0\.\.5\)$"
     with pytest.raises(ValueError, match=range_error):
         parse_channels("0:9", 6, layer="b")
+    with pytest.raises(ValueError, match=r"^channel 3 is out of range for layer 'fc', which has 2 outputs "):
+        parse_channels("3", 2, layer="fc", unit="outputs")
     with pytest.raises(ValueError, match="'0:16'"):
         parse_channels("a-b")
     with pytest.raises(ValueError, match="empty"):

@@ -64,7 +64,7 @@ def test_channel_out_of_range_names_the_layer_value_and_range(acts):
     # a 2-D activation (a linear layer, logits) counts outputs
     with pytest.raises(ValueError, match=r"channel_index 10 is out of range for layer ReLU, which has 10 outputs"):
         ChannelActivation(relu, 10)({relu: acts["logits"]})
-    # the direction families name the same unit (one rule, loss.activation.channel_unit)
+    # the direction families name the same unit (one rule, layouts.unit_name)
     with pytest.raises(ValueError, match=r"^the direction has 3 values but ReLU has 10 outputs$"):
         Direction(relu, torch.ones(3))({relu: acts["logits"]})
     with pytest.raises(ValueError, match=r"^the direction has 3 values but ReLU has 10 outputs$"):

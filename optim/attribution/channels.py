@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from .._utils import module_name, resolve_module
-from .methods import Target, _captum, _check_target, _channel_errors_explained, _prepare, logits_module
-from ..activations import autograd_context, model_frozen
+from .methods import Target, _captum, _check_target, _prepare, logits_module
+from ..activations import _channel_errors_explained, autograd_context, model_frozen
 from ..layouts import LayoutArg, channels_first, infer_layout
 
 __all__ = ["ChannelAttribution", "ChannelBlock", "channel_attribution", "channel_blocks", "plot_channel_blocks"]

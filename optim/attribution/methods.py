@@ -17,9 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._utils import eager_compiled, model_device_dtype, optional_import, resolve_module
-from ..activations import ActivationRecorder, autograd_context, model_frozen, select_tensor
+from ..activations import ActivationRecorder, _channel_errors_explained, autograd_context, model_frozen, select_tensor
 from ..layouts import channels_first, check_layout, infer_layout
-from ..render import explained_input_errors
 
 __all__ = ["METHODS", "attribute", "default_gradcam_layer"]
 
@@ -416,12 +415,6 @@ def _prepare(model: Any, image: torch.Tensor) -> torch.Tensor:
         device, dtype = image.device, image.dtype if image.is_floating_point() else torch.float32
     # captum works on plain tensors; the ImageTensor subclass would leak into every result.
     return image.detach().as_subclass(torch.Tensor).to(device=device, dtype=dtype).clone().requires_grad_(True)
-
-
-def _channel_errors_explained(model: Any, x: torch.Tensor) -> Any:
-    """A model that refuses the image's channel count raises the renders' ``ValueError`` (both counts and a
-    conversion; :func:`optim.render.explained_input_errors`). Other errors pass unchanged."""
-    return explained_input_errors(model, (int(x.shape[-2]), int(x.shape[-1])), channels=int(x.shape[1]))
 
 
 def _class_indices(target: Optional[Target]) -> List[int]:

@@ -6,7 +6,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..layouts import Layout, LayoutArg
+from ..layouts import Layout, LayoutArg, unit_name
 from .base import Activations, BaseLoss, BatchIndex, Target, _where, check_index, target_name
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "DeepDream",
     "ActivationInterpolation",
     "check_channel",
-    "channel_unit",
     "as_map",
     "neuron_position",
     "get_neuron_pos",
@@ -32,7 +31,7 @@ def check_channel(
         activation: the channels-first view (:func:`optim.layouts.channels_first`).
         channel_index: the channel (a hidden unit of a token layer).
         target: the layer, named in errors.
-        layout: the layer's layout; range errors name the units as :func:`channel_unit` does.
+        layout: the layer's layout; range errors name the units as :func:`optim.layouts.unit_name` does.
 
     Raises:
         ValueError: an activation with no channel dimension, or an index outside it (naming the layer, the
@@ -48,21 +47,8 @@ def check_channel(
         raise ValueError(
             f"{target_name(target)} outputs a tensor of shape {tuple(activation.shape)}, which has no channel dim"
         )
-    unit = channel_unit(activation, layout)
+    unit = unit_name(activation, layout)
     return check_index(channel_index, "channel_index", size=activation.shape[1], target=target, unit=unit)
-
-
-def channel_unit(activation: torch.Tensor, layout: Optional[Layout] = None) -> str:
-    """What messages call dim 1 of a channels-first view: ``"hidden units"`` on a token layer, ``"outputs"`` on a
-    2-D activation (a linear layer; a classifier's logits, one per class), ``"channels"`` otherwise.
-
-    Example:
-        >>> channel_unit(torch.zeros(1, 10)), channel_unit(torch.zeros(1, 8, 4, 4))
-        ('outputs', 'channels')
-    """
-    if layout is not None and layout.is_tokens:
-        return layout.unit_name
-    return "outputs" if activation.dim() == 2 else "channels"
 
 
 def as_map(activation: torch.Tensor) -> torch.Tensor:

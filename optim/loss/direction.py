@@ -7,13 +7,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layouts import Layout, LayoutArg, channels_first
+from ..layouts import Layout, LayoutArg, channels_first, unit_name
 from .activation import (
     _check_token,
     _neuron_view,
     _optional_index,
     as_map,
-    channel_unit,
     check_channel,
     neuron_position,
 )
@@ -57,7 +56,7 @@ def _check_length(vec: torch.Tensor, act: torch.Tensor, target: Target, layout: 
     given = vec.numel() if count is None else count
     if given != act.shape[1]:
         raise ValueError(f"{what} has {given} values but {target_name(target)} has {act.shape[1]} "
-                         f"{channel_unit(act, layout)}")
+                         f"{unit_name(act, layout)}")
 
 
 class Direction(BaseLoss):

@@ -20,13 +20,16 @@ __all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count"
            "class_index"]
 
 
-def parse_channels(text: str, num_channels: Optional[int] = None, *, layer: Optional[str] = None) -> List[int]:
+def parse_channels(
+    text: str, num_channels: Optional[int] = None, *, layer: Optional[str] = None, unit: str = "channels"
+) -> List[int]:
     """Parse a channel selection: ``"0:16"`` (a range), ``"3,5,9"``, ``"4"``, or ``"all"``.
 
     Args:
         text: the selection.
         num_channels: the layer's channel count (needed for ``"all"`` and an open range end).
         layer: the layer's name, for the range error (:func:`optim.loss.base.check_index`, the one index check).
+        unit: what the layer's units are called there (:func:`channel_units` gives it).
 
     Returns:
         The sorted, de-duplicated channel indices.
@@ -65,7 +68,7 @@ def parse_channels(text: str, num_channels: Optional[int] = None, *, layer: Opti
     if num_channels is not None:
         from ..loss.base import check_index
 
-        check_index(channels[-1], "channel", size=num_channels, target=layer)
+        check_index(channels[-1], "channel", size=num_channels, target=layer, unit=unit)
     return channels
 
 
