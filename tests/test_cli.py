@@ -62,7 +62,7 @@ def test_parse_channels_and_class_names() -> None:
     assert parse_channels("3,1,3") == [1, 3]
     assert parse_channels("all", 3) == [0, 1, 2]
     assert parse_channels("2:", 5) == [2, 3, 4]
-    range_error = r"^channel 8 is out of range for layer 'b', which has 6 channels \(valid: 0\.\.5\)$"
+    range_error = r"^channel 6 is out of range for layer 'b', which has 6 channels \(valid: 0\.\.5\)$"
     with pytest.raises(ValueError, match=range_error):
         parse_channels("0:9", 6, layer="b")
     with pytest.raises(ValueError, match=r"^channel 3 is out of range for layer 'fc', which has 2 outputs "):
@@ -209,6 +209,11 @@ def test_offline_download_names_the_url_and_the_weights_alternative(tmp_path, ca
     err = _one_error_line(capsys)
     assert models.INCEPTION5H_URL in err and "Name or service not known" in err
     assert "--weights FILE" in err and "--no-pretrained" in err
+    # a factory called directly says the same, as an OSError carrying the URL
+    with pytest.raises(models.WeightsDownloadError, match="model_path=FILE for a factory") as info:
+        models.googlenet(pretrained=True)
+    assert info.value.url == models.INCEPTION5H_URL and info.value.model is None
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
     # the alternative works offline: the published file's architecture, loaded from disk
     pretrained_config = dict(transform_input=True, bgr_transform=False, replace_relus_with_redirectedrelu=True,
                              use_linear_modules_only=False, aux_logits=False, out_features=1008)

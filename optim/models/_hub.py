@@ -11,14 +11,47 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import os
+import socket
+import urllib.error
 import warnings
 from typing import Any, Dict, Optional
 from urllib.parse import urlparse
 
 import torch
 
-__all__ = ["WEIGHTS_SHA256", "file_sha256", "load_verified_state_dict"]
+__all__ = ["WEIGHTS_SHA256", "WeightsDownloadError", "file_sha256", "load_verified_state_dict"]
+
+# Errors of a failed download (urllib's URLError and HTTPError are OSErrors; a dropped connection can also
+# surface as an http.client error that is not).
+DOWNLOAD_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException)
+
+
+class WeightsDownloadError(OSError):
+    """Pretrained weights could not be downloaded (offline, proxy, server down).
+
+    Attributes:
+        model: the registry name (``None``: a factory called directly).
+        url: the file that was being downloaded (``None`` if it could not be determined).
+        reason: the network error, in one line.
+    """
+
+    def __init__(self, model: Optional[str], url: Optional[str], reason: str) -> None:
+        self.model, self.url, self.reason = model, url, reason
+        what = "the pretrained weights" + (f" of {model!r}" if model else "")
+        where = f"from {url}" if url else "(the URL is in the model factory's documentation)"
+        super().__init__(
+            f"cannot download {what} {where}: {reason}. Download that file on a machine with a connection and "
+            "load it from disk (model_path=FILE for a factory, weights=FILE for load_model, --weights FILE on the "
+            "command line), or use random weights (pretrained=False; --no-pretrained)"
+        )
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (its type's name if it has none)."""
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 #: Published SHA-256 digests of downloadable weights, by URL; ``None`` where no digest is published (the
 #: factories register their URLs here). Pin a digest you have verified with
@@ -111,6 +144,7 @@ def load_verified_state_dict(
     Raises:
         ValueError: the cached file's digest differs from the pinned or the recorded one (the file is
             deleted, so the next call downloads it again), or ``sha256`` is not 64 hex characters.
+        WeightsDownloadError: the download failed (an ``OSError`` naming the URL and the alternatives).
 
     Example (offline: the file is put in a fresh cache first, so nothing is downloaded)::
 
@@ -141,7 +175,10 @@ def load_verified_state_dict(
     if not os.path.exists(cached):
         os.makedirs(model_dir, exist_ok=True)
         # torch.hub's downloader writes to a temporary file and moves it into place when complete
-        torch.hub.download_url_to_file(url, cached, hash_prefix=None, progress=progress)
+        try:
+            torch.hub.download_url_to_file(url, cached, hash_prefix=None, progress=progress)
+        except DOWNLOAD_ERRORS as err:
+            raise WeightsDownloadError(None, url, one_line(err)) from err
     # checked before it is deserialized, so a damaged cache is replaced rather than half-read
     digest = file_sha256(cached)
     if expected is not None and digest != expected:

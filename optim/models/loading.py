@@ -27,20 +27,19 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import http.client
 import importlib
 import io
 import os
 import re
-import socket
 import tempfile
-import urllib.error
 import zipfile
 from pathlib import Path
 from typing import Any, Collection, List, Optional, Union
 
 import torch
 import torch.nn as nn
+
+from ._hub import DOWNLOAD_ERRORS, WeightsDownloadError, one_line
 
 __all__ = [
     "load_model",
@@ -63,35 +62,6 @@ TORCHSCRIPT_RISK = "loading it runs the code stored in the file, which can read 
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _FACTORY_SPEC = re.compile(rf"^({_IDENT}(?:\.{_IDENT})*):({_IDENT}(?:\.{_IDENT})*)$")
-
-# Errors of a failed download (urllib's URLError and HTTPError are OSErrors; a dropped connection can also
-# surface as an http.client error that is not).
-_DOWNLOAD_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException)
-
-
-class WeightsDownloadError(OSError):
-    """The pretrained weights of a registry model could not be downloaded (offline, proxy, server down).
-
-    Attributes:
-        model: the registry name.
-        url: the file that was being downloaded (``None`` if it could not be determined).
-        reason: the network error, in one line.
-    """
-
-    def __init__(self, model: str, url: Optional[str], reason: str) -> None:
-        self.model, self.url, self.reason = model, url, reason
-        where = f"from {url}" if url else "(the URL is in the model factory's documentation)"
-        super().__init__(
-            f"cannot download the pretrained weights of {model!r} {where}: {reason}. Download that file on a "
-            "machine with a connection and load it from disk (weights=FILE; on the command line --weights FILE), "
-            "or use random weights (pretrained=False; --no-pretrained)"
-        )
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
-
 
 def load_factory(spec: str, allowed: Optional[Collection[str]] = None) -> Any:
     """Import ``"package.module:function"`` and return the function (or class), if the allow-list permits it.
@@ -250,7 +220,7 @@ def _load_torchscript(source: PathOrBytes, what: str) -> nn.Module:
     try:
         script = torch.jit.load(handle, map_location="cpu")
     except Exception as err:  # torch.jit.load raises RuntimeError and others for a damaged archive
-        raise ValueError(f"{what} is not a loadable TorchScript file: {_one_line(err)}") from err
+        raise ValueError(f"{what} is not a loadable TorchScript file: {one_line(err)}") from err
     return hookable_torchscript(script).eval()
 
 
@@ -261,7 +231,7 @@ def _read_state_dict(source: PathOrBytes, what: str) -> Any:
     except Exception as err:  # unpickling errors come in many types
         raise ValueError(
             f"{what} is not a weights file: neither a TorchScript file nor a state dict readable with "
-            f"weights_only=True ({_one_line(err)})"
+            f"weights_only=True ({one_line(err)})"
         ) from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a training checkpoint
@@ -345,7 +315,7 @@ def resolve_device(device: Union[str, torch.device, None] = None) -> torch.devic
             dev = torch.device(device.strip())
         except (RuntimeError, ValueError) as err:
             raise ValueError(
-                f"unknown device {device!r}: {_one_line(err)} (use e.g. 'cpu', 'cuda', 'cuda:1' or 'mps')"
+                f"unknown device {device!r}: {one_line(err)} (use e.g. 'cpu', 'cuda', 'cuda:1' or 'mps')"
             ) from None
     else:
         raise TypeError(f"device must be a str, a torch.device or None, got {type(device).__name__}")
@@ -372,15 +342,8 @@ def resolve_device(device: Union[str, torch.device, None] = None) -> torch.devic
     return dev
 
 
-def _download_url(err: BaseException, factory: Any) -> Optional[str]:
-    """The URL a failed download was fetching: from the hub loader's frame, else the factory module's URLs."""
-    tb = err.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        url = frame.f_locals.get("url") if frame.f_code.co_name == "load_verified_state_dict" else None
-        if isinstance(url, str):
-            return url
-        tb = tb.tb_next
+def _download_url(factory: Any) -> Optional[str]:
+    """The URL a factory downloads from: the one pinned URL its module holds, else ``None``."""
     import sys
 
     from ._hub import WEIGHTS_SHA256
@@ -404,10 +367,12 @@ def _registry_model(
     if weights is None:
         try:
             return get_model(spec, pretrained=pretrained, progress=progress)
-        except _DOWNLOAD_ERRORS as err:
+        except WeightsDownloadError as err:  # the hub's own downloader: it knows the URL
+            raise WeightsDownloadError(spec, err.url, err.reason) from err.__cause__
+        except DOWNLOAD_ERRORS as err:  # another downloader a factory uses
             if not pretrained or entry.weights_offline:
                 raise
-            raise WeightsDownloadError(spec, _download_url(err, entry.factory), _one_line(err)) from err
+            raise WeightsDownloadError(spec, _download_url(entry.factory), one_line(err)) from err
     # The factory loads the file itself (model_path=), so it builds the architecture those weights belong to
     # (a published file such as inception5h.pth fits the pretrained configuration), with weights_only=True.
     with tempfile.TemporaryDirectory(prefix="optim-weights-") as folder:
@@ -427,7 +392,7 @@ def _registry_model(
         except Exception as err:  # torch.load's errors for a damaged file come in many types
             raise ValueError(
                 f"{what} is not a weights file: neither a TorchScript file nor a state dict readable with "
-                f"weights_only=True ({_one_line(err)})"
+                f"weights_only=True ({one_line(err)})"
             ) from err
 
 

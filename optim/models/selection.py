@@ -42,7 +42,7 @@ def parse_channels(
     >>> parse_channels("0:9", 6, layer="conv2")
     Traceback (most recent call last):
     ...
-    ValueError: channel 8 is out of range for layer 'conv2', which has 6 channels (valid: 0..5)
+    ValueError: channel 6 is out of range for layer 'conv2', which has 6 channels (valid: 0..5)
     """
     if not isinstance(text, str):
         raise TypeError(f"a channel selection is a str such as '0:16', got {type(text).__name__}")
@@ -68,7 +68,8 @@ def parse_channels(
     if num_channels is not None:
         from ..loss.base import check_index
 
-        check_index(channels[-1], "channel", size=num_channels, target=layer, unit=unit)
+        first_bad = next((c for c in channels if c >= num_channels), channels[-1])
+        check_index(first_bad, "channel", size=num_channels, target=layer, unit=unit)
     return channels
 
 
