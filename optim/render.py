@@ -27,6 +27,7 @@ from .images.base import as_image_batch, channel_advice, count_channels
 from .loss.activation import ChannelActivation
 from .loss.base import Loss, check_index
 from .loss.parse import parse
+from .optimization.averaging import ImageAverage, check_average
 from .optimization.batched import Segment, TransformArg, make_transform, render_batches, seeded
 from .optimization.defaults import (
     DEFAULT_DECAY_POWER,
@@ -259,6 +260,7 @@ def render_vis(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    average: Optional[float] = None,
 ) -> List[torch.Tensor]:
     """Render an image that maximizes ``objective`` on ``model`` (Lucent's ``render_vis``).
 
@@ -292,6 +294,9 @@ def render_vis(
             stream. ``None``: the image is used as built.
         callback: ``callback(step, loss, images)`` after every step (e.g.
             :class:`~optim.optimization.TensorBoardCallback`).
+        average: each snapshot is the :class:`~optim.optimization.ImageAverage` (a debiased exponential moving
+            average, this decay, e.g. 0.9) of the images the steps so far optimized, instead of the last one;
+            a snapshot at step 0 is the starting image. ``None``: the last image.
 
     Returns:
         One detached CPU ``ImageTensor`` ``[B, C, H, W]`` per threshold.
@@ -319,6 +324,8 @@ def render_vis(
     from .models.preprocess import render_inputs
 
     steps = _check_thresholds(thresholds)
+    averaged = None if check_average(average) is None else ImageAverage(average)
+    step_callback = callback if averaged is None else averaged.then(callback)
     inputs = render_inputs(model, preprocess=preprocess, transforms=transforms)  # native size and normalization
     # built outside inference mode even when the caller is inside it, so autograd can train the image
     with autograd_context(), seeded(seed, model):
@@ -336,7 +343,8 @@ def render_vis(
             segment.offset, segment.end = segment.end, threshold
             if threshold > segment.offset:
                 try:
-                    obj.optimize(segment, optimizer=optimizer, lr=lr, callback=callback, step_offset=segment.offset)
+                    obj.optimize(segment, optimizer=optimizer, lr=lr, callback=step_callback,
+                                 step_offset=segment.offset)
                 except (RuntimeError, ValueError, AssertionError, TypeError) as err:
                     if segment.offset > 0 or not raised_by_model(err):
                         raise
@@ -348,7 +356,8 @@ def render_vis(
                         raise
                     raise explained from err
             with torch.no_grad():
-                images.append(_as_image_tensor(param()))
+                last = averaged is None or averaged.steps == 0
+                images.append(_as_image_tensor(param() if last else averaged.value()))
     finally:
         bar.close()
     return images
@@ -369,6 +378,7 @@ def render_layer(
     seed: Optional[int] = None,
     *,
     callback: Optional[StepCallback] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """Render many channels of one layer, ``batch_size`` channels per optimization.
 
@@ -391,6 +401,8 @@ def render_layer(
         progress: one progress bar over all batches.
         seed: seed for a reproducible render (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
+        average: return each image's :class:`~optim.optimization.ImageAverage` with this decay (as
+            :func:`render_vis` takes it) instead of its last step's image.
 
     Returns:
         A CPU ``ImageTensor`` ``[len(channels), C, H, W]``, in channel order (see ``opt.make_grid_image``); ``C``
@@ -452,5 +464,6 @@ def render_layer(
             progress=progress,
             seed=seed,
             callback=callback,
+            average=average,
         )
     return ImageTensor(tiles)

@@ -284,3 +284,39 @@ def test_default_image_refuses_a_size_that_is_not_an_int_or_a_sequence():
         default_image(8.0)
     assert default_image(8)().shape == (1, 3, 8, 8)
     assert default_image([8, 6])().shape == (1, 3, 8, 6)
+
+
+def _debiased_ema(images, decay):
+    """The exponential moving average of ``images`` with weights normalised to 1 (ImageAverage's definition)."""
+    weights = [decay ** (len(images) - 1 - i) for i in range(len(images))]
+    return sum(w * x for w, x in zip(weights, images)) / sum(weights)
+
+
+def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
+    """render_vis(average=d) and render_layer(average=d): the same trajectory, the average of its images returned."""
+    seen = []
+
+    def record(step, loss, images):
+        seen.append(images.detach().clone())
+
+    kwargs = dict(image=lambda: opt.render.default_image(8), thresholds=(0, 3, 5), progress=False, seed=0)
+    start, at3, at5 = opt.render_vis(tiny_net, "conv2:1", callback=record, average=0.5, **kwargs)
+    plain = opt.render_vis(tiny_net, "conv2:1", **kwargs)
+    assert len(seen) == 5 and torch.equal(start, plain[0])  # a snapshot at step 0 is the starting image
+    assert torch.allclose(at3, _debiased_ema(seen[:3], 0.5), atol=1e-6)
+    assert torch.allclose(at5, _debiased_ema(seen, 0.5), atol=1e-6)
+    assert (at5 - plain[2]).abs().max() > 1e-3  # not the last image
+    assert torch.allclose(opt.render_vis(tiny_net, "conv2:1", average=0.0, **kwargs)[2], seen[-1], atol=1e-6)
+    seen.clear()
+    tiles = opt.render_layer(tiny_net, "conv2", channels=[0, 1, 2], batch_size=2, steps=3, size=8, progress=False,
+                             seed=0, callback=record, average=0.9)
+    assert torch.allclose(tiles[:2], _debiased_ema(seen[:3], 0.9), atol=1e-6)  # first batch: steps 0-2
+    assert torch.allclose(tiles[2:], _debiased_ema(seen[3:], 0.9), atol=1e-6)  # second batch: its own average
+    before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    for bad, error in ((1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), (True, TypeError),
+                       ("0.9", TypeError)):
+        with pytest.raises(error, match="average must be"):
+            opt.render_vis(tiny_net, "conv2:1", average=bad, **kwargs)
+        with pytest.raises(error, match="average must be"):
+            opt.render_layer(tiny_net, "conv2", channels=[0], steps=1, size=8, progress=False, average=bad)
+    assert all(torch.equal(v, before[k]) for k, v in tiny_net.state_dict().items())

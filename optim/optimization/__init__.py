@@ -1,5 +1,6 @@
 """The render core: ``InputOptimization``, its defaults, stop criteria, progress and callbacks, batched renders."""
 from ..activations import StopForward, model_frozen
+from .averaging import ImageAverage
 from .batched import make_transform, render_batches
 from .defaults import (
     DEFAULT_DECAY_POWER,
@@ -26,6 +27,7 @@ __all__ = [
     "StopCriteria",
     "ProgressBar",
     "TensorBoardCallback",
+    "ImageAverage",
     "render_batches",
     "make_transform",
     "make_optimizer",

@@ -16,6 +16,7 @@ import torch.nn as nn
 from .._utils import model_device_dtype
 from ..activations import autograd_context
 from ..loss.base import Loss, sum_loss_list
+from .averaging import ImageAverage, check_average
 from .defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_transforms, make_optimizer
 from .progress import ProgressBar, StepCallback
 from .streams import check_seed
@@ -126,6 +127,7 @@ def render_batches(
     progress: bool = True,
     seed: Optional[int] = None,
     callback: Optional[StepCallback] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """Render ``len(objectives)`` images, ``batch_size`` per optimization, with one progress bar.
 
@@ -145,6 +147,8 @@ def render_batches(
         progress: one progress bar over every step of every batch.
         seed: the render's seed (``None``: drawn once from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step; ``step`` counts over all batches.
+        average: return each batch's :class:`~optim.optimization.ImageAverage` with this decay instead of its
+            last image (``None``: the last image).
 
     Returns:
         A detached CPU tensor ``[len(objectives), C, H, W]`` in the order of ``objectives``.
@@ -172,6 +176,7 @@ def render_batches(
         raise TypeError("a batched render needs an optimizer class or factory (one optimizer per batch), not an instance")
     if optimizer is not None:
         make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # validate before any work
+    average = check_average(average)
     seed = check_seed(seed)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -186,10 +191,12 @@ def render_batches(
                 param = image(len(chunk))
                 loss = sum_loss_list([objectives[j](i) for i, j in enumerate(chunk)])
                 obj = InputOptimization(model, loss, param, transform, seed=seed, image_keys=[keys[j] for j in chunk])
-            obj.optimize(Segment(bar, b * steps, (b + 1) * steps), optimizer, lr=lr, callback=callback,
-                         step_offset=b * steps)
+            averaged = None if average is None else ImageAverage(average)
+            obj.optimize(Segment(bar, b * steps, (b + 1) * steps), optimizer, lr=lr,
+                         callback=callback if averaged is None else averaged.then(callback), step_offset=b * steps)
             with torch.no_grad():
-                out.append(param().detach().as_subclass(torch.Tensor).cpu())
+                result = param() if averaged is None else averaged.value()
+                out.append(result.detach().as_subclass(torch.Tensor).cpu())
     finally:
         bar.close()
     return torch.cat(out)

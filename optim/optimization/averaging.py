@@ -1,0 +1,92 @@
+"""Iterate averaging of a render: the image returned is an exponential moving average of the images the steps
+optimized, not the last one (Polyak & Juditsky 1992; the EMA form as in Adam's debiased moments, Kingma & Ba 2015).
+
+The last iterate of a render carries the latest transform's jitter and the optimizer's last overshoot; an average
+over the last few steps keeps what every step agreed on. It costs one image-sized buffer and an add per step.
+Opt-in (``render_vis(..., average=0.9)``, ``render_layer(..., average=0.9)``): the measurements are in
+:mod:`optim.optimization.defaults` (session 11).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from .progress import StepCallback
+
+__all__ = ["ImageAverage", "check_average"]
+
+
+def check_average(average: Any) -> Optional[float]:
+    """``average`` as a decay in ``[0, 1)``, or ``None`` (no averaging).
+
+    Raises:
+        TypeError: not a number (a bool, a string ...).
+        ValueError: outside ``[0, 1)`` or not finite.
+
+    Example:
+        >>> check_average(0.9), check_average(None)
+        (0.9, None)
+    """
+    if average is None:
+        return None
+    if isinstance(average, bool) or not isinstance(average, (int, float)):
+        raise TypeError(f"average must be a float decay in [0, 1) or None, got {average!r} ({type(average).__name__})")
+    if not 0.0 <= float(average) < 1.0:
+        raise ValueError(f"average must be a decay in [0, 1) (0.9: about the last 10 steps), got {average!r}")
+    return float(average)
+
+
+class ImageAverage:
+    """The debiased exponential moving average of the images a render's steps optimized.
+
+    After ``t`` updates with images ``x_1 .. x_t`` it holds
+    ``(1 - d) * sum_i d^(t - i) x_i / (1 - d^t)``: a weighted mean (weights sum to 1) that forgets at rate ``d``.
+
+    Args:
+        decay: ``d`` in ``[0, 1)``; 0 keeps the last image, 0.9 averages roughly the last 10.
+
+    Example:
+        >>> avg = ImageAverage(0.5)
+        >>> for x in (1.0, 2.0, 3.0):
+        ...     avg.update(torch.tensor([x]))
+        >>> avg.value()  # (0.25 * 1 + 0.5 * 2 + 1 * 3) / 1.75
+        tensor([2.4286])
+    """
+
+    def __init__(self, decay: float) -> None:
+        checked = check_average(decay)
+        if checked is None:
+            raise TypeError("decay must be a float in [0, 1), got None")
+        self.decay = checked
+        self.steps = 0
+        self._ema: Optional[torch.Tensor] = None
+
+    def update(self, image: torch.Tensor) -> None:
+        """Fold in one step's image ``[B, C, H, W]`` (detached; the first update fixes the shape)."""
+        image = image.detach()
+        if self._ema is None:
+            self._ema = image * (1.0 - self.decay)
+        else:
+            self._ema = self._ema * self.decay + image * (1.0 - self.decay)
+        self.steps += 1
+
+    def value(self) -> torch.Tensor:
+        """The average so far.
+
+        Raises:
+            ValueError: before the first update.
+        """
+        if self._ema is None:
+            raise ValueError("no image has been averaged yet: update() runs once per step")
+        return self._ema / (1.0 - self.decay**self.steps)
+
+    def then(self, callback: Optional[StepCallback]) -> StepCallback:
+        """A step callback that updates the average, then calls ``callback`` (if any)."""
+
+        def step(index: int, loss: torch.Tensor, images: torch.Tensor) -> None:
+            self.update(images)
+            if callback is not None:
+                callback(index, loss, images)
+
+        return step
