@@ -28,6 +28,7 @@ from .loss.activation import ChannelActivation
 from .loss.base import Loss, check_index
 from .loss.parse import parse
 from .optimization.averaging import ImageAverage, check_average
+from .optimization.defaults import resolve_average
 from .optimization.batched import Segment, TransformArg, make_transform, render_batches, seeded
 from .optimization.defaults import (
     DEFAULT_DECAY_POWER,
@@ -295,8 +296,10 @@ def render_vis(
         callback: ``callback(step, loss, images)`` after every step (e.g.
             :class:`~optim.optimization.TensorBoardCallback`).
         average: each snapshot is the :class:`~optim.optimization.ImageAverage` (a debiased exponential moving
-            average, this decay, e.g. 0.9) of the images the steps so far optimized, instead of the last one;
-            a snapshot at step 0 is the starting image. ``None``: the last image.
+            average with this decay) of the images the steps so far optimized and the current one; a snapshot
+            at step 0 is the starting image. ``None``: ``DEFAULT_AVERAGE`` (0.9, about the last 10 steps) for an
+            image from noise, none for one that starts from a photo (:func:`~optim.optimization.resolve_average`);
+            ``0``: the last image.
 
     Returns:
         One detached CPU ``ImageTensor`` ``[B, C, H, W]`` per threshold.
@@ -324,8 +327,7 @@ def render_vis(
     from .models.preprocess import render_inputs
 
     steps = _check_thresholds(thresholds)
-    averaged = None if check_average(average) is None else ImageAverage(average)
-    step_callback = callback if averaged is None else averaged.then(callback)
+    check_average(average)  # before any work
     inputs = render_inputs(model, preprocess=preprocess, transforms=transforms)  # native size and normalization
     # built outside inference mode even when the caller is inside it, so autograd can train the image
     with autograd_context(), seeded(seed, model):
@@ -335,6 +337,8 @@ def render_vis(
     # built (and checked) before any work; every segment reuses it, so Adam's moments and the learning-rate
     # schedule carry over between snapshots
     obj._make_optimizer(optimizer, lr)
+    averaged = ImageAverage(resolve_average(average, param))
+    step_callback = averaged.then(callback)
     bar = ProgressBar(steps[-1], enabled=progress)
     segment = Segment(bar)
     images: List[torch.Tensor] = []
@@ -356,8 +360,7 @@ def render_vis(
                         raise
                     raise explained from err
             with torch.no_grad():
-                last = averaged is None or averaged.steps == 0
-                images.append(_as_image_tensor(param() if last else averaged.value()))
+                images.append(_as_image_tensor(averaged.value(param())))
     finally:
         bar.close()
     return images
@@ -401,8 +404,8 @@ def render_layer(
         progress: one progress bar over all batches.
         seed: seed for a reproducible render (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
-        average: return each image's :class:`~optim.optimization.ImageAverage` with this decay (as
-            :func:`render_vis` takes it) instead of its last step's image.
+        average: iterate averaging, as :func:`render_vis` takes it (``None``: ``DEFAULT_AVERAGE``; ``0``: each
+            image as its last step left it).
 
     Returns:
         A CPU ``ImageTensor`` ``[len(channels), C, H, W]``, in channel order (see ``opt.make_grid_image``); ``C``

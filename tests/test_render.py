@@ -103,7 +103,7 @@ def test_optimizer_forms(tiny_net, kind):
         optimizer = lambda params: torch.optim.SGD(params, lr=0.0)  # noqa: E731
     start = image().detach().clone()
     (out,) = opt.render_vis(tiny_net, "conv2:0", image=image, transforms=[], optimizer=optimizer, lr=0.0,
-                            thresholds=3, progress=False)
+                            thresholds=3, progress=False, average=0)  # the last image: bit for bit
     # lr 0 everywhere: the optimizer really is the one given (Adam at lr 0 would also not move, so the
     # class form is also checked below with a real step size)
     assert torch.equal(out, start)
@@ -293,7 +293,8 @@ def _debiased_ema(images, decay):
 
 
 def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
-    """render_vis(average=d) and render_layer(average=d): the same trajectory, the average of its images returned."""
+    """render_vis and render_layer return the average of the images the steps optimized and the last one; the
+    default averages a render from noise (DEFAULT_AVERAGE) and not one from a photo; average=0 is the last image."""
     seen = []
 
     def record(step, loss, images):
@@ -301,17 +302,24 @@ def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
 
     kwargs = dict(image=lambda: opt.render.default_image(8), thresholds=(0, 3, 5), progress=False, seed=0)
     start, at3, at5 = opt.render_vis(tiny_net, "conv2:1", callback=record, average=0.5, **kwargs)
-    plain = opt.render_vis(tiny_net, "conv2:1", **kwargs)
-    assert len(seen) == 5 and torch.equal(start, plain[0])  # a snapshot at step 0 is the starting image
-    assert torch.allclose(at3, _debiased_ema(seen[:3], 0.5), atol=1e-6)
-    assert torch.allclose(at5, _debiased_ema(seen, 0.5), atol=1e-6)
-    assert (at5 - plain[2]).abs().max() > 1e-3  # not the last image
-    assert torch.allclose(opt.render_vis(tiny_net, "conv2:1", average=0.0, **kwargs)[2], seen[-1], atol=1e-6)
+    last = opt.render_vis(tiny_net, "conv2:1", average=0, **kwargs)  # the same trajectory, its last images
+    assert len(seen) == 5 and torch.equal(start, last[0])  # a snapshot at step 0 is the starting image
+    assert torch.allclose(at3, _debiased_ema(seen[:3] + [last[1]], 0.5), atol=1e-6)
+    assert torch.allclose(at5, _debiased_ema(seen + [last[2]], 0.5), atol=1e-6)
+    assert (at5 - last[2]).abs().max() > 1e-3  # not the last image
+    default = opt.render_vis(tiny_net, "conv2:1", **kwargs)
+    assert opt.optimization.DEFAULT_AVERAGE == 0.9
+    assert torch.equal(default[2], opt.render_vis(tiny_net, "conv2:1", average=0.9, **kwargs)[2])
+    photo = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    from_photo = dict(kwargs, image=photo)
+    assert torch.equal(opt.render_vis(tiny_net, "conv2:1", **from_photo)[2],
+                       opt.render_vis(tiny_net, "conv2:1", average=0, **from_photo)[2])
     seen.clear()
-    tiles = opt.render_layer(tiny_net, "conv2", channels=[0, 1, 2], batch_size=2, steps=3, size=8, progress=False,
-                             seed=0, callback=record, average=0.9)
-    assert torch.allclose(tiles[:2], _debiased_ema(seen[:3], 0.9), atol=1e-6)  # first batch: steps 0-2
-    assert torch.allclose(tiles[2:], _debiased_ema(seen[3:], 0.9), atol=1e-6)  # second batch: its own average
+    layer = dict(channels=[0, 1, 2], batch_size=2, steps=3, size=8, progress=False, seed=0)
+    tiles = opt.render_layer(tiny_net, "conv2", callback=record, **layer)
+    ends = opt.render_layer(tiny_net, "conv2", average=0, **layer)
+    assert torch.allclose(tiles[:2], _debiased_ema(seen[:3] + [ends[:2]], 0.9), atol=1e-6)  # first batch
+    assert torch.allclose(tiles[2:], _debiased_ema(seen[3:] + [ends[2:]], 0.9), atol=1e-6)  # its own average
     before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
     for bad, error in ((1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), (True, TypeError),
                        ("0.9", TypeError)):

@@ -12,6 +12,8 @@ from .defaults import (
     make_optimizer,
     starts_from_photo,
     model_input_channels,
+    resolve_average,
+    DEFAULT_AVERAGE,
 )
 from .hooks import ActivationFetcher, ModuleOutputsHook, run_to_targets
 from .input_optimization import InputOptimization
@@ -32,6 +34,8 @@ __all__ = [
     "make_transform",
     "make_optimizer",
     "starts_from_photo",
+    "resolve_average",
+    "DEFAULT_AVERAGE",
     "default_image",
     "default_transforms",
     "model_input_channels",

@@ -3,7 +3,8 @@ optimized, not the last one (Polyak & Juditsky 1992; the EMA form as in Adam's d
 
 The last iterate of a render carries the latest transform's jitter and the optimizer's last overshoot; an average
 over the last few steps keeps what every step agreed on. It costs one image-sized buffer and an add per step.
-Opt-in (``render_vis(..., average=0.9)``, ``render_layer(..., average=0.9)``): the measurements are in
+Every render from noise averages by default (``DEFAULT_AVERAGE``, the rule in
+:func:`~optim.optimization.defaults.resolve_average`; ``average=0`` returns the last image); the measurements are in
 :mod:`optim.optimization.defaults` (session 11).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from .progress import StepCallback
+from .progress import StepCallback, check_callback
 
 __all__ = ["ImageAverage", "check_average"]
 
@@ -38,19 +39,20 @@ def check_average(average: Any) -> Optional[float]:
 
 
 class ImageAverage:
-    """The debiased exponential moving average of the images a render's steps optimized.
+    """The debiased exponential moving average of a render's images.
 
-    After ``t`` updates with images ``x_1 .. x_t`` it holds
-    ``(1 - d) * sum_i d^(t - i) x_i / (1 - d^t)``: a weighted mean (weights sum to 1) that forgets at rate ``d``.
+    The images are those the steps optimized (one per step, folded in by :meth:`update`, e.g. from the step
+    callback) and, last, the current image (given to :meth:`value`). After images ``x_0 .. x_t`` it is
+    ``sum_i d^(t - i) x_i / sum_i d^(t - i)``: a weighted mean that forgets at rate ``d``.
 
     Args:
-        decay: ``d`` in ``[0, 1)``; 0 keeps the last image, 0.9 averages roughly the last 10.
+        decay: ``d`` in ``[0, 1)``; 0 gives the current image exactly, 0.9 averages roughly the last 10.
 
     Example:
         >>> avg = ImageAverage(0.5)
-        >>> for x in (1.0, 2.0, 3.0):
+        >>> for x in (1.0, 2.0):
         ...     avg.update(torch.tensor([x]))
-        >>> avg.value()  # (0.25 * 1 + 0.5 * 2 + 1 * 3) / 1.75
+        >>> avg.value(torch.tensor([3.0]))  # (0.25 * 1 + 0.5 * 2 + 1 * 3) / 1.75
         tensor([2.4286])
     """
 
@@ -71,18 +73,21 @@ class ImageAverage:
             self._ema = self._ema * self.decay + image * (1.0 - self.decay)
         self.steps += 1
 
-    def value(self) -> torch.Tensor:
-        """The average so far.
-
-        Raises:
-            ValueError: before the first update.
-        """
-        if self._ema is None:
-            raise ValueError("no image has been averaged yet: update() runs once per step")
-        return self._ema / (1.0 - self.decay**self.steps)
+    def value(self, current: torch.Tensor) -> torch.Tensor:
+        """The average of the images folded in so far and ``current`` (not folded in: the render goes on)."""
+        current = current.detach()
+        if self._ema is None or self.decay == 0.0:
+            return current
+        summed = self._ema * self.decay + current * (1.0 - self.decay)
+        return summed / (1.0 - self.decay ** (self.steps + 1))
 
     def then(self, callback: Optional[StepCallback]) -> StepCallback:
-        """A step callback that updates the average, then calls ``callback`` (if any)."""
+        """A step callback that updates the average, then calls ``callback`` (if any).
+
+        Raises:
+            TypeError: ``callback`` is neither ``None`` nor callable.
+        """
+        check_callback(callback)
 
         def step(index: int, loss: torch.Tensor, images: torch.Tensor) -> None:
             self.update(images)

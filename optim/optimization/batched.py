@@ -17,7 +17,7 @@ from .._utils import model_device_dtype
 from ..activations import autograd_context
 from ..loss.base import Loss, sum_loss_list
 from .averaging import ImageAverage, check_average
-from .defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_transforms, make_optimizer
+from .defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_transforms, make_optimizer, resolve_average
 from .progress import ProgressBar, StepCallback
 from .streams import check_seed
 
@@ -147,8 +147,8 @@ def render_batches(
         progress: one progress bar over every step of every batch.
         seed: the render's seed (``None``: drawn once from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step; ``step`` counts over all batches.
-        average: return each batch's :class:`~optim.optimization.ImageAverage` with this decay instead of its
-            last image (``None``: the last image).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: ``DEFAULT_AVERAGE``
+            for images from noise; ``0``: each batch's last image).
 
     Returns:
         A detached CPU tensor ``[len(objectives), C, H, W]`` in the order of ``objectives``.
@@ -191,12 +191,11 @@ def render_batches(
                 param = image(len(chunk))
                 loss = sum_loss_list([objectives[j](i) for i, j in enumerate(chunk)])
                 obj = InputOptimization(model, loss, param, transform, seed=seed, image_keys=[keys[j] for j in chunk])
-            averaged = None if average is None else ImageAverage(average)
-            obj.optimize(Segment(bar, b * steps, (b + 1) * steps), optimizer, lr=lr,
-                         callback=callback if averaged is None else averaged.then(callback), step_offset=b * steps)
+            averaged = ImageAverage(resolve_average(average, param))
+            obj.optimize(Segment(bar, b * steps, (b + 1) * steps), optimizer, lr=lr, callback=averaged.then(callback),
+                         step_offset=b * steps)
             with torch.no_grad():
-                result = param() if averaged is None else averaged.value()
-                out.append(result.detach().as_subclass(torch.Tensor).cpu())
+                out.append(averaged.value(param()).as_subclass(torch.Tensor).cpu())
     finally:
         bar.close()
     return torch.cat(out)

@@ -37,7 +37,7 @@ from .defaults import (
     starts_from_photo,
     model_input_channels,
 )
-from .progress import StepCallback
+from .progress import StepCallback, check_callback
 from .stop_criteria import _coerce
 from .streams import apply_transform, check_seed, image_generators
 
@@ -343,8 +343,7 @@ class InputOptimization:
         """
         stop = _coerce(stop_criteria)
         summarize = loss_summarize_fn or default_loss_summarize
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be a function (step, loss, images), got {type(callback).__name__}")
+        check_callback(callback)
         lr_decay_steps = check_lr_decay_steps(lr_decay_steps)
         opt = self._make_optimizer(optimizer, lr)
         schedule = check_lr(lr) if schedules_lr(optimizer) else None

@@ -16,6 +16,13 @@ __all__ = ["ProgressBar", "StepCallback", "TensorBoardCallback"]
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
+def check_callback(callback: Optional[StepCallback]) -> Optional[StepCallback]:
+    """``callback`` if it is ``None`` or callable, else a ``TypeError`` (the one check of ``callback=``)."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function (step, loss, images), got {type(callback).__name__}")
+    return callback
+
+
 class ProgressBar:
     """A tqdm bar over ``total`` steps, opened on the first update, that shows the current objective.
 
