@@ -86,6 +86,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    """An argparse ``type`` for an iterate-averaging decay in ``[0, 1)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors raise (so ``main`` prints exactly one line) instead of exiting."""
 
@@ -110,6 +121,9 @@ def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress 
     p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--average", type=_decay, default=None, metavar="DECAY",
+                   help="iterate averaging: the image written is the moving average of the steps' images with this "
+                        "decay (default: render_vis's, 0.9; 0: the last step's image)")
     p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 
 
@@ -300,7 +314,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     (image,) = render_vis(
         model, objective, image=default_image(_render_size(args, model), channels=model_input_channels(model)),
         thresholds=(_render_steps(args),), lr=_render_lr(args),
-        progress=not args.quiet, seed=args.seed,
+        progress=not args.quiet, seed=args.seed, average=args.average,
     )
     _save(image[0], output)
     _print(output)
@@ -322,7 +336,7 @@ def _cmd_layer(args: argparse.Namespace) -> int:
     channels = parse_channels(args.channels, count, layer=args.layer, unit=unit)
     tiles = render_layer(
         model, args.layer, channels=channels, batch_size=args.batch_size, steps=_render_steps(args), size=size,
-        lr=_render_lr(args), progress=not args.quiet, seed=args.seed,
+        lr=_render_lr(args), progress=not args.quiet, seed=args.seed, average=args.average,
     )
     grid = make_grid_image(tiles.as_subclass(torch.Tensor).detach().cpu().float(), images_per_row=args.per_row)
     _save(grid[0], output)
@@ -391,7 +405,8 @@ def _cmd_render_model(args: argparse.Namespace) -> int:
     args.device = str(device)
     model = _load(args)
     render_model(model, args.layers, out, steps=_render_steps(args), size=args.size,
-                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=not args.quiet, log=_print, model_name=args.model)
+                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, average=args.average,
+                 progress=not args.quiet, log=_print, model_name=args.model)
     return 0
 
 

@@ -346,6 +346,7 @@ def render_model(
     batch_size: int = 16,
     lr: Optional[float] = None,
     seed: int = 0,
+    average: Optional[float] = None,
     progress: bool = True,
     log: Optional[Callable[[str], None]] = print,
     model_name: Optional[str] = None,
@@ -365,6 +366,7 @@ def render_model(
             the same bytes whatever the number of processes, for one batch size).
         lr: learning rate at the first step (``None``: ``DEFAULT_LR``; it decays as in every render).
         seed: the job's seed.
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its default).
         progress: a line per finished batch on each rank (units done / total, channels per minute).
         log: where progress lines go (``None``: nowhere).
         model_name: how the index names the model (default its class name). It is part of the job's settings:
@@ -388,6 +390,7 @@ def render_model(
     from .models.loading import weights_hash
     from .models.preprocess import render_inputs
     from .optimization.defaults import DEFAULT_LR, check_lr, default_image, model_input_channels
+    from .optimization.averaging import check_average
     from .optimization.streams import check_seed, image_generators
     from .render import render_layer
     from ._utils import model_device_dtype
@@ -399,6 +402,7 @@ def render_model(
     if seed is None:
         raise ValueError("a render job needs an int seed (its images must be reproducible), got None")
     lr = DEFAULT_LR if lr is None else check_lr(lr)
+    average = check_average(average)
     if model_name is not None and not isinstance(model_name, str):
         raise TypeError(f"model_name must be a str or None, got {model_name!r} ({type(model_name).__name__})")
     if not isinstance(out, (str, os.PathLike)):
@@ -426,6 +430,7 @@ def render_model(
             "batch_size": batch_size,
             "lr": lr,
             "seed": seed,
+            "average": average,
             "render_defaults": _render_defaults(),
             "objective": "ChannelActivation(layer, channel): mean activation of the channel",
         }
@@ -467,7 +472,7 @@ def render_model(
                 first = time.perf_counter()
             # the whole batch is rendered again, so the images written keep the batch's exact bytes
             tiles = render_layer(model, layer, channels=channels, batch_size=len(channels), steps=steps, size=hw,
-                                 lr=lr, preprocess=preprocess, progress=False, seed=seed,
+                                 lr=lr, preprocess=preprocess, progress=False, seed=seed, average=average,
                                  callback=callback).as_subclass(torch.Tensor)
             with torch.no_grad():
                 start_image = default_image(hw, channels=model_input_channels(model), batch=len(channels))
