@@ -87,14 +87,13 @@ def _positive_float(text: str) -> float:
 
 
 def _decay(text: str) -> float:
-    """An argparse ``type`` for an iterate-averaging decay in ``[0, 1)``."""
+    """An argparse ``type`` for an iterate-averaging decay (``check_average``'s rule)."""
+    from .optimization.averaging import check_average
+
     try:
-        value = float(text)
-    except ValueError:
+        return float(check_average(float(text)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +122,8 @@ def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress 
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--average", type=_decay, default=None, metavar="DECAY",
                    help="iterate averaging: the image written is the moving average of the steps' images with this "
-                        "decay (default: render_vis's, 0.9; 0: the last step's image)")
+                        "decay (default: render_vis's, DEFAULT_AVERAGE for an image from noise; 0: the last "
+                        "step's image)")
     p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 
 

@@ -218,6 +218,15 @@ def _render_defaults() -> Dict[str, Any]:
     return described
 
 
+def _job_average(average: Optional[float]) -> float:
+    """The iterate-averaging decay a job's renders use (its images start from noise), so ``None`` and the default
+    decay written out resume one another."""
+    from .optimization import defaults
+
+    with torch.random.fork_rng(devices=[]):  # the probe image draws random numbers; the caller's stream is kept
+        return defaults.resolve_average(average, defaults.default_image(4))
+
+
 def _normalization(preprocess: Any) -> Optional[Dict[str, Any]]:
     """How a job's images are normalized before the model, as JSON values (``None``: not at all)."""
     if preprocess is None:
@@ -430,7 +439,7 @@ def render_model(
             "batch_size": batch_size,
             "lr": lr,
             "seed": seed,
-            "average": average,
+            "average": _job_average(average),
             "render_defaults": _render_defaults(),
             "objective": "ChannelActivation(layer, channel): mean activation of the channel",
         }

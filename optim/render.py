@@ -28,7 +28,6 @@ from .loss.activation import ChannelActivation
 from .loss.base import Loss, check_index
 from .loss.parse import parse
 from .optimization.averaging import ImageAverage, check_average
-from .optimization.defaults import resolve_average
 from .optimization.batched import Segment, TransformArg, make_transform, render_batches, seeded
 from .optimization.defaults import (
     DEFAULT_DECAY_POWER,
@@ -39,6 +38,7 @@ from .optimization.defaults import (
     default_image,
     default_transforms,
     model_input_channels,
+    resolve_average,
 )
 from .optimization.input_optimization import InputOptimization, raised_by_model
 from .optimization.progress import ProgressBar, StepCallback
@@ -263,7 +263,8 @@ def render_vis(
     callback: Optional[StepCallback] = None,
     average: Optional[float] = None,
 ) -> List[torch.Tensor]:
-    """Render an image that maximizes ``objective`` on ``model`` (Lucent's ``render_vis``).
+    """Render an image that maximizes ``objective`` on ``model`` (Lucent's ``render_vis``; unlike Lucent's, a
+    render from noise returns its iterate average, see ``average``).
 
     Args:
         model: the network (left exactly as it was: mode, gradients flags, no hooks).

@@ -468,20 +468,29 @@ def test_only_a_damaged_index_is_reported_as_damaged(tmp_path, monkeypatch) -> N
 
 
 def test_a_folder_this_user_cannot_write_is_browsed_read_only(tmp_path, monkeypatch) -> None:
-    """A write-ahead-log index needs its -shm file to be read, which a read-only folder cannot hold: such a
-    gallery is opened immutable (root ignores folder modes, so the check is faked here)."""
+    """A gallery whose folder this user cannot write is browsed: reads work and see the owner's new renders, adds
+    and renders are refused before any work (root ignores folder modes, so the check is faked here)."""
     gallery = Gallery(tmp_path)
     stored = gallery.add("m", "h", "l", 0, {"steps": 2}, torch.rand(3, 8, 8))
-    before = sorted(p.name for p in tmp_path.iterdir())
     access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode == os.W_OK else access(path, mode, **kw))
     browsed = Gallery(tmp_path)
+    assert browsed.read_only and not gallery.read_only
     assert browsed.get("m", "h", "l", 0, {"steps": 2}).path == stored.path and len(browsed) == 1
     with pytest.raises(PermissionError, match="read-only for this user"):
         browsed.add("m", "h", "l", 1, {"steps": 2}, torch.rand(3, 8, 8))
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no lock files, nothing written
+    rendered = []
+    with pytest.raises(PermissionError, match="l:1 is not in it"):
+        browsed.get_or_render("m", "h", "l", 1, {"steps": 2}, lambda: rendered.append(1) or torch.rand(3, 8, 8))
+    assert rendered == []  # refused before rendering
+    gallery.add("m", "h", "l", 2, {"steps": 2}, torch.rand(3, 8, 8))  # the owner renders on
+    assert len(browsed) == 2
     with closing(browsed._connect()) as conn, pytest.raises(sqlite3.OperationalError, match="readonly"):
         conn.execute("DELETE FROM renders")  # the connection itself cannot write
+    # where SQLite cannot read the write-ahead log without lock files, the index is read as immutable
+    browsed._immutable = True
+    with closing(browsed._connect()) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM renders").fetchone() == (2,)
 
 
 def test_a_database_that_is_not_a_gallery_index_is_refused(tmp_path) -> None:

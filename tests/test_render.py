@@ -314,6 +314,11 @@ def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
     from_photo = dict(kwargs, image=photo)
     assert torch.equal(opt.render_vis(tiny_net, "conv2:1", **from_photo)[2],
                        opt.render_vis(tiny_net, "conv2:1", average=0, **from_photo)[2])
+    start_from = lambda n: opt.optimization.default_image(init=photo.unsqueeze(0).repeat(n, 1, 1, 1))  # noqa: E731
+    objectives = [lambda i: opt.loss.ChannelActivation("conv2", 0, batch_index=i)]
+    batched = [opt.optimization.render_batches(tiny_net, objectives, [0], start_from, steps=2, progress=False,
+                                               seed=0, average=a) for a in (None, 0)]
+    assert torch.equal(*batched)  # the same rule in the batched renders: a photo start returns its last image
     seen.clear()
     layer = dict(channels=[0, 1, 2], batch_size=2, steps=3, size=8, progress=False, seed=0)
     tiles = opt.render_layer(tiny_net, "conv2", callback=record, **layer)

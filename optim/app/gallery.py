@@ -246,10 +246,18 @@ class Gallery:
         if self._image_root.parent != self.data_dir:
             raise ValueError(f"{str(self.image_dir)!r} is a link out of the gallery directory; refusing to use it")
         self.index_path = self.data_dir / "index.sqlite"
-        # A folder this user cannot write (read-only media, another user's gallery) is browsed read-only: SQLite
-        # opens the index as immutable, which needs no lock files (a write-ahead-log index needs its -shm file
-        # otherwise, which such a folder cannot hold).
+        # A folder this user cannot write (read-only media, another user's gallery) is browsed read-only. A
+        # write-ahead-log index is read through its -shm file, which such a folder may not hold unless its owner
+        # has the index open: then SQLite is told the file is immutable (no lock files; a write the owner makes
+        # meanwhile is not seen).
         self._read_only = self.index_path.exists() and not os.access(self.data_dir, os.W_OK)
+        self._immutable = False
+        if self._read_only:
+            try:
+                with closing(self._connect()) as conn:
+                    conn.execute("PRAGMA schema_version").fetchone()
+            except sqlite3.OperationalError as err:
+                self._immutable = not _is_damage(err)
         if not self._read_only:
             new_index = not self.index_path.exists() or self.index_path.stat().st_size == 0
             with self._database() as conn:
@@ -288,7 +296,8 @@ class Gallery:
         # timeout); a deferred one would have to upgrade a read lock later, which SQLite refuses at once if
         # another writer committed in between.
         if self._read_only:
-            return sqlite3.connect(f"{self.index_path.as_uri()}?mode=ro&immutable=1", uri=True,
+            flags = "mode=ro&immutable=1" if self._immutable else "mode=ro"
+            return sqlite3.connect(f"{self.index_path.as_uri()}?{flags}", uri=True, timeout=60,
                                    isolation_level="IMMEDIATE")
         return sqlite3.connect(self.index_path, timeout=60, isolation_level="IMMEDIATE")
 
@@ -408,7 +417,7 @@ class Gallery:
         from ..images.export import save_png, to_pil
 
         self._check(model, weights_hash, layer, channel)
-        if self._read_only:
+        if self.read_only:
             raise PermissionError(f"the gallery {self.data_dir} is read-only for this user: nothing can be added")
         key = settings_key(settings)
         pil = to_pil(image)
@@ -519,7 +528,15 @@ class Gallery:
         entry = self.get(model, weights_hash, layer, channel, settings)
         if entry is not None:
             return entry, True
+        if self.read_only:  # before the render: its result could not be stored
+            raise PermissionError(f"the gallery {self.data_dir} is read-only for this user: {layer}:{channel} is "
+                                  "not in it and a new render cannot be stored")
         return self.add(model, weights_hash, layer, channel, settings, render()), False
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this user can only browse the gallery (its folder is not writable)."""
+        return self._read_only
 
     def missing_channels(
         self, model: str, weights_hash: str, layer: str, channels: List[int], settings: Mapping[str, Any]

@@ -5,7 +5,7 @@ The last iterate of a render carries the latest transform's jitter and the optim
 over the last few steps keeps what every step agreed on. It costs one image-sized buffer and an add per step.
 Every render from noise averages by default (``DEFAULT_AVERAGE``, the rule in
 :func:`~optim.optimization.defaults.resolve_average`; ``average=0`` returns the last image); the measurements are in
-:mod:`optim.optimization.defaults` (session 11).
+the :mod:`optim.optimization.defaults` docstring.
 """
 from __future__ import annotations
 
@@ -66,12 +66,14 @@ class ImageAverage:
 
     def update(self, image: torch.Tensor) -> None:
         """Fold in one step's image ``[B, C, H, W]`` (detached; the first update fixes the shape)."""
+        self.steps += 1
+        if self.decay == 0.0:  # value() is the current image: nothing to keep
+            return
         image = image.detach()
         if self._ema is None:
             self._ema = image * (1.0 - self.decay)
         else:
-            self._ema = self._ema * self.decay + image * (1.0 - self.decay)
-        self.steps += 1
+            self._ema.mul_(self.decay).add_(image, alpha=1.0 - self.decay)
 
     def value(self, current: torch.Tensor) -> torch.Tensor:
         """The average of the images folded in so far and ``current`` (not folded in: the render goes on)."""

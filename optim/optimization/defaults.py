@@ -112,6 +112,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Type, Unio
 import torch
 import torch.nn as nn
 
+from .averaging import check_average
+
 __all__ = [
     "DEFAULT_SIZE",
     "DEFAULT_LR",
@@ -396,8 +398,6 @@ def resolve_average(average: Optional[float], image: nn.Module) -> float:
         >>> resolve_average(None, default_image(16)), resolve_average(None, default_image(init=torch.rand(3, 8, 8)))
         (0.9, 0.0)
     """
-    from .averaging import check_average
-
     checked = check_average(average)
     if checked is not None:
         return checked

@@ -364,6 +364,9 @@ class InputOptimization:
                                 self._first_non_finite(torch.stack(history))
                             self._non_finite(step, loss_value, image)
                         loss_value.backward()
+                        # the image this step read, before opt.step() moves a parameterization that returns its own
+                        # parameter (PixelImage) under it
+                        shown = image.detach().clone() if callback is not None else None
                         if schedule is not None:
                             for group in opt.param_groups:
                                 group["lr"] = scheduled_lr(schedule, self._steps_done + step, lr_decay_steps)
@@ -372,7 +375,7 @@ class InputOptimization:
                         history.append(detached)
                         step += 1  # counted before the callback: a callback that interrupts still ran this step
                         if callback is not None:
-                            callback(step_offset + step - 1, detached, image.detach())
+                            callback(step_offset + step - 1, detached, shown)
                 finally:
                     self._remember(rec)
         finally:

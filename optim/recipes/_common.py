@@ -124,6 +124,7 @@ def render_once(
     seed: Optional[int],
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """One :func:`~optim.render.render_vis` run of ``steps`` steps, returning its single image: every recipe
     renders through it (the render core and its defaults, no loop of its own).
@@ -140,6 +141,7 @@ def render_once(
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
         preprocess: as ``render_vis`` takes it (``None``: the model's normalization, if it declares one).
+        average: iterate averaging, as ``render_vis`` takes it (``None``: its rule).
 
     Returns:
         The rendered ``ImageTensor``.
@@ -155,6 +157,6 @@ def render_once(
 
     (out,) = render_vis(
         model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed,
-        callback=callback, preprocess=preprocess,
+        callback=callback, preprocess=preprocess, average=average,
     )
     return out

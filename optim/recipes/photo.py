@@ -113,7 +113,8 @@ def feature_inversion(
     # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
     jitter = [] if transforms is None else transforms
     loss = -ContentLoss(layer, reference)
-    return render_once(model, loss, noise, jitter, steps, lr, progress, seed, callback, preprocess)
+    # the last image: a reconstruction converges, and without transforms there is no per-step jitter to average out
+    return render_once(model, loss, noise, jitter, steps, lr, progress, seed, callback, preprocess, average=0)
 
 
 def style_transfer(
