@@ -18,8 +18,8 @@ candidate changes checked on it since were all rejected, so the defaults still o
 looked at. ``--lucent`` adds Lucent's ``render_vis`` with its README defaults (224 px FFT image, its standard
 transforms, Adam 0.05) on the same classes, and ``--previous`` the defaults before issue 12 (128 px, 1/f^1.5, lr
 0.05, transforms that grow the image 4 px), both in the same run, so wall times compare directly. ``--average``
-adds the defaults with ``render_vis(average=DECAY)`` (iterate averaging, the default since session 11; the same
-trajectory with another average, ``--average 0`` its last image).
+adds the defaults with ``render_vis(average=DECAY)`` (iterate averaging: the same trajectory, the moving average of
+its images judged).
 
 Goal (issue 12), at 48 steps: Lite2 at 260 px names >= 9/10 classes of each set, Lite0 at 224 px 10/10; at
 128 steps 10/10 for both; clipped values <= 2%; a render costs no more wall time than Lucent's at the same
@@ -81,7 +81,7 @@ def top1(model: nn.Module, images: torch.Tensor, size: Optional[int]) -> torch.T
 def render_optim(model: nn.Module, classes: Sequence[int], steps: Sequence[int], seed: int,
                  average: Optional[float] = None) -> List[torch.Tensor]:
     """The library defaults, as ``recipes.class_visualization`` runs them, with a snapshot at each budget
-    (``average``: ``render_vis``'s iterate averaging; ``None``: its default, ``DEFAULT_AVERAGE``)."""
+    (``average``: ``render_vis``'s iterate averaging; ``None``: its default, none)."""
     loss = sum_loss_list([ChannelActivation(model, c, batch_index=i) for i, c in enumerate(classes)])
     image = functools.partial(opt.render.default_image, batch=len(classes))
     outs = opt.render_vis(model, loss, image=image, thresholds=tuple(steps), progress=False, seed=seed,
@@ -130,8 +130,7 @@ def main() -> None:
                         "torch-lucent && pip install kornia decorator)")
     parser.add_argument("--previous", action="store_true", help="the defaults before issue 12, side by side")
     parser.add_argument("--average", type=float, nargs="+", default=[], metavar="DECAY",
-                        help="also render with render_vis(average=DECAY) side by side (0: the last image, as before "
-                        "iterate averaging became the default)")
+                        help="also render with render_vis(average=DECAY) (iterate averaging), side by side")
     parser.add_argument("--fresh", action="store_true", help="judge a third class set, FRESH_CLASSES, as well")
     parser.add_argument("--per-class", action="store_true", help="print, for each budget and class set, how many "
                         "seeds' renders Lite2 at its native size names correctly, class by class")

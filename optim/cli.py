@@ -122,8 +122,7 @@ def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress 
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--average", type=_decay, default=None, metavar="DECAY",
                    help="iterate averaging: the image written is the moving average of the steps' images with this "
-                        "decay (default: render_vis's, DEFAULT_AVERAGE for an image from noise; 0: the last "
-                        "step's image)")
+                        "decay, e.g. 0.9 (default: none, the last step's image)")
     p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 
 

@@ -263,8 +263,7 @@ def render_vis(
     callback: Optional[StepCallback] = None,
     average: Optional[float] = None,
 ) -> List[torch.Tensor]:
-    """Render an image that maximizes ``objective`` on ``model`` (Lucent's ``render_vis``; unlike Lucent's, a
-    render from noise returns its iterate average, see ``average``).
+    """Render an image that maximizes ``objective`` on ``model`` (Lucent's ``render_vis``).
 
     Args:
         model: the network (left exactly as it was: mode, gradients flags, no hooks).
@@ -298,9 +297,9 @@ def render_vis(
             :class:`~optim.optimization.TensorBoardCallback`).
         average: each snapshot is the :class:`~optim.optimization.ImageAverage` (a debiased exponential moving
             average with this decay) of the images the steps so far optimized and the current one; a snapshot
-            at step 0 is the starting image. ``None``: ``DEFAULT_AVERAGE`` (0.9, about the last 10 steps) for an
-            image from noise, none for one that starts from a photo (:func:`~optim.optimization.resolve_average`);
-            ``0``: the last image.
+            at step 0 is the starting image; 0.9 averages about the last 10 steps. ``None``: ``DEFAULT_AVERAGE``
+            (0, none) for an image from noise, none for one that starts from a photo
+            (:func:`~optim.optimization.resolve_average`); ``0``: the last image.
 
     Returns:
         One detached CPU ``ImageTensor`` ``[B, C, H, W]`` per threshold.
@@ -405,7 +404,7 @@ def render_layer(
         progress: one progress bar over all batches.
         seed: seed for a reproducible render (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
-        average: iterate averaging, as :func:`render_vis` takes it (``None``: ``DEFAULT_AVERAGE``; ``0``: each
+        average: iterate averaging, as :func:`render_vis` takes it (``None``: ``DEFAULT_AVERAGE``, 0; ``0``: each
             image as its last step left it).
 
     Returns:

@@ -332,13 +332,13 @@ def test_render_writes_the_png_of_render_vis(tiny_factory, tmp_path, capsys) -> 
     reference = (expected[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     assert np.abs(saved.astype(int) - reference.astype(int)).max() <= 1
     assert saved.std() > 1.0  # an image, not a flat fill
-    # --average 0: the last step's image, as render_vis(average=0) gives it
-    assert main(argv + ["--average", "0", "-q"]) == 0
-    (last,) = opt.render_vis(tiny_net().eval(), "2:3", image=opt.render.default_image(24), thresholds=(3,),
-                             progress=False, seed=5, average=0)
-    reference = (last[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    # --average 0.5: the moving average, as render_vis(average=0.5) gives it
+    assert main(argv + ["--average", "0.5", "-q"]) == 0
+    (averaged,) = opt.render_vis(tiny_net().eval(), "2:3", image=opt.render.default_image(24), thresholds=(3,),
+                                 progress=False, seed=5, average=0.5)
+    reference = (averaged[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     assert np.abs(np.asarray(Image.open(out)).astype(int) - reference.astype(int)).max() <= 1
-    assert not np.array_equal(np.asarray(Image.open(out)), saved)  # the default averaged
+    assert not np.array_equal(np.asarray(Image.open(out)), saved)  # not the last image
 
 
 def test_render_progress_bar_goes_to_stderr(tiny_factory, tmp_path, capsys) -> None:

@@ -112,11 +112,11 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     (tmp_path / "job.json").write_text(json.dumps(older))
     assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)["skipped"] == 11
     # iterate averaging: the decay used is recorded, so the default written out resumes and another one is refused
-    assert job["average"] == 0.9
+    assert job["average"] == 0.0
     assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None,
-                        average=0.9)["skipped"] == 11
-    with pytest.raises(ValueError, match="other settings \\(average: 0.9 in the job, 0.0 now\\)"):
-        render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None, average=0)
+                        average=0)["skipped"] == 11
+    with pytest.raises(ValueError, match="other settings \\(average: 0.0 in the job, 0.9 now\\)"):
+        render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None, average=0.9)
     torch.manual_seed(5)
     state = torch.get_rng_state()
     _render_defaults()  # builds a default image aside: the caller's random stream is untouched

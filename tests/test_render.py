@@ -293,8 +293,9 @@ def _debiased_ema(images, decay):
 
 
 def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
-    """render_vis and render_layer return the average of the images the steps optimized and the last one; the
-    default averages a render from noise (DEFAULT_AVERAGE) and not one from a photo; average=0 is the last image."""
+    """render_vis and render_layer with average=d return the average of the images the steps optimized and the
+    last one; average=0 (and the default, DEFAULT_AVERAGE) is the last image; a photo start never averages unless
+    told to."""
     seen = []
 
     def record(step, loss, images):
@@ -308,20 +309,22 @@ def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
     assert torch.allclose(at5, _debiased_ema(seen + [last[2]], 0.5), atol=1e-6)
     assert (at5 - last[2]).abs().max() > 1e-3  # not the last image
     default = opt.render_vis(tiny_net, "conv2:1", **kwargs)
-    assert opt.optimization.DEFAULT_AVERAGE == 0.9
-    assert torch.equal(default[2], opt.render_vis(tiny_net, "conv2:1", average=0.9, **kwargs)[2])
-    photo = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert opt.optimization.DEFAULT_AVERAGE == 0.0  # opt-in: measured in optimization/defaults.py
+    assert torch.equal(default[2], last[2])
+    photo = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))  # 8 px: too small to move
     from_photo = dict(kwargs, image=photo)
-    assert torch.equal(opt.render_vis(tiny_net, "conv2:1", **from_photo)[2],
-                       opt.render_vis(tiny_net, "conv2:1", average=0, **from_photo)[2])
+    photo_last = opt.render_vis(tiny_net, "conv2:1", average=0, **from_photo)[2]
+    assert torch.equal(opt.render_vis(tiny_net, "conv2:1", **from_photo)[2], photo_last)
+    assert (opt.render_vis(tiny_net, "conv2:1", average=0.9, **from_photo)[2] - photo_last).abs().max() > 1e-3
     start_from = lambda n: opt.optimization.default_image(init=photo.unsqueeze(0).repeat(n, 1, 1, 1))  # noqa: E731
     objectives = [lambda i: opt.loss.ChannelActivation("conv2", 0, batch_index=i)]
-    batched = [opt.optimization.render_batches(tiny_net, objectives, [0], start_from, steps=2, progress=False,
-                                               seed=0, average=a) for a in (None, 0)]
-    assert torch.equal(*batched)  # the same rule in the batched renders: a photo start returns its last image
+    batched = [opt.optimization.render_batches(tiny_net, objectives, [0], start_from, steps=3, progress=False,
+                                               seed=0, average=a) for a in (None, 0, 0.9)]
+    assert torch.equal(batched[0], batched[1])  # the same rule in the batched renders: the last image by default
+    assert (batched[2] - batched[1]).abs().max() > 1e-4  # and an average when asked
     seen.clear()
     layer = dict(channels=[0, 1, 2], batch_size=2, steps=3, size=8, progress=False, seed=0)
-    tiles = opt.render_layer(tiny_net, "conv2", callback=record, **layer)
+    tiles = opt.render_layer(tiny_net, "conv2", callback=record, average=0.9, **layer)
     ends = opt.render_layer(tiny_net, "conv2", average=0, **layer)
     assert torch.allclose(tiles[:2], _debiased_ema(seen[:3] + [ends[:2]], 0.9), atol=1e-6)  # first batch
     assert torch.allclose(tiles[2:], _debiased_ema(seen[3:] + [ends[2:]], 0.9), atol=1e-6)  # its own average

@@ -59,8 +59,7 @@ NOTEBOOKS["01_getting_started"] = ("Getting started: feature visualization in a 
              '                        thresholds=(halfway, STEPS), seed=0, progress=False)\n'
              'opt.show(torch.cat(images), labels=[f"{halfway} steps", f"{STEPS} steps"])'),
     ("md", "## The same, spelled out\n`render_vis` composes an image parameterization (a Fourier-parameterized, "
-           "colour-decorrelated `NaturalImage`), robustness transforms, an objective and `InputOptimization`; it "
-           "returns the moving average of the last steps' images (`average=0`: the last image, as here)."),
+           "colour-decorrelated `NaturalImage`), robustness transforms, an objective and `InputOptimization`."),
     ("code", 'image = opt.images.NaturalImage((SIZE, SIZE))\n'
              'loss = opt.loss.ChannelActivation("blocks.10", 7)\n'
              'obj = opt.InputOptimization(model, loss, image, opt.transforms.TransformationRobustness())\n'

@@ -3,9 +3,9 @@ optimized, not the last one (Polyak & Juditsky 1992; the EMA form as in Adam's d
 
 The last iterate of a render carries the latest transform's jitter and the optimizer's last overshoot; an average
 over the last few steps keeps what every step agreed on. It costs one image-sized buffer and an add per step.
-Every render from noise averages by default (``DEFAULT_AVERAGE``, the rule in
-:func:`~optim.optimization.defaults.resolve_average`; ``average=0`` returns the last image); the measurements are in
-the :mod:`optim.optimization.defaults` docstring.
+Opt-in: ``render_vis(..., average=0.9)``, ``render_layer``, ``render_batches``, the CLI's ``--average``
+(``DEFAULT_AVERAGE`` is 0, the rule in :func:`~optim.optimization.defaults.resolve_average`); the measurements are
+in the :mod:`optim.optimization.defaults` docstring.
 """
 from __future__ import annotations
 
