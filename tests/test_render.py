@@ -336,3 +336,15 @@ def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
         with pytest.raises(error, match="average must be"):
             opt.render_layer(tiny_net, "conv2", channels=[0], steps=1, size=8, progress=False, average=bad)
     assert all(torch.equal(v, before[k]) for k, v in tiny_net.state_dict().items())
+
+
+@pytest.mark.parametrize("pixel", [True, False])
+def test_the_step_callback_sees_the_image_the_step_read(tiny_net, pixel):
+    """A PixelImage returns its own parameter, which opt.step() moves in place: the callback still gets the
+    image before the step (a copy), as it does for a parameterization that builds a new tensor."""
+    image = opt.images.PixelImage((16, 16)) if pixel else opt.render.default_image(16)
+    before = image().detach().clone()
+    seen = []
+    obj = opt.InputOptimization(tiny_net, opt.loss.ChannelActivation("conv2", 1), image, nn.Identity())
+    obj.optimize(opt.optimization.n_steps(1, False), callback=lambda step, loss, images: seen.append(images))
+    assert torch.equal(seen[0], before) and not torch.equal(image().detach(), before)

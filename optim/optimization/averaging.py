@@ -83,13 +83,16 @@ class ImageAverage:
         summed = self._ema * self.decay + current * (1.0 - self.decay)
         return summed / (1.0 - self.decay ** (self.steps + 1))
 
-    def then(self, callback: Optional[StepCallback]) -> StepCallback:
-        """A step callback that updates the average, then calls ``callback`` (if any).
+    def then(self, callback: Optional[StepCallback]) -> Optional[StepCallback]:
+        """A step callback that updates the average, then calls ``callback`` (if any); ``callback`` itself at
+        decay 0, where there is nothing to average (so a render without averaging runs no extra work per step).
 
         Raises:
             TypeError: ``callback`` is neither ``None`` nor callable.
         """
         check_callback(callback)
+        if self.decay == 0.0:
+            return callback  # type: ignore[return-value]
 
         def step(index: int, loss: torch.Tensor, images: torch.Tensor) -> None:
             self.update(images)

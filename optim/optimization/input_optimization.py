@@ -346,6 +346,7 @@ class InputOptimization:
         check_callback(callback)
         lr_decay_steps = check_lr_decay_steps(lr_decay_steps)
         opt = self._make_optimizer(optimizer, lr)
+        param_storage = {p.untyped_storage().data_ptr() for g in opt.param_groups for p in g["params"]}
         schedule = check_lr(lr) if schedules_lr(optimizer) else None
         # a finiteness check reads the loss, which syncs a GPU: every step on CPU, every 16 steps elsewhere
         check_every = 1 if model_device_dtype(self.model)[0].type == "cpu" else 16
@@ -364,9 +365,11 @@ class InputOptimization:
                                 self._first_non_finite(torch.stack(history))
                             self._non_finite(step, loss_value, image)
                         loss_value.backward()
-                        # the image this step read, before opt.step() moves a parameterization that returns its own
-                        # parameter (PixelImage) under it
-                        shown = image.detach().clone() if callback is not None else None
+                        # the image this step read: copied only where opt.step() would move it in place (a
+                        # parameterization that returns its own parameter, PixelImage)
+                        shown = image.detach()
+                        if callback is not None and shown.untyped_storage().data_ptr() in param_storage:
+                            shown = shown.clone()
                         if schedule is not None:
                             for group in opt.param_groups:
                                 group["lr"] = scheduled_lr(schedule, self._steps_done + step, lr_decay_steps)
