@@ -40,7 +40,7 @@ from .optimization.defaults import (
     model_input_channels,
     resolve_average,
 )
-from .optimization.input_optimization import InputOptimization, raised_by_model
+from .optimization.input_optimization import InputOptimization
 from .optimization.progress import ProgressBar, StepCallback
 
 __all__ = [
@@ -93,20 +93,6 @@ def _check_thresholds(thresholds: Union[int, Sequence[int]]) -> List[int]:
     return values
 
 
-def _image_shape(image: Any) -> Optional[Tuple[int, int, int]]:
-    """The ``(channels, height, width)`` of a built image parameterization, without drawing from any generator."""
-    if isinstance(image, nn.Module):
-        try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                out = image()
-        except Exception:  # a parameterization that cannot be called alone: no size known
-            return None
-        image = out
-    if isinstance(image, torch.Tensor) and image.dim() >= 3:
-        return int(image.shape[-3]), int(image.shape[-2]), int(image.shape[-1])
-    return None
-
-
 def _transformed_hw(transform: nn.Module, image_hw: Tuple[int, int], channels: int) -> Optional[Tuple[int, int]]:
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -139,7 +125,8 @@ def _channel_mismatch(err: BaseException, model: Any, channels: Optional[int]) -
         if any(isinstance(m, nn.Conv2d) and m.in_channels == channels for m in model.modules()):
             return None
     return (f"the image has {count_channels(channels)} and the model reads {want}: give "
-            f"{channel_advice(channels, want)} or a preprocess that converts it")
+            f"{channel_advice(channels, want)}, an image parameterization of {want} (default_image(size, "
+            f"channels={want})), or a preprocess that converts it")
 
 
 def input_error(
@@ -214,15 +201,12 @@ def explained_input_errors(
     config: Any = None,
     transform: Optional[nn.Module] = None,
     channels: Optional[int] = None,
-    *,
-    model_errors_only: bool = False,
 ) -> Iterator[None]:
     """Run a model on an image, raising :func:`input_error`'s ``ValueError`` (from the model's own error) where
     it explains the failure; any other error passes unchanged.
 
     Args:
         model, image_hw, config, transform, channels: as :func:`input_error` takes them.
-        model_errors_only: explain only errors raised inside the model's code (not, say, an optimizer's).
 
     Example:
         >>> with explained_input_errors(nn.Conv2d(1, 4, 3), (8, 8), channels=3):
@@ -234,8 +218,6 @@ def explained_input_errors(
     try:
         yield
     except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        if model_errors_only and not raised_by_model(err):
-            raise
         explained = input_error(err, model, config, image_hw, transform, channels)
         if explained is None:
             raise
@@ -345,20 +327,8 @@ def render_vis(
     try:
         for threshold in steps:
             segment.offset, segment.end = segment.end, threshold
-            if threshold > segment.offset:
-                try:
-                    obj.optimize(segment, optimizer=optimizer, lr=lr, callback=step_callback,
-                                 step_offset=segment.offset)
-                except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-                    if segment.offset > 0 or not raised_by_model(err):
-                        raise
-                    shape = _image_shape(param)
-                    explained = None if shape is None else input_error(
-                        err, model, inputs.config, shape[1:], transform, channels=shape[0]
-                    )
-                    if explained is None:
-                        raise
-                    raise explained from err
+            if threshold > segment.offset:  # a model that refuses the image: InputOptimization explains it
+                obj.optimize(segment, optimizer=optimizer, lr=lr, callback=step_callback, step_offset=segment.offset)
             with torch.no_grad():
                 images.append(_as_image_tensor(averaged.value(param())))
     finally:
@@ -451,22 +421,20 @@ def render_layer(
         check_index(c, "channel", size=n_channels, target=layer, unit=unit)
     objectives = [lambda i, c=c: ChannelActivation(module, c, batch_index=i) for c in chosen]
     in_channels = model_input_channels(model)
-    # the probe pass ran at this size, so only transforms that change it can explain a failure here
-    with explained_input_errors(model, hw, None, make_transform(transforms), model_errors_only=True):
-        tiles = render_batches(
-            model,
-            objectives,
-            chosen,
-            lambda n: default_image(hw, channels=in_channels, batch=n),
-            batch_size=batch_size,
-            steps=steps,
-            transforms=transforms,
-            preprocess=preprocess,
-            optimizer=optimizer,
-            lr=lr,
-            progress=progress,
-            seed=seed,
-            callback=callback,
-            average=average,
-        )
+    tiles = render_batches(  # a model that refuses the transformed image: InputOptimization explains it
+        model,
+        objectives,
+        chosen,
+        lambda n: default_image(hw, channels=in_channels, batch=n),
+        batch_size=batch_size,
+        steps=steps,
+        transforms=transforms,
+        preprocess=preprocess,
+        optimizer=optimizer,
+        lr=lr,
+        progress=progress,
+        seed=seed,
+        callback=callback,
+        average=average,
+    )
     return ImageTensor(tiles)

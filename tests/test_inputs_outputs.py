@@ -433,6 +433,42 @@ def test_an_rgb_photo_on_a_one_channel_model_is_refused_naming_both_channel_coun
         opt.render_vis(rgb, "0:1", image=photo[:1], thresholds=(1,), progress=False)
 
 
+def test_a_hand_wired_input_optimization_explains_an_image_the_model_refuses() -> None:
+    torch.manual_seed(0)
+    gray = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
+    before = _state(gray)
+    obj = opt.InputOptimization(gray, opt.loss.ChannelActivation(gray[0], 1), default_image(24))
+    with pytest.raises(ValueError, match=r"^Sequential failed on a 24x24 input \(.*\); the image has 3 channels and "
+                       r"the model reads 1: .*an image parameterization of 1 \(default_image\(size, channels=1\)\)"):
+        obj.optimize(1)
+    assert _state(gray) == before and not gray[0]._forward_hooks
+    with pytest.raises(ValueError, match="the model reads 1"):  # one evaluation of the loss takes the same path
+        obj.loss()
+    vit = _timm_vit()  # a fixed-size model: the native size is named, and the transforms' output size
+    obj = opt.InputOptimization(vit, opt.loss.ChannelActivation(vit.blocks[0], 1), default_image(48))
+    with pytest.raises(ValueError, match=r"failed on a 48x48 input .*native input size is 32x32"):
+        obj.optimize(1)
+    grow = TransformationRobustness(crop_or_pad_output=False)
+    obj = opt.InputOptimization(vit, opt.loss.ChannelActivation(vit.blocks[0], 1), default_image(32), grow)
+    with pytest.raises(ValueError, match=r"the transforms change the image size from 32x32 to "):
+        obj.optimize(1)
+    # a model that took its first input and fails later is not explained by the input: its own error stays
+    calls = []
+
+    class LaterFailure(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(1)
+            if len(calls) > 1:
+                raise RuntimeError("expected input[1, 3, 24, 24] to have 1 channels, but got 3 channels instead")
+            return super().forward(x)
+
+    later = LaterFailure(3, 4, 3).eval()
+    obj = opt.InputOptimization(later, opt.loss.ChannelActivation(later, 1), default_image(24))
+    with pytest.raises(RuntimeError, match="^expected input"):
+        obj.optimize(3)
+    assert len(calls) == 2
+
+
 def test_a_channel_error_past_the_input_layer_is_not_blamed_on_the_image() -> None:
     torch.manual_seed(0)
     photo = torch.rand(3, 24, 24)

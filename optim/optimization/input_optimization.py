@@ -44,14 +44,6 @@ from .streams import apply_transform, check_seed, image_generators
 __all__ = ["InputOptimization"]
 
 
-_RAISED_BY_MODEL = "_optim_raised_by_model"
-
-
-def raised_by_model(err: BaseException) -> bool:
-    """Whether ``err`` came out of the model's own forward pass during a render step (not a loss or transform)."""
-    return bool(getattr(err, _RAISED_BY_MODEL, False))
-
-
 class InputOptimization:
     """Render an input that optimizes ``loss_function`` on ``model`` (captum.optim's class, Lucid's core).
 
@@ -159,6 +151,7 @@ class InputOptimization:
         self._count_shapes: Any = None
         self._inplace: Dict[int, Optional[bool]] = {}
         self._steps_done = 0
+        self._model_took_input = False  # until then a model error is explained by the input (_explain_input_error)
 
     def _reset_image(self, generators: List[torch.Generator]) -> None:
         reset = getattr(self.input_param, "reset_parameters", None)
@@ -264,14 +257,31 @@ class InputOptimization:
             try:
                 self.model(x)
             except StopForward:  # the recorder ending the pass early, every step
+                self._model_took_input = True
                 raise
             except Exception as err:
-                # marked, so a caller can tell the model's own failure (an input size it refuses) from a loss's
-                setattr(err, _RAISED_BY_MODEL, True)
+                if not self._model_took_input:  # the model's own failure on its first input (not a loss's)
+                    self._explain_input_error(err, image)
                 raise
+            self._model_took_input = True
 
         acts = rec.run_call(forward)
         return acts, images[-1]
+
+    def _explain_input_error(self, err: Exception, image: torch.Tensor) -> None:
+        """Raise the renders' ``ValueError`` (:func:`optim.render.input_error`: the image's size and channel count
+        against the model's native size, its first layer and the transforms) for a model that refused its first
+        input, where they explain it; return otherwise. A model that took an earlier input failed for another
+        reason, which is left as it is."""
+        from ..models.preprocess import input_config
+        from ..render import input_error  # optim.render builds on this module
+
+        if not isinstance(err, (RuntimeError, ValueError, AssertionError, TypeError)) or image.dim() != 4:
+            return
+        explained = input_error(err, self.model, input_config(self.model), (int(image.shape[-2]),
+                                int(image.shape[-1])), self.transform, channels=int(image.shape[1]))
+        if explained is not None:
+            raise explained from err
 
     def loss(self, loss_summarize_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
         """Evaluate the summarized loss of the current image once (model untouched afterwards).
