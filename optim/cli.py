@@ -135,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("models", help="list the registered models", description="List the model registry: name, the "
-                   "input size the weights were trained at (renders default to the size the model's config declares, "
-                   "else render_vis's), where the weights come from, description.")
+                   "input size the weights were trained at, the size a render uses unless --size says otherwise "
+                   "(the size the model declares, else render_vis's default, at which the defaults were measured), "
+                   "where the weights come from, description.")
 
     p = sub.add_parser("layers", help="the layer table of a model", description="Print every layer that runs "
                        "in a forward pass with its type, output shape and channel count.")
@@ -233,12 +234,16 @@ def _render_lr(args: argparse.Namespace) -> float:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models, model_info
+    from .models import get_model, list_models, model_info
+    from .models.preprocess import render_inputs
 
+    print(f"{'name':22s} {'trained':9s} {'renders':9s} {'weights':8s}  description")
     for name in list_models():
         info = model_info(name)
         offline = "offline" if info.weights_offline else "download"
-        print(f"{name:22s} {info.input_size[0]}x{info.input_size[1]}  {offline:8s}  {info.description}")
+        trained = "x".join(map(str, info.input_size))
+        renders = "x".join(map(str, render_inputs(get_model(name)).size))  # built without weights: cheap
+        print(f"{name:22s} {trained:9s} {renders:9s} {offline:8s}  {info.description}")
     sys.stdout.flush()
     return 0
 

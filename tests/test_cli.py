@@ -497,3 +497,28 @@ def test_a_render_that_turns_nan_is_one_error_line_and_no_png(tmp_path, monkeypa
     errors = [line for line in err.splitlines() if line.startswith("optim: error:")]
     assert errors == [line for line in err.splitlines() if "Traceback" in line or line.startswith("optim:")]
     assert len(errors) == 1 and "the loss became nan at step 0" in errors[0] and "model that outputs NaN" in errors[0]
+
+
+def test_models_lists_the_trained_size_and_the_size_a_render_uses(capsys) -> None:
+    import torch.nn as nn
+
+    from optim.models.registry import _REGISTRY, register_model
+    from optim.optimization.defaults import DEFAULT_SIZE
+
+    class Declared(nn.Sequential):  # declares its input as timm does: a render uses that size
+        pretrained_cfg = {"input_size": (3, 48, 40)}
+
+    @register_model("cli_declared_net", input_size=64, description="declares 48x40")
+    def declared(pretrained=False, *, progress=True, model_path=None, num_classes=10):
+        return Declared(nn.Conv2d(3, num_classes, 3))
+
+    try:
+        assert main(["models"]) == 0
+    finally:
+        _REGISTRY.pop("cli_declared_net")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["name", "trained", "renders", "weights"]
+    rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
+    default = f"{DEFAULT_SIZE}x{DEFAULT_SIZE}"  # the zoo's models declare no size: render_vis's default
+    assert rows["efficientnet_lite0"] == ["224x224", default] and rows["efficientnet_lite2"] == ["260x260", default]
+    assert rows["cli_declared_net"] == ["64x64", "48x40"]
