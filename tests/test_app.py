@@ -785,6 +785,18 @@ def test_app_renders_a_layer_in_batches_and_lists_the_gallery(tiny_factory, tmp_
     assert "out of range" in at.error[0].value
 
 
+def test_app_offers_no_render_on_a_gallery_this_user_cannot_write(tiny_factory, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
+    Gallery(tmp_path / "gallery").add(tiny_factory, "h", "0", 0, {"size": 16, "steps": 2}, torch.rand(3, 8, 8))
+    access = os.access  # root ignores folder modes: the check is faked, as in the gallery's own test
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode == os.W_OK else access(path, mode, **kw))
+    at = _choose_factory(_app(tmp_path, monkeypatch, "--unsafe-allow-factory", tiny_factory).run(), tiny_factory)
+    assert not at.exception and not at.error
+    assert "is read-only for this user" in at.info[0].value
+    assert at.button(key="render_channel").disabled and at.button(key="render_layer").disabled
+    assert [c for im in at.get("image") for c in im.captions] == [f"{tiny_factory} · 0:0 · 16px 2 steps"]  # browsing works
+
+
 def test_app_without_flags_offers_no_factory_and_no_torchscript(tiny_factory, tmp_path, monkeypatch) -> None:
     """Items 2-4 in the page: no factory field, state dicts only, a gallery folder inside the root."""
     pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
