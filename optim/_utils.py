@@ -23,6 +23,7 @@ __all__ = [
     "COMPILED_PREFIX",
     "is_compiled",
     "eager_compiled",
+    "is_out_of_memory",
 ]
 
 # ``torch.compile(module)`` returns an ``OptimizedModule`` that holds the original as ``_orig_mod``, so every
@@ -216,3 +217,18 @@ def model_device_dtype(model: nn.Module) -> Tuple[torch.device, torch.dtype]:
         if t.is_floating_point():
             return t.device, t.dtype
     return torch.device("cpu"), torch.float32
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure (``torch.OutOfMemoryError`` on a GPU, ``MemoryError``, or the
+    allocator's own message on the CPU): no fault of the input's shape, so it is never explained as one.
+
+    Example:
+        >>> is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")), is_out_of_memory(
+        ...     RuntimeError("shape mismatch"))
+        (True, False)
+    """
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or any(
+        t in text for t in ("out of memory", "can't allocate memory", "not enough memory")
+    )

@@ -242,7 +242,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         info = model_info(name)
         offline = "offline" if info.weights_offline else "download"
         trained = "x".join(map(str, info.input_size))
-        renders = "x".join(map(str, render_inputs(get_model(name)).size))  # built without weights: cheap
+        try:  # built without weights (cheap for the zoo); a registered factory that cannot build is still listed
+            renders = "x".join(map(str, render_inputs(get_model(name)).size))
+        except Exception:  # noqa: BLE001 - any failure of a user's factory: the size is unknown, not an error
+            renders = "?"
         print(f"{name:22s} {trained:9s} {renders:9s} {offline:8s}  {info.description}")
     sys.stdout.flush()
     return 0
@@ -464,13 +467,6 @@ def _silence_stdout() -> None:
         pass
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
-    text = str(err).lower()
-    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or any(
-        t in text for t in ("out of memory", "can't allocate memory", "not enough memory")
-    )
-
-
 @contextlib.contextmanager
 def _working_directory_importable() -> Iterator[None]:
     """Let a ``module:function`` factory in the working directory import under the ``optim`` console script, as
@@ -530,7 +526,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             FloatingPointError) as err:
         if os.environ.get("OPTIM_TRACEBACK"):
             raise
-        if _is_out_of_memory(err):
+        from ._utils import is_out_of_memory
+
+        if is_out_of_memory(err):
             message = ("out of memory: " + (" ".join(str(err).split())[:200] or type(err).__name__)
                        + " (try a smaller --size or --batch-size, or --device cpu)")
         else:

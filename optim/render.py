@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 import torch
 import torch.nn as nn
 
-from ._utils import resolve_module
+from ._utils import is_out_of_memory, resolve_module
 from .activations import autograd_context
 from .images.base import as_image_batch, channel_advice, count_channels
 from .loss.activation import ChannelActivation
@@ -93,20 +93,11 @@ def _check_thresholds(thresholds: Union[int, Sequence[int]]) -> List[int]:
     return values
 
 
-def _transformed_hw(transform: nn.Module, image_hw: Tuple[int, int], channels: int) -> Optional[Tuple[int, int]]:
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            out = transform(torch.full((1, channels, *image_hw), 0.5))
-    except Exception:
-        return None
-    return (int(out.shape[-2]), int(out.shape[-1])) if isinstance(out, torch.Tensor) and out.dim() == 4 else None
-
-
 _TORCH_CHANNELS = re.compile(r"to have (\d+) channels?, but got (\d+) channels?")  # nn.Conv2d's message
 _HF_CHANNELS = re.compile(r"[Cc]hannel.*Expected (\d+) but got (\d+)")  # Hugging Face patch embeddings'
 
 
-def _channel_mismatch(err: BaseException, model: Any, channels: Optional[int]) -> Optional[str]:
+def _channel_mismatch(err: BaseException, model: Any, channels: Optional[int], parameterization: bool) -> Optional[str]:
     """The hint for a model that refused the image's channel count, read from torch's (or Hugging Face's) own
     message, so a model that converts channels itself (a preprocess, a gray stem) is not blamed for a later error.
 
@@ -124,9 +115,9 @@ def _channel_mismatch(err: BaseException, model: Any, channels: Optional[int]) -
     if isinstance(model, nn.Module) and want != model_input_channels(model, default=want):
         if any(isinstance(m, nn.Conv2d) and m.in_channels == channels for m in model.modules()):
             return None
+    rendered = f"an image parameterization of {count_channels(want)} (default_image(size, channels={want})), "
     return (f"the image has {count_channels(channels)} and the model reads {want}: give "
-            f"{channel_advice(channels, want)}, an image parameterization of {want} (default_image(size, "
-            f"channels={want})), or a preprocess that converts it")
+            f"{channel_advice(channels, want)}, {rendered if parameterization else ''}or a preprocess that converts it")
 
 
 def input_error(
@@ -134,25 +125,29 @@ def input_error(
     model: nn.Module,
     config: Any,
     image_hw: Optional[Tuple[int, int]],
-    transform: Optional[nn.Module] = None,
+    fed_hw: Optional[Tuple[int, int]] = None,
     channels: Optional[int] = None,
+    *,
+    parameterization: bool = False,
 ) -> Optional[ValueError]:
-    """A ``ValueError`` naming the working size, transform and channel count for a model that failed on the input
-    it was fed.
+    """A ``ValueError`` naming the working size, the transforms' output size and the channel count for a model that
+    failed on the input it was fed.
 
-    ``None`` when neither explains the failure: the model declares no native size, or it was fed that size and
-    the transforms kept the image's size, and torch's error is not a layer refusing the image's channel count
-    (a layer after a preprocess or a stem that converts channels is not the image's fault). Renders raise it
-    from the model's own error (``Expected 224 but got 228``, ``Input image size (36*36) doesn't match model
-    (32*32)``, ``expected input[1, 3, 32, 32] to have 1 channels, but got 3 channels instead``).
+    ``None`` when none of them explains the failure: an allocation failure (out of memory); the model declares no
+    native size it insists on (``config.fixed_size`` False), or it was fed that size and the transforms kept the
+    image's size, and torch's error is not a layer refusing the image's channel count (a layer after a preprocess
+    or a stem that converts channels is not the image's fault). Renders raise it from the model's own error
+    (``Expected 224 but got 228``, ``Input image size (36*36) doesn't match model (32*32)``,
+    ``expected input[1, 3, 32, 32] to have 1 channels, but got 3 channels instead``).
 
     Args:
         err: the model's error.
         model: the network.
         config: its :class:`~optim.models.preprocess.InputConfig` (``None``: its native size is not considered).
         image_hw: the rendered image's ``(height, width)``.
-        transform: the render's transforms (their output size is measured on a grey image, on the CPU).
+        fed_hw: the ``(height, width)`` the model was fed, after the transforms (``None``: ``image_hw``).
         channels: the rendered image's channel count (``None``: not considered).
+        parameterization: the image is an image parameterization (a render), so the advice names one.
 
     Example:
         >>> from optim.models.preprocess import InputConfig
@@ -166,27 +161,26 @@ def input_error(
         >>> str(input_error(torch_said, nn.Conv2d(1, 4, 3), None, (8, 8), channels=3)).split("; ")[1][:79]
         'the image has 3 channels and the model reads 1: give a 1-channel image (photo.m'
     """
-    if image_hw is None:
+    if image_hw is None or is_out_of_memory(err):
         return None
-    fed = image_hw
+    image_hw = (int(image_hw[0]), int(image_hw[1]))
+    fed = image_hw if fed_hw is None else (int(fed_hw[0]), int(fed_hw[1]))
     hints = []
-    mismatch = _channel_mismatch(err, model, channels)
+    mismatch = _channel_mismatch(err, model, channels, parameterization)
     if mismatch is not None:
         hints.append(mismatch)
-    if transform is not None:
-        out_hw = _transformed_hw(transform, image_hw, model_input_channels(model) if channels is None else channels)
-        if out_hw is not None and out_hw != image_hw:
-            fed = out_hw
-            hints.append(
-                f"the transforms change the image size from {image_hw[0]}x{image_hw[1]} to {out_hw[0]}x{out_hw[1]}; "
-                "a model with a fixed input size needs transforms that keep it, as the default transforms do "
-                "(TransformationRobustness(crop_or_pad_output=True))"
-            )
-    native = getattr(config, "size", None)
-    if native is not None and tuple(native) != tuple(image_hw):
+    if fed != image_hw:
         hints.append(
-            f"its native input size is {native[0]}x{native[1]} ({config.source}): render at that size (leave image= "
-            f"and size= unset to get it, or default_image(({native[0]}, {native[1]})))"
+            f"the transforms change the image size from {image_hw[0]}x{image_hw[1]} to {fed[0]}x{fed[1]}; "
+            "a model with a fixed input size needs transforms that keep it, as the default transforms do "
+            "(TransformationRobustness(crop_or_pad_output=True))"
+        )
+    native = getattr(config, "size", None)
+    if native is not None and getattr(config, "fixed_size", None) is not False and tuple(native) != image_hw:
+        hints.append(
+            f"its native input size is {native[0]}x{native[1]} ({config.source}): render at that size "
+            f"(default_image(({native[0]}, {native[1]})); render_vis and render_layer use it when image= and size= "
+            "are unset)"
         )
     if not hints:
         return None
@@ -199,14 +193,13 @@ def explained_input_errors(
     model: Any,
     image_hw: Tuple[int, int],
     config: Any = None,
-    transform: Optional[nn.Module] = None,
     channels: Optional[int] = None,
 ) -> Iterator[None]:
     """Run a model on an image, raising :func:`input_error`'s ``ValueError`` (from the model's own error) where
     it explains the failure; any other error passes unchanged.
 
     Args:
-        model, image_hw, config, transform, channels: as :func:`input_error` takes them.
+        model, image_hw, config, channels: as :func:`input_error` takes them (the model is fed ``image_hw``).
 
     Example:
         >>> with explained_input_errors(nn.Conv2d(1, 4, 3), (8, 8), channels=3):
@@ -218,7 +211,7 @@ def explained_input_errors(
     try:
         yield
     except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        explained = input_error(err, model, config, image_hw, transform, channels)
+        explained = input_error(err, model, config, image_hw, channels=channels)
         if explained is None:
             raise
         raise explained from err

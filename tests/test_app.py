@@ -785,16 +785,28 @@ def test_app_renders_a_layer_in_batches_and_lists_the_gallery(tiny_factory, tmp_
     assert "out of range" in at.error[0].value
 
 
-def test_app_offers_no_render_on_a_gallery_this_user_cannot_write(tiny_factory, tmp_path, monkeypatch) -> None:
+def test_app_renders_nothing_on_a_gallery_this_user_cannot_write(tiny_factory, tmp_path, monkeypatch) -> None:
     pytest.importorskip("streamlit", reason="the app needs the 'app' extra (streamlit)")
-    Gallery(tmp_path / "gallery").add(tiny_factory, "h", "0", 0, {"size": 16, "steps": 2}, torch.rand(3, 8, 8))
+    settings = RenderSettings(size=16, steps=2, seed=0).as_dict()
+    Gallery(tmp_path / "gallery").add(tiny_factory, weights_hash(load_model(tiny_factory)), "0", 0, settings,
+                                      torch.rand(3, 16, 16))
     access = os.access  # root ignores folder modes: the check is faked, as in the gallery's own test
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if mode == os.W_OK else access(path, mode, **kw))
+    monkeypatch.setattr("optim.render.render_layer", lambda *a, **k: pytest.fail("rendered"))  # nothing renders
     at = _choose_factory(_app(tmp_path, monkeypatch, "--unsafe-allow-factory", tiny_factory).run(), tiny_factory)
     assert not at.exception and not at.error
     assert "is read-only for this user" in at.info[0].value
-    assert at.button(key="render_channel").disabled and at.button(key="render_layer").disabled
-    assert [c for im in at.get("image") for c in im.captions] == [f"{tiny_factory} · 0:0 · 16px 2 steps"]  # browsing works
+    at.selectbox(key="layer").set_value("0").run()
+    at.text_input(key="channels").set_value("0:3")
+    at.button(key="render_layer").click().run()
+    assert not at.exception and not at.error
+    assert at.warning[0].value == "2 of 3 channels are not in this read-only gallery (0:1, 2)"
+    assert at.success[0].value == "0: 1 from the gallery, 0 rendered"
+    assert [c for im in at.get("image") for c in im.captions][:1] == ["0:0"]  # what it has is shown
+    at.number_input(key="channel").set_value(1)
+    at.button(key="render_channel").click().run()
+    assert "read-only for this user: 0:1 is not in it" in at.error[0].value
+    assert len(Gallery(tmp_path / "gallery")) == 1
 
 
 def test_app_without_flags_offers_no_factory_and_no_torchscript(tiny_factory, tmp_path, monkeypatch) -> None:

@@ -512,13 +512,17 @@ def test_models_lists_the_trained_size_and_the_size_a_render_uses(capsys) -> Non
     def declared(pretrained=False, *, progress=True, model_path=None, num_classes=10):
         return Declared(nn.Conv2d(3, num_classes, 3))
 
+    @register_model("cli_broken_net", input_size=32)
+    def broken(pretrained=False, *, progress=True, model_path=None, num_classes=10):
+        raise ImportError("needs an extra that is not installed")
+
     try:
         assert main(["models"]) == 0
     finally:
-        _REGISTRY.pop("cli_declared_net")
+        _REGISTRY.pop("cli_declared_net"), _REGISTRY.pop("cli_broken_net")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["name", "trained", "renders", "weights"]
     rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
     default = f"{DEFAULT_SIZE}x{DEFAULT_SIZE}"  # the zoo's models declare no size: render_vis's default
     assert rows["efficientnet_lite0"] == ["224x224", default] and rows["efficientnet_lite2"] == ["260x260", default]
-    assert rows["cli_declared_net"] == ["64x64", "48x40"]
+    assert rows["cli_declared_net"] == ["64x64", "48x40"] and rows["cli_broken_net"] == ["32x32", "?"]

@@ -439,7 +439,8 @@ def test_a_hand_wired_input_optimization_explains_an_image_the_model_refuses() -
     before = _state(gray)
     obj = opt.InputOptimization(gray, opt.loss.ChannelActivation(gray[0], 1), default_image(24))
     with pytest.raises(ValueError, match=r"^Sequential failed on a 24x24 input \(.*\); the image has 3 channels and "
-                       r"the model reads 1: .*an image parameterization of 1 \(default_image\(size, channels=1\)\)"):
+                       r"the model reads 1: .*an image parameterization of 1 channel "
+                       r"\(default_image\(size, channels=1\)\)"):
         obj.optimize(1)
     assert _state(gray) == before and not gray[0]._forward_hooks
     with pytest.raises(ValueError, match="the model reads 1"):  # one evaluation of the loss takes the same path
@@ -452,21 +453,45 @@ def test_a_hand_wired_input_optimization_explains_an_image_the_model_refuses() -
     obj = opt.InputOptimization(vit, opt.loss.ChannelActivation(vit.blocks[0], 1), default_image(32), grow)
     with pytest.raises(ValueError, match=r"the transforms change the image size from 32x32 to "):
         obj.optimize(1)
-    # a model that took its first input and fails later is not explained by the input: its own error stays
+    # transforms that change the size at random: explained at the first step that feeds a size the model refuses
+    scale = opt.transforms.RandomScale([1.0, 1.0, 1.25])
+    for seed in range(4):
+        obj = opt.InputOptimization(vit, opt.loss.ChannelActivation(vit.blocks[0], 1), default_image(32), scale,
+                                    seed=seed)
+        with pytest.raises(ValueError, match=r"failed on a 40x40 input .*change the image size from 32x32 to 40x40"):
+            obj.optimize(64)
+    # a model that declares a size and already ran on this input shape fails later: not the input's fault, so its
+    # own error stays (unguarded, the native-size hint would be given)
     calls = []
 
     class LaterFailure(nn.Conv2d):
+        pretrained_cfg = {"input_size": (3, 32, 32)}
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             calls.append(1)
             if len(calls) > 1:
-                raise RuntimeError("expected input[1, 3, 24, 24] to have 1 channels, but got 3 channels instead")
+                raise RuntimeError("a hook of the user's broke")
             return super().forward(x)
 
     later = LaterFailure(3, 4, 3).eval()
     obj = opt.InputOptimization(later, opt.loss.ChannelActivation(later, 1), default_image(24))
-    with pytest.raises(RuntimeError, match="^expected input"):
+    with pytest.raises(RuntimeError, match="^a hook of the user's broke$"):
         obj.optimize(3)
     assert len(calls) == 2
+    calls.clear()
+    calls.append(1)  # fails on its first input now: the native size (24 is not 32) is named
+    obj = opt.InputOptimization(later, opt.loss.ChannelActivation(later, 1), default_image(24))
+    with pytest.raises(ValueError, match="native input size is 32x32"):
+        obj.optimize(3)
+
+    class OutOfMemory(LaterFailure):  # running out of memory is never blamed on the input's size
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    oom = OutOfMemory(3, 4, 3).eval()
+    obj = opt.InputOptimization(oom, opt.loss.ChannelActivation(oom, 1), default_image(24))
+    with pytest.raises(RuntimeError, match="^CUDA out of memory"):
+        obj.optimize(1)
 
 
 def test_a_channel_error_past_the_input_layer_is_not_blamed_on_the_image() -> None:

@@ -177,13 +177,12 @@ def _render_tab(loaded: LoadedModel, settings: RenderSettings, gallery: Gallery)
     n_channels = by_name[layer].channels
     settings = settings.for_model(loaded.model)  # the size this render uses, as the gallery keys on it
     key = dict(model=loaded.name, weights_hash=loaded.weights_hash, layer=layer, settings=settings.as_dict())
-    read_only = gallery.read_only  # a render could not be stored: the buttons are off, browsing works
-    if read_only:
-        st.info(f"The gallery folder {gallery.data_dir} is read-only for this user: its renders can be browsed in "
-                "the Gallery tab; choose a folder you can write to render.")
+    if gallery.read_only:  # a render could not be stored: the buttons show what the gallery has, and render nothing
+        st.info(f"The gallery folder {gallery.data_dir} is read-only for this user: the buttons show the renders it "
+                "has and render nothing; choose a folder you can write to render.")
     left, right = st.columns(2)
     channel = int(left.number_input("Channel", 0, n_channels - 1, 0, key="channel"))
-    if left.button("Render channel", key="render_channel", type="primary", disabled=read_only):
+    if left.button("Render channel", key="render_channel", type="primary"):
         with st.spinner(f"Rendering {layer}:{channel}..."), loaded.lock:
             entry, hit = gallery.get_or_render(
                 channel=channel, render=lambda: render_channels(loaded.model, layer, [channel], settings)[0], **key
@@ -193,7 +192,7 @@ def _render_tab(loaded: LoadedModel, settings: RenderSettings, gallery: Gallery)
     selection = right.text_input("Channels", value=f"0:{min(n_channels, 16)}", key="channels",
                                  help="'0:16', '3,5,9' or 'all'")
     batch = int(right.number_input("Batch size", 1, 64, 8, key="batch_size"))
-    if right.button("Render layer", key="render_layer", disabled=read_only):
+    if right.button("Render layer", key="render_layer"):
         try:
             channels = parse_channels(selection, n_channels, layer=layer)
         except ValueError as err:
@@ -207,6 +206,10 @@ def _render_tab(loaded: LoadedModel, settings: RenderSettings, gallery: Gallery)
                 gallery.add(channel=c, image=tile, **key)
             bar.progress(done / total, text=f"rendered {done} of {total} missing channels")
 
+        if missing and gallery.read_only:  # refused before any render, as get_or_render refuses one channel
+            st.warning(f"{len(missing)} of {len(channels)} channels are not in this read-only gallery "
+                       f"({layer}:{', '.join(map(str, missing[:8]))}{', ...' if len(missing) > 8 else ''})")
+            channels, missing = [c for c in channels if c not in missing], []
         if missing:
             with loaded.lock:
                 render_channels(loaded.model, layer, missing, settings, batch_size=batch, callback=store)

@@ -7,8 +7,7 @@ skipping the rest of the forward pass); ``loss = summarize(loss_function(activat
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn as nn
@@ -151,7 +150,8 @@ class InputOptimization:
         self._count_shapes: Any = None
         self._inplace: Dict[int, Optional[bool]] = {}
         self._steps_done = 0
-        self._model_took_input = False  # until then a model error is explained by the input (_explain_input_error)
+        # the model's input shapes that ran: a failure on another is explained by the input (_explain_input_error)
+        self._shapes_taken: Set[Tuple[int, ...]] = set()
 
     def _reset_image(self, generators: List[torch.Generator]) -> None:
         reset = getattr(self.input_param, "reset_parameters", None)
@@ -257,29 +257,29 @@ class InputOptimization:
             try:
                 self.model(x)
             except StopForward:  # the recorder ending the pass early, every step
-                self._model_took_input = True
+                self._shapes_taken.add(tuple(x.shape))
                 raise
             except Exception as err:
-                if not self._model_took_input:  # the model's own failure on its first input (not a loss's)
-                    self._explain_input_error(err, image)
+                if tuple(x.shape) not in self._shapes_taken:  # the model's own failure on an input shape new to it
+                    self._explain_input_error(err, image, x)
                 raise
-            self._model_took_input = True
+            self._shapes_taken.add(tuple(x.shape))
 
         acts = rec.run_call(forward)
         return acts, images[-1]
 
-    def _explain_input_error(self, err: Exception, image: torch.Tensor) -> None:
+    def _explain_input_error(self, err: Exception, image: torch.Tensor, fed: torch.Tensor) -> None:
         """Raise the renders' ``ValueError`` (:func:`optim.render.input_error`: the image's size and channel count
-        against the model's native size, its first layer and the transforms) for a model that refused its first
-        input, where they explain it; return otherwise. A model that took an earlier input failed for another
-        reason, which is left as it is."""
+        against the model's native size and first layer, and the size the transforms fed it) for a model that
+        refused an input shape it had not taken before, where they explain it; return otherwise."""
         from ..models.preprocess import input_config
         from ..render import input_error  # optim.render builds on this module
 
         if not isinstance(err, (RuntimeError, ValueError, AssertionError, TypeError)) or image.dim() != 4:
             return
-        explained = input_error(err, self.model, input_config(self.model), (int(image.shape[-2]),
-                                int(image.shape[-1])), self.transform, channels=int(image.shape[1]))
+        fed_hw = tuple(fed.shape[-2:]) if fed.dim() == 4 else None
+        explained = input_error(err, self.model, input_config(self.model), tuple(image.shape[-2:]), fed_hw,
+                                int(image.shape[1]), parameterization=True)
         if explained is not None:
             raise explained from err
 
@@ -350,6 +350,9 @@ class InputOptimization:
 
         Raises:
             FloatingPointError: when the loss becomes NaN or infinite (names the step and the likely causes).
+            ValueError: the model refused an input shape it had not run on: the message names the image's size
+                and channel count, the size the transforms fed it and the model's native size, where they
+                explain the model's own error (:func:`optim.render.input_error`; raised from it).
         """
         stop = _coerce(stop_criteria)
         summarize = loss_summarize_fn or default_loss_summarize
