@@ -18,8 +18,8 @@ candidate changes checked on it since were all rejected, so the defaults still o
 looked at. ``--lucent`` adds Lucent's ``render_vis`` with its README defaults (224 px FFT image, its standard
 transforms, Adam 0.05) on the same classes, and ``--previous`` the defaults before issue 12 (128 px, 1/f^1.5, lr
 0.05, transforms that grow the image 4 px), both in the same run, so wall times compare directly. ``--average``
-adds the defaults with ``render_vis(average=DECAY)`` (iterate averaging: the same trajectory, the moving average of
-its images judged).
+adds the defaults with ``render_vis(average=FRACTION)`` (iterate averaging over about that fraction of the last
+steps; ``--average 0``: the last image of the same trajectory, beside the defaults' average of it).
 
 Goal (issue 12), at 48 steps: Lite2 at 260 px names >= 9/10 classes of each set, Lite0 at 224 px 10/10; at
 128 steps 10/10 for both; clipped values <= 2%; a render costs no more wall time than Lucent's at the same
@@ -28,7 +28,7 @@ budget, and no more than 1.5x the previous defaults.
 Usage::
 
     python benchmarks/class_transfer.py --steps 32 48 64 128 --seeds 0 1 2 [--lucent] [--previous]
-        [--threads 2] [--device cuda] [--grid out.png] [--per-class] [--fresh] [--average 0.9 0.95]
+        [--threads 2] [--device cuda] [--grid out.png] [--per-class] [--fresh] [--average 0 0.25]
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def top1(model: nn.Module, images: torch.Tensor, size: Optional[int]) -> torch.T
 def render_optim(model: nn.Module, classes: Sequence[int], steps: Sequence[int], seed: int,
                  average: Optional[float] = None) -> List[torch.Tensor]:
     """The library defaults, as ``recipes.class_visualization`` runs them, with a snapshot at each budget
-    (``average``: ``render_vis``'s iterate averaging; ``None``: its default, none)."""
+    (``average``: ``render_vis``'s iterate averaging; ``None``: its default)."""
     loss = sum_loss_list([ChannelActivation(model, c, batch_index=i) for i, c in enumerate(classes)])
     image = functools.partial(opt.render.default_image, batch=len(classes))
     outs = opt.render_vis(model, loss, image=image, thresholds=tuple(steps), progress=False, seed=seed,
@@ -129,8 +129,9 @@ def main() -> None:
     parser.add_argument("--lucent", action="store_true", help="Lucent side by side (pip install --no-deps "
                         "torch-lucent && pip install kornia decorator)")
     parser.add_argument("--previous", action="store_true", help="the defaults before issue 12, side by side")
-    parser.add_argument("--average", type=float, nargs="+", default=[], metavar="DECAY",
-                        help="also render with render_vis(average=DECAY) (iterate averaging), side by side")
+    parser.add_argument("--average", type=float, nargs="+", default=[], metavar="FRACTION",
+                        help="also render with render_vis(average=FRACTION) (iterate averaging; 0: the last image), "
+                        "side by side")
     parser.add_argument("--fresh", action="store_true", help="judge a third class set, FRESH_CLASSES, as well")
     parser.add_argument("--per-class", action="store_true", help="print, for each budget and class set, how many "
                         "seeds' renders Lite2 at its native size names correctly, class by class")
@@ -157,8 +158,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, device {device}")
 
     renderers = {"optim": render_optim}
-    for decay in args.average:
-        renderers[f"avg{decay:g}"] = functools.partial(render_optim, average=decay)
+    for fraction in args.average:
+        renderers[f"avg{fraction:g}"] = functools.partial(render_optim, average=fraction)
     if args.previous:
         renderers["previous"] = render_previous
     if args.lucent:

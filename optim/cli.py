@@ -86,14 +86,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _decay(text: str) -> float:
-    """An argparse ``type`` for an iterate-averaging decay (``check_average``'s rule)."""
-    from .optimization.averaging import check_average
+def _average(text: str) -> float:
+    """An argparse ``type`` for an iterate-averaging window: a fraction such as ``0.25`` or ``1/6``
+    (``check_average``'s rule)."""
+    from .optimization.averaging import MAX_AVERAGE, check_average
 
     try:
-        return float(check_average(float(text)))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1), got {text!r}") from None
+        top, _, bottom = text.partition("/")
+        return float(check_average(float(top) / float(bottom) if bottom else float(top)))  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a fraction of the steps in [0, {MAX_AVERAGE}] (0.25, 1/6), "
+                                         f"got {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,9 +123,9 @@ def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress 
     p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
     p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-    p.add_argument("--average", type=_decay, default=None, metavar="DECAY",
-                   help="iterate averaging: the image written is the moving average of the steps' images with this "
-                        "decay, e.g. 0.9 (default: none, the last step's image)")
+    p.add_argument("--average", type=_average, default=None, metavar="FRACTION",
+                   help="iterate averaging: the image written averages about this fraction of the last steps' images "
+                        "(default: render_vis's; 0: the last step's image)")
     p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 
 

@@ -219,8 +219,8 @@ def _render_defaults() -> Dict[str, Any]:
 
 
 def _job_average(average: Optional[float]) -> float:
-    """The iterate-averaging decay a job's renders use (its images start from noise), so ``None`` and the default
-    decay written out resume one another."""
+    """The iterate-averaging window a job's renders use (its images start from noise), so ``None`` and the default
+    written out resume one another."""
     from .optimization import defaults
 
     with torch.random.fork_rng(devices=[]):  # the probe image draws random numbers; the caller's stream is kept

@@ -4,7 +4,8 @@ Both go through the render core, :class:`~optim.optimization.InputOptimization`,
 :mod:`optim.optimization.defaults` (re-exported here): a Fourier-parameterized (1/f^1.5 spectrum scaling),
 colour-decorrelated ``NaturalImage`` at the model's native size (else 160 px), captum's ``TransformationRobustness``
 stack magnifying content 0.9-1.5x and keeping the size, an algebraic-sigmoid squash, and AdamW (weight decay 0.5)
-from 0.025 with an inverse square-root decay.
+from 0.025 with an inverse square-root decay; a render from noise returns the average of about the last sixth of
+its steps' images (``average``).
 
 Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
@@ -270,10 +271,10 @@ def render_vis(
             stream. ``None``: the image is used as built.
         callback: ``callback(step, loss, images)`` after every step (e.g.
             :class:`~optim.optimization.TensorBoardCallback`).
-        average: each snapshot is the :class:`~optim.optimization.ImageAverage` (a debiased exponential moving
-            average with this decay) of the images the steps so far optimized and the current one; a snapshot
-            at step 0 is the starting image; 0.9 averages about the last 10 steps. ``None``: ``DEFAULT_AVERAGE``
-            (0, none) for an image from noise, none for one that starts from a photo
+        average: the fraction of the steps so far that each snapshot averages
+            (:class:`~optim.optimization.ImageAverage`: polynomial-decay weights over the images the steps optimized
+            and the current one); a snapshot at step 0 is the starting image; 1/6 averages about the last sixth. ``None``: ``DEFAULT_AVERAGE``
+            (1/6) for an image from noise, none for one that starts from a photo
             (:func:`~optim.optimization.resolve_average`); ``0``: the last image.
 
     Returns:
@@ -367,8 +368,8 @@ def render_layer(
         progress: one progress bar over all batches.
         seed: seed for a reproducible render (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
-        average: iterate averaging, as :func:`render_vis` takes it (``None``: ``DEFAULT_AVERAGE``, 0; ``0``: each
-            image as its last step left it).
+        average: iterate averaging, as :func:`render_vis` takes it (``None``: ``DEFAULT_AVERAGE``, 1/6; ``0``:
+            each image as its last step left it).
 
     Returns:
         A CPU ``ImageTensor`` ``[len(channels), C, H, W]``, in channel order (see ``opt.make_grid_image``); ``C``

@@ -127,7 +127,9 @@ def test_python_dash_m_help_and_the_app_launcher_help() -> None:
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "cli_tiny_models.py/out.png"], "cannot create"),
         (["layer", "cli_tiny_models:tiny_net", "2", "--channels", "0:9", "-q"], "out of range"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--lr", "0"], "positive number"),
-        (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--average", "1"], "expected a decay in [0, 1), got '1'"),
+        (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--average", "1"],
+         "expected a fraction of the steps in [0, 0.5] (0.25, 1/6), got '1'"),
+        (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--average", "1/0"], "got '1/0'"),
         (["layers", "cli_tiny_models:tiny_net", "--weights", "missing.pt"], "no weights file at 'missing.pt'"),
         (["render-model", "cli_tiny_models:tiny_net", "--out", "job"], "the following arguments are required: "
          "--layers/-l"),
@@ -332,13 +334,13 @@ def test_render_writes_the_png_of_render_vis(tiny_factory, tmp_path, capsys) -> 
     reference = (expected[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     assert np.abs(saved.astype(int) - reference.astype(int)).max() <= 1
     assert saved.std() > 1.0  # an image, not a flat fill
-    # --average 0.5: the moving average, as render_vis(average=0.5) gives it
-    assert main(argv + ["--average", "0.5", "-q"]) == 0
+    # --average 1/2: the average of about the last half of the steps, as render_vis(average=0.5) gives it
+    assert main(argv + ["--average", "1/2", "-q"]) == 0
     (averaged,) = opt.render_vis(tiny_net().eval(), "2:3", image=opt.render.default_image(24), thresholds=(3,),
                                  progress=False, seed=5, average=0.5)
     reference = (averaged[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     assert np.abs(np.asarray(Image.open(out)).astype(int) - reference.astype(int)).max() <= 1
-    assert not np.array_equal(np.asarray(Image.open(out)), saved)  # not the last image
+    assert not np.array_equal(np.asarray(Image.open(out)), saved)  # not the default (1/6) average
 
 
 def test_render_progress_bar_goes_to_stderr(tiny_factory, tmp_path, capsys) -> None:

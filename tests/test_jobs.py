@@ -111,12 +111,12 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     del older["render_defaults"]["image"], older["render_defaults"]["optimizer"]
     (tmp_path / "job.json").write_text(json.dumps(older))
     assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)["skipped"] == 11
-    # iterate averaging: the decay used is recorded, so the default written out resumes and another one is refused
-    assert job["average"] == 0.0
+    # iterate averaging: the window used is recorded, so the default written out resumes and another one is refused
+    assert job["average"] == 1 / 6
     assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None,
-                        average=0)["skipped"] == 11
-    with pytest.raises(ValueError, match="other settings \\(average: 0.0 in the job, 0.9 now\\)"):
-        render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None, average=0.9)
+                        average=1 / 6)["skipped"] == 11
+    with pytest.raises(ValueError, match="other settings \\(average: 0.1666+\\d* in the job, 0.0 now\\)"):
+        render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None, average=0)
     torch.manual_seed(5)
     state = torch.get_rng_state()
     _render_defaults()  # builds a default image aside: the caller's random stream is untouched
@@ -127,7 +127,7 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
         ({"model_name": 3}, TypeError, "model_name must be a str or None, got 3"),
         ({"out": None}, TypeError, "out must be a folder path"),
         ({"out": tmp_path / "a_file"}, ValueError, "out must be a folder"),
-        ({"average": 1}, ValueError, "average must be a decay in \\[0, 1\\)"),
+        ({"average": 1}, ValueError, "average must be the fraction of the render's steps to average, in \\[0, "),
     ):
         with pytest.raises(err, match=match):
             render_model(tiny_model(), ["0"], **{"out": tmp_path / "new", **kwargs}, steps=1, size=16, log=None)

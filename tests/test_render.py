@@ -3,6 +3,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import math
 import re
 
 import numpy as np
@@ -286,16 +287,18 @@ def test_default_image_refuses_a_size_that_is_not_an_int_or_a_sequence():
     assert default_image([8, 6])().shape == (1, 3, 8, 6)
 
 
-def _debiased_ema(images, decay):
-    """The exponential moving average of ``images`` with weights normalised to 1 (ImageAverage's definition)."""
-    weights = [decay ** (len(images) - 1 - i) for i in range(len(images))]
+def _polynomial_average(images, window):
+    """Polynomial-decay averaging in closed form (Shamir & Zhang 2013): the i-th of the images (from 1) weighs
+    Gamma(i + eta) / Gamma(i), eta = 1 / window - 1 (ImageAverage computes it as a running update)."""
+    eta = 1 / window - 1
+    weights = [math.exp(math.lgamma(i + eta) - math.lgamma(i)) for i in range(1, len(images) + 1)]
     return sum(w * x for w, x in zip(weights, images)) / sum(weights)
 
 
-def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
-    """render_vis and render_layer with average=d return the average of the images the steps optimized and the
-    last one; average=0 (and the default, DEFAULT_AVERAGE) is the last image; a photo start never averages unless
-    told to."""
+def test_average_returns_the_polynomial_average_of_the_optimized_images(tiny_net):
+    """render_vis and render_layer with average=f return the polynomial-decay average of the images the steps
+    optimized and the last one; average=0 is the last image, the default DEFAULT_AVERAGE (1/6); a photo start never
+    averages unless told to."""
     seen = []
 
     def record(step, loss, images):
@@ -305,32 +308,36 @@ def test_average_returns_the_moving_average_of_the_optimized_images(tiny_net):
     start, at3, at5 = opt.render_vis(tiny_net, "conv2:1", callback=record, average=0.5, **kwargs)
     last = opt.render_vis(tiny_net, "conv2:1", average=0, **kwargs)  # the same trajectory, its last images
     assert len(seen) == 5 and torch.equal(start, last[0])  # a snapshot at step 0 is the starting image
-    assert torch.allclose(at3, _debiased_ema(seen[:3] + [last[1]], 0.5), atol=1e-6)
-    assert torch.allclose(at5, _debiased_ema(seen + [last[2]], 0.5), atol=1e-6)
+    assert torch.allclose(at3, _polynomial_average(seen[:3] + [last[1]], 0.5), atol=1e-6)
+    # eta = 1: the weights are 1, 2, ..., 6
+    torch.testing.assert_close(at5, sum((i + 1) * x for i, x in enumerate(seen + [last[2]])) / 21, atol=1e-6, rtol=0)
     assert (at5 - last[2]).abs().max() > 1e-3  # not the last image
     default = opt.render_vis(tiny_net, "conv2:1", **kwargs)
-    assert opt.optimization.DEFAULT_AVERAGE == 0.0  # opt-in: measured in optimization/defaults.py
-    assert torch.equal(default[2], last[2])
-    photo = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))  # 8 px: too small to move
+    assert opt.optimization.DEFAULT_AVERAGE == 1 / 6  # measured in optimization/defaults.py
+    assert torch.allclose(default[2], _polynomial_average(seen + [last[2]], 1 / 6), atol=1e-6)
+    assert torch.equal(default[2], opt.render_vis(tiny_net, "conv2:1", average=1 / 6, **kwargs)[2])
+    photo = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
     from_photo = dict(kwargs, image=photo)
     photo_last = opt.render_vis(tiny_net, "conv2:1", average=0, **from_photo)[2]
     assert torch.equal(opt.render_vis(tiny_net, "conv2:1", **from_photo)[2], photo_last)
-    assert (opt.render_vis(tiny_net, "conv2:1", average=0.9, **from_photo)[2] - photo_last).abs().max() > 1e-3
+    assert (opt.render_vis(tiny_net, "conv2:1", average=0.5, **from_photo)[2] - photo_last).abs().max() > 1e-3
     start_from = lambda n: opt.optimization.default_image(init=photo.unsqueeze(0).repeat(n, 1, 1, 1))  # noqa: E731
     objectives = [lambda i: opt.loss.ChannelActivation("conv2", 0, batch_index=i)]
     batched = [opt.optimization.render_batches(tiny_net, objectives, [0], start_from, steps=3, progress=False,
-                                               seed=0, average=a) for a in (None, 0, 0.9)]
-    assert torch.equal(batched[0], batched[1])  # the same rule in the batched renders: the last image by default
+                                               seed=0, average=a) for a in (None, 0, 0.5)]
+    assert torch.equal(batched[0], batched[1])  # the same rule in the batched renders: a photo's last image
     assert (batched[2] - batched[1]).abs().max() > 1e-4  # and an average when asked
     seen.clear()
     layer = dict(channels=[0, 1, 2], batch_size=2, steps=3, size=8, progress=False, seed=0)
-    tiles = opt.render_layer(tiny_net, "conv2", callback=record, average=0.9, **layer)
+    tiles = opt.render_layer(tiny_net, "conv2", callback=record, average=0.25, **layer)
     ends = opt.render_layer(tiny_net, "conv2", average=0, **layer)
-    assert torch.allclose(tiles[:2], _debiased_ema(seen[:3] + [ends[:2]], 0.9), atol=1e-6)  # first batch
-    assert torch.allclose(tiles[2:], _debiased_ema(seen[3:] + [ends[2:]], 0.9), atol=1e-6)  # its own average
+    assert torch.allclose(tiles[:2], _polynomial_average(seen[:3] + [ends[:2]], 0.25), atol=1e-6)  # first batch
+    assert torch.allclose(tiles[2:], _polynomial_average(seen[3:] + [ends[2:]], 0.25), atol=1e-6)  # its own
+    assert torch.equal(opt.render_layer(tiny_net, "conv2", **layer), opt.render_layer(tiny_net, "conv2",
+                                                                                      average=1 / 6, **layer))
     before = {k: v.clone() for k, v in tiny_net.state_dict().items()}
-    for bad, error in ((1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), (True, TypeError),
-                       ("0.9", TypeError)):
+    for bad, error in ((0.9, ValueError), (-0.1, ValueError), (float("nan"), ValueError), (True, TypeError),
+                       ("0.25", TypeError)):
         with pytest.raises(error, match="average must be"):
             opt.render_vis(tiny_net, "conv2:1", average=bad, **kwargs)
         with pytest.raises(error, match="average must be"):

@@ -1,11 +1,14 @@
-"""Iterate averaging of a render: the image returned is an exponential moving average of the images the steps
-optimized, not the last one (Polyak & Juditsky 1992; the EMA form as in Adam's debiased moments, Kingma & Ba 2015).
+"""Iterate averaging of a render: the image returned is a weighted average of the images the steps optimized, not
+the last one (Polyak & Juditsky 1992), with polynomial-decay weights (Shamir & Zhang 2013, "Stochastic gradient
+descent for non-smooth optimization: convergence results and optimal averaging schemes", ICML): the window grows
+with the render, so a short render averages a few steps and a long one many.
 
 The last iterate of a render carries the latest transform's jitter and the optimizer's last overshoot; an average
-over the last few steps keeps what every step agreed on. It costs one image-sized buffer and an add per step.
-Opt-in: ``render_vis(..., average=0.9)``, ``render_layer``, ``render_batches``, the CLI's ``--average``
-(``DEFAULT_AVERAGE`` is 0, the rule in :func:`~optim.optimization.defaults.resolve_average`); the measurements are
-in the :mod:`optim.optimization.defaults` docstring.
+over the last part of the render keeps what its steps agreed on. It costs one image-sized buffer and an add per
+step. ``render_vis(..., average=1/6)``, ``render_layer``, ``render_batches`` and the CLI's ``--average`` take the
+fraction of the render to average; the default is :data:`~optim.optimization.defaults.DEFAULT_AVERAGE` for a render
+from noise and none for one from a photo (:func:`~optim.optimization.defaults.resolve_average`), and the
+measurements are in the :mod:`optim.optimization.defaults` docstring.
 """
 from __future__ import annotations
 
@@ -15,83 +18,98 @@ import torch
 
 from .progress import StepCallback, check_callback
 
-__all__ = ["ImageAverage", "check_average"]
+__all__ = ["ImageAverage", "check_average", "MAX_AVERAGE"]
+
+#: The widest window ``average`` may ask for: the last half of the render (weights growing linearly with the step).
+MAX_AVERAGE = 0.5
 
 
 def check_average(average: Any) -> Optional[float]:
-    """``average`` as a decay in ``[0, 1)``, or ``None`` (no averaging).
+    """``average`` as the fraction of a render's steps to average, in ``[0, MAX_AVERAGE]``, or ``None`` (the
+    default's rule, :func:`~optim.optimization.defaults.resolve_average`).
 
     Raises:
         TypeError: not a number (a bool, a string ...).
-        ValueError: outside ``[0, 1)`` or not finite.
+        ValueError: outside ``[0, MAX_AVERAGE]`` or not finite.
 
     Example:
-        >>> check_average(0.9), check_average(None)
-        (0.9, None)
+        >>> check_average(0.25), check_average(None)
+        (0.25, None)
     """
     if average is None:
         return None
     if isinstance(average, bool) or not isinstance(average, (int, float)):
-        raise TypeError(f"average must be a float decay in [0, 1) or None, got {average!r} ({type(average).__name__})")
-    if not 0.0 <= float(average) < 1.0:
-        raise ValueError(f"average must be a decay in [0, 1) (0.9: about the last 10 steps), got {average!r}")
+        raise TypeError(f"average must be the fraction of the render's steps to average, a float in [0, "
+                        f"{MAX_AVERAGE}], or None; got {average!r} ({type(average).__name__})")
+    if not 0.0 <= float(average) <= MAX_AVERAGE:
+        raise ValueError(f"average must be the fraction of the render's steps to average, in [0, {MAX_AVERAGE}] "
+                         f"(1/6: about the last sixth; 0: the last image), got {average!r}")
     return float(average)
 
 
 class ImageAverage:
-    """The debiased exponential moving average of a render's images.
+    """The polynomial-decay average of a render's images (Shamir & Zhang 2013).
 
     The images are those the steps optimized (one per step, folded in by :meth:`update`, e.g. from the step
-    callback) and, last, the current image (given to :meth:`value`). After images ``x_0 .. x_t`` it is
-    ``sum_i d^(t - i) x_i / sum_i d^(t - i)``: a weighted mean that forgets at rate ``d``.
+    callback) and, last, the current image (given to :meth:`value`). Image ``n`` enters with weight
+    ``w_n = (eta + 1) / (n + eta)`` (``avg_n = (1 - w_n) avg_{n-1} + w_n x_n``, ``w_1 = 1``), where
+    ``eta = 1 / window - 1``: after ``n`` images, image ``i`` weighs in proportion to ``Gamma(i + eta) / Gamma(i)``,
+    about ``(i / n) ** eta``, so roughly the last ``window * n`` images carry the average, a window that grows with
+    the render.
 
     Args:
-        decay: ``d`` in ``[0, 1)``; 0 gives the current image exactly, 0.9 averages roughly the last 10.
+        window: the fraction of the images to average, in ``[0, MAX_AVERAGE]``; 0 gives the current image exactly,
+            1/6 (``eta = 5``) averages about the last sixth, 0.5 weighs image ``i`` in proportion to ``i``.
 
     Example:
-        >>> avg = ImageAverage(0.5)
+        >>> avg = ImageAverage(0.5)  # eta = 1: weights 1, 2, 3
         >>> for x in (1.0, 2.0):
         ...     avg.update(torch.tensor([x]))
-        >>> avg.value(torch.tensor([3.0]))  # (0.25 * 1 + 0.5 * 2 + 1 * 3) / 1.75
-        tensor([2.4286])
+        >>> avg.value(torch.tensor([3.0]))  # (1 * 1 + 2 * 2 + 3 * 3) / 6
+        tensor([2.3333])
     """
 
-    def __init__(self, decay: float) -> None:
-        checked = check_average(decay)
+    def __init__(self, window: float) -> None:
+        checked = check_average(window)
         if checked is None:
-            raise TypeError("decay must be a float in [0, 1), got None")
-        self.decay = checked
+            raise TypeError(f"window must be a float in [0, {MAX_AVERAGE}], got None")
+        self.window = checked
+        self.eta = 1.0 / checked - 1.0 if checked > 0 else float("inf")
         self.steps = 0
-        self._ema: Optional[torch.Tensor] = None
+        self._average: Optional[torch.Tensor] = None
+
+    def _weight(self, n: int) -> float:
+        return (self.eta + 1.0) / (n + self.eta)
 
     def update(self, image: torch.Tensor) -> None:
         """Fold in one step's image ``[B, C, H, W]`` (detached; the first update fixes the shape)."""
         self.steps += 1
-        if self.decay == 0.0:  # value() is the current image: nothing to keep
+        if self.window == 0.0:  # value() is the current image: nothing to keep
             return
         image = image.detach()
-        if self._ema is None:
-            self._ema = image * (1.0 - self.decay)
+        if self._average is None:
+            self._average = image.clone()
         else:
-            self._ema.mul_(self.decay).add_(image, alpha=1.0 - self.decay)
+            w = self._weight(self.steps)
+            self._average.mul_(1.0 - w).add_(image, alpha=w)
 
     def value(self, current: torch.Tensor) -> torch.Tensor:
         """The average of the images folded in so far and ``current`` (not folded in: the render goes on)."""
         current = current.detach()
-        if self._ema is None or self.decay == 0.0:
+        if self._average is None or self.window == 0.0:
             return current
-        summed = self._ema * self.decay + current * (1.0 - self.decay)
-        return summed / (1.0 - self.decay ** (self.steps + 1))
+        w = self._weight(self.steps + 1)
+        return self._average * (1.0 - w) + current * w
 
     def then(self, callback: Optional[StepCallback]) -> Optional[StepCallback]:
         """A step callback that updates the average, then calls ``callback`` (if any); ``callback`` itself at
-        decay 0, where there is nothing to average (so a render without averaging runs no extra work per step).
+        window 0, where there is nothing to average (so a render without averaging runs no extra work per step).
 
         Raises:
             TypeError: ``callback`` is neither ``None`` nor callable.
         """
         check_callback(callback)
-        if self.decay == 0.0:
+        if self.window == 0.0:
             return callback  # type: ignore[return-value]
 
         def step(index: int, loss: torch.Tensor, images: torch.Tensor) -> None:

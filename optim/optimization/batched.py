@@ -147,8 +147,8 @@ def render_batches(
         progress: one progress bar over every step of every batch.
         seed: the render's seed (``None``: drawn once from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step; ``step`` counts over all batches.
-        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: ``DEFAULT_AVERAGE``, 0,
-            for images from noise; ``0``: each batch's last image).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: ``DEFAULT_AVERAGE``,
+            1/6, for images from noise, none for a photo start; ``0``: each batch's last image).
 
     Returns:
         A detached CPU tensor ``[len(objectives), C, H, W]`` in the order of ``objectives``.
