@@ -46,6 +46,7 @@ import optim as opt
 from optim.images.export import to_uint8_array
 from optim.loss import ChannelActivation
 from optim.loss.base import sum_loss_list
+from optim.optimization.averaging import check_average
 from optim.models.efficientnet_lite import EFFICIENTNET_LITE_CONFIGS
 
 #: The ten classes of the earlier tuning (distinctive shapes, colours and textures).
@@ -138,6 +139,8 @@ def main() -> None:
     parser.add_argument("--grid", default=None, help="write the renders of the first seed at the largest budget, "
                         "labelled with each judge's top-1 and Lite2's probability of the class, to this PNG")
     args = parser.parse_args()
+    for fraction in args.average:  # before the models load
+        check_average(fraction)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     steps = sorted(set(args.steps))

@@ -124,7 +124,8 @@ def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress 
     p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--average", type=_average, default=None, metavar="FRACTION",
-                   help="iterate averaging: the image written averages about this fraction of the last steps' images "
+                   help="iterate averaging: the image written is an average of the steps' images weighted towards this "
+                        "last fraction of them "
                         "(default: render_vis's; 0: the last step's image)")
     p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 

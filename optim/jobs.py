@@ -205,7 +205,8 @@ def _render_defaults() -> Dict[str, Any]:
     images, so they are in its settings."""
     from .optimization import defaults
 
-    given = {"DEFAULT_SIZE", "DEFAULT_LR", "DEFAULT_STEPS"}  # the job's own size, lr and steps replace these
+    # the job's own size, lr, steps and iterate averaging (``_job_average``) replace these
+    given = {"DEFAULT_SIZE", "DEFAULT_LR", "DEFAULT_STEPS", "DEFAULT_AVERAGE"}
     names = [n for n in defaults.__all__ if n.startswith("DEFAULT_") and n not in given]
     described: Dict[str, Any] = {
         n[len("DEFAULT_"):].lower(): json.loads(json.dumps(getattr(defaults, n))) for n in sorted(names)
@@ -218,13 +219,14 @@ def _render_defaults() -> Dict[str, Any]:
     return described
 
 
-def _job_average(average: Optional[float]) -> float:
-    """The iterate-averaging window a job's renders use (its images start from noise), so ``None`` and the default
-    written out resume one another."""
+def _job_average(average: Optional[float]) -> Dict[str, Any]:
+    """The iterate averaging a job's renders use (their images start from noise), as recorded: the weighting and its
+    window, so that ``None`` and the default written out resume one another, and a job an older optim began with an
+    exponential moving average (``average`` was its decay) is not resumed with a window of the same number."""
     from .optimization import defaults
 
     with torch.random.fork_rng(devices=[]):  # the probe image draws random numbers; the caller's stream is kept
-        return defaults.resolve_average(average, defaults.default_image(4))
+        return {"weights": "polynomial", "window": defaults.resolve_average(average, defaults.default_image(4))}
 
 
 def _normalization(preprocess: Any) -> Optional[Dict[str, Any]]:
@@ -245,13 +247,23 @@ _UNRECORDED_PIECES = {"image": ["NaturalImage", "ToRGB", "AlgebraicSigmoid", "FF
 
 def _upgrade_settings(old: Dict[str, Any]) -> Dict[str, Any]:
     """An older job.json read as this version writes it: an int ``size`` is the square ``[size, size]``; render
-    defaults with issue 12's weight decay but no record of the image and optimizer had ``_UNRECORDED_PIECES``."""
+    defaults with issue 12's weight decay but no record of the image and optimizer had ``_UNRECORDED_PIECES``; an
+    ``average`` recorded as a number was an exponential moving average's decay (0: the last image, which is a
+    polynomial window of 0 too; none recorded: older than averaging, the last image), and ``render_defaults``
+    repeated it."""
     size = old.get("size")
     if isinstance(size, int) and not isinstance(size, bool):
         old = {**old, "size": [size, size]}
     recorded = old.get("render_defaults")
     if isinstance(recorded, dict) and "weight_decay" in recorded and not set(_UNRECORDED_PIECES) & set(recorded):
-        old = {**old, "render_defaults": {**recorded, **_UNRECORDED_PIECES}}
+        recorded = {**recorded, **_UNRECORDED_PIECES}
+        old = {**old, "render_defaults": recorded}
+    if isinstance(recorded, dict) and "average" in recorded:
+        old = {**old, "render_defaults": {k: v for k, v in recorded.items() if k != "average"}}
+    average = old.get("average", 0.0)  # a job older than averaging rendered the last image
+    if isinstance(average, (int, float)) and not isinstance(average, bool):
+        old = {**old, "average": {"weights": "polynomial", "window": 0.0} if average == 0 else
+               {"weights": "exponential", "decay": average}}
     return old
 
 
@@ -294,6 +306,9 @@ def _settings_file(out: Path, settings: Dict[str, Any]) -> None:
         if changed:
             library = (" (render_defaults are the library's own: the optim version that began the job resumes it)"
                        if "render_defaults" in changed else "")
+            if isinstance(old.get("average"), dict) and old["average"].get("weights") == "exponential":
+                library += (" (its average is an exponential moving average's decay, as optim before polynomial "
+                            "averaging recorded it: that version resumes the job)")
             raise ValueError(
                 f"{out} holds a job with other settings ({'; '.join(_differences(changed, old, settings))}); use "
                 f"another folder or the same settings to resume it{library}"

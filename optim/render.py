@@ -4,8 +4,8 @@ Both go through the render core, :class:`~optim.optimization.InputOptimization`,
 :mod:`optim.optimization.defaults` (re-exported here): a Fourier-parameterized (1/f^1.5 spectrum scaling),
 colour-decorrelated ``NaturalImage`` at the model's native size (else 160 px), captum's ``TransformationRobustness``
 stack magnifying content 0.9-1.5x and keeping the size, an algebraic-sigmoid squash, and AdamW (weight decay 0.5)
-from 0.025 with an inverse square-root decay; a render from noise returns the average of about the last sixth of
-its steps' images (``average``).
+from 0.025 with an inverse square-root decay; a render from noise returns an average of its steps' images weighted
+towards the last sixth (``average``).
 
 Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
@@ -270,12 +270,13 @@ def render_vis(
             from the seed (``reset_parameters``) and image ``i`` of the batch draws its transforms from its own
             stream. ``None``: the image is used as built.
         callback: ``callback(step, loss, images)`` after every step (e.g.
-            :class:`~optim.optimization.TensorBoardCallback`).
-        average: the fraction of the steps so far that each snapshot averages
-            (:class:`~optim.optimization.ImageAverage`: polynomial-decay weights over the images the steps optimized
-            and the current one); a snapshot at step 0 is the starting image; 1/6 averages about the last sixth. ``None``: ``DEFAULT_AVERAGE``
-            (1/6) for an image from noise, none for one that starts from a photo
-            (:func:`~optim.optimization.resolve_average`); ``0``: the last image.
+            :class:`~optim.optimization.TensorBoardCallback`); ``images`` is the image that step optimized, not the
+            average a snapshot returns.
+        average: iterate averaging: each snapshot is an average of the images the steps so far optimized and the
+            current one, weighted towards the last ``average`` of them (:class:`~optim.optimization.ImageAverage`:
+            polynomial-decay weights, about two thirds of the weight on that fraction); a snapshot at step 0 is the
+            starting image. ``None``: ``DEFAULT_AVERAGE`` (1/6) for an image from noise, none for one that starts
+            from a photo (:func:`~optim.optimization.resolve_average`); ``0``: the last image.
 
     Returns:
         One detached CPU ``ImageTensor`` ``[B, C, H, W]`` per threshold.

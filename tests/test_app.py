@@ -585,9 +585,10 @@ def test_render_channels_batches_match_single_renders(tiny_factory) -> None:
     # the gallery key also names the render defaults it does not set, so renders made under other defaults are
     # not reused; the app's own defaults are the library's
     from optim.jobs import _render_defaults
-    from optim.optimization.defaults import DEFAULT_DECAY_POWER, DEFAULT_LR, DEFAULT_STEPS
+    from optim.optimization.defaults import DEFAULT_AVERAGE, DEFAULT_DECAY_POWER, DEFAULT_LR, DEFAULT_STEPS
 
-    assert settings.as_dict() == {"size": 12, "steps": 2, "seed": 3, "lr": DEFAULT_LR, **_render_defaults()}
+    assert settings.as_dict() == {"size": 12, "steps": 2, "seed": 3, "lr": DEFAULT_LR, **_render_defaults(),
+                                  "average": {"weights": "polynomial", "window": DEFAULT_AVERAGE}}  # renders average
     assert settings.as_dict()["decay_power"] == DEFAULT_DECAY_POWER
     assert (RenderSettings().size, RenderSettings().steps, RenderSettings().lr) == (None, DEFAULT_STEPS, DEFAULT_LR)
     seen = []

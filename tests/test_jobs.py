@@ -112,11 +112,28 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
     (tmp_path / "job.json").write_text(json.dumps(older))
     assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)["skipped"] == 11
     # iterate averaging: the window used is recorded, so the default written out resumes and another one is refused
-    assert job["average"] == 1 / 6
+    assert job["average"] == {"weights": "polynomial", "window": 1 / 6} and "average" not in job["render_defaults"]
     assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None,
                         average=1 / 6)["skipped"] == 11
-    with pytest.raises(ValueError, match="other settings \\(average: 0.1666+\\d* in the job, 0.0 now\\)"):
+    with pytest.raises(ValueError, match="other settings \\(average.window: 0.1666+\\d* in the job, 0.0 now\\)"):
         render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None, average=0)
+    # jobs of older versions: a number was an exponential moving average's decay (0 and none: the last image)
+    for recorded, resumes in ((0.0, True), (None, True), (0.9, False)):
+        older = json.loads(json.dumps(job))
+        older.pop("average")
+        older["render_defaults"]["average"] = 0.0  # as the previous version repeated it
+        if recorded is not None:
+            older["average"] = recorded
+        (tmp_path / "job.json").write_text(json.dumps(older))
+        if resumes:  # with the same images: window 0
+            assert render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None,
+                                average=0)["skipped"] == 11
+        else:
+            with pytest.raises(ValueError, match="average.decay: 0.9 in the job, not recorded now; average.weights: "
+                               "'exponential' in the job, 'polynomial' now.*an exponential moving average's decay, as "
+                               "optim before polynomial averaging recorded it: that version resumes the job\\)$"):
+                render_model(tiny_model(), ["0", "2"], tmp_path, steps=3, size=16, batch_size=4, log=None)
+    (tmp_path / "job.json").write_text(json.dumps(job))
     torch.manual_seed(5)
     state = torch.get_rng_state()
     _render_defaults()  # builds a default image aside: the caller's random stream is untouched

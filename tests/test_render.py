@@ -291,8 +291,27 @@ def _polynomial_average(images, window):
     """Polynomial-decay averaging in closed form (Shamir & Zhang 2013): the i-th of the images (from 1) weighs
     Gamma(i + eta) / Gamma(i), eta = 1 / window - 1 (ImageAverage computes it as a running update)."""
     eta = 1 / window - 1
-    weights = [math.exp(math.lgamma(i + eta) - math.lgamma(i)) for i in range(1, len(images) + 1)]
-    return sum(w * x for w, x in zip(weights, images)) / sum(weights)
+    logs = [math.lgamma(i + eta) - math.lgamma(i) for i in range(1, len(images) + 1)]
+    weights = [math.exp(v - max(logs)) for v in logs]  # normalised in float64 before they meet a float32 image
+    return sum(w / sum(weights) * x for w, x in zip(weights, images))
+
+
+def test_image_average_weights_and_edges() -> None:
+    from optim.optimization.averaging import MAX_AVERAGE, ImageAverage
+
+    images = [torch.full((1, 1, 2, 2), float(i)) for i in range(1, 9)]
+    for window in (MAX_AVERAGE, 1 / 6, 0.01, 1e-320, 0.0):  # 1e-320: eta overflows a float; the weights do not
+        avg = ImageAverage(window)
+        assert torch.equal(avg.value(images[0]), images[0])  # before any update: the current image
+        for x in images[:-1]:
+            avg.update(x)
+        got = avg.value(images[-1])
+        expected = images[-1] if window < 1e-300 else _polynomial_average(images, window)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    assert ImageAverage(0.0).then(None) is None and ImageAverage(0.0)._average is None  # no buffer, no callback
+    for bad in (MAX_AVERAGE + 1e-9, -1e-9, float("inf")):
+        with pytest.raises(ValueError, match=r"average must be the fraction of the render's steps to average"):
+            ImageAverage(bad)
 
 
 def test_average_returns_the_polynomial_average_of_the_optimized_images(tiny_net):

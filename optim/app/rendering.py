@@ -73,12 +73,13 @@ class RenderSettings:
 
     def as_dict(self) -> Dict[str, Any]:
         """The settings as JSON values (the gallery's key), with the render defaults they do not set (the
-        image's spectrum decay, the lr schedule, the transforms), so that renders made under other defaults are
-        not reused."""
-        from ..jobs import _render_defaults
+        image's spectrum decay, the lr schedule, the transforms, the iterate averaging), so that renders made under
+        other defaults are not reused."""
+        from ..jobs import _job_average, _render_defaults
 
         size = list(self.size) if isinstance(self.size, tuple) else self.size
-        return {**asdict(self), "size": size, "lr": float(self.lr), **_render_defaults()}
+        return {**asdict(self), "size": size, "lr": float(self.lr), **_render_defaults(),
+                "average": _job_average(None)}
 
 
 def render_channels(

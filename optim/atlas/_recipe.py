@@ -181,6 +181,7 @@ def activation_atlas(
     seed: Optional[int] = None,
     callback: Optional[StepCallback] = None,
     fit_sample: Optional[int] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """Render an activation atlas of ``layer`` (Carter et al., "Activation Atlas", Distill 2019).
 
@@ -223,6 +224,8 @@ def activation_atlas(
             declares, as ``render_vis``; ``nn.Identity()``: none).
         seed: seed for a reproducible atlas (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
+        average: iterate averaging of each cell's render, as :func:`~optim.render.render_vis` takes it (``None``:
+            its rule, an average weighted towards the last sixth of the steps).
         fit_sample: fit the layout on this many random vectors and transform the rest (see
             :func:`atlas_layout`; a store's default for reducers without ``partial_fit``:
             :data:`DEFAULT_FIT_SAMPLE`).
@@ -253,7 +256,7 @@ def activation_atlas(
     return render_atlas(
         model, layer, vectors, coords, grid_size, image_size=image_size, batch_size=batch_size, steps=steps,
         lr=lr, transforms=transforms, cossim_pow=cossim_pow, loss_fn=loss_fn, base_tensor=base_tensor,
-        progress=progress, optimizer=optimizer, preprocess=preprocess, seed=seed, callback=callback,
+        progress=progress, optimizer=optimizer, preprocess=preprocess, seed=seed, callback=callback, average=average,
     )
 
 
@@ -282,6 +285,7 @@ def render_atlas(
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     seed: Optional[int] = None,
     callback: Optional[StepCallback] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """Render the cell directions of an atlas and paste them at their cells: :func:`activation_atlas`'s last step.
 
@@ -336,6 +340,7 @@ def render_atlas(
         progress=progress,
         seed=seed,
         callback=callback,
+        average=average,
     )
     atlas = create_atlas(renders, coords, grid_size, base_tensor=base_tensor)
     return ImageTensor(atlas)

@@ -5,10 +5,11 @@ with the render, so a short render averages a few steps and a long one many.
 
 The last iterate of a render carries the latest transform's jitter and the optimizer's last overshoot; an average
 over the last part of the render keeps what its steps agreed on. It costs one image-sized buffer and an add per
-step. ``render_vis(..., average=1/6)``, ``render_layer``, ``render_batches`` and the CLI's ``--average`` take the
-fraction of the render to average; the default is :data:`~optim.optimization.defaults.DEFAULT_AVERAGE` for a render
-from noise and none for one from a photo (:func:`~optim.optimization.defaults.resolve_average`), and the
-measurements are in the :mod:`optim.optimization.defaults` docstring.
+step. ``render_vis(..., average=1/6)``, ``render_layer``, ``render_batches``, the recipes, the atlas and the CLI's
+``--average`` take the fraction of the render that holds most of the weight; the default is
+:data:`~optim.optimization.defaults.DEFAULT_AVERAGE` for a render from noise and none for one from a photo
+(:func:`~optim.optimization.defaults.resolve_average`), and the measurements are in the
+:mod:`optim.optimization.defaults` docstring.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def check_average(average: Any) -> Optional[float]:
                         f"{MAX_AVERAGE}], or None; got {average!r} ({type(average).__name__})")
     if not 0.0 <= float(average) <= MAX_AVERAGE:
         raise ValueError(f"average must be the fraction of the render's steps to average, in [0, {MAX_AVERAGE}] "
-                         f"(1/6: about the last sixth; 0: the last image), got {average!r}")
+                         f"(1/6: weighted towards the last sixth; 0: the last image), got {average!r}")
     return float(average)
 
 
@@ -52,14 +53,15 @@ class ImageAverage:
 
     The images are those the steps optimized (one per step, folded in by :meth:`update`, e.g. from the step
     callback) and, last, the current image (given to :meth:`value`). Image ``n`` enters with weight
-    ``w_n = (eta + 1) / (n + eta)`` (``avg_n = (1 - w_n) avg_{n-1} + w_n x_n``, ``w_1 = 1``), where
-    ``eta = 1 / window - 1``: after ``n`` images, image ``i`` weighs in proportion to ``Gamma(i + eta) / Gamma(i)``,
-    about ``(i / n) ** eta``, so roughly the last ``window * n`` images carry the average, a window that grows with
-    the render.
+    ``w_n = (eta + 1) / (n + eta) = 1 / (1 + window * (n - 1))`` (``avg_n = (1 - w_n) avg_{n-1} + w_n x_n``,
+    ``w_1 = 1``), where ``eta = 1 / window - 1``: after ``n`` images, image ``i`` weighs in proportion to
+    ``Gamma(i + eta) / Gamma(i)``, about ``(i / n) ** eta``, so the last ``window * n`` images hold about two thirds
+    of the weight (63-75%), a window that grows with the render.
 
     Args:
-        window: the fraction of the images to average, in ``[0, MAX_AVERAGE]``; 0 gives the current image exactly,
-            1/6 (``eta = 5``) averages about the last sixth, 0.5 weighs image ``i`` in proportion to ``i``.
+        window: the fraction of the images that holds most of the weight, in ``[0, MAX_AVERAGE]``; 0 gives the
+            current image exactly, 1/6 (``eta = 5``) weighs mostly the last sixth, 0.5 weighs image ``i`` in
+            proportion to ``i``.
 
     Example:
         >>> avg = ImageAverage(0.5)  # eta = 1: weights 1, 2, 3
@@ -74,12 +76,12 @@ class ImageAverage:
         if checked is None:
             raise TypeError(f"window must be a float in [0, {MAX_AVERAGE}], got None")
         self.window = checked
-        self.eta = 1.0 / checked - 1.0 if checked > 0 else float("inf")
         self.steps = 0
         self._average: Optional[torch.Tensor] = None
 
     def _weight(self, n: int) -> float:
-        return (self.eta + 1.0) / (n + self.eta)
+        # (eta + 1) / (n + eta) with eta = 1 / window - 1, written without eta: exact at any window (no inf / inf)
+        return 1.0 / (1.0 + self.window * (n - 1))
 
     def update(self, image: torch.Tensor) -> None:
         """Fold in one step's image ``[B, C, H, W]`` (detached; the first update fixes the shape)."""

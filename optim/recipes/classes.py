@@ -29,6 +29,7 @@ def class_visualization(
     *,
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    average: Optional[float] = None,
     labels: Optional[Sequence[str]] = None,
 ) -> torch.Tensor:
     """Render one image per class, each maximizing its class logit (all classes in one batched render).
@@ -46,6 +47,8 @@ def class_visualization(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
             normalization, else none).
         labels: the model's class names in output order, for class names (default: ImageNet's).
@@ -90,4 +93,4 @@ def class_visualization(
     loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
     # built after seeding, so seed fixes its init
     image = partial(default_image, image_size(model, size), batch=len(indices))
-    return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback, preprocess)
+    return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback, preprocess, average=average)

@@ -33,6 +33,7 @@ def deep_dream(
     *,
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """DeepDream on a photo (Mordvintsev et al. 2015): amplify whatever ``layer`` sees in it.
 
@@ -46,6 +47,8 @@ def deep_dream(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
             normalization, else none).
 
@@ -63,7 +66,8 @@ def deep_dream(
     """
     start = as_image_batch(image)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, DeepDream(layer), start, jitter, steps, lr, progress, seed, callback, preprocess)
+    return render_once(model, DeepDream(layer), start, jitter, steps, lr, progress, seed, callback, preprocess,
+                       average=average)
 
 
 def feature_inversion(
@@ -78,6 +82,7 @@ def feature_inversion(
     *,
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    average: Optional[float] = 0.0,
 ) -> torch.Tensor:
     """Invert a layer's representation of a photo (Mahendran & Vedaldi 2015): from noise, render an image
     whose activation at ``layer`` matches the photo's (:class:`~optim.loss.ContentLoss`).
@@ -96,6 +101,8 @@ def feature_inversion(
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
         preprocess: applied before the model, to the render and to the photo whose activations are the
             reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it; default 0, the last image: a
+            reconstruction converges, and without transforms no per-step jitter is left to average out.
 
     Returns:
         The inverted ``ImageTensor`` ``[N, 3, H, W]``.
@@ -113,8 +120,7 @@ def feature_inversion(
     # already keeps the render smooth (a 2 px jitter leaves twice the error after 40 steps)
     jitter = [] if transforms is None else transforms
     loss = -ContentLoss(layer, reference)
-    # the last image: a reconstruction converges, and without transforms there is no per-step jitter to average out
-    return render_once(model, loss, noise, jitter, steps, lr, progress, seed, callback, preprocess, average=0)
+    return render_once(model, loss, noise, jitter, steps, lr, progress, seed, callback, preprocess, average=average)
 
 
 def style_transfer(
@@ -132,6 +138,7 @@ def style_transfer(
     *,
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """Neural style transfer (Gatys et al. 2016): keep ``content``'s activation at ``content_layer`` and
     take on ``style``'s Gram matrices at ``style_layers``, starting from the content image.
@@ -153,6 +160,8 @@ def style_transfer(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model, to the render and to the photo whose activations are the
             reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
 
@@ -176,7 +185,7 @@ def style_transfer(
     # both terms are relative (about 1 for an unrelated image), so one weight fits any pair of layers
     loss = -(ReferenceDistance(content_layer, content_act) + float(style_weight) * style_loss)
     jitter = shape_preserving_transforms(2) if transforms is None else transforms
-    return render_once(model, loss, start, jitter, steps, lr, progress, seed, callback, preprocess)
+    return render_once(model, loss, start, jitter, steps, lr, progress, seed, callback, preprocess, average=average)
 
 
 def feature_accentuation(
@@ -193,6 +202,7 @@ def feature_accentuation(
     *,
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """Feature accentuation (Hamblin et al. 2024): raise ``objective`` starting from a real image while
     staying close to the image's activation at ``layer``, so the render shows *what in this image* drives
@@ -213,6 +223,8 @@ def feature_accentuation(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model, to the render and to the photo whose activations are the
             reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
 
@@ -235,4 +247,4 @@ def feature_accentuation(
     reference = reference_activations(model, [layer], start, preprocess, transforms)[layer]
     loss = target - float(weight) * ReferenceDistance(layer, reference)
     jitter = shape_preserving_transforms() if transforms is None else transforms
-    return render_once(model, loss, start, jitter, steps, lr, progress, seed, callback, preprocess)
+    return render_once(model, loss, start, jitter, steps, lr, progress, seed, callback, preprocess, average=average)

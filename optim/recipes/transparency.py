@@ -31,6 +31,7 @@ def render_rgba(
     *,
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    average: Optional[float] = None,
 ) -> torch.Tensor:
     """Render a feature with an alpha channel (Lucid's transparent neuron visualizations).
 
@@ -52,6 +53,8 @@ def render_rgba(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
             normalization, else none).
 
@@ -77,4 +80,4 @@ def render_rgba(
     # built after seeding, so seed fixes its init
     image = partial(default_image, image_size(model, size), batch=batch, channels=4)
     blend = nn.Sequential(BlendAlpha(), after)
-    return render_once(model, loss, image, blend, steps, lr, progress, seed, callback, preprocess)
+    return render_once(model, loss, image, blend, steps, lr, progress, seed, callback, preprocess, average=average)
