@@ -251,6 +251,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         except Exception:  # noqa: BLE001 - any failure of a user's factory: the size is unknown, not an error
             renders = "?"
         print(f"{name:22s} {trained:9s} {renders:9s} {offline:8s}  {info.description}")
+    print("\ntrained: the input size of the published weights; renders: the size a render uses unless --size is "
+          "given (the size the model declares, else render_vis's default, at which the render defaults were measured)")
     sys.stdout.flush()
     return 0
 

@@ -116,9 +116,13 @@ def _channel_mismatch(err: BaseException, model: Any, channels: Optional[int], p
     if isinstance(model, nn.Module) and want != model_input_channels(model, default=want):
         if any(isinstance(m, nn.Conv2d) and m.in_channels == channels for m in model.modules()):
             return None
-    rendered = f"an image parameterization of {count_channels(want)} (default_image(size, channels={want})), "
+    if parameterization:  # a render: its image is a parameterization, and a preprocess goes in its transforms
+        return (f"the image has {count_channels(channels)} and the model reads {want}: give an image parameterization "
+                f"of {count_channels(want)} (default_image(size, channels={want})), {channel_advice(channels, want)} "
+                "to start from, or a preprocess that converts it (render_vis's preprocess=, or a module at the end of "
+                "InputOptimization's transform)")
     return (f"the image has {count_channels(channels)} and the model reads {want}: give "
-            f"{channel_advice(channels, want)}, {rendered if parameterization else ''}or a preprocess that converts it")
+            f"{channel_advice(channels, want)} or a preprocess that converts it")
 
 
 def input_error(
@@ -276,7 +280,9 @@ def render_vis(
             current one, weighted towards the last ``average`` of them (:class:`~optim.optimization.ImageAverage`:
             polynomial-decay weights, about two thirds of the weight on that fraction); a snapshot at step 0 is the
             starting image. ``None``: ``DEFAULT_AVERAGE`` (1/6) for an image from noise, none for one that starts
-            from a photo (:func:`~optim.optimization.resolve_average`); ``0``: the last image.
+            from a photo (:func:`~optim.optimization.resolve_average`); ``0``: the last image. The average scores a
+            little lower than the last image on the rendering model's own objective (the progress bar shows the
+            last step's) and is named more often by other networks (:mod:`optim.optimization.defaults`).
 
     Returns:
         One detached CPU ``ImageTensor`` ``[B, C, H, W]`` per threshold.

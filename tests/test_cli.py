@@ -524,7 +524,8 @@ def test_models_lists_the_trained_size_and_the_size_a_render_uses(capsys) -> Non
         _REGISTRY.pop("cli_declared_net"), _REGISTRY.pop("cli_broken_net")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["name", "trained", "renders", "weights"]
-    rows = {line.split()[0]: line.split()[1:3] for line in lines[1:]}
+    rows = {line.split()[0]: line.split()[1:3] for line in lines[1:lines.index("")]}
+    assert lines[-1].startswith("trained: the input size of the published weights; renders: the size a render uses")
     default = f"{DEFAULT_SIZE}x{DEFAULT_SIZE}"  # the zoo's models declare no size: render_vis's default
     assert rows["efficientnet_lite0"] == ["224x224", default] and rows["efficientnet_lite2"] == ["260x260", default]
     assert rows["cli_declared_net"] == ["64x64", "48x40"] and rows["cli_broken_net"] == ["32x32", "?"]

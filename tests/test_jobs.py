@@ -144,7 +144,7 @@ def test_in_process_job_resumes_and_refuses_other_settings(tmp_path):
         ({"model_name": 3}, TypeError, "model_name must be a str or None, got 3"),
         ({"out": None}, TypeError, "out must be a folder path"),
         ({"out": tmp_path / "a_file"}, ValueError, "out must be a folder"),
-        ({"average": 1}, ValueError, "average must be the fraction of the render's steps to average, in \\[0, "),
+        ({"average": 1}, ValueError, "average must be a fraction in \\[0, 0.5\\]: "),
     ):
         with pytest.raises(err, match=match):
             render_model(tiny_model(), ["0"], **{"out": tmp_path / "new", **kwargs}, steps=1, size=16, log=None)

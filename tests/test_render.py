@@ -310,7 +310,7 @@ def test_image_average_weights_and_edges() -> None:
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
     assert ImageAverage(0.0).then(None) is None and ImageAverage(0.0)._average is None  # no buffer, no callback
     for bad in (MAX_AVERAGE + 1e-9, -1e-9, float("inf")):
-        with pytest.raises(ValueError, match=r"average must be the fraction of the render's steps to average"):
+        with pytest.raises(ValueError, match=r"average must be a fraction in \[0, 0.5\]: the render returns"):
             ImageAverage(bad)
 
 

@@ -40,11 +40,14 @@ def check_average(average: Any) -> Optional[float]:
     if average is None:
         return None
     if isinstance(average, bool) or not isinstance(average, (int, float)):
-        raise TypeError(f"average must be the fraction of the render's steps to average, a float in [0, "
-                        f"{MAX_AVERAGE}], or None; got {average!r} ({type(average).__name__})")
+        raise TypeError(f"average must be a fraction in [0, {MAX_AVERAGE}] (the last part of the render its average "
+                        f"of the steps' images is weighted towards) or None; got {average!r} "
+                        f"({type(average).__name__})")
     if not 0.0 <= float(average) <= MAX_AVERAGE:
-        raise ValueError(f"average must be the fraction of the render's steps to average, in [0, {MAX_AVERAGE}] "
-                         f"(1/6: weighted towards the last sixth; 0: the last image), got {average!r}")
+        raise ValueError(f"average must be a fraction in [0, {MAX_AVERAGE}]: the render returns an average of its "
+                         f"steps' images weighted towards that last part of them (1/6, the default: the last sixth; "
+                         f"0: the last image; an exponential decay such as 0.9, as optim once took, is no longer "
+                         f"accepted), got {average!r}")
     return float(average)
 
 
@@ -69,6 +72,17 @@ class ImageAverage:
         ...     avg.update(torch.tensor([x]))
         >>> avg.value(torch.tensor([3.0]))  # (1 * 1 + 2 * 2 + 3 * 3) / 6
         tensor([2.3333])
+
+        A hand-wired render averaged as ``render_vis`` averages it (``then`` feeds the average from the step
+        callback):
+
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3))
+        >>> image = opt.optimization.default_image(16)
+        >>> obj = opt.InputOptimization(net, opt.loss.ChannelActivation(net[0], 1), image, seed=0)
+        >>> average = ImageAverage(1 / 6)
+        >>> _ = obj.optimize(8, callback=average.then(None))
+        >>> average.value(image()).shape, average.steps
+        (torch.Size([1, 3, 16, 16]), 8)
     """
 
     def __init__(self, window: float) -> None:

@@ -51,6 +51,10 @@ class InputOptimization:
     ``torch.no_grad()`` (a validation loop, a notebook cell); inside ``torch.inference_mode()`` it works as long
     as the model and the image were built outside it, and otherwise says so.
 
+    The image is the parameterization's current state (``input_param()``: the last step's); ``render_vis`` returns
+    an average of the steps' images instead, which a hand-wired render gets from
+    :class:`~optim.optimization.ImageAverage` (``optimize(..., callback=average.then(None))``).
+
     Args:
         model: the network (``None`` for a loss on the image or transforms alone).
         loss_function: the objective; its targets may be modules of the model, of the transform or of the
