@@ -291,4 +291,4 @@ _add(
     224,
     description="VGG16 (Caffe weights, convolutional features only), downloaded on first use",
 )
-del _lite, _size, _alias
+del _lite, _size, _alias, _description
