@@ -224,11 +224,11 @@ def activation_atlas(
             declares, as ``render_vis``; ``nn.Identity()``: none).
         seed: seed for a reproducible atlas (``None``: drawn from torch's global generator).
         callback: ``callback(step, loss, images)`` after every step of every batch.
-        average: iterate averaging of each cell's render, as :func:`~optim.render.render_vis` takes it (``None``:
-            its rule, an average weighted towards the last sixth of the steps).
         fit_sample: fit the layout on this many random vectors and transform the rest (see
             :func:`atlas_layout`; a store's default for reducers without ``partial_fit``:
             :data:`DEFAULT_FIT_SAMPLE`).
+        average: iterate averaging of each cell's render, as :func:`~optim.render.render_vis` takes it (``None``:
+            its rule, an average weighted towards the last sixth of the steps).
 
     Returns:
         The atlas, an ``ImageTensor`` of shape ``[1, C, h * height, w * width]`` (``C``: the model's input

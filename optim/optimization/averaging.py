@@ -26,8 +26,9 @@ MAX_AVERAGE = 0.5
 
 
 def check_average(average: Any) -> Optional[float]:
-    """``average`` as the fraction of a render's steps to average, in ``[0, MAX_AVERAGE]``, or ``None`` (the
-    default's rule, :func:`~optim.optimization.defaults.resolve_average`).
+    """``average`` as a fraction in ``[0, MAX_AVERAGE]`` (the last part of the render that the average of its
+    steps' images is weighted towards), or ``None`` (the default's rule,
+    :func:`~optim.optimization.defaults.resolve_average`).
 
     Raises:
         TypeError: not a number (a bool, a string ...).

@@ -47,10 +47,10 @@ def deep_dream(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
-        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
-            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
             normalization, else none).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
 
     Returns:
         The dreamed ``ImageTensor``, same shape as ``image`` (batched).
@@ -160,10 +160,10 @@ def style_transfer(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
-        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
-            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model, to the render and to the photo whose activations are the
             reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
 
     Returns:
         The stylized ``ImageTensor``.
@@ -223,10 +223,10 @@ def feature_accentuation(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
-        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
-            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model, to the render and to the photo whose activations are the
             reference alike (as ``render_vis`` takes it; ``None``: the model's declared normalization, else none).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
 
     Returns:
         The accentuated ``ImageTensor``.

@@ -53,10 +53,10 @@ def render_rgba(
         progress: show a progress bar.
         seed: seed for a reproducible render.
         callback: ``callback(step, loss, images)`` after every step (see :func:`~optim.render.render_vis`).
-        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
-            weighted towards the last sixth from noise, the last image from a photo).
         preprocess: applied before the model (as ``render_vis`` takes it; ``None``: the model's declared
             normalization, else none).
+        average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
+            weighted towards the last sixth from noise, the last image from a photo).
 
     Returns:
         An ``ImageTensor`` ``[batch, 4, size, size]`` (RGB and alpha in ``[0, 1]``).
