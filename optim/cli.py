@@ -117,22 +117,27 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress bar") -> None:
+    from .optimization.defaults import DEFAULT_AVERAGE, DEFAULT_LR, DEFAULT_LR_DECAY_STEPS, DEFAULT_SIZE, DEFAULT_STEPS
+
     p.add_argument("--size", type=_size, default=None,
                    help=f"image side in pixels (default: the size the model's config declares (timm, Hugging Face, "
-                        f"torchvision ViT), else render_vis's default; at most {MAX_SIZE})")
-    p.add_argument("--steps", type=_positive_int, default=None, help="optimization steps (default: render_vis's)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: render_vis's)")
+                        f"torchvision ViT), else {DEFAULT_SIZE}; at most {MAX_SIZE})")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help=f"optimization steps (default {DEFAULT_STEPS})")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help=f"learning rate at the first step, decaying as lr / sqrt(1 + step / "
+                        f"{DEFAULT_LR_DECAY_STEPS:g}) (default {DEFAULT_LR:g})")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--average", type=_average, default=None, metavar="FRACTION",
                    help="iterate averaging: the image written is an average of the steps' images weighted towards this "
-                        "last fraction of them "
-                        "(default: render_vis's; 0: the last step's image)")
+                        f"last fraction of them (default 1/{round(1 / DEFAULT_AVERAGE)}; 0: the last step's image)")
     p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``optim`` command (every subcommand has ``--help``)."""
     from . import __version__
+    from .optimization.defaults import DEFAULT_SIZE
 
     parser = _Parser(prog="optim", description="Feature visualization for PyTorch vision models.")
     parser.add_argument("--version", action="version", version=f"optim {__version__}")
@@ -140,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models", description="List the model registry: name, the "
                    "input size the weights were trained at, the size a render uses unless --size says otherwise "
-                   "(the size the model declares, else render_vis's default, at which the defaults were measured), "
+                   f"(the size the model declares, else {DEFAULT_SIZE}, at which the defaults were measured), "
                    "where the weights come from, description.")
 
     p = sub.add_parser("layers", help="the layer table of a model", description="Print every layer that runs "
@@ -239,6 +244,7 @@ def _render_lr(args: argparse.Namespace) -> float:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import get_model, list_models, model_info
+    from .optimization.defaults import DEFAULT_SIZE
     from .models.preprocess import render_inputs
 
     print(f"{'name':22s} {'trained':9s} {'renders':9s} {'weights':8s}  description")
@@ -252,7 +258,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             renders = "?"
         print(f"{name:22s} {trained:9s} {renders:9s} {offline:8s}  {info.description}")
     print("\ntrained: the input size of the published weights; renders: the size a render uses unless --size is "
-          "given (the size the model declares, else render_vis's default, at which the render defaults were measured)")
+          f"given (the size the model declares, else {DEFAULT_SIZE}, at which the render defaults were measured)")
     sys.stdout.flush()
     return 0
 
@@ -281,49 +287,20 @@ def _class_labels(spec: str) -> Sequence[str]:
     return model_info(spec).labels if spec in list_models() else IMAGENET_CLASSES
 
 
-def _class_objective(args: argparse.Namespace, model: Any) -> Any:
-    """``--class NAME``: the objective that maximizes that class's output (the model's own output)."""
-    import torch
-
-    from .activations import select_tensor
-    from .loss import ChannelActivation
-    from .models.selection import class_index
-    from .optimization.defaults import model_input_channels
-
-    labels = _class_labels(args.model)
-    index = class_index(args.class_name, labels)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with torch.no_grad():
-        was_training = model.training
-        size = _render_size(args, model)  # the size the render will use: a model that needs another fails here alike
-        channels = model_input_channels(model)
-        out = model.eval()(torch.full((1, channels, *size), 0.5, device=device))
-        model.train(was_training)
-    try:
-        out = select_tensor(out, where=type(model).__name__)  # logits of a ModelOutput / dict, as the losses read
-    except ValueError:
-        pass
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ValueError(f"--class needs a classifier whose output is [batch, classes], got "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    if index >= out.shape[1]:
-        raise ValueError(f"class {args.class_name!r} is output {index}, but the model has {out.shape[1]} outputs")
-    return ChannelActivation(model, index)
-
-
 def _cmd_render(args: argparse.Namespace) -> int:
+    from .loss import ClassLogit
+    from .models.selection import class_index
     from .optimization.defaults import model_input_channels
     from .render import default_image, render_vis
 
     name = args.target if args.target is not None else f"class_{args.class_name}"
     output = Path(args.output or f"{_slug(args.model)}_{_slug(name)}.png")
     _check_output(output)
-    if args.class_name is not None:
-        from .models.selection import class_index
-
-        class_index(args.class_name, _class_labels(args.model))  # an unknown name fails before the model loads
+    # an unknown class name fails before the model loads; a model without a classification head (or with fewer
+    # outputs) at the first step
+    index = None if args.class_name is None else class_index(args.class_name, _class_labels(args.model))
     model = _load(args)
-    objective = args.target if args.target is not None else _class_objective(args, model)
+    objective = args.target if index is None else ClassLogit(model, index)
     (image,) = render_vis(
         model, objective, image=default_image(_render_size(args, model), channels=model_input_channels(model)),
         thresholds=(_render_steps(args),), lr=_render_lr(args),

@@ -32,6 +32,9 @@ TINY = textwrap.dedent(
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
 
+    def headless_net():
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+
     NOT_CALLABLE = 3
 
     def not_a_module():
@@ -89,6 +92,14 @@ def test_help_on_every_subcommand(command, capsys) -> None:
     assert out.startswith("usage: optim")
     if command == ["render"]:
         assert "--target" in out and "--class" in out and "--steps" in out and "--seed" in out and "--output" in out
+    if command in (["render"], ["layer"], ["render-model"]):
+        # the defaults are stated as values, read from the one place that sets them
+        from optim.optimization import defaults
+
+        flat = " ".join(out.split())
+        assert f"else {defaults.DEFAULT_SIZE}; at most" in flat and f"(default {defaults.DEFAULT_STEPS})" in flat
+        assert f"(default {defaults.DEFAULT_LR:g})" in flat and "(default 1/6; 0: the last step's image)" in flat
+        assert "render_vis's" not in flat
 
 
 def test_python_dash_m_help_and_the_app_launcher_help() -> None:
@@ -252,7 +263,15 @@ def test_class_visualization_by_name(tiny_factory, tmp_path, capsys) -> None:
     assert main(["render", tiny_factory, "--class", "goldfsh", "-q"]) == 2
     assert "unknown class name 'goldfsh'; close names: 'goldfish'" in _one_error_line(capsys)
     assert main(["render", tiny_factory, "--class", "Egyptian cat", "--steps", "1", "-q"]) == 2
-    assert "class 'Egyptian cat' is output 285, but the model has 5 outputs" in _one_error_line(capsys)
+    assert "class_index 285 is out of range for layer Sequential, which has 5 outputs (valid: 0..4)" in (
+        _one_error_line(capsys))
+    # a network without a classification head: a feature-map channel is not rendered under the class's name
+    assert main(["render", "cli_tiny_models:headless_net", "--class", "goldfish", "--size", "8", "-q"]) == 2
+    assert _one_error_line(capsys).endswith("ClassLogit needs class logits, a [batch, classes] output, but layer "
+                                            "Sequential outputs shape (1, 4, 8, 8): a network without a "
+                                            "classification head; give the module that outputs the logits as the "
+                                            "target")
+    assert not Path("cli_tiny_models_headless_net_class_goldfish.png").exists()
 
 
 def test_output_writes_are_atomic(tiny_factory, tmp_path, capsys, monkeypatch) -> None:

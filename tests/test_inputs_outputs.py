@@ -283,6 +283,27 @@ def test_select_tensor_defaults_to_logits_on_model_outputs():
     assert select_tensor((hidden, logits)) is hidden and select_tensor((hidden, logits), 1) is logits
 
 
+def test_class_logit_reads_logits_and_refuses_a_headless_network():
+    """ClassLogit is a ChannelActivation restricted to [batch, classes]: a feature map's channel is never rendered
+    under a class's name (vgg16's features, a backbone without its head)."""
+    from optim.loss import ClassLogit
+
+    net = DictNet().eval()
+    x = torch.rand(2, 3, 8, 8)
+    logits = net(x)["logits"]
+    assert torch.equal(ClassLogit("fc", 2, batch_index=1)({"fc": logits}), logits[1:, 2])
+    with pytest.raises(ValueError, match=r"class_index 3 is out of range for layer 'fc', which has 3 outputs"):
+        ClassLogit("fc", 3)({"fc": logits})
+    with pytest.raises(TypeError, match="class_index must be an int"):
+        ClassLogit("fc", "goldfish")
+    headless = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
+    before = _state(headless)
+    shape = r"outputs shape \(1, 8, 16, 16\): a network without a classification head"
+    with pytest.raises(ValueError, match=r"^ClassLogit needs class logits, a \[batch, classes\] output, .*" + shape):
+        opt.recipes.class_visualization(headless, 5, size=16, steps=2, progress=False, seed=0)
+    assert _state(headless) == before
+
+
 def test_class_visualization_on_hf_and_dict_classifiers():
     model = _hf_vit()
     before = _state(model)

@@ -56,7 +56,7 @@ def test_every_parameterization_takes_size_channels_batch_init_then_keyword_only
 
 def test_every_loss_class_takes_batch_index_and_knobs_keyword_only():
     classes = _exported_subclasses(opt.loss, opt.loss.Loss)
-    assert len(classes) == 25, sorted(classes)
+    assert len(classes) == 26, sorted(classes)
     with_batch_index, wrong = [], {}
     for name, cls in sorted(classes.items()):
         params = list(inspect.signature(cls).parameters.values())
@@ -80,12 +80,14 @@ def test_every_loss_class_takes_batch_index_and_knobs_keyword_only():
     # every single-target loss reads part of the batch; the abstract base, the interpolation (across the
     # batch) and the algebra do not
     assert set(classes) - set(with_batch_index) == {"Loss", "ActivationInterpolation", "CompositeLoss"}
-    # every loss on a layer takes its layout keyword-only (optim.layouts)
-    for name in set(classes) - {"Loss", "CompositeLoss"}:
+    # every loss on a layer takes its layout keyword-only (optim.layouts); ClassLogit reads [batch, classes] only
+    assert "layout" not in inspect.signature(opt.loss.ClassLogit).parameters
+    for name in set(classes) - {"Loss", "CompositeLoss", "ClassLogit"}:
         assert inspect.signature(classes[name]).parameters["layout"].kind is P.KEYWORD_ONLY, name
     # the required arguments, positional, as captum spells them
     assert list(inspect.signature(opt.loss.ChannelActivation).parameters)[:2] == ["target", "channel_index"]
     assert list(inspect.signature(opt.loss.NeuronActivation).parameters)[:2] == ["target", "channel_index"]
+    assert list(inspect.signature(opt.loss.ClassLogit).parameters) == ["target", "class_index", "batch_index"]
     assert list(inspect.signature(opt.loss.FacetLoss).parameters)[:4] == [
         "ultimate_target", "layer_target", "vec", "facet_weights"]
     parse = inspect.signature(opt.loss.parse).parameters

@@ -12,6 +12,7 @@ from .base import Activations, BaseLoss, BatchIndex, Target, _where, check_index
 __all__ = [
     "LayerActivation",
     "ChannelActivation",
+    "ClassLogit",
     "NeuronActivation",
     "DeepDream",
     "ActivationInterpolation",
@@ -214,6 +215,53 @@ class ChannelActivation(BaseLoss):
 
     def _extra_repr(self) -> str:
         return str(self.channel_index)
+
+
+class ClassLogit(ChannelActivation):
+    """A class's logit: output ``class_index`` of a classifier's ``[batch, classes]`` output (Lucid's
+    ``objectives.class_logit``), the objective of a class visualization.
+
+    :class:`ChannelActivation` reads a channel of any layer, so on a network without a classification head (vgg16's
+    convolutional features, a timm model built with ``num_classes=0``) it would render a feature-map channel under a
+    class's name. This objective refuses any output that is not 2-D.
+
+    Args:
+        target: the module whose output holds the logits (usually the model itself; a ``ModelOutput`` or dict
+            output is read at its ``logits``, as every loss reads one).
+        class_index: the output index of the class, an int ``>= 0`` (:func:`~optim.models.class_index` turns a
+            class name into one).
+        batch_index: keyword-only; which images of the batch the loss reads (see :class:`BaseLoss`).
+
+    Raises:
+        TypeError: a ``class_index`` that is not an int.
+        ValueError: a negative ``class_index``; when called, an output that is not ``[batch, classes]`` (naming its
+            shape), or an index the output does not have (naming how many outputs there are).
+
+    Example:
+        >>> logits = {"fc": torch.tensor([[0.5, 2.0, -1.0], [1.0, 0.0, 3.0]])}
+        >>> ClassLogit("fc", 2)(logits).tolist()
+        [-1.0, 3.0]
+        >>> ClassLogit("features", 2)({"features": torch.zeros(1, 512, 7, 7)})
+        Traceback (most recent call last):
+        ...
+        ValueError: ClassLogit needs class logits, a [batch, classes] output, but layer 'features' outputs shape (1, 512, 7, 7): a network without a classification head; give the module that outputs the logits as the target
+    """
+
+    def __init__(self, target: Target, class_index: int, *, batch_index: BatchIndex = None) -> None:
+        BaseLoss.__init__(self, target, batch_index=batch_index)
+        self.channel_index = check_index(class_index, "class_index")
+
+    def __call__(self, activations: Activations) -> torch.Tensor:
+        raw = activations[self.target]
+        if raw.dim() != 2:
+            raise ValueError(
+                f"ClassLogit needs class logits, a [batch, classes] output, but {_where(self.target)} outputs "
+                f"shape {tuple(raw.shape)}: a network without a classification head; give the module that outputs "
+                "the logits as the target"
+            )
+        act, _ = self._read(activations)
+        return act[:, check_index(self.channel_index, "class_index", size=act.shape[1], target=self.target,
+                                  unit="outputs")]
 
 
 class NeuronActivation(BaseLoss):

@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..loss.activation import ChannelActivation
+from ..loss.activation import ClassLogit
 from ..loss.base import sum_loss_list
 from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image
 from ..optimization.progress import StepCallback
@@ -55,7 +55,9 @@ def class_visualization(
 
     Raises:
         ValueError: no class, a negative index, or an unknown name (with the closest names); at the first step, an
-            index the output does not have (naming how many outputs it has).
+            output that is not ``[batch, classes]`` (a network without a classification head, such as vgg16's
+            features) or an index it does not have (naming how many outputs it has): see
+            :class:`~optim.loss.ClassLogit`, the objective of each image.
         TypeError: a class that is neither an int nor a str.
 
     Returns:
@@ -90,7 +92,7 @@ def class_visualization(
         else:
             indices.append(c)
     logits = model if target is None else target
-    loss = sum_loss_list([ChannelActivation(logits, c, batch_index=i) for i, c in enumerate(indices)])
+    loss = sum_loss_list([ClassLogit(logits, c, batch_index=i) for i, c in enumerate(indices)])
     # built after seeding, so seed fixes its init
     image = partial(default_image, image_size(model, size), batch=len(indices))
     return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback, preprocess, average=average)
