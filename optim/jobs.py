@@ -223,10 +223,9 @@ def _job_average(average: Optional[float]) -> Dict[str, Any]:
     """The iterate averaging a job's renders use (their images start from noise), as recorded: the weighting and its
     window, so that ``None`` and the default written out resume one another, and a job an older optim began with an
     exponential moving average (``average`` was its decay) is not resumed with a window of the same number."""
-    from .optimization import defaults
+    from .optimization.defaults import resolve_average
 
-    with torch.random.fork_rng(devices=[]):  # the probe image draws random numbers; the caller's stream is kept
-        return {"weights": "polynomial", "window": defaults.resolve_average(average, defaults.default_image(4))}
+    return {"weights": "polynomial", "window": resolve_average(average)}
 
 
 def _normalization(preprocess: Any) -> Optional[Dict[str, Any]]:

@@ -416,17 +416,21 @@ def starts_from_photo(image: nn.Module) -> bool:
     return built_from_init(image)
 
 
-def resolve_average(average: Optional[float], image: nn.Module) -> float:
+def resolve_average(average: Optional[float], image: Optional[nn.Module] = None) -> float:
     """The one rule for a render's ``average=``: ``None`` means ``DEFAULT_AVERAGE`` (weighted towards the last sixth)
     for an image from noise and 0 (the last image) for one that starts from a photo (:func:`starts_from_photo`: an
     average would pull the result back towards the photo); a number is checked (a fraction in ``[0, 0.5]``) and
     used.
 
+    Args:
+        average: the ``average=`` argument of a render.
+        image: the render's image parameterization; ``None`` for renders that always start from noise (a job's).
+
     Raises:
         TypeError, ValueError: see :func:`~optim.optimization.averaging.check_average`.
 
     Example:
-        >>> round(resolve_average(None, default_image(16)), 4), resolve_average(0.25, default_image(16))
+        >>> round(resolve_average(None), 4), resolve_average(0.25, default_image(16))
         (0.1667, 0.25)
         >>> resolve_average(None, default_image(16, init=torch.rand(3, 16, 16)))
         0.0
@@ -434,7 +438,7 @@ def resolve_average(average: Optional[float], image: nn.Module) -> float:
     checked = check_average(average)
     if checked is not None:
         return checked
-    return 0.0 if starts_from_photo(image) else DEFAULT_AVERAGE
+    return 0.0 if image is not None and starts_from_photo(image) else DEFAULT_AVERAGE
 
 
 def make_optimizer(
