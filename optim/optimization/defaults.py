@@ -130,6 +130,12 @@ With averaging on, three earlier candidates were screened again (seeds 0-2, the 
 at 32 / 48 / 64 / 128 steps, these defaults 71 / 76 / 81 / 89, 317 in all): lr 0.035 68 / 73 / 80 / 88 (309);
 1/f^1.65 69 / 80 / 83 / 84 (316; the fresh set 8.7 at 48 steps, but the container ship still 0/3 at 48 and 128);
 1/f^1.75 with weight decay 1.0 63 / 75 / 79 / 90 (307, 0.2% clipped at 32). None was taken.
+
+Session 13 measured the cost goal (no more than 1.5x the pre-issue-12 defaults, which render 128 px and feed the
+model 132 px: 160 px is 1.47x those pixels): interleaved, alone, 30 images, three renders each, the ratio of medians
+was 1.49 at 48 steps and 1.64 at 20 steps (one render of these defaults took 0.72-0.84 s a step in the same run), so
+it sits at the limit within timing noise. 152 px (1.33x the pixels) on the same screen scored 65 / 75 / 78 / 90 of 90
+(308; held-out 8.3 at 48 steps, every class at 128 steps), behind 160 px at every budget under 128; not taken.
 """
 from __future__ import annotations
 
