@@ -280,27 +280,28 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _class_labels(spec: str) -> Sequence[str]:
-    """The class names of a registry model's outputs, else ImageNet's."""
-    from .models import IMAGENET_CLASSES, list_models, model_info
+def _registry_labels(spec: str) -> Optional[Sequence[str]]:
+    """The class names of a registry model's outputs (``None`` for a factory: the model's own, else ImageNet's)."""
+    from .models import list_models, model_info
 
-    return model_info(spec).labels if spec in list_models() else IMAGENET_CLASSES
+    return model_info(spec).labels if spec in list_models() else None
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .loss import ClassLogit
     from .models.selection import class_index
     from .optimization.defaults import model_input_channels
+    from .recipes.classes import class_logits
     from .render import default_image, render_vis
 
     name = args.target if args.target is not None else f"class_{args.class_name}"
     output = Path(args.output or f"{_slug(args.model)}_{_slug(name)}.png")
     _check_output(output)
-    # an unknown class name fails before the model loads; a model without a classification head (or with fewer
-    # outputs) at the first step
-    index = None if args.class_name is None else class_index(args.class_name, _class_labels(args.model))
+    labels = _registry_labels(args.model)
+    if args.class_name is not None and labels is not None:
+        class_index(args.class_name, labels)  # an unknown name fails before the weights download
     model = _load(args)
-    objective = args.target if index is None else ClassLogit(model, index)
+    # a model without a classification head, or with other classes than the names, fails at the first step
+    objective = args.target if args.class_name is None else class_logits(model, args.class_name, labels=labels)[0]
     (image,) = render_vis(
         model, objective, image=default_image(_render_size(args, model), channels=model_input_channels(model)),
         thresholds=(_render_steps(args),), lr=_render_lr(args),

@@ -36,6 +36,7 @@ from .optimization.defaults import (
     DEFAULT_SIZE,
     DEFAULT_STEPS,
     OptimizerArg,
+    check_steps,
     default_image,
     default_transforms,
     model_input_channels,
@@ -261,7 +262,8 @@ def render_vis(
         optimizer: ``None`` for AdamW with ``DEFAULT_WEIGHT_DECAY`` (``PHOTO_START_OPTIMIZER``, plain Adam, when
             the image starts from a photo: the decay would fade it), an optimizer class (built with ``lr``), an
             instance over the image's parameters, or a function ``params -> optimizer``.
-        lr: the learning rate of a default or class-given optimizer (a finite number > 0).
+        lr: the learning rate of a default or class-given optimizer (a finite number >= 0; 0 leaves the image as
+            it started).
         preprocess: applied after the transforms and before the model (e.g. input normalization). ``None``:
             :class:`~optim.transforms.Normalize` with the mean and std the model declares (timm's
             ``pretrained_cfg``, open_clip's ``preprocess_cfg``; the image stays in ``[0, 1]``), else nothing;
@@ -406,8 +408,7 @@ def render_layer(
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_steps(steps)
     inputs = render_inputs(model, size, preprocess, transforms)  # the model's native size and normalization
     hw = inputs.size
     preprocess = inputs.preprocess

@@ -32,6 +32,11 @@ TINY = textwrap.dedent(
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
 
+    def imagenet_net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, 1000))
+
     def headless_net():
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
 
@@ -248,30 +253,38 @@ def test_closed_pipe_is_quiet(tiny_factory, tmp_path) -> None:
 
 def test_class_visualization_by_name(tiny_factory, tmp_path, capsys) -> None:
     import optim as opt
-    from cli_tiny_models import tiny_net
+    from cli_tiny_models import imagenet_net
     from optim.loss import ChannelActivation
 
-    argv = ["render", tiny_factory, "--class", "goldfish", "--size", "16", "--steps", "3", "--seed", "2", "-q"]
+    factory = "cli_tiny_models:imagenet_net"  # 1000 outputs: ImageNet's class names apply
+    argv = ["render", factory, "--class", "goldfish", "--size", "16", "--steps", "3", "--seed", "2", "-q"]
     assert main(argv) == 0
     out = Path(capsys.readouterr().out.strip())
-    assert out == Path("cli_tiny_models_tiny_net_class_goldfish.png") and out.is_file()
-    model = tiny_net().eval()
+    assert out == Path("cli_tiny_models_imagenet_net_class_goldfish.png") and out.is_file()
+    model = imagenet_net().eval()
     (expected,) = opt.render_vis(model, ChannelActivation(model, 1), image=opt.render.default_image(16),
                                  thresholds=(3,), progress=False, seed=2)
     reference = (expected[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     assert np.abs(np.asarray(Image.open(out)).astype(int) - reference.astype(int)).max() <= 1
-    assert main(["render", tiny_factory, "--class", "goldfsh", "-q"]) == 2
+    assert main(["render", factory, "--class", "goldfsh", "-q"]) == 2
     assert "unknown class name 'goldfsh'; close names: 'goldfish'" in _one_error_line(capsys)
-    assert main(["render", tiny_factory, "--class", "Egyptian cat", "--steps", "1", "-q"]) == 2
-    assert "class_index 285 is out of range for layer Sequential, which has 5 outputs (valid: 0..4)" in (
-        _one_error_line(capsys))
+    # five outputs: ImageNet's names are not this model's, so a name is refused and an index is taken as given
+    assert main(["render", tiny_factory, "--class", "Egyptian cat", "--size", "8", "--steps", "1", "-q"]) == 2
+    assert _one_error_line(capsys).endswith("the output of Sequential has 5 classes, but class_index 285 was read "
+                                            "from a list of 1000 class names, which are not this model's; give the "
+                                            "class by index, or the model's own class names (labels=)")
+    assert main(["render", tiny_factory, "--class", "4", "--size", "8", "--steps", "1", "-q"]) == 0
+    assert capsys.readouterr().out.strip() == "cli_tiny_models_tiny_net_class_4.png"
+    assert main(["render", tiny_factory, "--class", "5", "--size", "8", "--steps", "1", "-q"]) == 2
+    assert _one_error_line(capsys).endswith("class_index 5 is out of range: the output of Sequential has 5 classes "
+                                            "(valid: 0..4)")
     # a network without a classification head: a feature-map channel is not rendered under the class's name
-    assert main(["render", "cli_tiny_models:headless_net", "--class", "goldfish", "--size", "8", "-q"]) == 2
-    assert _one_error_line(capsys).endswith("ClassLogit needs class logits, a [batch, classes] output, but layer "
-                                            "Sequential outputs shape (1, 4, 8, 8): a network without a "
-                                            "classification head; give the module that outputs the logits as the "
-                                            "target")
-    assert not Path("cli_tiny_models_headless_net_class_goldfish.png").exists()
+    assert main(["render", "cli_tiny_models:headless_net", "--class", "3", "--size", "8", "-q"]) == 2
+    assert _one_error_line(capsys).endswith("ClassLogit needs class logits, a [batch, classes] output, but the "
+                                            "output of Sequential has shape (1, 4, 8, 8): a network without a "
+                                            "classification head, or logits that are not its first output; give "
+                                            "the module that outputs the logits as the target")
+    assert not Path("cli_tiny_models_headless_net_class_3.png").exists()
 
 
 def test_output_writes_are_atomic(tiny_factory, tmp_path, capsys, monkeypatch) -> None:

@@ -284,24 +284,57 @@ def test_select_tensor_defaults_to_logits_on_model_outputs():
 
 
 def test_class_logit_reads_logits_and_refuses_a_headless_network():
-    """ClassLogit is a ChannelActivation restricted to [batch, classes]: a feature map's channel is never rendered
-    under a class's name (vgg16's features, a backbone without its head)."""
+    """ClassLogit reads [batch, classes] only: a feature map's channel is never rendered under a class's name
+    (vgg16's features, a backbone without its head)."""
     from optim.loss import ClassLogit
 
-    net = DictNet().eval()
-    x = torch.rand(2, 3, 8, 8)
-    logits = net(x)["logits"]
+    logits = DictNet().eval()(torch.rand(2, 3, 8, 8))["logits"]
     assert torch.equal(ClassLogit("fc", 2, batch_index=1)({"fc": logits}), logits[1:, 2])
-    with pytest.raises(ValueError, match=r"class_index 3 is out of range for layer 'fc', which has 3 outputs"):
+    assert torch.equal(ClassLogit("fc", 2, num_classes=3)({"fc": logits}), logits[:, 2])
+    with pytest.raises(ValueError, match=r"^class_index 3 is out of range: the output of 'fc' has 3 classes"):
         ClassLogit("fc", 3)({"fc": logits})
     with pytest.raises(TypeError, match="class_index must be an int"):
         ClassLogit("fc", "goldfish")
+    with pytest.raises(ValueError, match="num_classes must be an int >= 1 or None, got 0"):
+        ClassLogit("fc", 1, num_classes=0)
+    with pytest.raises(TypeError, match="activation must be a tensor, got tuple"):
+        ClassLogit("fc", 1)({"fc": (logits,)})
     headless = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()).eval()
     before = _state(headless)
-    shape = r"outputs shape \(1, 8, 16, 16\): a network without a classification head"
-    with pytest.raises(ValueError, match=r"^ClassLogit needs class logits, a \[batch, classes\] output, .*" + shape):
+    shape = r"the output of Sequential has shape \(1, 8, 16, 16\): a network without a classification head"
+    with pytest.raises(ValueError, match=r"^ClassLogit needs class logits, a \[batch, classes\] output, but " + shape):
         opt.recipes.class_visualization(headless, 5, size=16, steps=2, progress=False, seed=0)
     assert _state(headless) == before
+
+
+def test_class_names_are_read_against_the_models_own_labels():
+    """A class name is looked up in the model's labels (a Hugging Face model's id2label, else ImageNet's), and a
+    model with other classes than those names is refused, never optimized at the same index."""
+    from optim.models import class_index, model_labels
+    from optim.recipes.classes import class_logits
+
+    hf = _hf_vit(3)
+    hf.config.id2label = {0: "cat", 1: "dog", 2: "goldfish"}
+    assert model_labels(hf) == ["cat", "dog", "goldfish"] and model_labels(DictNet()) is None
+    assert [(o.class_index, o.num_classes) for o in class_logits(hf, ["goldfish", "dog", 0, "2"])] == [
+        (2, 3), (1, 3), (0, None), (2, None)]
+    images = opt.recipes.class_visualization(hf, "goldfish", steps=16, progress=False, seed=0)
+    start = opt.recipes.class_visualization(hf, "goldfish", steps=1, lr=0.0, progress=False, seed=0)
+    assert _logit(hf, images, 2) > _logit(hf, start, 2)
+    with pytest.raises(ValueError, match="unknown class name 'Egyptian cat'; no name is close to it \\(see the model's"):
+        class_logits(hf, "Egyptian cat")
+    # DictNet has 3 outputs: ImageNet's 1000 names are not its classes
+    net = DictNet().eval()
+    with pytest.raises(ValueError, match=r"^the output of DictNet has 3 classes, but class_index 1 was read from a list "
+                                         r"of 1000 class names, which are not this model's"):
+        opt.recipes.class_visualization(net, "goldfish", size=16, steps=1, progress=False)
+    assert _state(net) == _state(DictNet().eval())
+    with pytest.raises(TypeError, match=r"^classes must be a class index \(int\), a class name \(str\) or a list of "
+                                        r"them, got 3.0 \(float\)"):
+        opt.recipes.class_visualization(net, 3.0, size=16, steps=1, progress=False)
+    # Places365's names are paths: "/a/airfield" is found as "airfield"
+    places = opt.models.model_info("googlenet_places365").labels
+    assert class_index("airfield", places) == 0 and class_index("bakery shop", places) == places.index("/b/bakery/shop")
 
 
 def test_class_visualization_on_hf_and_dict_classifiers():

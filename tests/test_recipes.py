@@ -44,7 +44,7 @@ def test_class_visualization_is_classified_as_its_class(lite0):
 
 
 def test_class_visualization_takes_class_names_as_the_cli_does(tiny_net):
-    labels = ["cat", "dog", "Egyptian cat", "fox"]
+    labels = ["cat", "dog", "Egyptian cat", "fox", "owl"]  # tiny_net's five outputs
     by_name = recipes.class_visualization(tiny_net, ["egyptian_cat", "Fox"], size=16, steps=2, progress=False,
                                           seed=1, labels=labels)
     by_index = recipes.class_visualization(tiny_net, [2, 3], size=16, steps=2, progress=False, seed=1)
@@ -58,9 +58,12 @@ def test_class_visualization_takes_class_names_as_the_cli_does(tiny_net):
     with pytest.raises(ValueError, match="class indices must be >= 0, got -1"):
         recipes.class_visualization(tiny_net, [-1], size=16, steps=1, progress=False)
     n_classes = tiny_net(torch.rand(1, 3, 16, 16)).shape[1]
-    with pytest.raises(ValueError, match=rf"{n_classes} is out of range .* which has {n_classes} outputs "
-                                         rf"\(valid: 0\.\.{n_classes - 1}\)"):
+    with pytest.raises(ValueError, match=rf"class_index {n_classes} is out of range: the output of TinyNet has "
+                                         rf"{n_classes} classes \(valid: 0\.\.{n_classes - 1}\)"):
         recipes.class_visualization(tiny_net, [n_classes], size=16, steps=1, progress=False)
+    # names read from a list that is not the model's (four names, five outputs) are refused, not rendered
+    with pytest.raises(ValueError, match="has 5 classes, but class_index 1 was read from a list of 4 class names"):
+        recipes.class_visualization(tiny_net, "dog", size=16, steps=1, progress=False, labels=labels[:4])
 
 
 def test_deep_dream_amplifies_the_layer_and_keeps_the_photo(lite0, cat):

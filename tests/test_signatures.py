@@ -87,7 +87,8 @@ def test_every_loss_class_takes_batch_index_and_knobs_keyword_only():
     # the required arguments, positional, as captum spells them
     assert list(inspect.signature(opt.loss.ChannelActivation).parameters)[:2] == ["target", "channel_index"]
     assert list(inspect.signature(opt.loss.NeuronActivation).parameters)[:2] == ["target", "channel_index"]
-    assert list(inspect.signature(opt.loss.ClassLogit).parameters) == ["target", "class_index", "batch_index"]
+    assert list(inspect.signature(opt.loss.ClassLogit).parameters) == [
+        "target", "class_index", "batch_index", "num_classes"]
     assert list(inspect.signature(opt.loss.FacetLoss).parameters)[:4] == [
         "ultimate_target", "layer_target", "vec", "facet_weights"]
     parse = inspect.signature(opt.loss.parse).parameters

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..models.loading import native_input_size
 from ..models.selection import channel_count, layer_table, renderable_layers
-from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, check_lr, check_steps
 
 __all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count",
            "native_input_size", "renderable_layers"]
@@ -58,12 +58,10 @@ class RenderSettings:
         if self.size is not None:
             height, width = check_size(self.size)
             object.__setattr__(self, "size", height if height == width else (height, width))
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
+        check_steps(self.steps)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        check_lr(self.lr)
 
     def for_model(self, model: nn.Module) -> "RenderSettings":
         """These settings with ``size`` resolved for ``model`` (its native size, else ``DEFAULT_SIZE``)."""

@@ -217,13 +217,16 @@ class ChannelActivation(BaseLoss):
         return str(self.channel_index)
 
 
-class ClassLogit(ChannelActivation):
+class ClassLogit(BaseLoss):
     """A class's logit: output ``class_index`` of a classifier's ``[batch, classes]`` output (Lucid's
     ``objectives.class_logit``), the objective of a class visualization.
 
-    :class:`ChannelActivation` reads a channel of any layer, so on a network without a classification head (vgg16's
-    convolutional features, a timm model built with ``num_classes=0``) it would render a feature-map channel under a
-    class's name. This objective refuses any output that is not 2-D.
+    :class:`ChannelActivation` reads a channel of any layer, so on a network without a classification head it would
+    render a feature-map channel under a class's name. This objective refuses an output that is not 2-D (vgg16's
+    convolutional features, a timm model built with ``global_pool=""``, a ViT's tokens) and, given ``num_classes``,
+    one of another width: pass the length of the label list a class name was read from, so that a model with other
+    classes (a Places365 network, a fine-tuned head, a pooled backbone with ``num_classes=0``) is refused rather than
+    optimized at the same index. A 2-D output without ``num_classes`` cannot be told apart from pooled features.
 
     Args:
         target: the module whose output holds the logits (usually the model itself; a ``ModelOutput`` or dict
@@ -231,11 +234,12 @@ class ClassLogit(ChannelActivation):
         class_index: the output index of the class, an int ``>= 0`` (:func:`~optim.models.class_index` turns a
             class name into one).
         batch_index: keyword-only; which images of the batch the loss reads (see :class:`BaseLoss`).
+        num_classes: keyword-only; the number of classes the output must have (``None``: any).
 
     Raises:
-        TypeError: a ``class_index`` that is not an int.
-        ValueError: a negative ``class_index``; when called, an output that is not ``[batch, classes]`` (naming its
-            shape), or an index the output does not have (naming how many outputs there are).
+        TypeError: a ``class_index`` or ``num_classes`` that is not an int.
+        ValueError: a negative ``class_index`` or ``num_classes`` below 1; when called, an output that is not
+            ``[batch, classes]`` or not ``num_classes`` wide (naming its shape), or an index it does not have.
 
     Example:
         >>> logits = {"fc": torch.tensor([[0.5, 2.0, -1.0], [1.0, 0.0, 3.0]])}
@@ -244,24 +248,47 @@ class ClassLogit(ChannelActivation):
         >>> ClassLogit("features", 2)({"features": torch.zeros(1, 512, 7, 7)})
         Traceback (most recent call last):
         ...
-        ValueError: ClassLogit needs class logits, a [batch, classes] output, but layer 'features' outputs shape (1, 512, 7, 7): a network without a classification head; give the module that outputs the logits as the target
+        ValueError: ClassLogit needs class logits, a [batch, classes] output, but the output of 'features' has shape (1, 512, 7, 7): a network without a classification head, or logits that are not its first output; give the module that outputs the logits as the target
+        >>> ClassLogit("fc", 2, num_classes=1000)(logits)
+        Traceback (most recent call last):
+        ...
+        ValueError: the output of 'fc' has 3 classes, but class_index 2 was read from a list of 1000 class names, which are not this model's; give the class by index, or the model's own class names (labels=)
     """
 
-    def __init__(self, target: Target, class_index: int, *, batch_index: BatchIndex = None) -> None:
-        BaseLoss.__init__(self, target, batch_index=batch_index)
-        self.channel_index = check_index(class_index, "class_index")
+    def __init__(
+        self, target: Target, class_index: int, *, batch_index: BatchIndex = None, num_classes: Optional[int] = None
+    ) -> None:
+        super().__init__(target, batch_index=batch_index)
+        self.class_index = check_index(class_index, "class_index")
+        if num_classes is not None and check_index(num_classes, "num_classes") < 1:
+            raise ValueError(f"num_classes must be an int >= 1 or None, got {num_classes!r}")
+        self.num_classes = num_classes
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         raw = activations[self.target]
-        if raw.dim() != 2:
+        where = f"the output of {self.target!r}" if isinstance(self.target, str) else (
+            f"the output of {type(self.target).__name__}")
+        if isinstance(raw, torch.Tensor) and raw.dim() != 2:
             raise ValueError(
-                f"ClassLogit needs class logits, a [batch, classes] output, but {_where(self.target)} outputs "
-                f"shape {tuple(raw.shape)}: a network without a classification head; give the module that outputs "
-                "the logits as the target"
+                f"ClassLogit needs class logits, a [batch, classes] output, but {where} has shape {tuple(raw.shape)}: "
+                "a network without a classification head, or logits that are not its first output; give the module "
+                "that outputs the logits as the target"
             )
         act, _ = self._read(activations)
-        return act[:, check_index(self.channel_index, "class_index", size=act.shape[1], target=self.target,
-                                  unit="outputs")]
+        classes = act.shape[1]
+        if self.num_classes is not None and classes != self.num_classes:
+            raise ValueError(
+                f"{where} has {classes} classes, but class_index {self.class_index} was read from a list of "
+                f"{self.num_classes} class names, which are not this model's; give the class by index, or the "
+                "model's own class names (labels=)"
+            )
+        if self.class_index >= classes:
+            raise ValueError(f"class_index {self.class_index} is out of range: {where} has {classes} classes "
+                             f"(valid: 0..{classes - 1})")
+        return act[:, self.class_index]
+
+    def _extra_repr(self) -> str:
+        return str(self.class_index)
 
 
 class NeuronActivation(BaseLoss):

@@ -11,11 +11,12 @@ from . import googlenet as _googlenet_mod
 from . import googlenet_places365 as _places_mod
 from . import preprocess as _preprocess_mod
 from . import registry as _registry_mod
+from . import selection as _selection_mod
 from . import vgg as _vgg_mod
 
 _SUBMODULES = (
     _hub_mod, _layers_mod, _fold_mod, _utils_mod, _googlenet_mod, _places_mod, _clip_mod, _vgg_mod, _effnet_mod,
-    _registry_mod, _labels_mod, _preprocess_mod,
+    _registry_mod, _labels_mod, _preprocess_mod, _selection_mod,
 )
 
 # The star-imports come after the module aliases: `googlenet` and `vgg16` then name the factories.
@@ -30,6 +31,7 @@ from .googlenet import *  # noqa: E402,F401,F403
 from .googlenet_places365 import *  # noqa: E402,F401,F403
 from .preprocess import *  # noqa: E402,F401,F403  input_config, InputConfig, render_inputs
 from .registry import *  # noqa: E402,F401,F403
+from .selection import *  # noqa: E402,F401,F403  class_index, model_labels, layer_table, parse_channels
 from .vgg import *  # noqa: E402,F401,F403
 
 __all__ = [name for module in _SUBMODULES for name in module.__all__]

@@ -25,7 +25,6 @@ ValueError: the uploaded file is not a weights file: ...
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import io
@@ -356,14 +355,9 @@ def _download_url(factory: Any) -> Optional[str]:
 def _registry_model(
     spec: str, weights: Optional[PathOrBytes], pretrained: bool, progress: bool
 ) -> nn.Module:
-    from .registry import get_model, list_models, model_info
+    from .registry import get_model, model_info
 
-    names = list_models()
-    if spec not in names:
-        close = difflib.get_close_matches(spec, names, n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"unknown model {spec!r}{hint} registered models: {', '.join(names)}")
-    entry = model_info(spec)
+    entry = model_info(spec)  # an unknown name: the registry's error, with the closest names
     if weights is None:
         try:
             return get_model(spec, pretrained=pretrained, progress=progress)

@@ -7,6 +7,7 @@ package that ships them is importable; checked without importing it). Factories 
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -203,14 +204,16 @@ def model_info(name: str) -> ModelEntry:
         The :class:`ModelEntry`.
 
     Raises:
-        ValueError: an unknown name, listing the registered ones.
+        ValueError: an unknown name, listing the registered ones (and the closest names).
 
     Example:
         >>> model_info("googlenet").label_set
         'inception5h'
     """
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+        close = difflib.get_close_matches(name, list_models(), n=3) if isinstance(name, str) else []
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ValueError(f"unknown model {name!r}; {hint}registered models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 

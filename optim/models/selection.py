@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count", "channel_counts", "channel_units",
-           "class_index"]
+           "class_index", "model_labels"]
 
 
 def parse_channels(
@@ -169,7 +169,31 @@ def channel_count(
 
 
 def _normalize(name: str) -> str:
+    # Places365's names are paths ("/a/airfield", "/b/bakery/shop"): the letter folder is not part of the name
+    name = re.sub(r"^/[a-z]/", "", name.strip()).replace("/", " ")
     return " ".join(name.replace("_", " ").lower().split())
+
+
+def model_labels(model: Any) -> Optional[List[str]]:
+    """The class names a model declares for its outputs, in output order: a Hugging Face model's
+    ``config.id2label``; ``None`` for a model that declares none (a registry model's are
+    ``opt.models.model_info(name).labels``).
+
+    Example:
+        >>> model_labels(nn.Linear(4, 2)) is None
+        True
+    """
+    config = getattr(model, "config", None)
+    id2label = getattr(config, "id2label", None) if hasattr(config, "to_dict") else None
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        ordered = sorted((int(k), str(v)) for k, v in id2label.items())
+    except (TypeError, ValueError):
+        return None
+    if [k for k, _ in ordered] != list(range(len(ordered))):
+        return None
+    return [v for _, v in ordered]
 
 
 def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -> int:
@@ -194,11 +218,9 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
     ...
     ValueError: unknown class name 'egyptain cat'; close names: 'Egyptian cat'...
     """
-    if labels is None:
-        from ._labels import IMAGENET_CLASSES
+    from ._labels import IMAGENET_CLASSES
 
-        labels = IMAGENET_CLASSES
-    names = list(labels)
+    names = list(IMAGENET_CLASSES if labels is None else labels)
     if isinstance(name, bool) or not isinstance(name, (str, int)):
         raise TypeError(f"a class is a name or an index, got {type(name).__name__}")
     text = str(name).strip()
@@ -215,5 +237,6 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
     if close:
         hint = "close names: " + ", ".join(repr(names[normalized.index(c)]) for c in close)
     else:
-        hint = "no name is close to it (see opt.models.IMAGENET_CLASSES, or give the class index)"
+        where = "opt.models.IMAGENET_CLASSES" if names == list(IMAGENET_CLASSES) else "the model's labels"
+        hint = f"no name is close to it (see {where}, or give the class index)"
     raise ValueError(f"unknown class name {name!r}; {hint}")

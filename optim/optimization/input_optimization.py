@@ -425,4 +425,4 @@ class InputOptimization:
         else:
             where = ("the image is finite, so the model or the objective produced it (a model that outputs NaN/inf, "
                      "a division by zero in the loss)")
-        raise FloatingPointError(f"the loss became {float(loss.reshape(-1)[0])} at step {step}: {where}")
+        raise FloatingPointError(f"the loss became {float(loss.detach().reshape(-1)[0])} at step {step}: {where}")

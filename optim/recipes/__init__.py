@@ -1,6 +1,6 @@
 """Ready recipes for the classic feature-visualization experiments, built on ``opt.render_vis``.
 
-- class visualization: :func:`class_visualization`
+- class visualization: :func:`class_visualization` (its objectives: :func:`~optim.recipes.classes.class_logits`)
 - from a photo: :func:`deep_dream`, :func:`feature_inversion`, :func:`style_transfer`,
   :func:`feature_accentuation`
 - channels: :func:`diversity`, :func:`neuron_vs_channel`, :func:`positive_negative`, :func:`interpolation`

@@ -153,10 +153,12 @@ def render_once(
         >>> out.shape  # cat: a [1, 3, 96, 96] photo
         torch.Size([1, 3, 96, 96])
     """
+    from ..optimization.defaults import check_steps
     from ..render import render_vis
 
+    thresholds = (check_steps(steps, minimum=0),)  # named as the recipes call it, not as render_vis does
     (out,) = render_vis(
-        model, loss, image=image, transforms=transforms, thresholds=(steps,), lr=lr, progress=progress, seed=seed,
+        model, loss, image=image, transforms=transforms, thresholds=thresholds, lr=lr, progress=progress, seed=seed,
         callback=callback, preprocess=preprocess, average=average,
     )
     return out

@@ -1,8 +1,9 @@
 """Class visualization: render what a classifier takes for each of some classes."""
 from __future__ import annotations
 
+import re
 from functools import partial
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -13,7 +14,7 @@ from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, default_image
 from ..optimization.progress import StepCallback
 from ._common import image_size, render_once
 
-__all__ = ["class_visualization"]
+__all__ = ["class_visualization", "class_logits"]
 
 
 def class_visualization(
@@ -37,7 +38,8 @@ def class_visualization(
     Args:
         model: a classifier (left as it was).
         classes: a class, or a list of them: an output index, or a class name such as ``"Egyptian cat"`` (read
-            with :func:`~optim.models.class_index` against ``labels``, as the CLI's ``--class`` does).
+            with :func:`~optim.models.class_index` against ``labels``, as the CLI's ``--class`` does; see
+            :func:`~optim.recipes.classes.class_logits`).
         target: the module whose output holds the logits (default: the model's own output).
         size: image side (default: the model's native size, else ``DEFAULT_SIZE``; see
             :func:`~optim.models.preprocess.render_inputs`).
@@ -51,7 +53,8 @@ def class_visualization(
             normalization, else none).
         average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
             weighted towards the last sixth from noise, the last image from a photo).
-        labels: the model's class names in output order, for class names (default: ImageNet's).
+        labels: the model's class names in output order, for class names (default: the names the model declares,
+            :func:`~optim.models.model_labels`, else ImageNet's).
 
     Raises:
         ValueError: no class, a negative index, or an unknown name (with the closest names); at the first step, an
@@ -76,23 +79,80 @@ def class_visualization(
         >>> class_visualization(model, "Egyptian cat", size=64, steps=1, progress=False).shape
         torch.Size([1, 3, 64, 64])
     """
-    from ..models.selection import class_index
+    objectives = class_logits(model, classes, target=target, labels=labels)
+    # built after seeding, so seed fixes its init
+    image = partial(default_image, image_size(model, size), batch=len(objectives))
+    loss = sum_loss_list(objectives)
+    return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback, preprocess, average=average)
 
-    items = [classes] if isinstance(classes, (int, str)) and not isinstance(classes, bool) else list(classes)
+
+def class_logits(
+    model: nn.Module,
+    classes: Union[int, str, Sequence[Union[int, str]]],
+    *,
+    target: Optional[Union[str, nn.Module]] = None,
+    labels: Optional[Sequence[str]] = None,
+) -> List[ClassLogit]:
+    """The objective of each class of a class visualization: one :class:`~optim.loss.ClassLogit` per class, the
+    one reading of ``classes`` that :func:`class_visualization` and the CLI's ``--class`` share.
+
+    A class given by name is looked up in ``labels`` (default: the names the model declares,
+    :func:`~optim.models.model_labels`, else ImageNet's) and its objective requires an output of ``len(labels)``
+    classes, so a model with other classes is refused at the first step instead of optimized at the same index. A
+    class given by index (an int, or a str of digits such as ``"285"``) is taken as it is.
+
+    Args:
+        model: the classifier.
+        classes: a class, or a list of them: an output index (an int ``>= 0``) or a class name.
+        target: the module whose output holds the logits (default: the model's own output).
+        labels: the model's class names in output order.
+
+    Returns:
+        The objectives, in the order of ``classes``: the ``i``-th reads image ``i`` of the batch
+        (``batch_index=i``), one image per class.
+
+    Raises:
+        TypeError: ``classes`` is not an int, a str or a list of them.
+        ValueError: no class, a negative index, or an unknown name (with the closest names).
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+        >>> objectives = class_logits(net, [2, "bird"], labels=["cat", "dog", "bird"])
+        >>> [(o.class_index, o.num_classes, o.batch_index) for o in objectives]
+        [(2, None, 0), (2, 3, 1)]
+        >>> class_logits(net, 1.0)
+        Traceback (most recent call last):
+        ...
+        TypeError: classes must be a class index (int), a class name (str) or a list of them, got 1.0 (float)
+    """
+    from ..models.selection import class_index, model_labels
+
+    if isinstance(classes, (int, str)) and not isinstance(classes, bool):
+        items = [classes]
+    elif isinstance(classes, (list, tuple)):
+        items = list(classes)
+    else:
+        raise TypeError("classes must be a class index (int), a class name (str) or a list of them, got "
+                        f"{classes!r} ({type(classes).__name__})")
     if not items:
         raise ValueError("classes is empty: give at least one class index or name")
-    indices = []
-    for c in items:
+    logits = model if target is None else target
+    names: Optional[List[str]] = None
+    objectives = []
+    for i, c in enumerate(items):
+        if isinstance(c, str) and re.fullmatch(r"[0-9]+", c.strip()):
+            c = int(c)  # "285", as the command line passes an index
         if isinstance(c, str):
-            indices.append(class_index(c, labels))
+            if names is None:
+                from ..models import IMAGENET_CLASSES
+
+                given = labels if labels is not None else model_labels(model)
+                names = list(IMAGENET_CLASSES if given is None else given)
+            objectives.append(ClassLogit(logits, class_index(c, names), batch_index=i, num_classes=len(names)))
         elif isinstance(c, bool) or not isinstance(c, int):
             raise TypeError(f"classes must hold class indices (int) or names (str), got {c!r} ({type(c).__name__})")
         elif c < 0:
             raise ValueError(f"class indices must be >= 0, got {c}")
         else:
-            indices.append(c)
-    logits = model if target is None else target
-    loss = sum_loss_list([ClassLogit(logits, c, batch_index=i) for i, c in enumerate(indices)])
-    # built after seeding, so seed fixes its init
-    image = partial(default_image, image_size(model, size), batch=len(indices))
-    return render_once(model, loss, image, transforms, steps, lr, progress, seed, callback, preprocess, average=average)
+            objectives.append(ClassLogit(logits, c, batch_index=i))
+    return objectives
