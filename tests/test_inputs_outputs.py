@@ -332,6 +332,11 @@ def test_class_names_are_read_against_the_models_own_labels():
     with pytest.raises(TypeError, match=r"^classes must be a class index \(int\), a class name \(str\) or a list of "
                                         r"them, got 3.0 \(float\)"):
         opt.recipes.class_visualization(net, 3.0, size=16, steps=1, progress=False)
+    # optim's zoo declares its registry labels: Lucid's InceptionV1 has 1008 outputs, "goldfish" is its 450th
+    lucid = opt.models.googlenet()
+    assert len(model_labels(lucid)) == 1008 and model_labels(opt.models.efficientnet_lite0()) == list(
+        opt.models.IMAGENET_CLASSES)
+    assert [(o.class_index, o.num_classes) for o in class_logits(lucid, "goldfish")] == [(450, 1008)]
     # Places365's names are paths: "/a/airfield" is found as "airfield"
     places = opt.models.model_info("googlenet_places365").labels
     assert class_index("airfield", places) == 0 and class_index("bakery shop", places) == places.index("/b/bakery/shop")

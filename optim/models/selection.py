@@ -175,25 +175,51 @@ def _normalize(name: str) -> str:
 
 
 def model_labels(model: Any) -> Optional[List[str]]:
-    """The class names a model declares for its outputs, in output order: a Hugging Face model's
-    ``config.id2label``; ``None`` for a model that declares none (a registry model's are
-    ``opt.models.model_info(name).labels``).
+    """The class names a model declares for its outputs, in output order, or ``None`` for one that declares none.
+
+    - a Hugging Face model: its ``config.id2label``;
+    - a model of optim's zoo (built by a registry factory of optim, such as ``opt.models.googlenet``): its registry
+      entry's labels (Lucid's 1008 inception5h names for InceptionV1, Places365's for its Places network), when
+      every entry whose factory lives in the model's module agrees on them;
+    - anything else (timm, torchvision, your own): ``None``.
+
+    The names say nothing of the head actually built (``num_classes=7``): :class:`~optim.loss.ClassLogit`'s
+    ``num_classes`` checks the output against them.
 
     Example:
         >>> model_labels(nn.Linear(4, 2)) is None
         True
+        >>> from optim.models import googlenet
+        >>> model_labels(googlenet())[:2]
+        ['dummy', 'kit fox']
     """
     config = getattr(model, "config", None)
     id2label = getattr(config, "id2label", None) if hasattr(config, "to_dict") else None
-    if not isinstance(id2label, dict) or not id2label:
+    if isinstance(id2label, dict) and id2label:
+        try:
+            ordered = sorted((int(k), str(v)) for k, v in id2label.items())
+        except (TypeError, ValueError):
+            return None
+        return [v for _, v in ordered] if [k for k, _ in ordered] == list(range(len(ordered))) else None
+    return _zoo_labels(model)
+
+
+def _zoo_labels(model: Any) -> Optional[List[str]]:
+    from .registry import list_models, model_info
+
+    module = type(model).__module__
+    if not module.startswith("optim.models."):
         return None
-    try:
-        ordered = sorted((int(k), str(v)) for k, v in id2label.items())
-    except (TypeError, ValueError):
+    entries = []
+    for name in list_models():
+        entry = model_info(name)
+        ref = entry.factory_ref
+        where = ref.partition(":")[0] if isinstance(ref, str) else getattr(ref, "__module__", None)
+        if where == module:
+            entries.append(entry)
+    if not entries or len({e.label_set for e in entries}) != 1:
         return None
-    if [k for k, _ in ordered] != list(range(len(ordered))):
-        return None
-    return [v for _, v in ordered]
+    return list(entries[0].labels)
 
 
 def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -> int:
