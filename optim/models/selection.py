@@ -228,14 +228,15 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
     Args:
         name: a class name such as ``"Egyptian cat"`` / ``"egyptian_cat"``, or its index (``285`` or ``"285"``).
         labels: the model's class names, in output order (default ``opt.models.IMAGENET_CLASSES``; a
-            registry model's are ``opt.models.model_info(name).labels``). A name listed twice (ImageNet has
-            two "crane"s) gives its first index.
+            registry model's are ``opt.models.model_info(name).labels``).
 
     Returns:
         The index.
 
     Raises:
-        ValueError: an unknown name (with the closest names), or an index outside the labels.
+        ValueError: an unknown name (with the closest names), a name the labels list more than once (Lucid's
+            inception5h labels have two "crane"s, the bird and the machine: give the index), or an index outside
+            the labels.
 
     >>> class_index("ESPRESSO")
     967
@@ -243,6 +244,11 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
     Traceback (most recent call last):
     ...
     ValueError: unknown class name 'egyptain cat'; close names: 'Egyptian cat'...
+    >>> from optim.models import INCEPTION5H_CLASSES
+    >>> class_index("crane", INCEPTION5H_CLASSES)
+    Traceback (most recent call last):
+    ...
+    ValueError: class name 'crane' is ambiguous: outputs 429 and 545 are all called that; give the class index
     """
     from ._labels import IMAGENET_CLASSES
 
@@ -258,7 +264,12 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
     wanted = _normalize(text)
     normalized = [_normalize(n) for n in names]
     if wanted in normalized:
-        return normalized.index(wanted)
+        found = [i for i, n in enumerate(normalized) if n == wanted]
+        if len(found) > 1:
+            outputs = ", ".join(map(str, found[:-1])) + f" and {found[-1]}"
+            raise ValueError(f"class name {name!r} is ambiguous: outputs {outputs} are all called that; give the class "
+                             "index")
+        return found[0]
     close = difflib.get_close_matches(wanted, normalized, n=3, cutoff=0.6)
     if close:
         hint = "close names: " + ", ".join(repr(names[normalized.index(c)]) for c in close)
