@@ -44,9 +44,9 @@ import torch.nn.functional as F
 
 import optim as opt
 from optim.images.export import to_uint8_array
-from optim.loss import ChannelActivation
 from optim.loss.base import sum_loss_list
 from optim.optimization.averaging import check_average
+from optim.recipes.classes import class_logits
 from optim.models.efficientnet_lite import EFFICIENTNET_LITE_CONFIGS
 
 #: The ten classes of the earlier tuning (distinctive shapes, colours and textures).
@@ -83,7 +83,7 @@ def render_optim(model: nn.Module, classes: Sequence[int], steps: Sequence[int],
                  average: Optional[float] = None) -> List[torch.Tensor]:
     """The library defaults, as ``recipes.class_visualization`` runs them, with a snapshot at each budget
     (``average``: ``render_vis``'s iterate averaging; ``None``: its default)."""
-    loss = sum_loss_list([ChannelActivation(model, c, batch_index=i) for i, c in enumerate(classes)])
+    loss = sum_loss_list(class_logits(model, list(classes)))
     image = functools.partial(opt.render.default_image, batch=len(classes))
     outs = opt.render_vis(model, loss, image=image, thresholds=tuple(steps), progress=False, seed=seed,
                           average=average)
@@ -95,7 +95,7 @@ def render_previous(model: nn.Module, classes: Sequence[int], steps: Sequence[in
     from optim.images import FFTImage, NaturalImage
     from optim.transforms import TransformationRobustness
 
-    loss = sum_loss_list([ChannelActivation(model, c, batch_index=i) for i, c in enumerate(classes)])
+    loss = sum_loss_list(class_logits(model, list(classes)))
     image = functools.partial(NaturalImage, (128, 128), batch=len(classes),
                               parameterization=functools.partial(FFTImage, decay_power=1.5))
     outs = opt.render_vis(model, loss, image=image, transforms=TransformationRobustness(), lr=0.05,

@@ -1,4 +1,4 @@
-"""Small helpers shared by every subpackage: optional imports and module lookup by name."""
+"""Small helpers shared by every subpackage: optional imports, module lookup by name, and the count check."""
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +24,7 @@ __all__ = [
     "is_compiled",
     "eager_compiled",
     "is_out_of_memory",
+    "check_positive",
 ]
 
 # ``torch.compile(module)`` returns an ``OptimizedModule`` that holds the original as ``_orig_mod``, so every
@@ -232,3 +233,23 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or any(
         t in text for t in ("out of memory", "can't allocate memory", "not enough memory")
     )
+
+
+def check_positive(value: Any, name: str, *, zero: bool = False) -> int:
+    """Validate a count argument (``steps``, ``batch_size``, ``channels`` ...): an int ``>= 1`` (``>= 0`` with
+    ``zero``), never a bool.
+
+    Raises:
+        ValueError: anything else, naming the argument and the value.
+
+    Example:
+        >>> check_positive(2.5, "steps")
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be a positive int, got 2.5
+        >>> check_positive(0, "steps", zero=True)
+        0
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+        raise ValueError(f"{name} must be {'an int >= 0' if zero else 'a positive int'}, got {value!r}")
+    return int(value)

@@ -28,6 +28,7 @@ import contextlib
 import os
 import re
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
@@ -75,15 +76,14 @@ _nonneg_int = _int_at_least(0, "non-negative")
 _size = _int_at_least(1, "positive", MAX_SIZE)
 
 
-def _positive_float(text: str) -> float:
-    """An argparse ``type`` for a positive finite number (a learning rate)."""
+def _lr(text: str) -> float:
+    """An argparse ``type`` for a learning rate (``check_lr``'s rule: a finite number >= 0)."""
+    from .optimization.defaults import check_lr
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+        return check_lr(float(text))
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
 
 
 def _average(text: str) -> float:
@@ -124,13 +124,14 @@ def _add_render_args(p: argparse.ArgumentParser, quiet_help: str = "no progress 
                         f"torchvision ViT), else {DEFAULT_SIZE}; at most {MAX_SIZE})")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help=f"optimization steps (default {DEFAULT_STEPS})")
-    p.add_argument("--lr", type=_positive_float, default=None,
+    p.add_argument("--lr", type=_lr, default=None,
                    help=f"learning rate at the first step, decaying as lr / sqrt(1 + step / "
                         f"{DEFAULT_LR_DECAY_STEPS:g}) (default {DEFAULT_LR:g})")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     p.add_argument("--average", type=_average, default=None, metavar="FRACTION",
                    help="iterate averaging: the image written is an average of the steps' images weighted towards this "
-                        f"last fraction of them (default 1/{round(1 / DEFAULT_AVERAGE)}; 0: the last step's image)")
+                        f"last fraction of them (default {Fraction(DEFAULT_AVERAGE).limit_denominator(100)}; 0: the "
+                        "last step's image)")
     p.add_argument("--quiet", "-q", action="store_true", help=quiet_help)
 
 
@@ -162,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--target", "-t", help="'layer:channel' (e.g. blocks.10:7), 'layer:channel:x:y' (a neuron) "
                       "or 'layer' (DeepDream)")
     what.add_argument("--class", dest="class_name", metavar="NAME", help="a class visualization: the output of this "
-                      "class, by ImageNet name (e.g. 'Egyptian cat'; the model's own labels for registry models) "
-                      "or index")
+                      "class, by name (e.g. 'Egyptian cat': the model's own labels for registry and Hugging Face "
+                      "models, else ImageNet's) or index")
     p.add_argument("--output", "-o", default=None, help="PNG path (default: MODEL_TARGET.png)")
     _add_render_args(p)
 

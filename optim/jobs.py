@@ -416,11 +416,10 @@ def render_model(
     from .optimization.averaging import check_average
     from .optimization.streams import check_seed, image_generators
     from .render import render_layer
-    from ._utils import model_device_dtype
+    from ._utils import check_positive, model_device_dtype
 
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_positive(steps, "steps")
+    check_positive(batch_size, "batch_size")
     check_seed(seed)
     if seed is None:
         raise ValueError("a render job needs an int seed (its images must be reproducible), got None")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 import torch
 import torch.nn as nn
 
-from ._utils import is_out_of_memory, resolve_module
+from ._utils import check_positive, is_out_of_memory, resolve_module
 from .activations import autograd_context
 from .images.base import as_image_batch, channel_advice, count_channels
 from .loss.activation import ChannelActivation
@@ -36,7 +36,6 @@ from .optimization.defaults import (
     DEFAULT_SIZE,
     DEFAULT_STEPS,
     OptimizerArg,
-    check_steps,
     default_image,
     default_transforms,
     model_input_channels,
@@ -406,9 +405,8 @@ def render_layer(
     from .models.preprocess import render_inputs
     from .models.selection import channel_units
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    check_steps(steps)
+    check_positive(batch_size, "batch_size")
+    check_positive(steps, "steps")
     inputs = render_inputs(model, size, preprocess, transforms)  # the model's native size and normalization
     hw = inputs.size
     preprocess = inputs.preprocess

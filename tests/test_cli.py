@@ -142,14 +142,14 @@ def test_python_dash_m_help_and_the_app_launcher_help() -> None:
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "out.jpg"], "must be a .png"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "-o", "cli_tiny_models.py/out.png"], "cannot create"),
         (["layer", "cli_tiny_models:tiny_net", "2", "--channels", "0:9", "-q"], "out of range"),
-        (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--lr", "0"], "positive number"),
+        (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--lr", "nan"], "--lr: expected a finite number >= 0"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--average", "1"],
          "expected a fraction of the steps in [0, 0.5] (0.25, 1/6), got '1'"),
         (["render", "cli_tiny_models:tiny_net", "-t", "0:1", "--average", "1/0"], "got '1/0'"),
         (["layers", "cli_tiny_models:tiny_net", "--weights", "missing.pt"], "no weights file at 'missing.pt'"),
         (["render-model", "cli_tiny_models:tiny_net", "--out", "job"], "the following arguments are required: "
          "--layers/-l"),
-        (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "--out", "job", "--lr", "-1"], "positive number"),
+        (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "--out", "job", "--lr", "-1"], "finite number >= 0"),
         (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "conv9", "--out", "job", "--steps", "1"], "conv9"),
         (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "--out", "cli_tiny_models.py"], "is a file"),
         (["render-model", "cli_tiny_models:tiny_net", "-l", "0", "--out", "."], "holds no render job (no job.json)"),
@@ -270,9 +270,10 @@ def test_class_visualization_by_name(tiny_factory, tmp_path, capsys) -> None:
     assert "unknown class name 'goldfsh'; close names: 'goldfish'" in _one_error_line(capsys)
     # five outputs: ImageNet's names are not this model's, so a name is refused and an index is taken as given
     assert main(["render", tiny_factory, "--class", "Egyptian cat", "--size", "8", "--steps", "1", "-q"]) == 2
-    assert _one_error_line(capsys).endswith("the output of Sequential has 5 classes, but class_index 285 was read "
-                                            "from a list of 1000 class names, which are not this model's; give the "
-                                            "class by index, or the model's own class names (labels=)")
+    assert _one_error_line(capsys).endswith("the output of Sequential has 5 classes, not num_classes=1000 (the "
+                                            "number of class names the class was read from): the names are not this "
+                                            "model's classes; give the class by its index (or, in Python, the model's "
+                                            "own names: labels=)")
     assert main(["render", tiny_factory, "--class", "4", "--size", "8", "--steps", "1", "-q"]) == 0
     assert capsys.readouterr().out.strip() == "cli_tiny_models_tiny_net_class_4.png"
     assert main(["render", tiny_factory, "--class", "5", "--size", "8", "--steps", "1", "-q"]) == 2
@@ -282,9 +283,13 @@ def test_class_visualization_by_name(tiny_factory, tmp_path, capsys) -> None:
     assert main(["render", "cli_tiny_models:headless_net", "--class", "3", "--size", "8", "-q"]) == 2
     assert _one_error_line(capsys).endswith("ClassLogit needs class logits, a [batch, classes] output, but the "
                                             "output of Sequential has shape (1, 4, 8, 8): a network without a "
-                                            "classification head, or logits that are not its first output; give "
-                                            "the module that outputs the logits as the target")
+                                            "classification head, or logits that are not its first output; read "
+                                            "the module that outputs the logits instead (target=)")
     assert not Path("cli_tiny_models_headless_net_class_3.png").exists()
+    assert main(["render", tiny_factory, "--class", "-1", "--size", "8", "--steps", "1", "-q"]) == 2
+    assert _one_error_line(capsys).endswith("class_index must be >= 0, got -1")
+    assert main(["render", "efficientnet_lite0", "--class", "-1", "-q"]) == 2  # refused before the model loads
+    assert _one_error_line(capsys).endswith("class indices must be >= 0, got -1")
 
 
 def test_output_writes_are_atomic(tiny_factory, tmp_path, capsys, monkeypatch) -> None:

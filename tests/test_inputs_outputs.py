@@ -321,16 +321,16 @@ def test_class_names_are_read_against_the_models_own_labels():
     images = opt.recipes.class_visualization(hf, "goldfish", steps=16, progress=False, seed=0)
     start = opt.recipes.class_visualization(hf, "goldfish", steps=1, lr=0.0, progress=False, seed=0)
     assert _logit(hf, images, 2) > _logit(hf, start, 2)
-    with pytest.raises(ValueError, match="unknown class name 'Egyptian cat'; no name is close to it \\(see the model's"):
+    with pytest.raises(ValueError, match=r"unknown class name 'Egyptian cat'; no name is close to it \(see the model"):
         class_logits(hf, "Egyptian cat")
     # DictNet has 3 outputs: ImageNet's 1000 names are not its classes
     net = DictNet().eval()
-    with pytest.raises(ValueError, match=r"^the output of DictNet has 3 classes, but class_index 1 was read from a list "
-                                         r"of 1000 class names, which are not this model's"):
+    with pytest.raises(ValueError, match=r"^the output of DictNet has 3 classes, not num_classes=1000 \(the number "
+                                         r"of class names the class was read from\): the names are not this model's"):
         opt.recipes.class_visualization(net, "goldfish", size=16, steps=1, progress=False)
     assert _state(net) == _state(DictNet().eval())
-    with pytest.raises(TypeError, match=r"^classes must be a class index \(int\), a class name \(str\) or a list of "
-                                        r"them, got 3.0 \(float\)"):
+    with pytest.raises(TypeError, match=r"^classes must be a class index \(int\), a class name \(str\) or a "
+                                        r"sequence of them, got 3.0 \(float\)"):
         opt.recipes.class_visualization(net, 3.0, size=16, steps=1, progress=False)
     # optim's zoo declares its registry labels: Lucid's InceptionV1 has 1008 outputs, "goldfish" is its 450th
     lucid = opt.models.googlenet()
@@ -339,9 +339,42 @@ def test_class_names_are_read_against_the_models_own_labels():
     assert [(o.class_index, o.num_classes) for o in class_logits(lucid, "goldfish")] == [(450, 1008)]
     with pytest.raises(ValueError, match="^class name 'crane' is ambiguous: outputs 429 and 545 are all called that"):
         class_logits(lucid, "crane")  # the bird and the machine: never one of them silently
-    # Places365's names are paths: "/a/airfield" is found as "airfield"
+    # Places365's names are paths: "/a/airfield" is found as "airfield", in any case
     places = opt.models.model_info("googlenet_places365").labels
     assert class_index("airfield", places) == 0 and class_index("bakery shop", places) == places.index("/b/bakery/shop")
+    assert class_index("/A/Airfield", places) == 0
+
+
+def test_class_specs_labels_and_heads_that_class_visualization_reads():
+    """What class_logits takes: any sequence of ints (numpy's too), names or digit strings; labels as a list or an
+    id2label mapping; Hugging Face's placeholder labels (LABEL_0, ...) mean none; a [N, C, 1, 1] head is logits."""
+    from optim.models import check_labels, model_labels
+    from optim.recipes.classes import class_logits
+
+    net = DictNet().eval()
+    specs = [(o.class_index, o.num_classes, o.batch_index) for o in class_logits(net, range(3))]
+    assert specs == [(0, None, 0), (1, None, 1), (2, None, 2)]
+    assert [o.class_index for o in class_logits(net, [np.int64(2), " 1 ", "+0"])] == [2, 1, 0]
+    by_map = class_logits(net, ["dog", "bird"], labels={"2": "bird", "0": "cat", "1": "dog"})
+    assert [(o.class_index, o.num_classes) for o in by_map] == [(1, 3), (2, 3)]
+    with pytest.raises(TypeError, match="^labels must be a sequence of class names or a mapping"):
+        class_logits(net, "b", labels="abc")
+    with pytest.raises(ValueError, match="^labels is empty"):
+        class_logits(net, "b", labels=[])
+    with pytest.raises(ValueError, match="^labels as a mapping must have the output indices 0..n-1 as keys"):
+        check_labels({1: "dog", 2: "cat"})
+    with pytest.raises(ValueError, match="^class_index must be >= 0, got -1"):
+        class_logits(net, "-1")
+    # a config that names no classes holds LABEL_0 ... : ImageNet's names apply, checked against the 1000 outputs
+    hf = _hf_vit(1000)
+    assert hf.config.id2label[7] == "LABEL_7" and model_labels(hf) is None
+    assert [(o.class_index, o.num_classes) for o in class_logits(hf, "goldfish")] == [(1, 1000)]
+    # a convolutional head without Flatten: [N, 1000, 1, 1] is read as the logits
+    nin = nn.Sequential(nn.Conv2d(3, 1000, 3, padding=1), nn.AdaptiveAvgPool2d(1)).eval()
+    images = opt.recipes.class_visualization(nin, "goldfish", size=8, steps=4, progress=False, seed=0)
+    start = opt.recipes.class_visualization(nin, "goldfish", size=8, steps=1, lr=0.0, progress=False, seed=0)
+    with torch.no_grad():
+        assert nin(images)[0, 1, 0, 0] > nin(start)[0, 1, 0, 0]
 
 
 def test_class_visualization_on_hf_and_dict_classifiers():

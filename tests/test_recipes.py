@@ -55,14 +55,14 @@ def test_class_visualization_takes_class_names_as_the_cli_does(tiny_net):
         recipes.class_visualization(tiny_net, "wolf", size=16, steps=1, progress=False, labels=labels)
     with pytest.raises(TypeError, match=r"classes must hold .* got 1.5 \(float\)"):
         recipes.class_visualization(tiny_net, [1.5], size=16, steps=1, progress=False)
-    with pytest.raises(ValueError, match="class indices must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="class_index must be >= 0, got -1"):
         recipes.class_visualization(tiny_net, [-1], size=16, steps=1, progress=False)
     n_classes = tiny_net(torch.rand(1, 3, 16, 16)).shape[1]
     with pytest.raises(ValueError, match=rf"class_index {n_classes} is out of range: the output of TinyNet has "
                                          rf"{n_classes} classes \(valid: 0\.\.{n_classes - 1}\)"):
         recipes.class_visualization(tiny_net, [n_classes], size=16, steps=1, progress=False)
     # names read from a list that is not the model's (four names, five outputs) are refused, not rendered
-    with pytest.raises(ValueError, match="has 5 classes, but class_index 1 was read from a list of 4 class names"):
+    with pytest.raises(ValueError, match=r"has 5 classes, not num_classes=4 \(the number of class names the class was"):
         recipes.class_visualization(tiny_net, "dog", size=16, steps=1, progress=False, labels=labels[:4])
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .._utils import check_positive
 from ..activations import ActivationMap, iter_activations
 
 __all__ = ["batches", "count_batches", "stream_activations"]
@@ -25,11 +26,9 @@ _INPUT_KEYS = ("image", "images", "input", "inputs", "x", "pixel_values")
 
 
 def _check(batch_size: int, max_batches: Optional[int]) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
-                                    or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
+    check_positive(batch_size, "batch_size")
+    if max_batches is not None:
+        check_positive(max_batches, "max_batches")
 
 
 def _input_of(batch: Any) -> Any:

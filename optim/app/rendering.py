@@ -22,7 +22,8 @@ import torch.nn as nn
 
 from ..models.loading import native_input_size
 from ..models.selection import channel_count, layer_table, renderable_layers
-from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, check_lr, check_steps
+from .._utils import check_positive
+from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, check_lr
 
 __all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count",
            "native_input_size", "renderable_layers"]
@@ -58,7 +59,7 @@ class RenderSettings:
         if self.size is not None:
             height, width = check_size(self.size)
             object.__setattr__(self, "size", height if height == width else (height, width))
-        check_steps(self.steps)
+        check_positive(self.steps, "steps")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         check_lr(self.lr)
@@ -117,8 +118,7 @@ def render_channels(
     channels = list(channels)
     if not channels:
         raise ValueError("channels is empty: give at least one channel index")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive(batch_size, "batch_size")
     images: List[torch.Tensor] = []
     for start in range(0, len(channels), batch_size):
         chunk = channels[start : start + batch_size]

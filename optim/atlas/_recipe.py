@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from .._utils import check_positive
 from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_image, model_input_channels
 from ..optimization.progress import StepCallback
 from ._canvas import create_atlas
@@ -248,7 +249,7 @@ def activation_atlas(
         >>> atlas.export("atlas.png")
         [PosixPath('atlas.png')]
     """
-    _check_batch_size(batch_size)
+    check_positive(batch_size, "batch_size")
     samples = _as_samples(dataset_activations)
     if layout is None:
         layout = atlas_layout(samples, reducer, fit_sample=fit_sample, **(reducer_kwargs or {}))
@@ -258,11 +259,6 @@ def activation_atlas(
         lr=lr, transforms=transforms, cossim_pow=cossim_pow, loss_fn=loss_fn, base_tensor=base_tensor,
         progress=progress, optimizer=optimizer, preprocess=preprocess, seed=seed, callback=callback, average=average,
     )
-
-
-def _check_batch_size(batch_size: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
 
 def render_atlas(
@@ -316,7 +312,7 @@ def render_atlas(
     from optim.images import ImageTensor
     from optim.optimization.batched import render_batches
 
-    _check_batch_size(batch_size)
+    check_positive(batch_size, "batch_size")
     if len(vectors) != len(coords):
         raise ValueError(f"got {len(vectors)} vectors but {len(coords)} coords")
     from optim.models.preprocess import render_inputs

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._utils import check_positive
+
 __all__ = ["ActivationStore", "stream_activations", "DEFAULT_CHUNK_SIZE"]
 
 FORMAT = "optim.ActivationStore"
@@ -37,12 +39,6 @@ def _save_atomic(path: Path, write: Any) -> None:
     with open(tmp, "wb") as f:
         write(f)
     os.replace(tmp, path)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 class ActivationStore:
@@ -171,7 +167,7 @@ class ActivationStore:
             >>> store.sample(4, seed=1)[:, 0]
             tensor([3., 4., 6., 9.])
         """
-        _positive_int("n", n)
+        check_positive(n, "n")
         if n >= len(self):
             return self.read()
         rng = np.random.default_rng(seed)
@@ -209,7 +205,7 @@ class ActivationStore:
             ValueError: for a non-empty ``path``, blocks of different widths or not 2-D, no rows at all, or a
                 bad ``chunk_size``.
         """
-        _positive_int("chunk_size", chunk_size)
+        check_positive(chunk_size, "chunk_size")
         folder = Path(path)
         _prepare_folder(folder, overwrite)
         meta = {} if metadata is None else metadata
@@ -353,8 +349,8 @@ def stream_activations(
     from optim.activations import iter_activations
 
     if positions_per_image is not None:
-        _positive_int("positions_per_image", positions_per_image)
-    _positive_int("chunk_size", chunk_size)
+        check_positive(positions_per_image, "positions_per_image")
+    check_positive(chunk_size, "chunk_size")
     metadata: Dict[str, Any] = {
         "layer": layer if isinstance(layer, str) else module_name(model, layer),
         "model": type(model).__name__,

@@ -7,6 +7,8 @@ from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from .._utils import check_positive
+
 __all__ = ["InputParameterization", "ImageParameterization", "check_generators", "normal_noise"]
 
 
@@ -255,13 +257,6 @@ def check_size(size: Sequence[int], name: str = "size") -> Tuple[int, int]:
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise ValueError(f"{name} must be a positive int or (height, width) of positive ints, got {size!r}")
     return int(size[0]), int(size[1])
-
-
-def check_positive(value: int, name: str) -> int:
-    """Validate a positive int argument such as ``channels`` or ``batch``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 #: The largest image batch (``batch * channels * height * width`` values) a parameterization will allocate:

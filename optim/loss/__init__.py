@@ -5,7 +5,7 @@ Every loss class takes its target(s) and required values (channel index, directi
 
     ChannelActivation(target, channel_index, *, batch_index=None)
     NeuronActivation(target, channel_index, *, x=None, y=None, batch_index=None)
-    ClassLogit(target, class_index, *, batch_index=None)
+    ClassLogit(target, class_index, *, batch_index=None, num_classes=None)
 
 A target is an ``nn.Module`` or a dotted module name resolved when the optimization starts. Every index is
 checked by one function, :func:`check_index`: channel and position indices must be ints ``>= 0`` when the

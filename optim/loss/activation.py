@@ -222,9 +222,10 @@ class ClassLogit(BaseLoss):
     ``objectives.class_logit``), the objective of a class visualization.
 
     :class:`ChannelActivation` reads a channel of any layer, so on a network without a classification head it would
-    render a feature-map channel under a class's name. This objective refuses an output that is not 2-D (vgg16's
-    convolutional features, a timm model built with ``global_pool=""``, a ViT's tokens) and, given ``num_classes``,
-    one of another width: pass the length of the label list a class name was read from, so that a model with other
+    render a feature-map channel under a class's name. This objective refuses an output that is not
+    ``[batch, classes]`` (vgg16's convolutional features, a timm model built with ``global_pool=""``, a ViT's tokens;
+    a convolutional head's ``[batch, classes, 1, 1]`` is read as ``[batch, classes]``) and, given ``num_classes``, one
+    of another width: pass the length of the label list a class name was read from, so that a model with other
     classes (a Places365 network, a fine-tuned head, a pooled backbone with ``num_classes=0``) is refused rather than
     optimized at the same index. A 2-D output without ``num_classes`` cannot be told apart from pooled features.
 
@@ -248,11 +249,11 @@ class ClassLogit(BaseLoss):
         >>> ClassLogit("features", 2)({"features": torch.zeros(1, 512, 7, 7)})
         Traceback (most recent call last):
         ...
-        ValueError: ClassLogit needs class logits, a [batch, classes] output, but the output of 'features' has shape (1, 512, 7, 7): a network without a classification head, or logits that are not its first output; give the module that outputs the logits as the target
+        ValueError: ClassLogit needs class logits, a [batch, classes] output, but the output of 'features' has shape (1, 512, 7, 7): a network without a classification head, or logits that are not its first output; read the module that outputs the logits instead (target=)
         >>> ClassLogit("fc", 2, num_classes=1000)(logits)
         Traceback (most recent call last):
         ...
-        ValueError: the output of 'fc' has 3 classes, but class_index 2 was read from a list of 1000 class names, which are not this model's; give the class by index, or the model's own class names (labels=)
+        ValueError: the output of 'fc' has 3 classes, not num_classes=1000 (the number of class names the class was read from): the names are not this model's classes; give the class by its index (or, in Python, the model's own names: labels=)
     """
 
     def __init__(
@@ -262,25 +263,26 @@ class ClassLogit(BaseLoss):
         self.class_index = check_index(class_index, "class_index")
         if num_classes is not None and check_index(num_classes, "num_classes") < 1:
             raise ValueError(f"num_classes must be an int >= 1 or None, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = None if num_classes is None else int(num_classes)
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         raw = activations[self.target]
         where = f"the output of {self.target!r}" if isinstance(self.target, str) else (
             f"the output of {type(self.target).__name__}")
-        if isinstance(raw, torch.Tensor) and raw.dim() != 2:
+        # a convolutional head's [batch, classes, 1, 1] is read as [batch, classes]
+        if isinstance(raw, torch.Tensor) and (raw.dim() < 2 or any(n != 1 for n in raw.shape[2:])):
             raise ValueError(
                 f"ClassLogit needs class logits, a [batch, classes] output, but {where} has shape {tuple(raw.shape)}: "
-                "a network without a classification head, or logits that are not its first output; give the module "
-                "that outputs the logits as the target"
+                "a network without a classification head, or logits that are not its first output; read the module "
+                "that outputs the logits instead (target=)"
             )
-        act, _ = self._read(activations)
+        act = self._read(activations)[0].flatten(1)
         classes = act.shape[1]
         if self.num_classes is not None and classes != self.num_classes:
             raise ValueError(
-                f"{where} has {classes} classes, but class_index {self.class_index} was read from a list of "
-                f"{self.num_classes} class names, which are not this model's; give the class by index, or the "
-                "model's own class names (labels=)"
+                f"{where} has {classes} classes, not num_classes={self.num_classes} (the number of class names the "
+                "class was read from): the names are not this model's classes; give the class by its index (or, in "
+                "Python, the model's own names: labels=)"
             )
         if self.class_index >= classes:
             raise ValueError(f"class_index {self.class_index} is out of range: {where} has {classes} classes "
@@ -288,7 +290,7 @@ class ClassLogit(BaseLoss):
         return act[:, self.class_index]
 
     def _extra_repr(self) -> str:
-        return str(self.class_index)
+        return str(self.class_index) + ("" if self.num_classes is None else f", num_classes={self.num_classes}")
 
 
 class NeuronActivation(BaseLoss):

@@ -10,14 +10,16 @@ The command line and the app share these, so a channel selection or a class name
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
+from collections import abc
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 __all__ = ["parse_channels", "layer_table", "renderable_layers", "channel_count", "channel_counts", "channel_units",
-           "class_index", "model_labels"]
+           "class_index", "model_labels", "check_labels", "INDEX_TEXT"]
 
 
 def parse_channels(
@@ -170,17 +172,64 @@ def channel_count(
 
 def _normalize(name: str) -> str:
     # Places365's names are paths ("/a/airfield", "/b/bakery/shop"): the letter folder is not part of the name
-    name = re.sub(r"^/[a-z]/", "", name.strip()).replace("/", " ")
-    return " ".join(name.replace("_", " ").lower().split())
+    name = re.sub(r"^/[a-z]/", "", name.strip().lower()).replace("/", " ")
+    return " ".join(name.replace("_", " ").split())
+
+
+#: A class given as text that is an index rather than a name: ASCII digits, optionally signed (``"285"``, ``"-1"``).
+INDEX_TEXT = re.compile(r"[+-]?[0-9]+")
+
+# Hugging Face fills id2label with these when a config names no classes
+_PLACEHOLDER_LABEL = re.compile(r"LABEL_[0-9]+")
+
+
+def check_labels(labels: Any, name: str = "labels") -> List[str]:
+    """Validate a model's class names: a sequence of str in output order, or a mapping ``{index: name}`` over
+    ``0..n-1`` (a Hugging Face ``config.id2label``, whose keys may be str).
+
+    Raises:
+        TypeError: a str, or anything else that is neither; a name that is not a str.
+        ValueError: no names, or a mapping whose keys are not ``0..n-1``.
+
+    Example:
+        >>> check_labels({1: "dog", 0: "cat"}), check_labels(("cat", "dog"))
+        (['cat', 'dog'], ['cat', 'dog'])
+        >>> check_labels("cat")
+        Traceback (most recent call last):
+        ...
+        TypeError: labels must be a sequence of class names or a mapping {index: name}, got 'cat' (str)
+    """
+    if isinstance(labels, abc.Mapping):
+        try:
+            ordered = sorted((int(k), v) for k, v in labels.items())
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} as a mapping must have the output indices 0..n-1 as keys, got "
+                             f"{list(labels)[:5]!r}") from None
+        if [k for k, _ in ordered] != list(range(len(ordered))):
+            raise ValueError(f"{name} as a mapping must have the output indices 0..n-1 as keys, got "
+                             f"{[k for k, _ in ordered][:5]!r}...")
+        names = [v for _, v in ordered]
+    elif isinstance(labels, (str, bytes)) or not isinstance(labels, abc.Sequence):
+        raise TypeError(f"{name} must be a sequence of class names or a mapping {{index: name}}, got {labels!r} "
+                        f"({type(labels).__name__})")
+    else:
+        names = list(labels)
+    if not names:
+        raise ValueError(f"{name} is empty: give the model's class names in output order")
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is not None:
+        raise TypeError(f"{name} must hold class names (str), got {bad!r} ({type(bad).__name__})")
+    return names
 
 
 def model_labels(model: Any) -> Optional[List[str]]:
     """The class names a model declares for its outputs, in output order, or ``None`` for one that declares none.
 
-    - a Hugging Face model: its ``config.id2label``;
-    - a model of optim's zoo (built by a registry factory of optim, such as ``opt.models.googlenet``): its registry
-      entry's labels (Lucid's 1008 inception5h names for InceptionV1, Places365's for its Places network), when
-      every entry whose factory lives in the model's module agrees on them;
+    - a Hugging Face model: its ``config.id2label``, unless those are the ``LABEL_0``, ``LABEL_1`` ... that Hugging
+      Face writes when a config names no classes;
+    - a model of optim's zoo (built by a registry factory of optim, such as ``opt.models.googlenet``, also under
+      ``torch.compile``): its registry entry's labels (Lucid's 1008 inception5h names for InceptionV1, Places365's
+      for its Places network), when every entry whose factory lives in the model's module agrees on them;
     - anything else (timm, torchvision, your own): ``None``.
 
     The names say nothing of the head actually built (``num_classes=7``): :class:`~optim.loss.ClassLogit`'s
@@ -193,14 +242,17 @@ def model_labels(model: Any) -> Optional[List[str]]:
         >>> model_labels(googlenet())[:2]
         ['dummy', 'kit fox']
     """
+    from .preprocess import _unwrap
+
+    model = _unwrap(model)
     config = getattr(model, "config", None)
     id2label = getattr(config, "id2label", None) if hasattr(config, "to_dict") else None
-    if isinstance(id2label, dict) and id2label:
+    if isinstance(id2label, abc.Mapping) and id2label:
         try:
-            ordered = sorted((int(k), str(v)) for k, v in id2label.items())
+            names = check_labels(id2label, "config.id2label")
         except (TypeError, ValueError):
             return None
-        return [v for _, v in ordered] if [k for k, _ in ordered] == list(range(len(ordered))) else None
+        return None if all(_PLACEHOLDER_LABEL.fullmatch(n) for n in names) else names
     return _zoo_labels(model)
 
 
@@ -227,16 +279,18 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
 
     Args:
         name: a class name such as ``"Egyptian cat"`` / ``"egyptian_cat"``, or its index (``285`` or ``"285"``).
-        labels: the model's class names, in output order (default ``opt.models.IMAGENET_CLASSES``; a
-            registry model's are ``opt.models.model_info(name).labels``).
+        labels: the model's class names, in output order, or a mapping ``{index: name}`` (see
+            :func:`check_labels`; default ``opt.models.IMAGENET_CLASSES``; a registry model's are
+            ``opt.models.model_info(name).labels``, a model's own :func:`model_labels`).
 
     Returns:
         The index.
 
     Raises:
+        TypeError: a class that is neither a str nor an int, or bad ``labels``.
         ValueError: an unknown name (with the closest names), a name the labels list more than once (Lucid's
-            inception5h labels have two "crane"s, the bird and the machine: give the index), or an index outside
-            the labels.
+            inception5h labels have two "crane"s, the bird and the machine: give the index), or an index that is
+            negative or outside the labels.
 
     >>> class_index("ESPRESSO")
     967
@@ -252,12 +306,14 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
     """
     from ._labels import IMAGENET_CLASSES
 
-    names = list(IMAGENET_CLASSES if labels is None else labels)
-    if isinstance(name, bool) or not isinstance(name, (str, int)):
-        raise TypeError(f"a class is a name or an index, got {type(name).__name__}")
-    text = str(name).strip()
-    if re.fullmatch(r"\d+", text):
+    names = list(IMAGENET_CLASSES) if labels is None else check_labels(labels)
+    if isinstance(name, bool) or not isinstance(name, (str, numbers.Integral)):
+        raise TypeError(f"a class is a name or an index, got {name!r} ({type(name).__name__})")
+    text = str(int(name)) if isinstance(name, numbers.Integral) else name.strip()
+    if INDEX_TEXT.fullmatch(text):
         index = int(text)
+        if index < 0:
+            raise ValueError(f"class indices must be >= 0, got {index}")
         if index >= len(names):
             raise ValueError(f"class index {index} is out of range: the model has {len(names)} classes")
         return index

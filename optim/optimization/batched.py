@@ -13,7 +13,7 @@ from typing import Any, Callable, Hashable, Iterator, List, Optional, Sequence, 
 import torch
 import torch.nn as nn
 
-from .._utils import model_device_dtype
+from .._utils import check_positive, model_device_dtype
 from ..activations import autograd_context
 from ..loss.base import Loss, sum_loss_list
 from .averaging import ImageAverage, check_average
@@ -169,9 +169,8 @@ def render_batches(
         raise ValueError(f"objectives and keys must have the same length, got {len(objectives)} and {len(keys)}")
     if not objectives:
         raise ValueError("objectives is empty: give at least one image to render")
-    for name, value in (("batch_size", batch_size), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    check_positive(batch_size, "batch_size")
+    check_positive(steps, "steps")
     if isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError("a batched render needs an optimizer class or factory (one optimizer per batch), not an instance")
     if optimizer is not None:

@@ -169,7 +169,6 @@ __all__ = [
     "make_optimizer",
     "starts_from_photo",
     "check_lr",
-    "check_steps",
     "OptimizerArg",
 ]
 
@@ -327,28 +326,6 @@ def check_lr(lr: Any) -> float:
     if not math.isfinite(lr) or lr < 0:
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     return float(lr)
-
-
-def check_steps(steps: Any, name: str = "steps", minimum: int = 1) -> int:
-    """Validate a render's length: an int ``>= minimum`` (a bool is refused). Renders that return their start
-    image at 0 steps (``render_vis``'s thresholds, the recipes) take ``minimum=0``.
-
-    Example:
-        >>> check_steps(2.5)
-        Traceback (most recent call last):
-        ...
-        TypeError: steps must be a positive int, got 2.5 (float)
-        >>> check_steps(-1, minimum=0)
-        Traceback (most recent call last):
-        ...
-        ValueError: steps must be an int >= 0, got -1
-    """
-    rule = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"{name} must be {rule}, got {steps!r} ({type(steps).__name__})")
-    if steps < minimum:
-        raise ValueError(f"{name} must be {rule}, got {steps!r}")
-    return int(steps)
 
 
 def scheduled_lr(lr: float, step: int, decay_steps: Optional[float] = DEFAULT_LR_DECAY_STEPS) -> float:

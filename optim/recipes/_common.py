@@ -6,7 +6,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .._utils import model_device_dtype, resolve_module
+from .._utils import check_positive, model_device_dtype, resolve_module
 from ..activations import ActivationMap, record_activations
 from ..loss.activation import ChannelActivation
 from ..loss.base import Loss, check_index
@@ -153,10 +153,9 @@ def render_once(
         >>> out.shape  # cat: a [1, 3, 96, 96] photo
         torch.Size([1, 3, 96, 96])
     """
-    from ..optimization.defaults import check_steps
     from ..render import render_vis
 
-    thresholds = (check_steps(steps, minimum=0),)  # named as the recipes call it, not as render_vis does
+    thresholds = (check_positive(steps, "steps", zero=True),)  # named as the recipes call it, not as render_vis does
     (out,) = render_vis(
         model, loss, image=image, transforms=transforms, thresholds=thresholds, lr=lr, progress=progress, seed=seed,
         callback=callback, preprocess=preprocess, average=average,

@@ -6,6 +6,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
+from .._utils import check_positive
 from ..loss.activation import ActivationInterpolation, ChannelActivation, NeuronActivation
 from ..loss.base import BaseLoss, Loss
 from ..loss.parse import parse
@@ -20,7 +21,8 @@ __all__ = ["diversity", "neuron_vs_channel", "positive_negative", "interpolation
 def _render(model: nn.Module, loss: Loss, size: Optional[int], batch: int, steps: int, **kwargs) -> torch.Tensor:
     """One :func:`~optim.render.render_vis` run (the render core, no loop of its own) of ``batch`` images."""
     hw = image_size(model, size)
-    (out,) = render_vis(model, loss, image=lambda: default_image(hw, batch=batch), thresholds=(steps,), **kwargs)
+    thresholds = (check_positive(steps, "steps", zero=True),)  # named as the recipes call it
+    (out,) = render_vis(model, loss, image=lambda: default_image(hw, batch=batch), thresholds=thresholds, **kwargs)
     return out
 
 

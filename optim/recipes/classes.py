@@ -1,9 +1,10 @@
 """Class visualization: render what a classifier takes for each of some classes."""
 from __future__ import annotations
 
-import re
+import numbers
+from collections import abc
 from functools import partial
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -31,7 +32,7 @@ def class_visualization(
     callback: Optional[StepCallback] = None,
     preprocess: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     average: Optional[float] = None,
-    labels: Optional[Sequence[str]] = None,
+    labels: Union[None, Sequence[str], Mapping[int, str]] = None,
 ) -> torch.Tensor:
     """Render one image per class, each maximizing its class logit (all classes in one batched render).
 
@@ -53,15 +54,16 @@ def class_visualization(
             normalization, else none).
         average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: its rule, an average
             weighted towards the last sixth from noise, the last image from a photo).
-        labels: the model's class names in output order, for class names (default: the names the model declares,
-            :func:`~optim.models.model_labels`, else ImageNet's).
+        labels: the model's class names in output order (or ``{index: name}``), for class names (default: the names
+            the model declares, :func:`~optim.models.model_labels`, else ImageNet's).
 
     Raises:
-        ValueError: no class, a negative index, or an unknown name (with the closest names); at the first step, an
-            output that is not ``[batch, classes]`` (a network without a classification head, such as vgg16's
-            features) or an index it does not have (naming how many outputs it has): see
+        ValueError: no class, a negative index, or an unknown or ambiguous name (with the closest names); at the
+            first step, an output that is not ``[batch, classes]`` (a network without a classification head, such as
+            vgg16's features), an index it does not have (naming how many outputs it has), or, for a class given by
+            name, an output whose width is not the number of names (the names are not this model's classes): see
             :class:`~optim.loss.ClassLogit`, the objective of each image.
-        TypeError: a class that is neither an int nor a str.
+        TypeError: a class that is neither an int nor a str; bad ``labels``.
 
     Returns:
         An ``ImageTensor`` ``[len(classes), 3, size, size]``, in the order of ``classes``.
@@ -91,7 +93,7 @@ def class_logits(
     classes: Union[int, str, Sequence[Union[int, str]]],
     *,
     target: Optional[Union[str, nn.Module]] = None,
-    labels: Optional[Sequence[str]] = None,
+    labels: Union[None, Sequence[str], Mapping[int, str]] = None,
 ) -> List[ClassLogit]:
     """The objective of each class of a class visualization: one :class:`~optim.loss.ClassLogit` per class, the
     one reading of ``classes`` that :func:`class_visualization` and the CLI's ``--class`` share.
@@ -99,21 +101,24 @@ def class_logits(
     A class given by name is looked up in ``labels`` (default: the names the model declares,
     :func:`~optim.models.model_labels`, else ImageNet's) and its objective requires an output of ``len(labels)``
     classes, so a model with other classes is refused at the first step instead of optimized at the same index. A
-    class given by index (an int, or a str of digits such as ``"285"``) is taken as it is.
+    class given by index (an int, or ASCII digits such as ``"285"``, as the command line passes it) is taken as it
+    is: only its range is checked, against the output.
 
     Args:
         model: the classifier.
-        classes: a class, or a list of them: an output index (an int ``>= 0``) or a class name.
+        classes: a class, or a sequence of them: an output index (an int ``>= 0``) or a class name.
         target: the module whose output holds the logits (default: the model's own output).
-        labels: the model's class names in output order.
+        labels: the model's class names in output order, or a mapping ``{index: name}`` (a Hugging Face
+            ``config.id2label``); see :func:`~optim.models.check_labels`.
 
     Returns:
         The objectives, in the order of ``classes``: the ``i``-th reads image ``i`` of the batch
         (``batch_index=i``), one image per class.
 
     Raises:
-        TypeError: ``classes`` is not an int, a str or a list of them.
-        ValueError: no class, a negative index, or an unknown name (with the closest names).
+        TypeError: ``classes`` is not an int, a str or a sequence of them; bad ``labels``.
+        ValueError: no class, a negative index, an unknown or ambiguous name (see
+            :func:`~optim.models.class_index`), or empty ``labels``.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
@@ -123,16 +128,16 @@ def class_logits(
         >>> class_logits(net, 1.0)
         Traceback (most recent call last):
         ...
-        TypeError: classes must be a class index (int), a class name (str) or a list of them, got 1.0 (float)
+        TypeError: classes must be a class index (int), a class name (str) or a sequence of them, got 1.0 (float)
     """
-    from ..models.selection import class_index, model_labels
+    from ..models.selection import INDEX_TEXT, check_labels, class_index, model_labels
 
-    if isinstance(classes, (int, str)) and not isinstance(classes, bool):
+    if isinstance(classes, (int, numbers.Integral, str)) and not isinstance(classes, bool):
         items = [classes]
-    elif isinstance(classes, (list, tuple)):
+    elif isinstance(classes, abc.Iterable) and not isinstance(classes, (bytes, abc.Mapping)):
         items = list(classes)
     else:
-        raise TypeError("classes must be a class index (int), a class name (str) or a list of them, got "
+        raise TypeError("classes must be a class index (int), a class name (str) or a sequence of them, got "
                         f"{classes!r} ({type(classes).__name__})")
     if not items:
         raise ValueError("classes is empty: give at least one class index or name")
@@ -140,19 +145,15 @@ def class_logits(
     names: Optional[List[str]] = None
     objectives = []
     for i, c in enumerate(items):
-        if isinstance(c, str) and re.fullmatch(r"[0-9]+", c.strip()):
-            c = int(c)  # "285", as the command line passes an index
-        if isinstance(c, str):
+        if isinstance(c, bool) or not isinstance(c, (str, numbers.Integral)):
+            raise TypeError(f"classes must hold class indices (int) or names (str), got {c!r} ({type(c).__name__})")
+        if isinstance(c, str) and not INDEX_TEXT.fullmatch(c.strip()):
             if names is None:
                 from ..models import IMAGENET_CLASSES
 
                 given = labels if labels is not None else model_labels(model)
-                names = list(IMAGENET_CLASSES if given is None else given)
+                names = list(IMAGENET_CLASSES) if given is None else check_labels(given)
             objectives.append(ClassLogit(logits, class_index(c, names), batch_index=i, num_classes=len(names)))
-        elif isinstance(c, bool) or not isinstance(c, int):
-            raise TypeError(f"classes must hold class indices (int) or names (str), got {c!r} ({type(c).__name__})")
-        elif c < 0:
-            raise ValueError(f"class indices must be >= 0, got {c}")
-        else:
-            objectives.append(ClassLogit(logits, c, batch_index=i))
+        else:  # an index, as an int or as text ("285", the command line's): ClassLogit checks it
+            objectives.append(ClassLogit(logits, int(c), batch_index=i))
     return objectives
