@@ -136,6 +136,9 @@ model 132 px: 160 px is 1.47x those pixels): interleaved, alone, 30 images, thre
 was 1.49 at 48 steps and 1.64 at 20 steps (one render of these defaults took 0.72-0.84 s a step in the same run), so
 it sits at the limit within timing noise. 152 px (1.33x the pixels) on the same screen scored 65 / 75 / 78 / 90 of 90
 (308; held-out 8.3 at 48 steps, every class at 128 steps), behind 160 px at every budget under 128; not taken.
+A spectrum that starts steeper and relaxes (1/f^1.65 falling linearly to 1/f^1.5 over 64 steps, the image kept
+continuous by rescaling the spectrum parameter and Adam's moments with the scale) scored 60 / 77 / 79 / 87 (303):
+the container ship stayed 0/3 at 48 steps, and 32 and 128 steps fell; not taken.
 """
 from __future__ import annotations
 
