@@ -339,6 +339,8 @@ def test_class_names_are_read_against_the_models_own_labels():
     assert [(o.class_index, o.num_classes) for o in class_logits(lucid, "goldfish")] == [(450, 1008)]
     with pytest.raises(ValueError, match="^class name 'crane' is ambiguous: outputs 429 and 545 are all called that"):
         class_logits(lucid, "crane")  # the bird and the machine: never one of them silently
+    with pytest.raises(ValueError, match="^unknown class name 'crane bird'; close names: 'crane', 'scoreboard'$"):
+        class_logits(lucid, "crane bird")  # each close name once
     # Places365's names are paths: "/a/airfield" is found as "airfield", in any case
     places = opt.models.model_info("googlenet_places365").labels
     assert class_index("airfield", places) == 0 and class_index("bakery shop", places) == places.index("/b/bakery/shop")

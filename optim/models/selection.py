@@ -326,7 +326,7 @@ def class_index(name: Union[str, int], labels: Optional[Sequence[str]] = None) -
             raise ValueError(f"class name {name!r} is ambiguous: outputs {outputs} are all called that; give the class "
                              "index")
         return found[0]
-    close = difflib.get_close_matches(wanted, normalized, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(wanted, list(dict.fromkeys(normalized)), n=3, cutoff=0.6)
     if close:
         hint = "close names: " + ", ".join(repr(names[normalized.index(c)]) for c in close)
     else:
