@@ -105,6 +105,42 @@ def test_smoothgrad_without_noise_is_the_plain_method(image):
     assert not torch.allclose(noisy, attribute(net, image, 0, method="saliency"))
 
 
+def test_smoothgrad_noise_is_each_images_own(image):
+    """Each image's noise is 0.15 of its own range (Smilkov et al.): its map is the same alone or in a batch with
+    an image of ten times the range, and equals captum's NoiseTunnel given that image's stdev."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    net = Relu6Net().eval()
+    a, b = image[:1], image[1:] * 10
+    for method in ("smoothgrad", "guided_smoothgrad"):
+        torch.manual_seed(0)
+        batched = attribute(net, torch.cat([a, b]), [0, 1], method=method, nt_samples=4)
+        torch.manual_seed(0)
+        alone = attribute(net, a, [0], method=method, nt_samples=4)
+        torch.testing.assert_close(batched[:1], alone, atol=0, rtol=0)
+    torch.manual_seed(0)
+    ours = attribute(net, b, 1, method="smoothgrad", nt_samples=4)
+    torch.manual_seed(0)
+    reference = NoiseTunnel(Saliency(net)).attribute(b, target=1, nt_type="smoothgrad", nt_samples=4,
+                                                     nt_samples_batch_size=8, stdevs=float(0.15 * (b.max() - b.min())),
+                                                     abs=False)
+    torch.testing.assert_close(ours, reference, atol=0, rtol=0)
+
+
+def test_guided_gradcam_is_captums_with_bilinear_upsampling(image):
+    from captum.attr import GuidedGradCam
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5)).eval()
+    for mode in ("bilinear", "nearest"):
+        reference = GuidedGradCam(net, net[2]).attribute(image, target=[1, 3], interpolate_mode=mode)
+        kwargs = {} if mode == "bilinear" else {"interpolate_mode": mode}  # bilinear: optim's default
+        ours = attribute(net, image, [1, 3], method="guided_gradcam", layer=net[2], **kwargs)
+        torch.testing.assert_close(ours, reference, atol=1e-7, rtol=0)
+    assert not torch.allclose(ours, attribute(net, image, [1, 3], method="guided_gradcam", layer=net[2]))
+
+
 def test_gradcam_matches_manual_computation(tiny_net, image):
     acts = tiny_net.conv2(tiny_net.relu1(tiny_net.conv1(image))).detach().requires_grad_(True)
     logits = tiny_net.fc(torch.flatten(tiny_net.pool(tiny_net.relu2(acts)), 1))

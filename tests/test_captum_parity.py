@@ -775,6 +775,25 @@ def test_row_shared_image_offset():
     assert SharedImage((4, 4), base, (0, 0, 1, 1)).offsets == [[0, 0, 1, 1]]
 
 
+def test_row_expanded_weights_crop():
+    # conv -> stride-2 conv -> conv on an even map: the centre neuron's 7 x 7 footprint on net[0]'s 16 x 16 map is
+    # rows 3..9, one row above the map's centre window (4..10)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+                        nn.Conv2d(4, 2, 3, padding=1))
+    x = torch.zeros(1, 3, 16, 16)
+    full = opt.circuits.extract_expanded_weights(net, net[0], net[2], model_input=x)
+    mass = full.abs().sum((0, 1))
+    rows, cols = mass.nonzero()[:, 0], mass.nonzero()[:, 1]
+    assert (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()) == (3, 9, 3, 9)
+    ours = opt.circuits.extract_expanded_weights(net, net[0], net[2], 7, model_input=x)
+    assert torch.equal(ours, full[..., 3:10, 3:10])  # every weight kept
+    captum = opt.circuits.extract_expanded_weights(net, net[0], net[2], 7, model_input=x,
+                                                   crop_func=opt.transforms.center_crop)
+    assert torch.equal(captum, full[..., 4:11, 4:11]) and captum.abs().sum() < ours.abs().sum()
+    assert captum[..., -1, :].abs().sum() == 0  # the zero margin captum keeps
+
+
 # --- the captum overview's snippets, as written ------------------------------------------------------------
 GETTING_STARTED = '''
 import torch

@@ -144,6 +144,18 @@ def test_expanded_weights_from_a_conv_that_an_inplace_relu_overwrites() -> None:
     assert all(not m._forward_hooks for m in net.modules()) and net[1].inplace
 
 
+def test_crop_to_footprint_centres_on_the_weights_and_pads_at_the_edge() -> None:
+    from optim.circuits import crop_to_footprint
+
+    w = torch.zeros(2, 3, 8, 8)
+    w[0, 1, 0:3, 5:8] = torch.arange(1.0, 10.0).view(3, 3)  # a 3 x 3 footprint in the top-right corner
+    assert torch.equal(crop_to_footprint(w, 3)[0, 1], w[0, 1, 0:3, 5:8])
+    wide = crop_to_footprint(w, (5, 5))  # one row and one column beyond the map: zeros
+    assert wide.shape == (2, 3, 5, 5) and torch.equal(wide[0, 1, 1:4, 1:4], w[0, 1, 0:3, 5:8])
+    assert wide[0, 1, 0].abs().sum() == 0 and wide[0, 1, :, -1].abs().sum() == 0
+    assert torch.equal(crop_to_footprint(torch.zeros(1, 1, 6, 6), 2), torch.zeros(1, 1, 2, 2))  # no footprint
+
+
 def test_heatmap_colours() -> None:
     w = torch.tensor([[-1.0, -0.5, 0.0], [0.25, 1.0, 3.0]])
     img = weights_to_heatmap_2d(w)

@@ -232,13 +232,15 @@ def _upsample(attr_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(attr_map, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _noise_stdev(x: torch.Tensor, kwargs: Dict[str, Any]) -> None:
-    # SmoothGrad's noise is set relative to the input's range (Smilkov et al. use 10-20%).
-    noise_level = kwargs.pop("noise_level", 0.15)
-    if "stdevs" not in kwargs:
-        kwargs["stdevs"] = float(noise_level * (x.detach().max() - x.detach().min()).clamp_min(1e-8))
-    kwargs.setdefault("nt_samples", 16)
-    kwargs.setdefault("nt_samples_batch_size", 8)
+def _image_slice(value: Any, i: int, batch: int) -> Any:
+    """Image ``i``'s part of a per-batch argument (a target list or tensor, a tensor forward argument)."""
+    if isinstance(value, list) and len(value) == batch:
+        return [value[i]]
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
+        return value[i:i + 1]
+    if isinstance(value, tuple) and any(isinstance(v, torch.Tensor) for v in value):  # forward arguments
+        return tuple(_image_slice(v, i, batch) for v in value)
+    return value
 
 
 def _saliency(
@@ -260,11 +262,25 @@ def _noise_tunnel(make_base: Callable[[nn.Module], Any], **base_defaults: Any) -
     def method(
         model: nn.Module, x: torch.Tensor, target: Target, layer: LayerArg, kw: Dict[str, Any]
     ) -> torch.Tensor:
-        _noise_stdev(x, kw)
+        noise_level = kw.pop("noise_level", 0.15)
+        kw.setdefault("nt_samples", 16)
+        kw.setdefault("nt_samples_batch_size", 8)
         kw.setdefault("nt_type", "smoothgrad")
         for key, value in base_defaults.items():
             kw.setdefault(key, value)
-        return _captum().NoiseTunnel(make_base(model)).attribute(x, target=target, **kw)
+        tunnel = _captum().NoiseTunnel(make_base(model))
+        if "stdevs" in kw:
+            return tunnel.attribute(x, target=target, **kw)
+        # Smilkov et al. set each image's noise from its own range (10-20%): one tunnel per image, so an image's
+        # map does not depend on the others in its batch (captum's stdevs is one number for the whole batch)
+        extra = kw.pop("additional_forward_args", None)
+        maps = []
+        for i in range(x.shape[0]):
+            image = x[i:i + 1]
+            stdev = float(noise_level * (image.detach().max() - image.detach().min()).clamp_min(1e-8))
+            maps.append(tunnel.attribute(image, target=_image_slice(target, i, x.shape[0]), stdevs=stdev,
+                                         additional_forward_args=_image_slice(extra, i, x.shape[0]), **kw))
+        return torch.cat(maps)
 
     return method
 
@@ -288,7 +304,8 @@ def _gradcam(
 def _guided_gradcam(
     model: nn.Module, x: torch.Tensor, target: Target, layer: LayerArg, kw: Dict[str, Any]
 ) -> torch.Tensor:
-    # captum's GuidedGradCam: guided backprop times the Grad-CAM map upsampled to the image
+    # captum's GuidedGradCam: guided backprop times the Grad-CAM map upsampled to the image (bilinearly, as
+    # Selvaraju et al. and this module's "gradcam" do; captum's default is nearest)
     mode = kw.pop("interpolate_mode", "bilinear")
     extra = kw.get("additional_forward_args")
     cam = _gradcam_map(model, x, target, layer, {**kw, "relu_attributions": True})
@@ -482,13 +499,15 @@ def attribute(
     - ``"guided_backprop"``: guided backpropagation (the gradient through every ReLU-like module, ReLU6
       and optim's redirected ReLUs included, clamped at 0).
     - ``"smoothgrad"`` / ``"guided_smoothgrad"``: gradients / guided gradients averaged over noisy copies
-      (``noise_level=0.15`` of the input range, ``nt_samples=16``).
+      (``noise_level=0.15`` of each image's own range, so a map does not depend on its batch; ``nt_samples=16``).
     - ``"integrated_gradients"``: path integral from a black baseline (``n_steps=32``).
     - ``"gradcam"``: Grad-CAM at ``layer`` (default: :func:`default_gradcam_layer`), ReLU'd and bilinearly
       upsampled to the image size (``upsample=False`` keeps the layer's resolution). Any activation layout
       (:mod:`optim.layouts`; ``layout=`` overrides the inference): a token layer's patch tokens are put back
       on their grid.
-    - ``"guided_gradcam"``: guided backprop times the upsampled Grad-CAM.
+    - ``"guided_gradcam"``: guided backprop times the Grad-CAM map upsampled bilinearly, as Selvaraju et al.
+      upsample it (captum's ``GuidedGradCam`` defaults to nearest: ``interpolate_mode="nearest"`` gives its
+      numbers).
     - ``"occlusion"``: output drop when sliding a black patch (``window`` defaults to 1/8 of the image).
     - ``"positive_saliency"`` / ``"negative_saliency"``: positive / negative part of the guided gradient,
       scaled to ``[0, 1]`` per image.
@@ -510,7 +529,8 @@ def attribute(
 
     Returns:
         A plain tensor on the model's device: ``(N, 1, H, W)`` for ``"gradcam"``, ``(N, C, H, W)`` (the
-        image's shape) for every other method.
+        image's shape) for every other method. The model is attributed in eval mode (dropout off, batch norm on
+        its running statistics), then put back in the mode it was in.
 
     Raises:
         ValueError: for an unknown method (listing the valid ones), a bad image shape, a ``target`` outside the

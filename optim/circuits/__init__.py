@@ -19,11 +19,12 @@ calls give the InceptionV1 circuits of the Distill thread, e.g. ``mixed4a_relu``
     torch.Size([3, 5, 5])
 """
 from ._connections import Connection, top_connections
-from ._expanded_weights import extract_expanded_weights
+from ._expanded_weights import crop_to_footprint, extract_expanded_weights
 from ._heatmap import DEFAULT_HEATMAP_COLORS, weights_to_heatmap_2d
 
 __all__ = [
     "extract_expanded_weights",
+    "crop_to_footprint",
     "weights_to_heatmap_2d",
     "top_connections",
     "Connection",

@@ -5,12 +5,13 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from optim._utils import model_device_dtype, module_name, resolve_module
 from optim.activations import autograd_context, record_activations
 from optim.transforms import center_crop
 
-__all__ = ["extract_expanded_weights"]
+__all__ = ["extract_expanded_weights", "crop_to_footprint"]
 
 ModelInput = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -48,13 +49,49 @@ def _gradient_edge(recorded: torch.Tensor) -> Optional[torch.autograd.graph.Grad
     return torch.autograd.graph.get_gradient_edge(recorded)
 
 
+def crop_to_footprint(weights: torch.Tensor, crop_shape: Union[int, Sequence[int]]) -> torch.Tensor:
+    """Crop expanded weights ``[C2, C1, H, W]`` to ``crop_shape`` around their footprint: the window is centred on
+    the bounding box of the positions where any weight is non-zero (zero-padded where it leaves the map).
+
+    The footprint of ``target2``'s centre neuron sits at the centre of ``target1``'s map only when every layer in
+    between keeps it there: across a stride-2 convolution on an even map, or a non-overlapping pool, it is off by a
+    row or a column, and a centre crop (captum's) drops real weights and keeps a zero margin. Weights that are all
+    zero are centre-cropped.
+
+    Args:
+        weights: ``[..., H, W]``.
+        crop_shape: ``(h, w)`` or an int for a square.
+
+    Returns:
+        ``[..., h, w]``.
+
+    Example:
+        >>> w = torch.zeros(1, 1, 6, 6)
+        >>> w[..., 1:4, 0:3] = 1.0  # a 3 x 3 footprint off the centre of a 6 x 6 map
+        >>> crop_to_footprint(w, 3).sum().item(), center_crop(w, 3).sum().item()
+        (9.0, 6.0)
+    """
+    h, w = (crop_shape, crop_shape) if isinstance(crop_shape, int) else tuple(crop_shape)
+    mass = weights.detach().abs().flatten(0, -3).sum(0)
+    found = mass.nonzero()
+    if found.numel() == 0:
+        return center_crop(weights, [h, w])
+    (y0, x0), (y1, x1) = found.min(0).values.tolist(), found.max(0).values.tolist()
+    top, left = (y0 + y1 - (h - 1)) // 2, (x0 + x1 - (w - 1)) // 2
+    height, width = weights.shape[-2:]
+    pad = [max(0, -left), max(0, left + w - width), max(0, -top), max(0, top + h - height)]
+    padded = F.pad(weights, pad)
+    top, left = top + pad[2], left + pad[0]
+    return padded[..., top:top + h, left:left + w]
+
+
 def extract_expanded_weights(
     model: nn.Module,
     target1: Union[str, nn.Module],
     target2: Union[str, nn.Module],
     crop_shape: Optional[Union[int, Sequence[int]]] = None,
     model_input: Optional[ModelInput] = None,
-    crop_func: Optional[Callable[..., torch.Tensor]] = center_crop,
+    crop_func: Optional[Callable[..., torch.Tensor]] = crop_to_footprint,
 ) -> torch.Tensor:
     """The expanded weights from every channel of ``target1`` into the centre neuron of ``target2``.
 
@@ -80,7 +117,9 @@ def extract_expanded_weights(
         model_input: the input (or tuple of inputs); default a zero ``1x3x224x224`` image on the model's
             device and dtype. A smaller input is faster as long as ``target1``'s output still covers the
             footprint of ``target2``'s centre neuron.
-        crop_func: ``crop_func(weights, crop_shape)`` does the cropping (centre crop by default).
+        crop_func: ``crop_func(weights, crop_shape)`` does the cropping: by default :func:`crop_to_footprint`,
+            a window centred on the footprint of ``target2``'s centre neuron (``opt.transforms.center_crop``:
+            captum's centre of the map, which misses the footprint after a stride-2 layer on an even map).
 
     Returns:
         A detached tensor ``[C2, C1, H, W]`` (``[C2, C1]`` when ``target1`` is 2-D) on the model's device.
