@@ -475,7 +475,7 @@ class ActivationRecorder:
         self.select = select
         self.inplace_safe = inplace_safe
         self._slots = list(slots.values())
-        #: calls per target in one full pass, learned on the first pass that ran to the end
+        #: calls per target in one full pass, learned on the first pass that ran to the end (with ``stop_early``)
         self.call_counts: Optional[Dict[int, int]] = None
         #: the shapes of the model's input tensors (positional and keyword) that ``call_counts`` were learned at
         self.count_shapes: Any = None
@@ -654,7 +654,8 @@ class ActivationRecorder:
     def _finish_pass(self, completed: bool) -> List[_Slot]:
         """Learn call counts and the in-place policy; return the slots an in-place op corrupted."""
         if completed and self.call_counts is None and self.call < 0:
-            self.call_counts = {id(s.module): s.calls for s in self._slots}
+            if self.stop_early:  # without early stopping every pass keeps every call: no count to trust or learn
+                self.call_counts = {id(s.module): s.calls for s in self._slots}
             if self.call < -1:
                 for s in self._slots:
                     if isinstance(s.value, list):  # a plain tensor was chosen under counts that held: kept
@@ -795,6 +796,7 @@ def iter_activations(
     *,
     call: int = -1,
     select: Selector = None,
+    stop_early: bool = True,
 ) -> Iterator[ActivationMap]:
     """Activations batch by batch over a data loader, detached, with one set of hooks for the whole loop.
 
@@ -805,6 +807,10 @@ def iter_activations(
             ``DataLoader`` of ``(image, label)`` pairs yields); moved to the model's device and dtype.
         call: which call of a module called several times (see :class:`ActivationRecorder`).
         select: which tensor of a non-tensor output.
+        stop_early: stop each pass once every target has run, at the call counts the first batch of each input
+            shape showed (see :class:`ActivationRecorder`). A model whose number of calls to a target changes with
+            the input's values at one shape (an early exit, a loop until convergence) needs ``False``: otherwise a
+            later batch may be read at an earlier call than ``call`` means.
 
     Yields:
         One :class:`ActivationMap` per batch. Each batch's pass runs in eval mode without gradients, and the
@@ -820,7 +826,7 @@ def iter_activations(
         [(3, 2), (1, 2)]
     """
     device, dtype = model_device_dtype(model)
-    with ActivationRecorder(model, targets, call=call, select=select) as rec:
+    with ActivationRecorder(model, targets, call=call, select=select, stop_early=stop_early) as rec:
         for batch in batches:
             x = batch_input(batch)
             x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)

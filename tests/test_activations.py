@@ -729,6 +729,33 @@ def test_a_reader_keeps_an_aliasing_recording_when_the_loader_refills_one_input_
     assert torch.equal(kept * 2, x.flatten(1))
 
 
+def test_iter_activations_with_a_data_dependent_number_of_calls():
+    """A block applied 1-3 times depending on the input's values: the default reads later batches at the call
+    counts the first showed (an earlier call: documented); stop_early=False reads every batch's last call."""
+
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(int(x.abs().sum().item()) % 3 + 1):
+                x = self.block(x)
+            return x
+
+    torch.manual_seed(0)
+    net = Loop().eval()
+    batches = [torch.full((1, 4), 0.25), torch.full((1, 4), 0.5)]  # the block runs 2x, then 3x
+    last = [record_activations(net, "block", b)["block"] for b in batches]
+    exact = [acts["block"] for acts in iter_activations(net, "block", batches, stop_early=False)]
+    assert all(torch.equal(a, b) for a, b in zip(exact, last))
+    quick = [acts["block"] for acts in iter_activations(net, "block", batches)]
+    assert torch.equal(quick[0], last[0]) and not torch.equal(quick[1], last[1])
+    second = [record_activations(net, "block", b, call=-2)["block"] for b in batches]
+    exact = [acts["block"] for acts in iter_activations(net, "block", batches, call=-2, stop_early=False)]
+    assert all(torch.equal(a, b) for a, b in zip(exact, second)) and not torch.equal(second[1], last[1])
+
+
 def test_a_data_loader_of_the_wrong_channel_count_gets_the_conversion():
     """iter_activations (and what streams through it: ModelInspector.stream, model_cka) explains a model that
     refuses the batches' channel count as the renders do, and leaves the model as it was."""
