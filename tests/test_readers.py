@@ -26,6 +26,8 @@ NOT_LAYER_LOSSES = {
     "BaseLoss": "the base class of single-objective losses (each subclass is tested)",
     "CompositeLoss": "built by the loss algebra from other losses (tested through ChannelActivation - DeepDream)",
     "Transparency": "reads the image parameterization's alpha channel ([N, 4, H, W] RGBA), not a layer",
+    "ClassLogit": "reads a classifier's [batch, classes] output, which these conv layers are not (it refuses them); "
+                  "tested on logits, dict and ModelOutput classifiers in test_inputs_outputs.py",
 }
 
 # Losses that differentiate one recorded activation with respect to another: they need a reader that keeps
