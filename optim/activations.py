@@ -774,7 +774,8 @@ def record_activations(
         An :class:`ActivationMap`.
 
     Raises:
-        ValueError: unknown names (with close matches), a target that never ran.
+        ValueError: unknown names (with close matches), a target that never ran; an image batch whose channel count
+            the model refuses (naming both counts and the conversion, raised from torch's error).
         RuntimeError: ``requires_grad=True`` on inference tensors (names ``torch.inference_mode``).
 
     Example:
@@ -785,7 +786,11 @@ def record_activations(
     """
     grad = contextlib.nullcontext() if requires_grad else torch.no_grad()
     outer = autograd_context() if requires_grad else contextlib.nullcontext()
-    with outer, grad, model_frozen(model), ActivationRecorder(model, targets, call=call, select=select) as rec:
+    # an image batch of the wrong channel count is explained as every reader explains it (iter_activations)
+    explained = _channel_errors_explained(model, inputs[0]) if len(inputs) == 1 and torch.is_tensor(inputs[0]) \
+        else contextlib.nullcontext()
+    with outer, grad, model_frozen(model), explained, \
+            ActivationRecorder(model, targets, call=call, select=select) as rec:
         return rec.run(*inputs)
 
 

@@ -216,9 +216,12 @@ def explained_input_errors(
     try:
         yield
     except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        explained = input_error(err, model, config, image_hw, channels=channels)
+        # an inner reader (record_activations) may have explained it already
+        explained = None if getattr(err, "_input_explained", False) else input_error(
+            err, model, config, image_hw, channels=channels)
         if explained is None:
             raise
+        explained._input_explained = True  # type: ignore[attr-defined]
         raise explained from err
 
 

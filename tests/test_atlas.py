@@ -12,6 +12,7 @@ from optim.atlas import (
     create_atlas,
     create_atlas_vectors,
     normalize_grid,
+    render_atlas,
 )
 
 
@@ -128,6 +129,32 @@ def test_tiny_end_to_end_atlas(tiny_net: nn.Module) -> None:
         conv2 = tiny_net.conv2(tiny_net.relu1(tiny_net.conv1(torch.cat([low, high]))))
     per_channel = conv2.mean((2, 3))
     assert per_channel[0, 0] - per_channel[0, 1] > per_channel[1, 0] - per_channel[1, 1]
+
+
+def test_atlas_arguments_are_checked_before_the_layout_and_the_renders(tiny_net: nn.Module, monkeypatch) -> None:
+    """A typo must not cost a UMAP fit or a whole atlas of renders: the layer, grid_size, min_density and the cells'
+    coordinates are refused first."""
+    import numpy as np
+
+    import optim.atlas._recipe as recipe
+
+    def never(*args, **kwargs):
+        raise AssertionError("reached the expensive part")
+
+    monkeypatch.setattr(recipe, "atlas_layout", never)
+    monkeypatch.setattr(recipe, "create_atlas_vectors", never)
+    acts = torch.rand(20, 6)
+    with pytest.raises(ValueError, match="conv9"):
+        activation_atlas(tiny_net, "conv9", acts, grid_size=2, progress=False)
+    for bad in (0, 2.0, (2, 0), "2"):
+        with pytest.raises(ValueError, match=f"^grid_size must be a positive int or a \\(width, height\\) pair"):
+            activation_atlas(tiny_net, "conv2", acts, grid_size=bad, progress=False)
+    with pytest.raises(ValueError, match="^min_density must be a positive int, got 0"):
+        activation_atlas(tiny_net, "conv2", acts, grid_size=2, min_density=0, progress=False)
+    monkeypatch.setattr("optim.optimization.batched.render_batches", never)
+    with pytest.raises(ValueError, match=r"^cell coordinate \(9, 9\) is outside the 2x2 grid"):
+        render_atlas(tiny_net, "conv2", torch.rand(2, 6), [(0, 0), (9, 9)], 2, image_size=8, progress=False)
+    assert opt.atlas.grid_shape(np.int64(3)) == (3, 3) and opt.atlas.grid_shape([np.int64(2), 4]) == (2, 4)
 
 
 def test_batched_atlas_with_tsne_layout(tiny_net: nn.Module) -> None:

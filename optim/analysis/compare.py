@@ -51,6 +51,12 @@ def _resolve(model: nn.Module, layers: Sequence[LayerSpec], which: str) -> Tuple
     if not layers:
         raise ValueError(f"{which} must name at least one layer")
     modules = [resolve_module(model, layer) for layer in layers]
+    inside = {id(m) for m in model.modules()}
+    for layer, module in zip(layers, modules):
+        if id(module) not in inside:  # a module of the other model: it would never run
+            raise ValueError(f"{which} holds a {type(module).__name__} module that is not part of "
+                             f"{type(model).__name__} (a layer of the other model?); give it by name or as a "
+                             "module of this model")
     return modules, [module_name(model, m) for m in modules]
 
 
@@ -71,6 +77,10 @@ def model_cka(
     Both models see the same batches in eval mode without gradients, read through the activation core
     (:func:`optim.activations.iter_activations`: a layer's output as the layer produced it, even when an
     in-place op such as ``nn.ReLU(inplace=True)`` overwrites it later); each model is left as it was.
+
+    The unbiased HSIC of each batch is an estimate whose spread grows as the batch shrinks: with batches of a
+    handful of images the values are noise and can be negative (Nguyen et al. use 256 a batch). Use batches of
+    32 or more for numbers to read; the tiny batches of the example only show the call.
 
     Args:
         model1: the first network.

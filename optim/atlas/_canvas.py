@@ -1,13 +1,33 @@
 """Paste atlas cell images into one grid image."""
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Union
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
 
 from ._grid import GridSize, grid_shape
 
-__all__ = ["create_atlas"]
+__all__ = ["create_atlas", "check_cells"]
+
+
+def check_cells(coords: Sequence[Sequence[int]], grid_size: GridSize) -> List[Tuple[int, int]]:
+    """The ``(x, y)`` of every cell coordinate (``(x, y, ...)``), checked to lie inside ``grid_size``.
+
+    Raises:
+        ValueError: a coordinate outside the grid, or a bad ``grid_size``.
+
+    Example:
+        >>> check_cells([(0, 1, 5)], 2)
+        [(0, 1)]
+    """
+    width, height = grid_shape(grid_size)
+    cells = []
+    for coord in coords:
+        x, y = int(coord[0]), int(coord[1])
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(f"cell coordinate {(x, y)} is outside the {width}x{height} grid")
+        cells.append((x, y))
+    return cells
 
 
 def create_atlas(
@@ -65,10 +85,7 @@ def create_atlas(
 
     batch, channels, cell_h, cell_w = first.shape
     canvas = base_tensor(batch, channels, cell_h * height, cell_w * width, device=first.device, dtype=first.dtype)
-    for img, coord in zip(cell_list, coords):
-        x, y = int(coord[0]), int(coord[1])
-        if not (0 <= x < width and 0 <= y < height):
-            raise ValueError(f"cell coordinate {(x, y)} is outside the {width}x{height} grid")
+    for img, (x, y) in zip(cell_list, check_cells(coords, (width, height))):
         row = height - 1 - y
         canvas[:, :, row * cell_h : (row + 1) * cell_h, x * cell_w : (x + 1) * cell_w] = img.to(canvas)
     return canvas

@@ -1,9 +1,12 @@
 """Activation atlas layout: bin a 2-D layout of activations into grid cells and average each cell."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+import numbers
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import torch
+
+from .._utils import check_positive
 
 if TYPE_CHECKING:
     from ._store import ActivationStore
@@ -27,10 +30,16 @@ def grid_shape(grid_size: GridSize) -> Tuple[int, int]:
     Raises:
         ValueError: unless it is a positive int or a pair of them.
     """
-    size = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
-        raise ValueError(f"grid_size must be a positive int or a (width, height) pair of them, got {grid_size!r}")
-    return size[0], size[1]
+    bad = ValueError(f"grid_size must be a positive int or a (width, height) pair of them, got {grid_size!r}")
+    if isinstance(grid_size, numbers.Integral):
+        size: Tuple[Any, ...] = (grid_size, grid_size)
+    elif isinstance(grid_size, (tuple, list)):
+        size = tuple(grid_size)
+    else:
+        raise bad
+    if len(size) != 2 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in size):
+        raise bad
+    return int(size[0]), int(size[1])
 
 
 def _check_points(xy_grid: torch.Tensor) -> None:
@@ -228,9 +237,9 @@ class CellAccumulator:
             ``(x, y, n_samples)`` per vector, in x-major order.
 
         Raises:
-            ValueError: when no cell reaches ``min_density``.
+            ValueError: when no cell reaches ``min_density``, or ``min_density`` is not a positive int.
         """
-        keep = (self.counts >= max(min_density, 1)).nonzero().view(-1)
+        keep = (self.counts >= check_positive(min_density, "min_density")).nonzero().view(-1)
         if self.sums is None or not len(keep):
             raise ValueError(
                 f"no grid cell holds min_density={min_density} samples; lower min_density or use a coarser grid"

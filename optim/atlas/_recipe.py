@@ -6,11 +6,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from .._utils import check_positive
+from .._utils import check_positive, resolve_module
 from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_image, model_input_channels
 from ..optimization.progress import StepCallback
-from ._canvas import create_atlas
-from ._grid import GridSize, create_atlas_vectors
+from ._canvas import check_cells, create_atlas
+from ._grid import GridSize, create_atlas_vectors, grid_shape
 from ._store import ActivationStore
 
 __all__ = ["activation_atlas", "atlas_layout", "render_atlas", "DEFAULT_FIT_SAMPLE"]
@@ -236,7 +236,8 @@ def activation_atlas(
         channels, :func:`~optim.optimization.model_input_channels`; 3 for RGB models).
 
     Raises:
-        ValueError: for bad shapes, a bad ``batch_size``, or when no cell reaches ``min_density``.
+        ValueError: for bad shapes, a bad ``batch_size``, ``min_density`` or ``grid_size``, or an unknown ``layer``
+            (all checked before the layout is computed), or when no cell reaches ``min_density``.
 
     Example::
 
@@ -249,7 +250,11 @@ def activation_atlas(
         >>> atlas.export("atlas.png")
         [PosixPath('atlas.png')]
     """
+    # everything checkable is checked before the layout and the renders, which take minutes at real sizes
     check_positive(batch_size, "batch_size")
+    check_positive(min_density, "min_density")
+    grid_shape(grid_size)
+    resolve_module(model, layer)
     samples = _as_samples(dataset_activations)
     if layout is None:
         layout = atlas_layout(samples, reducer, fit_sample=fit_sample, **(reducer_kwargs or {}))
@@ -300,7 +305,8 @@ def render_atlas(
         channels, :func:`~optim.optimization.model_input_channels`; 3 for RGB models).
 
     Raises:
-        ValueError: for a bad ``batch_size``, or vectors and coords of different lengths.
+        ValueError: for a bad ``batch_size`` or ``grid_size``, vectors and coords of different lengths, a coordinate
+            outside the grid, or an unknown ``layer`` (all before any render).
 
     Example:
         >>> vectors = torch.rand(2, 112)  # two directions of blocks.10, in cells (0, 0) and (1, 1)
@@ -315,6 +321,8 @@ def render_atlas(
     check_positive(batch_size, "batch_size")
     if len(vectors) != len(coords):
         raise ValueError(f"got {len(vectors)} vectors but {len(coords)} coords")
+    check_cells(coords, grid_size)  # before the renders
+    resolve_module(model, layer)
     from optim.models.preprocess import render_inputs
 
     inputs = render_inputs(model, image_size, preprocess, transforms)  # native size and normalization
