@@ -766,12 +766,18 @@ def test_a_data_loader_of_the_wrong_channel_count_gets_the_conversion():
     flags = [p.requires_grad for p in gray.parameters()]
     rgb = torch.rand(8, 3, 6, 6)
     advice = r"the image has 3 channels and the model reads 1: give a 1-channel image \(photo.mean\(-3, keepdim=True\)"
+    from optim.recipes._common import reference_activations
+
     for run in (lambda: next(iter_activations(gray, "1", [(rgb, 0)])),
                 lambda: ModelInspector(gray).stream(rgb, ["1"]),
-                lambda: model_cka(gray, gray, rgb, ["1"], ["0"], batch_size=4, progress=False)):
+                lambda: model_cka(gray, gray, rgb, ["1"], ["0"], batch_size=4, progress=False),
+                lambda: record_activations(gray, "1", rgb),
+                lambda: opt.models.collect_activations(gray, "1", rgb),
+                lambda: reference_activations(gray, ["1"], rgb)):
         with pytest.raises(ValueError, match=advice) as info:
             run()
         assert isinstance(info.value.__cause__, RuntimeError)  # raised from torch's own message
+        assert str(info.value).count("failed on") == 1  # explained once, even through nested readers
         assert gray.training and [p.requires_grad for p in gray.parameters()] == flags
         assert all(not m._forward_hooks and not m._forward_pre_hooks for m in gray.modules())
     gray_batches = rgb.mean(1, keepdim=True)  # the advice works
