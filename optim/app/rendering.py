@@ -20,13 +20,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..models.loading import native_input_size
 from ..models.selection import channel_count, layer_table, renderable_layers
 from .._utils import check_positive
 from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, check_lr
 
-__all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count",
-           "native_input_size", "renderable_layers"]
+__all__ = ["RenderSettings", "render_channels", "layer_table", "channel_count", "renderable_layers"]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from optim.app.gallery import Gallery
 from optim.app.launch import AppConfig, app_config
 from optim.app.rendering import RenderSettings, render_channels
 from optim.app.runs import find_runs, open_run, size_text
-from optim.models.loading import load_factory, load_model, load_weights_file, native_input_size, weights_hash
+from optim.models.loading import load_factory, load_model, load_weights_file, weights_hash
 from optim.models.preprocess import render_inputs
 from optim.models.selection import layer_table, parse_channels, renderable_layers
 from optim.optimization.defaults import DEFAULT_LR, DEFAULT_STEPS
@@ -59,15 +59,16 @@ class LoadedModel:
     lock: Any
 
 
-def _describe(name: str, model: Any, size: int) -> LoadedModel:
-    return LoadedModel(name, model, weights_hash(model), layer_table(model, size), threading.Lock())
+def _describe(name: str, model: Any) -> LoadedModel:
+    # the layer table at the size a render of the model uses, as `optim layers` prints it
+    return LoadedModel(name, model, weights_hash(model), layer_table(model), threading.Lock())
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def _load_named(spec: str, pretrained: bool, allowed_factories: Tuple[str, ...] = ()) -> LoadedModel:
     name = spec if pretrained or ":" in spec else f"{spec} (random)"
     model = load_model(spec, pretrained=pretrained, allowed_factories=allowed_factories)
-    return _describe(name, model, native_input_size(spec))
+    return _describe(name, model)
 
 
 @st.cache_resource(show_spinner="Loading the uploaded model...", max_entries=4)
@@ -80,11 +81,9 @@ def _load_upload(
         # allowed_factories=() refuses a "module:function" sent in place of a registry name
         model = load_model(architecture, weights=data, allow_torchscript=allow_torchscript, max_bytes=max_bytes,
                            allowed_factories=())
-        size = native_input_size(architecture)
     else:
         model = load_weights_file(data, None, allow_torchscript=allow_torchscript, max_bytes=max_bytes)
-        size = render_inputs(model).size[0]  # the side a render of it uses (layer_table takes a square)
-    return _describe(f"upload:{file_name}", model, size)
+    return _describe(f"upload:{file_name}", model)
 
 
 def _sidebar(config: AppConfig) -> tuple:

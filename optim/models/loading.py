@@ -49,7 +49,6 @@ __all__ = [
     "hookable_torchscript",
     "ScriptModuleWrapper",
     "resolve_device",
-    "native_input_size",
     "WeightsDownloadError",
     "TORCHSCRIPT_RISK",
 ]
@@ -458,17 +457,6 @@ def _call_factory(spec: str, allowed: Optional[Collection[str]]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ValueError(f"the factory {spec!r} returned a {type(model).__name__}, not an nn.Module")
     return model
-
-
-def native_input_size(spec: str) -> int:
-    """The side of a registry model's native input, or 224 for anything else.
-
-    >>> native_input_size("efficientnet_lite2"), native_input_size("mypackage.nets:small_cnn")
-    (260, 224)
-    """
-    from .registry import list_models, model_info
-
-    return model_info(spec).input_size[0] if spec in list_models() else 224
 
 
 def weights_hash(model: nn.Module) -> str:
