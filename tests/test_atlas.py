@@ -155,6 +155,11 @@ def test_atlas_arguments_are_checked_before_the_layout_and_the_renders(tiny_net:
     with pytest.raises(ValueError, match=r"^cell coordinate \(9, 9\) is outside the 2x2 grid"):
         render_atlas(tiny_net, "conv2", torch.rand(2, 6), [(0, 0), (9, 9)], 2, image_size=8, progress=False)
     assert opt.atlas.grid_shape(np.int64(3)) == (3, 3) and opt.atlas.grid_shape([np.int64(2), 4]) == (2, 4)
+    with pytest.raises(ValueError, match=r"^layout must be an \[n_samples, 2\] tensor \(torch.from_numpy"):
+        activation_atlas(tiny_net, "conv2", acts, grid_size=2, layout=np.zeros((20, 2)), progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="^reducer_kwargs cannot set n_components \\(got 3\\): an atlas layout is 2-D"):
+        atlas_layout(acts, "PCA", n_components=3)
 
 
 def test_batched_atlas_with_tsne_layout(tiny_net: nn.Module) -> None:

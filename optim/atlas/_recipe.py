@@ -72,7 +72,8 @@ def atlas_layout(
         memory: 8 bytes a vector).
 
     Raises:
-        ValueError: for a layout that is not 2-D, or ``reducer_kwargs`` with a ``ChannelReducer``.
+        ValueError: for a layout that is not 2-D, ``reducer_kwargs`` with a ``ChannelReducer``, or an
+            ``n_components`` among them (a layout is 2-D).
         TypeError: for a store (or ``fit_sample``) with a reducer that cannot ``transform`` new points.
 
     Example:
@@ -93,6 +94,9 @@ def atlas_layout(
             )
         channel_reducer = reducer
     else:
+        if "n_components" in reducer_kwargs:
+            raise ValueError(f"reducer_kwargs cannot set n_components (got {reducer_kwargs['n_components']!r}): an "
+                             "atlas layout is 2-D")
         kwargs = {**_UMAP_DEFAULTS, **reducer_kwargs} if reducer == "UMAP" else reducer_kwargs
         channel_reducer = ChannelReducer(2, reducer, **kwargs)
     if fit_sample is not None and (isinstance(fit_sample, bool) or not isinstance(fit_sample, int) or fit_sample < 1):
@@ -236,8 +240,8 @@ def activation_atlas(
         channels, :func:`~optim.optimization.model_input_channels`; 3 for RGB models).
 
     Raises:
-        ValueError: for bad shapes, a bad ``batch_size``, ``min_density`` or ``grid_size``, or an unknown ``layer``
-            (all checked before the layout is computed), or when no cell reaches ``min_density``.
+        ValueError: for bad shapes, a bad ``batch_size``, ``min_density``, ``grid_size`` or ``layout``, or an
+            unknown ``layer`` (all checked before the layout is computed), or when no cell reaches ``min_density``.
 
     Example::
 
@@ -255,6 +259,10 @@ def activation_atlas(
     check_positive(min_density, "min_density")
     grid_shape(grid_size)
     resolve_module(model, layer)
+    if layout is not None and not (torch.is_tensor(layout) and layout.dim() == 2 and layout.size(1) == 2):
+        got = tuple(layout.shape) if torch.is_tensor(layout) else type(layout).__name__
+        raise ValueError(f"layout must be an [n_samples, 2] tensor (torch.from_numpy(array) for a NumPy layout), "
+                         f"got {got}")
     samples = _as_samples(dataset_activations)
     if layout is None:
         layout = atlas_layout(samples, reducer, fit_sample=fit_sample, **(reducer_kwargs or {}))
