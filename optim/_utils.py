@@ -5,6 +5,7 @@ import contextlib
 import difflib
 import importlib
 import itertools
+import numbers
 import threading
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Tuple, Union
@@ -250,6 +251,6 @@ def check_positive(value: Any, name: str, *, zero: bool = False) -> int:
         >>> check_positive(0, "steps", zero=True)
         0
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if zero else 1):
         raise ValueError(f"{name} must be {'an int >= 0' if zero else 'a positive int'}, got {value!r}")
     return int(value)

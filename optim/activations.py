@@ -581,7 +581,11 @@ class ActivationRecorder:
         inference = t.is_inference()  # no version counter to watch: always copy
         if not inference:
             slot.watch = (t, t._version)
-        if slot.clone is False and not inference and (torch.is_grad_enabled() or not _aliases_an_input(t, inputs)):
+        # the policy was learned on the one recording a pass keeps; a history (call < -1 before the counts are known,
+        # every pass with stop_early=False) keeps earlier calls too, which later ops in the pass may overwrite
+        history = self.call < -1 and self.call_counts is None
+        if slot.clone is False and not inference and not history and (
+                torch.is_grad_enabled() or not _aliases_an_input(t, inputs)):
             # nothing in the pass writes into it; but a reader under no_grad keeps its maps across passes, and
             # the caller's memory (a loader refilling one input buffer) may change before the next one
             return t, None
@@ -591,7 +595,6 @@ class ActivationRecorder:
             # and is safe only where the leak check after the pass covers it: one recording per pass (not the
             # history of call < -1), in a pass the recorder runs, with gradients on (a reader under no_grad keeps a
             # copy, so a loader that refills one input buffer cannot change it).
-            history = self.call < -1 and self.call_counts is None
             untouched = inference or self.passive or history or not torch.is_grad_enabled()
         else:
             # a tuple / list / dict / ModelOutput is rebuilt around the copy, so the recording stays on the

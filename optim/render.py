@@ -216,13 +216,17 @@ def explained_input_errors(
     try:
         yield
     except (RuntimeError, ValueError, AssertionError, TypeError) as err:
-        # an inner reader (record_activations) may have explained it already
-        explained = None if getattr(err, "_input_explained", False) else input_error(
-            err, model, config, image_hw, channels=channels)
+        # an inner reader (record_activations) may have explained it already, from the tensor it saw; this caller
+        # knows the image before any preprocess, so it explains again from torch's own error, or passes that on
+        inner = getattr(err, "_input_explained", False) and isinstance(err.__cause__, Exception)
+        source = err.__cause__ if inner else err
+        explained = input_error(source, model, config, image_hw, channels=channels)
         if explained is None:
+            if inner:
+                raise source from None
             raise
         explained._input_explained = True  # type: ignore[attr-defined]
-        raise explained from err
+        raise explained from source
 
 
 def _as_image_tensor(x: torch.Tensor) -> torch.Tensor:

@@ -756,6 +756,32 @@ def test_iter_activations_with_a_data_dependent_number_of_calls():
     assert all(torch.equal(a, b) for a, b in zip(exact, second)) and not torch.equal(second[1], last[1])
 
 
+def test_stop_early_false_keeps_earlier_calls_that_an_inplace_op_overwrites():
+    """Without early stopping every pass keeps each call's recording; the in-place ReLU after call 0 must not
+    reach the recording of call 0 on any pass (call=-2), with and without gradients."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Linear(4, 4)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(self.relu(self.block(x)))
+
+    torch.manual_seed(0)
+    net = Twice().eval()
+    batches = [torch.randn(2, 4) for _ in range(3)]
+    with torch.no_grad():
+        truth = [net.block(b) for b in batches]
+    assert all((t < 0).any() for t in truth)  # the ReLU would show
+    got = [acts["block"] for acts in iter_activations(net, "block", batches, call=-2, stop_early=False)]
+    assert all(torch.equal(a, b) for a, b in zip(got, truth))
+    with ActivationRecorder(net, "block", call=-2, stop_early=False) as rec:
+        got = [rec.run(b)["block"].detach() for b in batches]
+    assert all(torch.equal(a, b) for a, b in zip(got, truth))
+
+
 def test_a_data_loader_of_the_wrong_channel_count_gets_the_conversion():
     """iter_activations (and what streams through it: ModelInspector.stream, model_cka) explains a model that
     refuses the batches' channel count as the renders do, and leaves the model as it was."""
@@ -778,6 +804,11 @@ def test_a_data_loader_of_the_wrong_channel_count_gets_the_conversion():
             run()
         assert isinstance(info.value.__cause__, RuntimeError)  # raised from torch's own message
         assert str(info.value).count("failed on") == 1  # explained once, even through nested readers
+    # a preprocess that changes the channel count: the image itself is fine, so torch's own error passes on
+    # (the inner reader saw only the preprocessed tensor and would have blamed the image)
+    rgb_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    with pytest.raises(RuntimeError, match="expected input.* to have 3 channels"):
+        reference_activations(rgb_net, ["1"], rgb, preprocess=lambda x: x.mean(1, keepdim=True))
         assert gray.training and [p.requires_grad for p in gray.parameters()] == flags
         assert all(not m._forward_hooks and not m._forward_pre_hooks for m in gray.modules())
     gray_batches = rgb.mean(1, keepdim=True)  # the advice works

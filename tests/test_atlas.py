@@ -149,12 +149,17 @@ def test_atlas_arguments_are_checked_before_the_layout_and_the_renders(tiny_net:
     for bad in (0, 2.0, (2, 0), "2"):
         with pytest.raises(ValueError, match=f"^grid_size must be a positive int or a \\(width, height\\) pair"):
             activation_atlas(tiny_net, "conv2", acts, grid_size=bad, progress=False)
+    assert create_atlas_vectors(torch.rand(20, 2), acts, 2, min_density=np.int64(1))[0].shape[1] == 6
     with pytest.raises(ValueError, match="^min_density must be a positive int, got 0"):
         activation_atlas(tiny_net, "conv2", acts, grid_size=2, min_density=0, progress=False)
     monkeypatch.setattr("optim.optimization.batched.render_batches", never)
     with pytest.raises(ValueError, match=r"^cell coordinate \(9, 9\) is outside the 2x2 grid"):
         render_atlas(tiny_net, "conv2", torch.rand(2, 6), [(0, 0), (9, 9)], 2, image_size=8, progress=False)
     assert opt.atlas.grid_shape(np.int64(3)) == (3, 3) and opt.atlas.grid_shape([np.int64(2), 4]) == (2, 4)
+    # the render's own names ("input_param", "transform.*") are left to the render, as Transparency uses them
+    recipe._check_layer(tiny_net, "input_param")
+    with pytest.raises(ValueError, match="inputparam"):
+        recipe._check_layer(tiny_net, "inputparam")
     with pytest.raises(ValueError, match=r"^layout must be an \[n_samples, 2\] tensor \(torch.from_numpy"):
         activation_atlas(tiny_net, "conv2", acts, grid_size=2, layout=np.zeros((20, 2)), progress=False)
     monkeypatch.undo()

@@ -154,6 +154,14 @@ def test_crop_to_footprint_centres_on_the_weights_and_pads_at_the_edge() -> None
     assert wide.shape == (2, 3, 5, 5) and torch.equal(wide[0, 1, 1:4, 1:4], w[0, 1, 0:3, 5:8])
     assert wide[0, 1, 0].abs().sum() == 0 and wide[0, 1, :, -1].abs().sum() == 0
     assert torch.equal(crop_to_footprint(torch.zeros(1, 1, 6, 6), 2), torch.zeros(1, 1, 2, 2))  # no footprint
+    # a global op in between (squeeze-excitation) leaves a tiny weight everywhere: not part of the footprint
+    spread = w + 1e-5
+    assert torch.equal(crop_to_footprint(spread, 3)[0, 1], spread[0, 1, 0:3, 5:8])
+    with pytest.raises(ValueError, match="crop_shape must be non-negative"):
+        crop_to_footprint(w, -1)
+    with pytest.raises(TypeError, match="crop_shape must be an int or a pair of ints, got a bool"):
+        crop_to_footprint(w, True)
+    assert crop_to_footprint(w, [3]).shape == (2, 3, 3, 3) and crop_to_footprint(w[0, 1], 3).shape == (3, 3)
 
 
 def test_heatmap_colours() -> None:

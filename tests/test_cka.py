@@ -217,9 +217,9 @@ def test_model_cka_of_two_models_that_share_modules(tiny_net):
     assert torch.is_grad_enabled() and all(p.requires_grad for p in with_head.parameters())
     assert all(m.training for m in with_head.modules())
     assert not any(m._forward_hooks for m in with_head.modules())
-    other = type(tiny_net)()  # a module of another model is refused before any batch runs
-    with pytest.raises(ValueError, match="^layers1 holds a Conv2d module that is not part of TinyNet"):
-        model_cka(backbone, with_head, loader, [other.conv1], ["0.fc"], progress=False)
+    # a module of the other model (the head is not in backbone) is refused before any batch runs
+    with pytest.raises(ValueError, match="^layers1 holds a Linear module of the other model, not of TinyNet"):
+        model_cka(backbone, with_head, loader, [with_head[1]], ["0.fc"], progress=False)
 
 
 def test_model_cka_same_model_is_one_on_diagonal_and_paired(tiny_net):

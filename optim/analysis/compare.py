@@ -44,7 +44,9 @@ def default_cka_layers(model: nn.Module) -> List[str]:
     return [name for name, m in model.named_modules() if name and isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def _resolve(model: nn.Module, layers: Sequence[LayerSpec], which: str) -> Tuple[List[nn.Module], List[str]]:
+def _resolve(
+    model: nn.Module, layers: Sequence[LayerSpec], which: str, other: Optional[nn.Module] = None
+) -> Tuple[List[nn.Module], List[str]]:
     if isinstance(layers, (str, nn.Module)):
         layers = [layers]
     layers = list(layers)
@@ -52,11 +54,11 @@ def _resolve(model: nn.Module, layers: Sequence[LayerSpec], which: str) -> Tuple
         raise ValueError(f"{which} must name at least one layer")
     modules = [resolve_module(model, layer) for layer in layers]
     inside = {id(m) for m in model.modules()}
-    for layer, module in zip(layers, modules):
-        if id(module) not in inside:  # a module of the other model: it would never run
-            raise ValueError(f"{which} holds a {type(module).__name__} module that is not part of "
-                             f"{type(model).__name__} (a layer of the other model?); give it by name or as a "
-                             "module of this model")
+    theirs = set() if other is None else {id(m) for m in other.modules()} - inside
+    for module in modules:
+        if id(module) in theirs:  # the other model's layer: it would never run in this one
+            raise ValueError(f"{which} holds a {type(module).__name__} module of the other model, not of "
+                             f"{type(model).__name__}; give it by name or as a module of this model")
     return modules, [module_name(model, m) for m in modules]
 
 
@@ -108,8 +110,8 @@ def model_cka(
         >>> model_cka(model, model, loader, ["blocks.3"], ["blocks.3", "blocks.10"], progress=False).round(decimals=2)
         tensor([[1.0000, 0.0700]], dtype=torch.float64)
     """
-    mods1, _ = _resolve(model1, layers1, "layers1")
-    mods2, _ = _resolve(model2, layers2, "layers2")
+    mods1, _ = _resolve(model1, layers1, "layers1", model2)
+    mods2, _ = _resolve(model2, layers2, "layers2", model1)
     if paired and len(mods1) != len(mods2):
         raise ValueError(f"paired=True needs as many layers1 as layers2, got {len(mods1)} and {len(mods2)}")
     metric = MinibatchCKA(kernel=kernel)

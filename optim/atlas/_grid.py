@@ -327,7 +327,8 @@ def create_atlas_vectors(
         ``(vectors, coords)`` as in :func:`compute_avg_cell_samples`.
 
     Raises:
-        ValueError: for mismatched shapes or when no cell reaches ``min_density``.
+        ValueError: for mismatched shapes, a ``min_density`` that is not a positive int, or when no cell reaches
+            ``min_density``.
 
     Example::
 

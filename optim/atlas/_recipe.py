@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from .._utils import check_positive, resolve_module
+from .._utils import check_positive, named_module_map, resolve_module
 from ..optimization.defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_image, model_input_channels
 from ..optimization.progress import StepCallback
 from ._canvas import check_cells, create_atlas
@@ -34,6 +34,15 @@ def _as_samples(activations: Samples) -> Samples:
     if activations.dim() == 4:
         activations = activations.permute(0, 2, 3, 1).reshape(-1, activations.size(1))
     return activations.detach()
+
+
+def _check_layer(model: nn.Module, layer: Union[str, nn.Module]) -> None:
+    """Refuse an unknown layer name before the layout and the renders. The names a render gives its image and
+    transforms (``"input_param"``, ``"transform.*"``; see ``InputOptimization``) resolve inside the render."""
+    if isinstance(layer, str) and layer.split(".")[0] in ("input_param", "transform") and layer not in \
+            named_module_map(model):
+        return
+    resolve_module(model, layer)
 
 
 def atlas_layout(
@@ -258,7 +267,7 @@ def activation_atlas(
     check_positive(batch_size, "batch_size")
     check_positive(min_density, "min_density")
     grid_shape(grid_size)
-    resolve_module(model, layer)
+    _check_layer(model, layer)
     if layout is not None and not (torch.is_tensor(layout) and layout.dim() == 2 and layout.size(1) == 2):
         got = tuple(layout.shape) if torch.is_tensor(layout) else type(layout).__name__
         raise ValueError(f"layout must be an [n_samples, 2] tensor (torch.from_numpy(array) for a NumPy layout), "
@@ -330,7 +339,7 @@ def render_atlas(
     if len(vectors) != len(coords):
         raise ValueError(f"got {len(vectors)} vectors but {len(coords)} coords")
     check_cells(coords, grid_size)  # before the renders
-    resolve_module(model, layer)
+    _check_layer(model, layer)
     from optim.models.preprocess import render_inputs
 
     inputs = render_inputs(model, image_size, preprocess, transforms)  # native size and normalization

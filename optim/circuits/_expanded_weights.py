@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from optim._utils import model_device_dtype, module_name, resolve_module
 from optim.activations import autograd_context, record_activations
 from optim.transforms import center_crop
+from optim.transforms.crop import _as_hw
 
 __all__ = ["extract_expanded_weights", "crop_to_footprint"]
 
@@ -55,12 +56,18 @@ def crop_to_footprint(weights: torch.Tensor, crop_shape: Union[int, Sequence[int
 
     The footprint of ``target2``'s centre neuron sits at the centre of ``target1``'s map only when every layer in
     between keeps it there: across a stride-2 convolution on an even map, or a non-overlapping pool, it is off by a
-    row or a column, and a centre crop (captum's) drops real weights and keeps a zero margin. Weights that are all
-    zero are centre-cropped.
+    row or a column, and a centre crop (captum's) drops real weights and keeps a zero margin. A position belongs to
+    the footprint when its weights (summed over channels, in absolute value) reach ``1e-3`` of the largest
+    position's, so a global op in between (a squeeze-excitation block), which gives every position a tiny weight,
+    does not widen it to the whole map. The window follows the weights, not the neuron: a zero edge row (a pruned
+    kernel row) moves it by one. Weights that are all zero are centre-cropped.
 
     Args:
         weights: ``[..., H, W]``.
-        crop_shape: ``(h, w)`` or an int for a square.
+        crop_shape: ``(h, w)`` or an int for a square, as :func:`~optim.transforms.center_crop` takes it.
+
+    Raises:
+        TypeError, ValueError: a bad ``crop_shape`` (``center_crop``'s rule), ``weights`` of fewer than 2 dims.
 
     Returns:
         ``[..., h, w]``.
@@ -71,9 +78,11 @@ def crop_to_footprint(weights: torch.Tensor, crop_shape: Union[int, Sequence[int
         >>> crop_to_footprint(w, 3).sum().item(), center_crop(w, 3).sum().item()
         (9.0, 6.0)
     """
-    h, w = (crop_shape, crop_shape) if isinstance(crop_shape, int) else tuple(crop_shape)
-    mass = weights.detach().abs().flatten(0, -3).sum(0)
-    found = mass.nonzero()
+    h, w = _as_hw(crop_shape, "crop_shape")
+    if weights.dim() < 2:
+        raise ValueError(f"weights must have at least 2 dims [..., H, W], got shape {tuple(weights.shape)}")
+    mass = weights.detach().abs().reshape(-1, *weights.shape[-2:]).sum(0)
+    found = (mass >= mass.max() * 1e-3).nonzero() if bool(mass.max() > 0) else mass.nonzero()
     if found.numel() == 0:
         return center_crop(weights, [h, w])
     (y0, x0), (y1, x1) = found.min(0).values.tolist(), found.max(0).values.tolist()
