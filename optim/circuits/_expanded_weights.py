@@ -52,7 +52,7 @@ def _gradient_edge(recorded: torch.Tensor) -> Optional[torch.autograd.graph.Grad
 
 def crop_to_footprint(weights: torch.Tensor, crop_shape: Union[int, Sequence[int]]) -> torch.Tensor:
     """Crop expanded weights ``[C2, C1, H, W]`` to ``crop_shape`` around their footprint: the window is centred on
-    the bounding box of the positions where any weight is non-zero (zero-padded where it leaves the map).
+    the bounding box of the positions that carry weight (zero-padded where it leaves the map).
 
     The footprint of ``target2``'s centre neuron sits at the centre of ``target1``'s map only when every layer in
     between keeps it there: across a stride-2 convolution on an even map, or a non-overlapping pool, it is off by a
@@ -82,9 +82,9 @@ def crop_to_footprint(weights: torch.Tensor, crop_shape: Union[int, Sequence[int
     if weights.dim() < 2:
         raise ValueError(f"weights must have at least 2 dims [..., H, W], got shape {tuple(weights.shape)}")
     mass = weights.detach().abs().reshape(-1, *weights.shape[-2:]).sum(0)
-    found = (mass >= mass.max() * 1e-3).nonzero() if bool(mass.max() > 0) else mass.nonzero()
-    if found.numel() == 0:
+    if not bool(mass.max() > 0):
         return center_crop(weights, [h, w])
+    found = (mass >= mass.max() * 1e-3).nonzero()
     (y0, x0), (y1, x1) = found.min(0).values.tolist(), found.max(0).values.tolist()
     top, left = (y0 + y1 - (h - 1)) // 2, (x0 + x1 - (w - 1)) // 2
     height, width = weights.shape[-2:]

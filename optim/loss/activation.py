@@ -267,12 +267,11 @@ class ClassLogit(BaseLoss):
 
     def __call__(self, activations: Activations) -> torch.Tensor:
         raw = activations[self.target]
-        where = f"the output of {self.target!r}" if isinstance(self.target, str) else (
-            f"the output of {type(self.target).__name__}")
         # a convolutional head's [batch, classes, 1, 1] is read as [batch, classes]
         if isinstance(raw, torch.Tensor) and (raw.dim() < 2 or any(n != 1 for n in raw.shape[2:])):
             raise ValueError(
-                f"ClassLogit needs class logits, a [batch, classes] output, but {where} has shape {tuple(raw.shape)}: "
+                f"ClassLogit needs class logits, a [batch, classes] output, but {self._where()} has shape "
+                f"{tuple(raw.shape)}: "
                 "a network without a classification head, or logits that are not its first output; read the module "
                 "that outputs the logits instead (target=)"
             )
@@ -280,14 +279,18 @@ class ClassLogit(BaseLoss):
         classes = act.shape[1]
         if self.num_classes is not None and classes != self.num_classes:
             raise ValueError(
-                f"{where} has {classes} classes, not num_classes={self.num_classes} (the number of class names the "
-                "class was read from): the names are not this model's classes; give the class by its index (or, in "
-                "Python, the model's own names: labels=)"
+                f"{self._where()} has {classes} classes, not num_classes={self.num_classes} (the number of class "
+                "names the class was read from): the names are not this model's classes; give the class by its index "
+                "(or, in Python, the model's own names: labels=)"
             )
         if self.class_index >= classes:
-            raise ValueError(f"class_index {self.class_index} is out of range: {where} has {classes} classes "
+            raise ValueError(f"class_index {self.class_index} is out of range: {self._where()} has {classes} classes "
                              f"(valid: 0..{classes - 1})")
         return act[:, self.class_index]
+
+    def _where(self) -> str:  # for errors only: built when one is raised, not every step
+        return f"the output of {self.target!r}" if isinstance(self.target, str) else (
+            f"the output of {type(self.target).__name__}")
 
     def _extra_repr(self) -> str:
         return str(self.class_index) + ("" if self.num_classes is None else f", num_classes={self.num_classes}")

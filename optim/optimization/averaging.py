@@ -107,8 +107,7 @@ class ImageAverage:
         if self._average is None:
             self._average = image.clone()
         else:
-            w = self._weight(self.steps)
-            self._average.mul_(1.0 - w).add_(image, alpha=w)
+            self._average.lerp_(image, self._weight(self.steps))  # one pass over the buffer per step
 
     def value(self, current: torch.Tensor) -> torch.Tensor:
         """The average of the images folded in so far and ``current`` (not folded in: the render goes on)."""

@@ -132,7 +132,7 @@ def class_logits(
     """
     from ..models.selection import INDEX_TEXT, check_labels, class_index, model_labels
 
-    if isinstance(classes, (int, numbers.Integral, str)) and not isinstance(classes, bool):
+    if isinstance(classes, (numbers.Integral, str)) and not isinstance(classes, bool):
         items = [classes]
     elif isinstance(classes, abc.Iterable) and not isinstance(classes, (bytes, abc.Mapping)):
         items = list(classes)
