@@ -14,6 +14,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from optim.optimization.input_optimization import model_input_layout
+
 LUCENT_INSTALL = "pip install --no-deps torch-lucent && pip install kornia decorator"
 
 
@@ -117,12 +119,14 @@ class frozen:
 
 
 def floor_steps(
-    model: nn.Module, layer: nn.Module, batch: int, size: int, channels: Sequence[int], device: torch.device
+    model: nn.Module, layer: nn.Module, batch: int, size: int, channels: Sequence[int], device: torch.device,
+    *, layout: bool = True,
 ) -> Callable[[int], None]:
     """``run(n)``: n bare steps, forward to ``layer`` (stopped there) and backward to a ``batch`` of inputs.
 
     The objective is a render's: image ``i`` maximises the mean of channel ``channels[i]``. The model must be
-    in eval mode with frozen parameters (see :class:`frozen`).
+    in eval mode with frozen parameters (see :class:`frozen`). ``layout``: the input in the memory layout renders
+    feed (``model_input_layout``: channels-last on the CPU); ``False``: contiguous, as a plain loop feeds it.
     """
     if len(channels) != batch:
         raise ValueError(f"one channel per image: batch {batch}, got {len(channels)} channels")
@@ -134,7 +138,8 @@ def floor_steps(
         with StopAt(layer) as to_layer:
             for _ in range(n):
                 x.grad = None
-                (-to_layer(model, x)[rows, cols].mean(dim=(1, 2)).sum()).backward()
+                fed = model_input_layout(x) if layout else x
+                (-to_layer(model, fed)[rows, cols].mean(dim=(1, 2)).sum()).backward()
 
     return run
 

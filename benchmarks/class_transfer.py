@@ -11,6 +11,12 @@ of ``--steps`` (one render, snapshots at each budget). Each image is then judged
 - ``clip``: the share of colour values that export to exactly 0 or 255 (saturated, posterized areas);
 - ``s/step``: wall seconds per optimization step of the batched render (all classes).
 
+``--cost N`` also times the unit of issue 12's cost goal, a render of one class (batch 1): each renderer N times,
+interleaved (renderer by renderer within each repeat, a different class each repeat), after one warm-up render
+each; it prints the median seconds per step and each renderer's ratio to the others. The batched ``s/step`` above
+grows faster than the pixel count on a CPU (the activations of 30 images outgrow the caches), so it overstates
+what one render costs.
+
 Two class sets: the ten used to tune the defaults of session 2 (``old``) and ten held out (``new``, chosen before
 the tuning of issue 12; sessions 6 and 7 then chose among candidate defaults on them, so they are no longer
 unseen). ``--fresh`` adds a third ten, every hundredth class from 50, fixed after the defaults were chosen; the
@@ -28,7 +34,7 @@ budget, and no more than 1.5x the previous defaults.
 Usage::
 
     python benchmarks/class_transfer.py --steps 32 48 64 128 --seeds 0 1 2 [--lucent] [--previous]
-        [--threads 2] [--device cuda] [--grid out.png] [--per-class] [--fresh] [--average 0 0.25]
+        [--threads 2] [--device cuda] [--grid out.png] [--per-class] [--fresh] [--average 0 0.25] [--cost 5]
 """
 from __future__ import annotations
 
@@ -133,12 +139,17 @@ def main() -> None:
     parser.add_argument("--average", type=float, nargs="+", default=[], metavar="FRACTION",
                         help="also render with render_vis(average=FRACTION) (iterate averaging; 0: the last image), "
                         "side by side")
+    parser.add_argument("--cost", type=int, default=0, metavar="REPEATS",
+                        help="also time one-class renders (batch 1) of every renderer, REPEATS times interleaved, "
+                        "at the largest budget (default: 0, not timed)")
     parser.add_argument("--fresh", action="store_true", help="judge a third class set, FRESH_CLASSES, as well")
     parser.add_argument("--per-class", action="store_true", help="print, for each budget and class set, how many "
                         "seeds' renders Lite2 at its native size names correctly, class by class")
     parser.add_argument("--grid", default=None, help="write the renders of the first seed at the largest budget, "
                         "labelled with each judge's top-1 and Lite2's probability of the class, to this PNG")
     args = parser.parse_args()
+    if args.cost < 0:
+        parser.error(f"--cost must be a count of repeats >= 0, got {args.cost}")
     for fraction in args.average:  # before the models load
         check_average(fraction)
     torch.set_num_threads(args.threads)
@@ -212,6 +223,8 @@ def main() -> None:
             clip = statistics.mean(r["clip"] for r in rows) * 100
             sps = statistics.mean(r["s/step"] for r in rows)
             print(f"{name:9s} {budget:5d} | " + " | ".join(cells) + f" | {clip:4.1f}% | {sps:.3f}")
+    if args.cost:
+        _print_cost(renderers, lite0, classes, max(steps), args.cost, device)
     if args.per_class:
         for name in renderers:
             for budget in steps:
@@ -222,6 +235,26 @@ def main() -> None:
                           + ", ".join(f"{labels[c]} {h}" for c, h in zip(classes[members], hits[members])))
     if args.grid:
         _write_grid(args.grid, grid_images, classes, lite2, native2, lite0, native0, max(steps), args.seeds[0])
+
+
+def _print_cost(renderers: Dict[str, object], model: nn.Module, classes: Sequence[int], budget: int, repeats: int,
+                device: torch.device) -> None:
+    """Median wall seconds per step of one-class renders, interleaved so that load on the machine hits all alike."""
+    times: Dict[str, List[float]] = {name: [] for name in renderers}
+    for name, render in renderers.items():  # warm-up: first-call allocations and kernel selection
+        render(model, classes[:1], [2], 0)
+    for rep in range(repeats):
+        for name, render in renderers.items():
+            _sync(device)
+            start = time.perf_counter()
+            render(model, [classes[rep % len(classes)]], [budget], rep)
+            _sync(device)
+            times[name].append((time.perf_counter() - start) / budget)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"\none-class render (batch 1), {budget} steps, median of {repeats} interleaved, s/step:")
+    for name, median in medians.items():
+        ratios = ", ".join(f"{median / other:.2f}x {o}" for o, other in medians.items() if o != name)
+        print(f"  {name:9s} {median:.4f}" + (f"  ({ratios})" if ratios else ""))
 
 
 def _write_grid(path: str, grid_images: Dict[str, torch.Tensor], classes: Sequence[int], lite2: nn.Module,
@@ -242,7 +275,8 @@ def _write_grid(path: str, grid_images: Dict[str, torch.Tensor], classes: Sequen
         for i, c in enumerate(classes):
             guess = int(probs[i].argmax())
             mark = "ok" if guess == c else f"-> {labels[guess][:14]}"
-            titles.append(f"{name}: {labels[c][:14]}\nL2 p={probs[i, c]:.2f} {mark}\nL0 {'ok' if first0[i] == c else 'miss'}")
+            judged0 = "ok" if first0[i] == c else "miss"
+            titles.append(f"{name}: {labels[c][:14]}\nL2 p={probs[i, c]:.2f} {mark}\nL0 {judged0}")
             tiles.append(images[i].detach().cpu().float())
     fig = opt.show(tiles, labels=titles, images_per_row=10, figsize=(22, 2.9 * len(tiles) / 10))
     fig.suptitle(f"class visualizations, {steps} steps, seed {seed}", fontsize=10)

@@ -389,3 +389,76 @@ def test_a_loss_on_a_module_of_the_render_transform_is_refused():
         obj = InputOptimization(net, LayerActivation(target), opt.images.PixelImage(8), smooth)
         with pytest.raises(ValueError, match=r"the loss targets a module of the transform \(AvgPool2d\)"):
             obj.optimize(n_steps(1, show_progress=False))
+
+
+class _FlattensWithView(nn.Module):
+    """A classic hand-written classifier: its feature map is flattened with .view, which a channels-last map
+    refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+        self.layouts = []
+
+    def forward(self, x):
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        features = torch.relu(self.conv(x))
+        return self.fc(features.view(features.shape[0], -1))
+
+
+def _seen_layouts(model):
+    layouts = []
+    handle = model.register_forward_pre_hook(
+        lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                       and not args[0].is_contiguous()))
+    return layouts, handle
+
+
+def test_cpu_renders_feed_the_model_channels_last_images_with_the_same_result(tiny_net):
+    # model_input_layout: oneDNN's convolutions skip their layout reorders; the render is the same up to rounding
+    renders, seen = [], []
+    for channels_last in (True, False):
+        layouts, handle = _seen_layouts(tiny_net)
+        obj = InputOptimization(tiny_net, ChannelActivation(tiny_net.relu2, 1), opt.render.default_image(16),
+                                seed=3)
+        obj._channels_last = channels_last  # the contiguous reference: what renders fed before
+        obj.optimize(n_steps(6, show_progress=False))
+        handle.remove()
+        renders.append(obj.input_param().detach())
+        seen.append(set(layouts))
+    assert seen == [{True}, {False}]
+    torch.testing.assert_close(renders[0], renders[1], atol=2e-5, rtol=0)  # equal up to summation order
+
+
+def test_a_model_that_views_a_feature_map_is_fed_contiguous_images_from_its_first_step():
+    torch.manual_seed(0)
+    net = _FlattensWithView().eval()
+    renders = []
+    for channels_last in (True, False):
+        net.layouts.clear()
+        obj = InputOptimization(net, ChannelActivation(net.fc, 2), opt.render.default_image(8), seed=5)
+        obj._channels_last = channels_last
+        obj.optimize(n_steps(4, show_progress=False))
+        renders.append(obj.input_param().detach())
+        assert net.layouts == ([True] if channels_last else []) + [False] * 4
+        assert not obj._channels_last
+    # the refused first pass ran again with the same transform draws: the render is the contiguous one, bit for bit
+    assert torch.equal(renders[0], renders[1])
+    # another error of the model is its own: raised once, as it was
+    broken = _Refuses()
+    obj = InputOptimization(broken, ChannelActivation(broken.conv, 0), opt.images.PixelImage(8), nn.Identity())
+    with pytest.raises(RuntimeError, match="^no weights loaded$"):
+        obj.optimize(n_steps(1, show_progress=False))
+    assert broken.calls == 1 and obj._channels_last and no_hooks_anywhere(broken)
+
+
+class _Refuses(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        raise RuntimeError("no weights loaded")

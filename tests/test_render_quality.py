@@ -222,8 +222,8 @@ def test_class_transfer_benchmark_runs_and_judges_every_set(tmp_path) -> None:
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "class_transfer.py"
     grid = tmp_path / "grid.png"
     run = subprocess.run([sys.executable, str(script), "--steps", "1", "--seeds", "0", "--threads", "2", "--fresh",
-                          "--per-class", "--grid", str(grid), "--average", "0"], check=True, capture_output=True,
-                         text=True, timeout=300, cwd=tmp_path)
+                          "--per-class", "--grid", str(grid), "--average", "0", "--previous", "--cost", "2"],
+                         check=True, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     lines = run.stdout.splitlines()
     assert lines[2] == "fresh: " + ", ".join(opt.models.IMAGENET_CLASSES[c] for c in range(50, 1000, 100))
     assert "(classes named of 10 in each set, old/new/fresh; mean over seeds)" in run.stdout
@@ -241,3 +241,9 @@ def test_class_transfer_benchmark_runs_and_judges_every_set(tmp_path) -> None:
     assert grid.stat().st_size > 10_000
     last = next(line for line in lines if line.startswith("avg0 "))  # the last image, beside the average
     assert [cell.split() for cell in last.split("|")][0] == ["avg0", "1"]
+    # the one-class cost: every renderer's median s/step and its ratio to each of the others
+    cost = lines[lines.index("one-class render (batch 1), 1 steps, median of 2 interleaved, s/step:") + 1:][:3]
+    assert [line.split()[0] for line in cost] == ["optim", "avg0", "previous"]
+    for line in cost:
+        name, median, *ratios = line.split()
+        assert float(median) > 0 and len(ratios) == 4 and ratios[0].startswith("(") and ratios[-1].endswith(")")
