@@ -280,7 +280,7 @@ def _write_grid(path: str, grid_images: Dict[str, torch.Tensor], classes: Sequen
             tiles.append(images[i].detach().cpu().float())
     fig = opt.show(tiles, labels=titles, images_per_row=10, figsize=(22, 2.9 * len(tiles) / 10))
     fig.suptitle(f"class visualizations, {steps} steps, seed {seed}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # a strip above the tiles for the title
     fig.savefig(path, dpi=80)
     print(f"grid written to {path}")
 

@@ -429,6 +429,21 @@ def test_cpu_renders_feed_the_model_channels_last_images_with_the_same_result(ti
         seen.append(set(layouts))
     assert seen == [{True}, {False}]
     torch.testing.assert_close(renders[0], renders[1], atol=2e-5, rtol=0)  # equal up to summation order
+    # a hand-written loss that flattens a feature map with .view renders too, fed contiguous images from its first
+    # pass on (which runs again: the same transform draws)
+    for channels_last in (True, False):
+        obj = InputOptimization(tiny_net, _FlatMean(tiny_net.conv2), opt.render.default_image(16), seed=3)
+        obj._channels_last = channels_last
+        history = obj.optimize(n_steps(6, show_progress=False))
+        assert not obj._channels_last and float(history[-1]) < float(history[0])
+        renders.append(obj.input_param().detach())
+    assert torch.equal(renders[2], renders[3])
+
+
+class _FlatMean(opt.loss.BaseLoss):
+    def __call__(self, activations):
+        acts = activations[self.target]
+        return acts.view(acts.shape[0], -1).mean(1)
 
 
 def test_a_model_that_views_a_feature_map_is_fed_contiguous_images_from_its_first_step():

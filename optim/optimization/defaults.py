@@ -139,6 +139,11 @@ it sits at the limit within timing noise. 152 px (1.33x the pixels) on the same 
 A spectrum that starts steeper and relaxes (1/f^1.65 falling linearly to 1/f^1.5 over 64 steps, the image kept
 continuous by rescaling the spectrum parameter and Adam's moments with the scale) scored 60 / 77 / 79 / 87 (303):
 the container ship stayed 0/3 at 48 steps, and 32 and 128 steps fell; not taken.
+
+Session 14 (the same screen; these defaults 71 / 76 / 81 / 89, 317): the model fed the image downsampled to 128 px
+for the first 24 steps (coarse to fine) 58 / 72 / 72 / 85 (287); fed at a random size of 128-160 px each step
+64 / 75 / 79 / 87 (305); Adam's ``betas=(0.9, 0.99)`` 71 / 71 / 81 / 89 (312). Both resizings draw objects for a
+smaller view than the judges', the opposite of what transfers. None was taken.
 """
 from __future__ import annotations
 

@@ -58,8 +58,9 @@ def model_input_layout(x: torch.Tensor) -> torch.Tensor:
     oneDNN's CPU convolutions run channels-last without a layout reorder around every layer: one forward and
     backward pass (batch 4, 224 px, 2 threads) takes 0.65x the time on InceptionV1, 0.84-0.91x on
     EfficientNet-Lite0, ResNet-18, VGG-11 and MobileNetV3, and the same on a ViT or ConvNeXt. Values agree up to
-    float rounding. CUDA keeps the contiguous layout (not measured there). A model that flattens a feature map
-    with ``.view`` cannot take it; :class:`InputOptimization` then feeds it contiguous images.
+    float rounding. CUDA keeps the contiguous layout (not measured there). A model or loss that flattens a
+    feature map with ``.view`` cannot take it; :class:`InputOptimization` then feeds the model contiguous images
+    (a loss reads each layer in the layout it comes out in, which follows the input's).
 
     Example:
         >>> model_input_layout(torch.rand(1, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
@@ -150,7 +151,7 @@ class InputOptimization:
         self.transform = transform
         self.call = call
         self.inplace_safe = bool(inplace_safe)
-        # the image goes to the model's dtype just before the model (_step_forward); the parameterization and
+        # the image goes to the model's dtype just before the model (_step_loss); the parameterization and
         # the transforms compute in float32 at least (no low-precision FFT), float64 for a float64 model
         self._model_dtype: Optional[torch.dtype] = None
         if any(True for _ in self.model.parameters()) or any(True for _ in self.model.buffers()):
@@ -280,8 +281,12 @@ class InputOptimization:
         self._call_counts, self._count_shapes = rec.call_counts, rec.count_shapes
         self._inplace = {id(s.module): s.clone for s in rec._slots}
 
-    def _step_forward(self, rec: ActivationRecorder) -> Tuple[ActivationMap, torch.Tensor]:
+    def _step_loss(
+        self, rec: ActivationRecorder, summarize: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """One pass: the summarized loss of the step and the image it read."""
         images: List[torch.Tensor] = []
+        channels_last: List[bool] = []
 
         def forward() -> None:
             image = self._image()
@@ -290,6 +295,7 @@ class InputOptimization:
             if self._model_dtype is not None and x.is_floating_point() and x.dtype != self._model_dtype:
                 x = x.to(self._model_dtype)
             fed = model_input_layout(x) if self._channels_last else x
+            channels_last.append(fed is not x)
             try:
                 self.model(fed)
             except StopForward:  # the recorder ending the pass early, every step
@@ -306,15 +312,19 @@ class InputOptimization:
         # until a pass has run, the layout may be refused: the pass then runs again with the same transforms
         states = [g.get_state() for g in self.generators] if self._channels_last and not self._shapes_taken else None
         try:
-            acts = rec.run_call(forward)
+            return summarize(self.loss_function(rec.run_call(forward))), images[-1]
         except _ChannelsLastRefused:
-            # a model that flattens a feature map with .view (x.view(n, -1)) needs the contiguous layout: the pass
-            # runs again with it, as does every later one
-            self._channels_last = False
-            for generator, state in zip(self.generators, states or []):
-                generator.set_state(state)
-            acts = rec.run_call(forward)
-        return acts, images[-1]
+            pass
+        except RuntimeError as err:
+            # a loss that flattens what it reads with .view: it reads a channels-last map too
+            if not (channels_last and channels_last[-1] and _LAYOUT_ERROR in str(err)):
+                raise
+        # a model or loss that flattens a feature map with .view (x.view(n, -1)) needs the contiguous layout: the
+        # pass runs again with it, as does every later one
+        self._channels_last = False
+        for generator, state in zip(self.generators, states or []):
+            generator.set_state(state)
+        return summarize(self.loss_function(rec.run_call(forward))), images[-1]
 
     def _explain_input_error(self, err: Exception, image: torch.Tensor, fed: torch.Tensor) -> None:
         """Raise the renders' ``ValueError`` (:func:`optim.render.input_error`: the image's size and channel count
@@ -344,9 +354,9 @@ class InputOptimization:
         """
         summarize = loss_summarize_fn or default_loss_summarize
         with autograd_context(), model_frozen(self.model), self._recorder() as rec:
-            acts, _ = self._step_forward(rec)
+            value, _ = self._step_loss(rec, summarize)
             self._remember(rec)
-            return summarize(self.loss_function(acts))
+            return value
 
     def _make_optimizer(self, optimizer: OptimizerArg, lr: float) -> torch.optim.Optimizer:
         if isinstance(optimizer, torch.optim.Optimizer):
@@ -418,8 +428,7 @@ class InputOptimization:
                 try:
                     while stop(step, self, history, opt):
                         opt.zero_grad(set_to_none=True)
-                        acts, image = self._step_forward(rec)
-                        loss_value = summarize(self.loss_function(acts))
+                        loss_value, image = self._step_loss(rec, summarize)
                         if step % check_every == 0 and not torch.isfinite(loss_value).all():
                             # off the CPU the steps since the last check were not read: name the first bad one
                             if history:
