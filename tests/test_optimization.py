@@ -391,81 +391,135 @@ def test_a_loss_on_a_module_of_the_render_transform_is_refused():
             obj.optimize(n_steps(1, show_progress=False))
 
 
-class _FlattensWithView(nn.Module):
-    """A classic hand-written classifier: its feature map is flattened with .view, which a channels-last map
-    refuses."""
+def _flatten(x):
+    return x.view(x.shape[0], -1)  # a channels-last map refuses this view (channels and pixels merged)
+
+
+class _ViewHead(nn.Module):
+    """A classic hand-written classifier: its feature map is flattened with .view."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.fc = nn.Linear(4 * 8 * 8, 5)
-        self.layouts = []
 
     def forward(self, x):
-        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
-        features = torch.relu(self.conv(x))
-        return self.fc(features.view(features.shape[0], -1))
+        return self.fc(_flatten(torch.relu(self.conv(x))))
 
 
-def _seen_layouts(model):
+class _ViewMean(opt.loss.BaseLoss):
+    """A hand-written loss that flattens what it reads with .view."""
+
+    def __call__(self, activations):
+        return _flatten(activations[self.target]).mean(1)
+
+
+class _NormalizedGrad(torch.autograd.Function):
+    """A ReLU whose backward pass normalizes each example's gradient, flattened with .view."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        flat = _flatten(grad)
+        return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view(grad.shape)
+
+
+class _ViewInBackward(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(_NormalizedGrad.apply(self.conv(x)))
+
+
+def _input_layouts(model):
+    """Whether each call of ``model`` got a channels-last (and not also contiguous) input."""
     layouts = []
-    handle = model.register_forward_pre_hook(
-        lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)
-                                       and not args[0].is_contiguous()))
-    return layouts, handle
+
+    def record(module, args):
+        x = args[0]
+        layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+
+    return layouts, model.register_forward_pre_hook(record)
 
 
 def test_cpu_renders_feed_the_model_channels_last_images_with_the_same_result(tiny_net):
     # model_input_layout: oneDNN's convolutions skip their layout reorders; the render is the same up to rounding
     renders, seen = [], []
     for channels_last in (True, False):
-        layouts, handle = _seen_layouts(tiny_net)
+        layouts, handle = _input_layouts(tiny_net)
         obj = InputOptimization(tiny_net, ChannelActivation(tiny_net.relu2, 1), opt.render.default_image(16),
-                                seed=3)
-        obj._channels_last = channels_last  # the contiguous reference: what renders fed before
+                                seed=3, channels_last=channels_last)
         obj.optimize(n_steps(6, show_progress=False))
         handle.remove()
         renders.append(obj.input_param().detach())
-        seen.append(set(layouts))
-    assert seen == [{True}, {False}]
+        seen.append(layouts)
+    assert seen == [[True] * 6, [False] * 6]
     torch.testing.assert_close(renders[0], renders[1], atol=2e-5, rtol=0)  # equal up to summation order
-    # a hand-written loss that flattens a feature map with .view renders too, fed contiguous images from its first
-    # pass on (which runs again: the same transform draws)
-    for channels_last in (True, False):
-        obj = InputOptimization(tiny_net, _FlatMean(tiny_net.conv2), opt.render.default_image(16), seed=3)
-        obj._channels_last = channels_last
-        history = obj.optimize(n_steps(6, show_progress=False))
-        assert not obj._channels_last and float(history[-1]) < float(history[0])
-        renders.append(obj.input_param().detach())
-    assert torch.equal(renders[2], renders[3])
+    # float64 keeps its layout (its convolutions are slower channels-last)
+    layouts, handle = _input_layouts(tiny_net)
+    obj = InputOptimization(tiny_net.double(), ChannelActivation(tiny_net.relu2, 1), opt.render.default_image(16))
+    obj.optimize(n_steps(2, show_progress=False))
+    handle.remove()
+    tiny_net.float()
+    assert layouts == [False, False]
 
 
-class _FlatMean(opt.loss.BaseLoss):
-    def __call__(self, activations):
-        acts = activations[self.target]
-        return acts.view(acts.shape[0], -1).mean(1)
-
-
-def test_a_model_that_views_a_feature_map_is_fed_contiguous_images_from_its_first_step():
+@pytest.mark.parametrize("refuses", ["model", "loss", "backward"])
+def test_where_the_layout_is_refused_the_step_runs_again_without_it(refuses):
+    # a .view over a channels-last feature map, in the model, the loss or a backward function: the first step runs
+    # again with the transforms' output as it is, with the same transform draws, and so does every later step, so
+    # the render is bit for bit the one made without channels-last
     torch.manual_seed(0)
-    net = _FlattensWithView().eval()
-    renders = []
+    if refuses == "model":
+        net = _ViewHead().eval()
+        loss = ChannelActivation(net.fc, 2)
+    elif refuses == "loss":
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+        loss = _ViewMean(net[0])
+    else:
+        net = _ViewInBackward().eval()
+        loss = ChannelActivation(net.conv2, 1)
+    renders, seen = [], []
     for channels_last in (True, False):
-        net.layouts.clear()
-        obj = InputOptimization(net, ChannelActivation(net.fc, 2), opt.render.default_image(8), seed=5)
-        obj._channels_last = channels_last
-        obj.optimize(n_steps(4, show_progress=False))
+        layouts, handle = _input_layouts(net)
+        obj = InputOptimization(net, loss, opt.render.default_image(8), seed=5, channels_last=channels_last)
+        history = obj.optimize(n_steps(4, show_progress=False))
+        handle.remove()
         renders.append(obj.input_param().detach())
-        assert net.layouts == ([True] if channels_last else []) + [False] * 4
-        assert not obj._channels_last
-    # the refused first pass ran again with the same transform draws: the render is the contiguous one, bit for bit
+        seen.append(layouts)
+        assert float(history[-1]) < float(history[0]) and no_hooks_anywhere(net)
+    assert seen == [[True] + [False] * 4, [False] * 4]
     assert torch.equal(renders[0], renders[1])
-    # another error of the model is its own: raised once, as it was
+
+
+def test_a_model_error_that_is_not_the_layout_is_raised_once_as_it_was():
     broken = _Refuses()
     obj = InputOptimization(broken, ChannelActivation(broken.conv, 0), opt.images.PixelImage(8), nn.Identity())
     with pytest.raises(RuntimeError, match="^no weights loaded$"):
         obj.optimize(n_steps(1, show_progress=False))
-    assert broken.calls == 1 and obj._channels_last and no_hooks_anywhere(broken)
+    assert broken.calls == 1 and no_hooks_anywhere(broken)
+    # a loss on a 1x1 map, or one that merges only the pixels, reads a channels-last map without a copy or a rerun
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
+    for target, read in ((net[1], _flatten), (net[0], lambda a: a.view(a.shape[0], a.shape[1], -1))):
+        layouts, handle = _input_layouts(net)
+        obj = InputOptimization(net, _Read(target, read), opt.render.default_image(8))
+        obj.optimize(n_steps(3, show_progress=False))
+        handle.remove()
+        assert layouts == [True] * 3
+
+
+class _Read(opt.loss.BaseLoss):
+    def __init__(self, target, read):
+        super().__init__(target)
+        self.read = read
+
+    def __call__(self, activations):
+        return self.read(activations[self.target]).flatten(1).mean(1)
 
 
 class _Refuses(nn.Module):

@@ -52,15 +52,18 @@ class _ChannelsLastRefused(Exception):
 
 
 def model_input_layout(x: torch.Tensor) -> torch.Tensor:
-    """The memory layout renders feed a model: channels-last for a 4-D floating-point image on the CPU, ``x``
-    itself otherwise.
+    """The memory layout renders feed a model: channels-last for a 4-D float32 image on the CPU, ``x`` itself
+    otherwise.
 
-    oneDNN's CPU convolutions run channels-last without a layout reorder around every layer: one forward and
-    backward pass (batch 4, 224 px, 2 threads) takes 0.65x the time on InceptionV1, 0.84-0.91x on
-    EfficientNet-Lite0, ResNet-18, VGG-11 and MobileNetV3, and the same on a ViT or ConvNeXt. Values agree up to
-    float rounding. CUDA keeps the contiguous layout (not measured there). A model or loss that flattens a
-    feature map with ``.view`` cannot take it; :class:`InputOptimization` then feeds the model contiguous images
-    (a loss reads each layer in the layout it comes out in, which follows the input's).
+    oneDNN's CPU convolutions run channels-last without a layout reorder around every layer. A whole render step
+    (default image and transforms, 2 threads, 224 px; ``benchmarks/step_overhead.py`` prints Lite0's) takes
+    0.82-0.92x the time on EfficientNet-Lite0, InceptionV1, MobileNetV3 and ResNet-50 / VGG-16 at batch 4,
+    0.96-0.97x on the last two at batch 1, and 1.05x on ResNet-18's ``layer4`` at batch 1 (the one case measured
+    slower). float64 and bfloat16 convolutions can be slower channels-last: they keep ``x``. Values agree up to
+    float rounding. CUDA keeps the contiguous layout (not measured there). A 1-channel image is both layouts at
+    once. A model, loss or backward function that flattens a feature map with ``.view`` cannot take it; then
+    :class:`InputOptimization` feeds the model the transforms' output as it is (a loss reads each layer in the
+    layout it comes out in, which follows the input's).
 
     Example:
         >>> model_input_layout(torch.rand(1, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
@@ -68,7 +71,7 @@ def model_input_layout(x: torch.Tensor) -> torch.Tensor:
         >>> x = torch.rand(2, 5); model_input_layout(x) is x
         True
     """
-    if x.dim() == 4 and x.device.type == "cpu" and x.is_floating_point():
+    if x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32:
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -111,6 +114,10 @@ class InputOptimization:
             :class:`~optim.activations.ActivationRecorder`).
         inplace_safe: protect recorded outputs against later in-place ops (default; after the first step it
             costs nothing where no in-place op follows a target). ``False`` only to measure that cost.
+        channels_last: feed the model :func:`model_input_layout` of each image (channels-last for float32 on the
+            CPU, where most convolutional networks step faster); ``False``: the transforms' output as it is.
+            Where the model, the loss or a backward function refuses that layout (a feature map flattened with
+            ``.view``), the step runs again without it, as does every later one.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
@@ -132,6 +139,7 @@ class InputOptimization:
         image_keys: Optional[Sequence[Hashable]] = None,
         call: int = -1,
         inplace_safe: bool = True,
+        channels_last: bool = True,
     ) -> None:
         if not isinstance(loss_function, Loss):
             raise TypeError(f"loss_function must be an optim.loss.Loss, got {type(loss_function).__name__}")
@@ -186,8 +194,8 @@ class InputOptimization:
         self._steps_done = 0
         # the model's input shapes that ran: a failure on another is explained by the input (_explain_input_error)
         self._shapes_taken: Set[Tuple[int, ...]] = set()
-        # feed the model model_input_layout(image), until the model refuses that layout
-        self._channels_last = True
+        # feed the model model_input_layout(image), until the model, the loss or a backward function refuses it
+        self._channels_last = bool(channels_last)
 
     def _reset_image(self, generators: List[torch.Generator]) -> None:
         reset = getattr(self.input_param, "reset_parameters", None)
@@ -282,9 +290,13 @@ class InputOptimization:
         self._inplace = {id(s.module): s.clone for s in rec._slots}
 
     def _step_loss(
-        self, rec: ActivationRecorder, summarize: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        rec: ActivationRecorder,
+        summarize: Callable[[torch.Tensor], torch.Tensor],
+        before_backward: Optional[Callable[[torch.Tensor, torch.Tensor], None]] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """One pass: the summarized loss of the step and the image it read."""
+        """A step's forward pass: its summarized loss and the image it read. With ``before_backward``, also its
+        backward pass, after ``before_backward(loss, image)``. Run twice where the layout is refused."""
         images: List[torch.Tensor] = []
         channels_last: List[bool] = []
 
@@ -309,22 +321,31 @@ class InputOptimization:
                 raise
             self._shapes_taken.add(tuple(x.shape))
 
+        def attempt() -> torch.Tensor:
+            value = summarize(self.loss_function(rec.run_call(forward)))
+            if before_backward is not None:
+                before_backward(value, images[-1])
+                value.backward()
+            return value
+
         # until a pass has run, the layout may be refused: the pass then runs again with the same transforms
         states = [g.get_state() for g in self.generators] if self._channels_last and not self._shapes_taken else None
         try:
-            return summarize(self.loss_function(rec.run_call(forward))), images[-1]
+            return attempt(), images[-1]
         except _ChannelsLastRefused:
             pass
         except RuntimeError as err:
-            # a loss that flattens what it reads with .view: it reads a channels-last map too
+            # a loss, or a backward function, that flattens a channels-last map with .view
             if not (channels_last and channels_last[-1] and _LAYOUT_ERROR in str(err)):
                 raise
-        # a model or loss that flattens a feature map with .view (x.view(n, -1)) needs the contiguous layout: the
-        # pass runs again with it, as does every later one
+        # a model, loss or backward function that flattens a feature map with .view (x.view(n, -1)) needs the
+        # layout the transforms return: the step runs again with it, as does every later one
         self._channels_last = False
         for generator, state in zip(self.generators, states or []):
             generator.set_state(state)
-        return summarize(self.loss_function(rec.run_call(forward))), images[-1]
+        for p in self.parameters():
+            p.grad = None  # whatever the refused backward pass reached
+        return attempt(), images[-1]
 
     def _explain_input_error(self, err: Exception, image: torch.Tensor, fed: torch.Tensor) -> None:
         """Raise the renders' ``ValueError`` (:func:`optim.render.input_error`: the image's size and channel count
@@ -423,18 +444,20 @@ class InputOptimization:
         check_every = 1 if model_device_dtype(self.model)[0].type == "cpu" else 16
         history: List[torch.Tensor] = []
         step = 0
+
+        def check_finite(loss_value: torch.Tensor, image: torch.Tensor) -> None:
+            if step % check_every == 0 and not torch.isfinite(loss_value).all():
+                # off the CPU the steps since the last check were not read: name the first bad one
+                if history:
+                    self._first_non_finite(torch.stack(history))
+                self._non_finite(step, loss_value, image)
+
         try:
             with autograd_context(), model_frozen(self.model), self._recorder() as rec:
                 try:
                     while stop(step, self, history, opt):
                         opt.zero_grad(set_to_none=True)
-                        loss_value, image = self._step_loss(rec, summarize)
-                        if step % check_every == 0 and not torch.isfinite(loss_value).all():
-                            # off the CPU the steps since the last check were not read: name the first bad one
-                            if history:
-                                self._first_non_finite(torch.stack(history))
-                            self._non_finite(step, loss_value, image)
-                        loss_value.backward()
+                        loss_value, image = self._step_loss(rec, summarize, check_finite)
                         # the image this step read: copied only where opt.step() would move it in place (a
                         # parameterization that returns its own parameter, PixelImage)
                         shown = image.detach()
