@@ -120,13 +120,14 @@ class frozen:
 
 def floor_steps(
     model: nn.Module, layer: nn.Module, batch: int, size: int, channels: Sequence[int], device: torch.device,
-    *, layout: bool = True,
+    *, layout: bool = False,
 ) -> Callable[[int], None]:
     """``run(n)``: n bare steps, forward to ``layer`` (stopped there) and backward to a ``batch`` of inputs.
 
     The objective is a render's: image ``i`` maximises the mean of channel ``channels[i]``. The model must be
-    in eval mode with frozen parameters (see :class:`frozen`). ``layout``: the input in the memory layout renders
-    feed (``model_input_layout``: channels-last on the CPU); ``False``: contiguous, as a plain loop feeds it.
+    in eval mode with frozen parameters (see :class:`frozen`). ``layout``: the input in the memory layout of
+    ``InputOptimization(channels_last=True)`` (``model_input_layout``: channels-last for float32 on the CPU);
+    default: contiguous, as renders feed it by default.
     """
     if len(channels) != batch:
         raise ValueError(f"one channel per image: batch {batch}, got {len(channels)} channels")

@@ -4,10 +4,9 @@ On pretrained EfficientNet-Lite0 (the zoo's, with its redirected ReLU6) at 224 p
 middle and a late target (``blocks.3`` / ``blocks.8`` / ``blocks.15`` by default), this prints in ms per step:
 
 - ``bare``: the model alone, forward up to the target (stopped there) and backward to the input, parameters
-  frozen, the input in the layout renders feed (channels-last on the CPU, see
-  ``optim.optimization.input_optimization.model_input_layout``): the floor no feature-visualization library
-  can go under;
-- ``nchw``: ``bare`` with the contiguous input a plain loop feeds (``bare / nchw``: what the layout saves);
+  frozen (the floor no feature-visualization library can go under with the contiguous input renders feed);
+- ``cl``: ``bare`` with a channels-last input (``optim.optimization.input_optimization.model_input_layout``,
+  what ``InputOptimization(channels_last=True)`` feeds); ``cl/bare`` is what that layout saves;
 - ``pipe``: ``bare`` plus the work every FFT render does whoever writes the loop: the default image
   (``default_image``: FFT spectrum, colour decorrelation, squash), the default transforms (one affine
   resampling) and the default optimizer (fused AdamW), in a hand-written loop with one bare hook. ``pipe / bare``
@@ -47,7 +46,6 @@ import torch.nn as nn
 import optim as opt
 from _bench import (frozen, floor_steps, import_lucent, interleaved_ms, lucent_render, ratio_summary,
                     StopAt)
-from optim.optimization.input_optimization import model_input_layout
 
 
 def optim_step(model: nn.Module, layer: str, size: int, device: torch.device,
@@ -77,7 +75,7 @@ def pipeline_steps(model: nn.Module, layer: nn.Module, size: int, device: torch.
         with StopAt(layer) as to_layer:
             for _ in range(steps):
                 optimizer.zero_grad()
-                (-to_layer(model, model_input_layout(transforms(image())))[:, 0].mean()).backward()
+                (-to_layer(model, transforms(image()))[:, 0].mean()).backward()
                 optimizer.step()
 
     return run
@@ -108,8 +106,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, batch 1, {args.size} px, "
           f"{args.rounds} rounds of {args.steps}-step blocks in turns; median ms per step, "
           f"ratios: median [interquartile range] of the per-round ratios")
-    print(f"{'model':<13} {'target':<10} {'nchw':>7} {'bare':>7} {'pipe':>7} {'optim':>7} {'-inplace':>8} "
-          f"{'Lucent':>7} | {'bare/nchw':>21} {'optim/bare':>21} {'pipe/bare':>21} {'optim/pipe':>21} "
+    print(f"{'model':<13} {'target':<10} {'bare':>7} {'cl':>7} {'pipe':>7} {'optim':>7} {'-inplace':>8} "
+          f"{'Lucent':>7} | {'cl/bare':>21} {'optim/bare':>21} {'pipe/bare':>21} {'optim/pipe':>21} "
           f"{'protect':>8} {'Lucent/bare':>11}")
     worst = 0.0
     for label, m in models.items():
@@ -118,7 +116,7 @@ def main() -> None:
             with frozen(m):
                 runs: Dict[str, Callable[[int], None]] = {
                     "bare": floor_steps(m, module, 1, args.size, [0], device),
-                    "nchw": floor_steps(m, module, 1, args.size, [0], device, layout=False),
+                    "cl": floor_steps(m, module, 1, args.size, [0], device, layout=True),
                     "pipe": pipeline_steps(m, module, args.size, device),
                     "optim": optim_step(m, layer, args.size, device),
                     "-inplace": optim_step(m, layer, args.size, device, inplace_safe=False),
@@ -132,9 +130,9 @@ def main() -> None:
             worst = max(worst, statistics.median(ratios))
             lucent = (f"{med['Lucent']:7.2f}", f"{statistics.median(a / b for a, b in zip(t['Lucent'], t['bare'])):11.2f}") \
                 if "Lucent" in t else (f"{'-':>7}", f"{'-':>11}")
-            print(f"{label:<13} {layer:<10} {med['nchw']:7.2f} {med['bare']:7.2f} {med['pipe']:7.2f} "
+            print(f"{label:<13} {layer:<10} {med['bare']:7.2f} {med['cl']:7.2f} {med['pipe']:7.2f} "
                   f"{med['optim']:7.2f} {med['-inplace']:8.2f} {lucent[0]} | "
-                  f"{ratio_summary(t['bare'], t['nchw']):>21} {ratio_summary(t['optim'], t['bare']):>21} "
+                  f"{ratio_summary(t['cl'], t['bare']):>21} {ratio_summary(t['optim'], t['bare']):>21} "
                   f"{ratio_summary(t['pipe'], t['bare']):>21} {ratio_summary(t['optim'], t['pipe']):>21} "
                   f"{100 * protect:7.1f}% {lucent[1]}", flush=True)
     if lucent_note:

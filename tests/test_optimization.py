@@ -447,13 +447,14 @@ def _input_layouts(model):
     return layouts, model.register_forward_pre_hook(record)
 
 
-def test_cpu_renders_feed_the_model_channels_last_images_with_the_same_result(tiny_net):
-    # model_input_layout: oneDNN's convolutions skip their layout reorders; the render is the same up to rounding
+def test_channels_last_renders_feed_the_model_channels_last_images_with_the_same_result(tiny_net):
+    # model_input_layout, opt-in: oneDNN's convolutions skip their layout reorders; the render is the same up to
+    # rounding; by default the model gets the transforms' output as it is
     renders, seen = [], []
-    for channels_last in (True, False):
+    for kwargs in ({"channels_last": True}, {}):
         layouts, handle = _input_layouts(tiny_net)
         obj = InputOptimization(tiny_net, ChannelActivation(tiny_net.relu2, 1), opt.render.default_image(16),
-                                seed=3, channels_last=channels_last)
+                                seed=3, **kwargs)
         obj.optimize(n_steps(6, show_progress=False))
         handle.remove()
         renders.append(obj.input_param().detach())
@@ -462,7 +463,8 @@ def test_cpu_renders_feed_the_model_channels_last_images_with_the_same_result(ti
     torch.testing.assert_close(renders[0], renders[1], atol=2e-5, rtol=0)  # equal up to summation order
     # float64 keeps its layout (its convolutions are slower channels-last)
     layouts, handle = _input_layouts(tiny_net)
-    obj = InputOptimization(tiny_net.double(), ChannelActivation(tiny_net.relu2, 1), opt.render.default_image(16))
+    obj = InputOptimization(tiny_net.double(), ChannelActivation(tiny_net.relu2, 1), opt.render.default_image(16),
+                            channels_last=True)
     obj.optimize(n_steps(2, show_progress=False))
     handle.remove()
     tiny_net.float()
@@ -499,7 +501,8 @@ def test_where_the_layout_is_refused_the_step_runs_again_without_it(refuses):
 
 def test_a_model_error_that_is_not_the_layout_is_raised_once_as_it_was():
     broken = _Refuses()
-    obj = InputOptimization(broken, ChannelActivation(broken.conv, 0), opt.images.PixelImage(8), nn.Identity())
+    obj = InputOptimization(broken, ChannelActivation(broken.conv, 0), opt.images.PixelImage(8), nn.Identity(),
+                            channels_last=True)
     with pytest.raises(RuntimeError, match="^no weights loaded$"):
         obj.optimize(n_steps(1, show_progress=False))
     assert broken.calls == 1 and no_hooks_anywhere(broken)
@@ -507,7 +510,7 @@ def test_a_model_error_that_is_not_the_layout_is_raised_once_as_it_was():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1))
     for target, read in ((net[1], _flatten), (net[0], lambda a: a.view(a.shape[0], a.shape[1], -1))):
         layouts, handle = _input_layouts(net)
-        obj = InputOptimization(net, _Read(target, read), opt.render.default_image(8))
+        obj = InputOptimization(net, _Read(target, read), opt.render.default_image(8), channels_last=True)
         obj.optimize(n_steps(3, show_progress=False))
         handle.remove()
         assert layouts == [True] * 3
