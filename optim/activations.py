@@ -447,6 +447,8 @@ class ActivationRecorder:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if isinstance(call, bool) or not isinstance(call, int):
             raise TypeError(f"call must be an int (0 the first call, -1 the last), got {call!r}")
+        if not isinstance(stop_early, bool):
+            raise TypeError(f"stop_early must be True or False, got {stop_early!r} ({type(stop_early).__name__})")
         target_list = [targets] if isinstance(targets, (str, nn.Module)) else list(targets)
         if not target_list:
             raise ValueError("targets must name at least one layer")

@@ -37,6 +37,26 @@ def tiny_net() -> TinyNet:
     return TinyNet().eval()
 
 
+class Loop(nn.Module):
+    """A block applied 1-3 times depending on the input's values (``int(|x|.sum()) % 3 + 1``): the number of calls
+    of one submodule changes at one input shape, the case of ``stop_early=False``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(int(x.abs().sum().item()) % 3 + 1):
+            x = self.block(x)
+        return x
+
+
+@pytest.fixture
+def looping_net() -> Loop:
+    torch.manual_seed(0)
+    return Loop().eval()
+
+
 # Optional or slow-to-import libraries that `import optim` and its subpackages must not load (tqdm is left
 # out: `import torch` itself imports it through torch.hub).
 HEAVY_MODULES = ("matplotlib", "PIL", "sklearn", "umap", "captum", "streamlit", "torchvision", "skimage", "scipy")

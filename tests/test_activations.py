@@ -729,22 +729,10 @@ def test_a_reader_keeps_an_aliasing_recording_when_the_loader_refills_one_input_
     assert torch.equal(kept * 2, x.flatten(1))
 
 
-def test_iter_activations_with_a_data_dependent_number_of_calls():
+def test_iter_activations_with_a_data_dependent_number_of_calls(looping_net):
     """A block applied 1-3 times depending on the input's values: the default reads later batches at the call
     counts the first showed (an earlier call: documented); stop_early=False reads every batch's last call."""
-
-    class Loop(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.block = nn.Linear(4, 4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            for _ in range(int(x.abs().sum().item()) % 3 + 1):
-                x = self.block(x)
-            return x
-
-    torch.manual_seed(0)
-    net = Loop().eval()
+    net = looping_net
     batches = [torch.full((1, 4), 0.25), torch.full((1, 4), 0.5)]  # the block runs 2x, then 3x
     last = [record_activations(net, "block", b)["block"] for b in batches]
     exact = [acts["block"] for acts in iter_activations(net, "block", batches, stop_early=False)]
@@ -754,6 +742,13 @@ def test_iter_activations_with_a_data_dependent_number_of_calls():
     second = [record_activations(net, "block", b, call=-2)["block"] for b in batches]
     exact = [acts["block"] for acts in iter_activations(net, "block", batches, call=-2, stop_early=False)]
     assert all(torch.equal(a, b) for a, b in zip(exact, second)) and not torch.equal(second[1], last[1])
+
+
+@pytest.mark.parametrize("bad", ["no", 0, None])
+def test_stop_early_must_be_a_bool(looping_net, bad):
+    """A string such as "no" would be truthy: refused, naming the argument, before any pass runs."""
+    with pytest.raises(TypeError, match=r"stop_early must be True or False, got " + repr(bad).replace("(", r"\(")):
+        next(iter_activations(looping_net, "block", [torch.zeros(1, 4)], stop_early=bad))
 
 
 def test_stop_early_false_keeps_earlier_calls_that_an_inplace_op_overwrites():

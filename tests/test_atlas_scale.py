@@ -13,7 +13,7 @@ import torch.nn as nn
 from sklearn.decomposition import PCA, IncrementalPCA, MiniBatchNMF
 
 import optim as opt
-from optim.activations import record_activations
+from optim.activations import iter_activations, record_activations
 from optim.atlas import (
     ActivationStore,
     CellAccumulator,
@@ -74,6 +74,20 @@ def test_random_positions_per_image_do_not_depend_on_the_batch_size(tmp_path) ->
     # [N, C] outputs: one vector per image
     flat = stream_activations(nn.Sequential(nn.Flatten()), "0", [images], tmp_path / "e")
     assert torch.equal(flat.read(), images.flatten(1))
+
+
+def test_stop_early_false_streams_each_batch_at_its_own_calls(looping_net: nn.Module, tmp_path) -> None:
+    """looping_net's block runs 2x on the first batch and 3x on the second: by default the second batch is read at
+    the call counts the first showed, with stop_early=False at its own calls (the last, and call=-2)."""
+    batches = [torch.full((1, 4), 0.25), torch.full((1, 4), 0.5)]
+    for call in (-1, -2):
+        own = torch.cat([record_activations(looping_net, "block", b, call=call)["block"] for b in batches])
+        quick = torch.cat([a["block"] for a in iter_activations(looping_net, "block", batches, call=call)])
+        assert torch.equal(quick[:1], own[:1]) and not torch.equal(quick[1:], own[1:])
+        exact = stream_activations(looping_net, "block", batches, tmp_path / f"exact{call}", call=call,
+                                   stop_early=False)
+        default = stream_activations(looping_net, "block", batches, tmp_path / f"default{call}", call=call)
+        assert torch.equal(exact.read(), own) and torch.equal(default.read(), quick)
 
 
 def test_store_errors_and_reading(tmp_path) -> None:

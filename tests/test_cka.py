@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import optim as opt
+from optim.activations import iter_activations, record_activations
 from optim.analysis import (
     CKAMap, MinibatchCKA, cka_heatmap, gram_rbf, hsic, linear_cka, model_cka, plot_cka, rbf_cka,
 )
@@ -263,6 +264,33 @@ def test_model_cka_reads_a_conv_that_an_inplace_relu_overwrites():
     two = model_cka(net, plain, images, ["0", "2"], ["0", "2"], batch_size=16, progress=False)
     torch.testing.assert_close(two, got, rtol=1e-10, atol=1e-12)
     assert net[1].inplace and not any(m._forward_hooks for m in net.modules())
+
+
+def test_model_cka_stop_early_false_reads_each_batch_at_its_own_last_call(looping_net):
+    """looping_net's block runs 2x on the first batch and 3x on the second: by default the second batch is read at
+    call 2 (the counts the first showed), with stop_early=False at its own last call; on both of model_cka's paths
+    (one model: its loop and a later layer; two models) and through cka_heatmap."""
+    g = torch.Generator().manual_seed(5)
+    batches = [x * (total / x.sum()) for x, total in zip(torch.rand(2, 4, 4, generator=g), (1.5, 2.5))]
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(looping_net, torch.nn.Linear(4, 3)).eval()
+    other = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    last = [record_activations(net, "0.block", b)["0.block"] for b in batches]  # each batch's own last call
+    quick = [acts["0.block"] for acts in iter_activations(net, "0.block", batches)]
+    assert torch.equal(quick[0], last[0]) and not torch.equal(quick[1], last[1])
+    for model2, layer2 in ((net, "1"), (other, "0")):
+        exact, before = MinibatchCKA(), MinibatchCKA()
+        for b, own, early in zip(batches, last, quick):
+            theirs = record_activations(model2, layer2, b)[layer2]
+            exact.update([own], [theirs])
+            before.update([early], [theirs])
+        got = model_cka(net, model2, batches, ["0.block"], [layer2], progress=False, stop_early=False)
+        default = model_cka(net, model2, batches, ["0.block"], [layer2], progress=False)
+        assert torch.equal(got, exact.compute()) and torch.equal(default, before.compute())
+        assert abs(float(got[0, 0]) - float(default[0, 0])) > 1e-3
+    heat = cka_heatmap(net, other, batches, ["0.block"], ["0"], progress=False, stop_early=False)
+    assert torch.equal(heat.values, got)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
 
 
 def test_cka_heatmap_and_plot(tiny_net):

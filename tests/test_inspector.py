@@ -5,7 +5,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import optim as opt
-from optim.activations import ActivationMap, record_activations
+from optim.activations import ActivationMap, iter_activations, record_activations
 from optim.analysis import ModelInspector
 from optim.models import LayerInfo
 
@@ -203,6 +203,21 @@ def test_stream_keeps_the_negative_values_of_a_conv_an_inplace_relu_overwrites()
     torch.testing.assert_close(acts["0"], conv, rtol=1e-6, atol=1e-6)  # batches of 4, 4, 2 against one of 10
     torch.testing.assert_close(acts[net[2]], top, rtol=1e-6, atol=1e-6)
     assert list(acts) == ["0", "2"]
+
+
+def test_stream_stop_early_false_reads_each_batch_at_its_own_last_call(looping_net):
+    """looping_net's block runs 2x on the first batch and 3x on the second: by default the second batch is read at
+    call 2 (the counts the first showed), with stop_early=False at its own last call."""
+    batches = [torch.full((1, 4), 0.25), torch.full((1, 4), 0.5)]
+    last = torch.cat([record_activations(looping_net, "block", b)["block"] for b in batches])
+    quick = torch.cat([acts["block"] for acts in iter_activations(looping_net, "block", batches)])
+    assert torch.equal(quick[:1], last[:1]) and not torch.equal(quick[1:], last[1:])
+    insp = ModelInspector(looping_net)
+    assert torch.equal(insp.stream(batches, layers=["block"], stop_early=False)["block"], last)
+    assert torch.equal(insp.stream(batches, layers=["block"])["block"], quick)
+    # a tensor split into batches of 1 goes the same way
+    assert torch.equal(insp.stream(torch.cat(batches), layers=["block"], batch_size=1, stop_early=False)["block"],
+                       last)
 
 
 def test_stream_map_knows_the_model_so_losses_read_the_same_layout_as_record_activations():

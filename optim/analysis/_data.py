@@ -111,12 +111,16 @@ def stream_activations(
     max_batches: Optional[int] = None,
     progress: bool = False,
     desc: str = "activations",
+    *,
+    stop_early: bool = True,
 ) -> Iterator[ActivationMap]:
     """One :class:`~optim.activations.ActivationMap` per batch of ``data`` (see :func:`batches`), through
     :func:`~optim.activations.iter_activations`: eval mode, no gradients, inputs moved to the model's device
-    and dtype, one set of hooks for the loop, the model restored afterwards.
+    and dtype, one set of hooks for the loop, the model restored afterwards. ``stop_early=False`` reads every
+    batch at its own calls, for a model whose number of calls to a target changes with the input's values (see
+    :func:`~optim.activations.iter_activations`).
     """
     items = batches(data, batch_size, max_batches)
     if progress:
         items = with_progress(items, data, batch_size, max_batches, desc)
-    return iter_activations(model, list(targets), items)
+    return iter_activations(model, list(targets), items, stop_early=stop_early)

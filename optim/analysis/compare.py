@@ -73,6 +73,8 @@ def model_cka(
     paired: bool = False,
     max_batches: Optional[int] = None,
     batch_size: int = 64,
+    *,
+    stop_early: bool = True,
 ) -> torch.Tensor:
     """Unbiased minibatch CKA between layers of two models over a data loader (Nguyen et al., 2021).
 
@@ -99,6 +101,9 @@ def model_cka(
             otherwise every pair is compared.
         max_batches: stop after this many batches.
         batch_size: batch size used when ``loader`` is a tensor.
+        stop_early: stop each pass once every layer has run, at the call counts the first batch of each input
+            shape showed; ``False`` for a model whose number of calls to a layer changes with the input's
+            values (see :func:`~optim.activations.iter_activations`).
 
     Returns:
         A float64 tensor of shape ``(len(layers1), len(layers2))``, or ``(len(layers1),)`` when ``paired``.
@@ -122,7 +127,7 @@ def model_cka(
         items = with_progress(items, loader, batch_size, max_batches, "CKA", min_batch=4)
     if model1 is model2:
         union = list(dict.fromkeys(mods1 + mods2))
-        with contextlib.closing(iter_activations(model1, union, items)) as stream:
+        with contextlib.closing(iter_activations(model1, union, items, stop_early=stop_early)) as stream:
             for acts in stream:
                 metric.update([acts[m] for m in mods1], [acts[m] for m in mods2])
     else:
@@ -131,8 +136,8 @@ def model_cka(
         # while the other still held them: the outer contexts save the caller's state and restore it last.
         first, second = itertools.tee(items, 2)
         with torch.no_grad(), model_frozen(model1), model_frozen(model2):
-            with contextlib.closing(iter_activations(model1, mods1, first)) as stream1, \
-                    contextlib.closing(iter_activations(model2, mods2, second)) as stream2:
+            with contextlib.closing(iter_activations(model1, mods1, first, stop_early=stop_early)) as stream1, \
+                    contextlib.closing(iter_activations(model2, mods2, second, stop_early=stop_early)) as stream2:
                 for acts1, acts2 in zip(stream1, stream2):
                     metric.update([acts1[m] for m in mods1], [acts2[m] for m in mods2])
     if metric.n_batches == 0:
@@ -151,6 +156,8 @@ def cka_heatmap(
     kernel: str = "linear",
     max_batches: Optional[int] = None,
     batch_size: int = 64,
+    *,
+    stop_early: bool = True,
 ) -> CKAMap:
     """The full layer-by-layer CKA map of two models.
 
@@ -164,6 +171,9 @@ def cka_heatmap(
         kernel: ``"linear"`` or ``"rbf"``.
         max_batches: stop after this many batches.
         batch_size: batch size used when ``loader`` is a tensor.
+        stop_early: stop each pass once every layer has run, at the call counts the first batch of each input
+            shape showed; ``False`` for a model whose number of calls to a layer changes with the input's
+            values (see :func:`~optim.activations.iter_activations`).
 
     Returns:
         A :class:`CKAMap`; ``.plot()`` draws it.
@@ -184,7 +194,7 @@ def cka_heatmap(
     _, names2 = _resolve(model2, layers2, "layers2")
     values = model_cka(
         model1, model2, loader, layers1, layers2, progress=progress, kernel=kernel,
-        max_batches=max_batches, batch_size=batch_size,
+        max_batches=max_batches, batch_size=batch_size, stop_early=stop_early,
     )
     return CKAMap(values=values, layers1=names1, layers2=names2)
 

@@ -262,6 +262,8 @@ class ModelInspector:
         max_batches: Optional[int] = None,
         progress: bool = False,
         device: Union[str, torch.device, None] = "cpu",
+        *,
+        stop_early: bool = True,
     ) -> ActivationMap:
         """Run the model over a tensor or a DataLoader and keep the chosen layers' outputs.
 
@@ -279,6 +281,9 @@ class ModelInspector:
             max_batches: stop after this many batches.
             progress: show a tqdm progress bar.
             device: where to keep the collected activations (``None``: where the model computed them).
+            stop_early: stop each pass once every layer has run, at the call counts the first batch of each input
+                shape showed; ``False`` for a model whose number of calls to a layer changes with the input's
+                values (see :func:`~optim.activations.iter_activations`).
 
         Returns:
             :attr:`activations`, an :class:`~optim.activations.ActivationMap`: each layer's outputs
@@ -298,7 +303,8 @@ class ModelInspector:
         names = [layer if isinstance(layer, str) else module_name(self.model, layer) for layer in layers]
         chunks: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
         owner = dict(zip(names, modules))
-        for acts in stream_activations(self.model, modules, data, batch_size, max_batches, progress, "stream"):
+        for acts in stream_activations(self.model, modules, data, batch_size, max_batches, progress, "stream",
+                                       stop_early=stop_early):
             for name, module in owner.items():
                 out = acts[module]
                 chunks[name].append(out.to(device) if device is not None else out)

@@ -300,6 +300,7 @@ def stream_activations(
     overwrite: bool = False,
     call: int = -1,
     select: Any = None,
+    stop_early: bool = True,
 ) -> ActivationStore:
     """Run ``model`` over a data loader and stream ``layer``'s activation vectors to an :class:`ActivationStore`.
 
@@ -323,6 +324,9 @@ def stream_activations(
         overwrite: replace an existing store at ``path``.
         call: which call of a module called several times (see :class:`~optim.activations.ActivationRecorder`).
         select: which tensor of a non-tensor output (see :func:`~optim.activations.select_tensor`).
+        stop_early: stop each pass once ``layer`` has run, at the call counts the first batch of each input shape
+            showed; ``False`` for a model whose number of calls to ``layer`` changes with the input's values (see
+            :func:`~optim.activations.iter_activations`).
 
     Returns:
         The store; its ``metadata`` records ``layer``, ``model`` (the class name), ``images``,
@@ -361,7 +365,7 @@ def stream_activations(
     }
 
     def blocks() -> Iterator[torch.Tensor]:
-        for acts in iter_activations(model, layer, batches, call=call, select=select):
+        for acts in iter_activations(model, layer, batches, call=call, select=select, stop_early=stop_early):
             out = acts[layer]
             if metadata["activation_shape"] is None:
                 metadata["activation_shape"] = list(out.shape[1:])
