@@ -97,7 +97,8 @@ def render_optim(model: nn.Module, classes: Sequence[int], steps: Sequence[int],
 
 
 def render_previous(model: nn.Module, classes: Sequence[int], steps: Sequence[int], seed: int) -> List[torch.Tensor]:
-    """The defaults before issue 12: 128 px, 1/f^1.5 FFT image, lr 0.05, captum's transforms (+4 px)."""
+    """The defaults before issue 12: 128 px, 1/f^1.5 FFT image, lr 0.05, captum's transforms (+4 px), the last
+    image and the true gradient."""
     from optim.images import FFTImage, NaturalImage
     from optim.transforms import TransformationRobustness
 
@@ -105,7 +106,8 @@ def render_previous(model: nn.Module, classes: Sequence[int], steps: Sequence[in
     image = functools.partial(NaturalImage, (128, 128), batch=len(classes),
                               parameterization=functools.partial(FFTImage, decay_power=1.5))
     outs = opt.render_vis(model, loss, image=image, transforms=TransformationRobustness(), lr=0.05,
-                          optimizer=torch.optim.Adam, thresholds=tuple(steps), progress=False, seed=seed, average=0)
+                          optimizer=torch.optim.Adam, thresholds=tuple(steps), progress=False, seed=seed, average=0,
+                          residual_gradient=1.0)
     return [o.as_subclass(torch.Tensor) for o in outs]
 
 

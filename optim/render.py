@@ -40,6 +40,7 @@ from .optimization.defaults import (
     default_transforms,
     model_input_channels,
     resolve_average,
+    check_residual_gradient,
 )
 from .optimization.input_optimization import InputOptimization
 from .optimization.progress import ProgressBar, StepCallback
@@ -249,6 +250,7 @@ def render_vis(
     *,
     callback: Optional[StepCallback] = None,
     average: Optional[float] = None,
+    residual_gradient: Optional[float] = None,
 ) -> List[torch.Tensor]:
     """Render an image that maximizes ``objective`` on ``model`` (Lucent's ``render_vis``).
 
@@ -291,6 +293,10 @@ def render_vis(
             from a photo (:func:`~optim.optimization.resolve_average`); ``0``: the last image. The average scores a
             little lower than the last image on the rendering model's own objective (the progress bar shows the
             last step's) and is named more often by other networks (:mod:`optim.optimization.defaults`).
+        residual_gradient: the factor on the gradient through the model's residual branches while the image is
+            optimized (:class:`~optim.optimization.InputOptimization`; the Skip Gradient Method). ``None``:
+            ``DEFAULT_RESIDUAL_GRADIENT`` (0.25) from noise, 1 (the true gradient) from a photo; only models with
+            such blocks (the zoo's EfficientNet-Lite) are affected.
 
     Returns:
         One detached CPU ``ImageTensor`` ``[B, C, H, W]`` per threshold.
@@ -319,12 +325,13 @@ def render_vis(
 
     steps = _check_thresholds(thresholds)
     check_average(average)  # before any work
+    check_residual_gradient(residual_gradient)
     inputs = render_inputs(model, preprocess=preprocess, transforms=transforms)  # native size and normalization
     # built outside inference mode even when the caller is inside it, so autograd can train the image
     with autograd_context(), seeded(seed, model):
         param = _build_image(image, model, inputs.size)
         transform = make_transform(transforms, inputs.preprocess)
-        obj = InputOptimization(model, objective, param, transform, seed=seed)
+        obj = InputOptimization(model, objective, param, transform, seed=seed, residual_gradient=residual_gradient)
     # built (and checked) before any work; every segment reuses it, so Adam's moments and the learning-rate
     # schedule carry over between snapshots
     obj._make_optimizer(optimizer, lr)
@@ -361,6 +368,7 @@ def render_layer(
     *,
     callback: Optional[StepCallback] = None,
     average: Optional[float] = None,
+    residual_gradient: Optional[float] = None,
 ) -> torch.Tensor:
     """Render many channels of one layer, ``batch_size`` channels per optimization.
 
@@ -385,6 +393,7 @@ def render_layer(
         callback: ``callback(step, loss, images)`` after every step of every batch.
         average: iterate averaging, as :func:`render_vis` takes it (``None``: ``DEFAULT_AVERAGE``, 1/6; ``0``:
             each image as its last step left it).
+        residual_gradient: as :func:`render_vis` takes it.
 
     Returns:
         A CPU ``ImageTensor`` ``[len(channels), C, H, W]``, in channel order (see ``opt.make_grid_image``); ``C``
@@ -414,6 +423,8 @@ def render_layer(
 
     check_positive(batch_size, "batch_size")
     check_positive(steps, "steps")
+    check_average(average)  # before the probe pass
+    check_residual_gradient(residual_gradient)
     inputs = render_inputs(model, size, preprocess, transforms)  # the model's native size and normalization
     hw = inputs.size
     preprocess = inputs.preprocess
@@ -443,5 +454,6 @@ def render_layer(
         seed=seed,
         callback=callback,
         average=average,
+        residual_gradient=residual_gradient,
     )
     return ImageTensor(tiles)

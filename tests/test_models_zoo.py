@@ -245,3 +245,55 @@ def test_register_model_decorator() -> None:
     with pytest.raises(ValueError, match="input_size"):
         opt.models.register_model("x", input_size=(0, 3))
     assert "x" not in opt.models.list_models()
+
+
+def _branch_hooks(model: nn.Module, factor: float) -> list:
+    """SGM by hand: each residual block's branch output (its ``project``) gets its gradient times ``factor``."""
+    def hook(module, inputs, out):
+        out.register_hook(lambda g: g * factor)
+    return [b.project.register_forward_hook(hook) for b in model.blocks if b.use_residual]
+
+
+def test_residual_gradient_scales_the_branches_gradient_and_nothing_else() -> None:
+    """Inside ``residual_gradient(model, f)`` the input gradient is exactly the one with each residual branch's
+    gradient multiplied by ``f`` by hand (Wu et al.'s SGM), the output is the model's own, and each block gets its
+    factor back, also when the block raises."""
+    torch.manual_seed(0)
+    model = opt.models.efficientnet_lite0(num_classes=10).eval()
+    x = torch.rand(2, 3, 64, 64)
+
+    def forward_backward():
+        xi = x.clone().requires_grad_(True)
+        out = model(xi)
+        out[:, 3].sum().backward()
+        return out.detach(), xi.grad
+
+    plain_out, plain_grad = forward_backward()
+    handles = _branch_hooks(model, 0.25)
+    _, by_hand = forward_backward()
+    for handle in handles:
+        handle.remove()
+    with opt.models.residual_gradient(model, 0.25) as changed:
+        assert {b.residual_gradient for b in model.blocks} == {0.25}
+        out, grad = forward_backward()
+    assert torch.equal(out, plain_out) and torch.equal(grad, by_hand)
+    assert (grad - plain_grad).abs().max() > 0.1 * plain_grad.abs().max()
+    assert len(changed) == len(model.blocks) == 16 and sum(b.use_residual for b in changed) == 9
+    assert {b.residual_gradient for b in model.blocks} == {1.0}
+    with pytest.raises(RuntimeError, match="^boom$"), opt.models.residual_gradient(model, 0.0):
+        raise RuntimeError("boom")
+    assert {b.residual_gradient for b in model.blocks} == {1.0}
+    # a model without such blocks is left as it is
+    with opt.models.residual_gradient(nn.Sequential(nn.Conv2d(3, 4, 1)), 0.5) as changed:
+        assert changed == []
+
+
+def test_scale_gradient_is_the_identity_forward_and_a_factor_backward() -> None:
+    x = torch.randn(3, 4, requires_grad=True)
+    y = opt.models.scale_gradient(x, 0.3)
+    assert torch.equal(y, x) and y is not x
+    (y * torch.arange(4.0)).sum().backward()
+    assert torch.equal(x.grad, (torch.arange(4.0) * 0.3).expand(3, 4))
+    assert opt.models.scale_gradient(x, 1.0) is x
+    with torch.no_grad():
+        assert opt.models.scale_gradient(x, 0.3) is x

@@ -534,3 +534,61 @@ class _Refuses(nn.Module):
     def forward(self, x):
         self.calls += 1
         raise RuntimeError("no weights loaded")
+
+
+def _branch_hooks(model, factor):
+    """SGM by hand: each residual block's branch output (its ``project``) gets its gradient times ``factor``."""
+    def hook(module, inputs, out):
+        out.register_hook(lambda g: g * factor)
+    return [b.project.register_forward_hook(hook) for b in model.blocks if b.use_residual]
+
+
+def test_renders_from_noise_weaken_the_residual_branches_and_photo_starts_do_not():
+    """A render from noise is exactly the true-gradient render of a model whose residual branches' gradient is
+    multiplied by DEFAULT_RESIDUAL_GRADIENT by hand; from a photo it is the true-gradient render; the model's
+    blocks are left at 1 (the true gradient), also when a callback interrupts the render."""
+    from optim.optimization import DEFAULT_RESIDUAL_GRADIENT
+    torch.manual_seed(0)
+    model = opt.models.efficientnet_lite0(num_classes=10).eval()
+    objective = opt.loss.ChannelActivation("blocks.12", 5)
+
+    def render(image=None, **kwargs):
+        image = image or opt.render.default_image(48)
+        return opt.render_vis(model, objective, image=image, thresholds=4, progress=False, seed=0, **kwargs)[0]
+
+    default, true = render(), render(residual_gradient=1.0)
+    handles = _branch_hooks(model, DEFAULT_RESIDUAL_GRADIENT)
+    by_hand = render(residual_gradient=1.0)
+    for handle in handles:
+        handle.remove()
+    assert DEFAULT_RESIDUAL_GRADIENT == 0.25 and torch.equal(default, by_hand) and not torch.equal(default, true)
+    assert torch.equal(render(residual_gradient=0.25), default)
+    photo = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(1))
+    from_photo = [render(opt.render.default_image(init=photo), **kw) for kw in ({}, {"residual_gradient": 1.0})]
+    assert torch.equal(*from_photo)
+    assert opt.InputOptimization(model, objective, opt.render.default_image(init=photo)).residual_gradient == 1.0
+
+    def interrupt(step, loss, images):
+        assert {b.residual_gradient for b in model.blocks} == {0.25}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        render(callback=interrupt)
+    assert {b.residual_gradient for b in model.blocks} == {1.0} and no_hooks_anywhere(model)
+
+
+@pytest.mark.parametrize("bad, error", [(1.5, ValueError), (-0.1, ValueError), (float("nan"), ValueError),
+                                        ("0.5", TypeError), (True, TypeError)])
+def test_a_bad_residual_gradient_is_refused_before_any_work(bad, error):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3))
+    calls = []
+    net.register_forward_pre_hook(lambda *a: calls.append(1))
+    match = r"residual_gradient must be a number in \[0, 1\] \(1: the true gradient\) or None, got "
+    with pytest.raises(error, match=match):
+        opt.render_vis(net, "0:1", image=opt.render.default_image(8), thresholds=2, progress=False,
+                       residual_gradient=bad)
+    with pytest.raises(error, match=match):
+        opt.render_layer(net, "0", channels=[0], steps=2, size=8, progress=False, residual_gradient=bad)
+    with pytest.raises(error, match=match):
+        InputOptimization(net, ChannelActivation(net[0], 0), opt.render.default_image(8), residual_gradient=bad)
+    assert calls == []

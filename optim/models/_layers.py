@@ -1,14 +1,16 @@
 """Layers and model surgery for feature visualization.
 
-``RedirectedReLU`` keeps gradients flowing through dead ReLUs (Lucid's trick), ``SkipLayer`` and
+``RedirectedReLU`` keeps gradients flowing through dead ReLUs (Lucid's trick), ``scale_gradient`` and
+``residual_gradient`` weaken the gradient through residual branches during a render (SGM), ``SkipLayer`` and
 ``skip_layers`` remove nonlinearities for circuit work, ``replace_layers`` swaps one layer class for
 another in place, ``MaxPool2dRelaxed`` gives max pooling a smooth gradient and ``Conv2dSame`` reproduces
 TensorFlow's ``"SAME"`` padding (needed to run TensorFlow-trained weights unchanged).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Callable, Iterable, Optional, Tuple, Type, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
@@ -19,6 +21,9 @@ __all__ = [
     "RedirectedReluLayer",
     "RedirectedReLU6",
     "RedirectedRelu6Layer",
+    "ScaleGradient",
+    "scale_gradient",
+    "residual_gradient",
     "SkipLayer",
     "skip_layers",
     "replace_layers",
@@ -142,6 +147,85 @@ class RedirectedReLU6(torch.autograd.Function):
             return grad_output.masked_fill(deeper, 0)
 
         return _redirect_per_example(relu6_grad, redirected)
+
+
+class ScaleGradient(torch.autograd.Function):
+    """The identity, whose backward pass multiplies the gradient by ``factor`` (the forward value is untouched).
+
+    Example::
+
+        >>> x = torch.ones(2, requires_grad=True)
+        >>> ScaleGradient.apply(x, 0.25).sum().backward()
+        >>> x.grad
+        tensor([0.2500, 0.2500])
+    """
+
+    @staticmethod
+    def forward(ctx: Any, input_tensor: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return input_tensor.view_as(input_tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> Tuple[torch.Tensor, None]:
+        return grad_output * ctx.factor, None
+
+
+def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x``, with its gradient multiplied by ``factor`` on the way back (:class:`ScaleGradient`); ``x`` itself
+    for ``factor == 1`` or outside autograd (nothing is recorded).
+
+    Example::
+
+        >>> x = torch.ones(3)
+        >>> scale_gradient(x, 0.5) is x
+        True
+    """
+    if factor == 1.0 or not (torch.is_grad_enabled() and x.requires_grad):
+        return x
+    return ScaleGradient.apply(x, factor)
+
+
+@contextlib.contextmanager
+def residual_gradient(model: nn.Module, factor: float) -> Iterator[List[nn.Module]]:
+    """Inside the block, the gradient through every residual branch of ``model`` is multiplied by ``factor``;
+    the skip connections carry theirs unchanged, and every forward value is the model's own.
+
+    This is the Skip Gradient Method (Wu et al. 2020, "Skip Connections Matter: On the Transferability of
+    Adversarial Examples Generated with ResNets", ICLR, arXiv:2002.05990), there for transfer: an image optimized
+    through the weakened branches leans on the features the skips carry from earlier layers, and other networks
+    recognise it more often (renders use it from noise: ``optim.optimization.DEFAULT_RESIDUAL_GRADIENT``).
+
+    The blocks that take part are the modules with a float attribute ``residual_gradient`` that their forward
+    pass applies to the branch (:func:`scale_gradient` before the addition): the zoo's EfficientNet-Lite blocks.
+    Other models are left as they are: their gradient is the true one.
+
+    Args:
+        model: the network.
+        factor: the branches' gradient factor (1: the true gradient), as the caller validated it.
+
+    Yields:
+        The blocks changed (empty for a model without such blocks); each gets its own value back on exit,
+        errors included.
+
+    Example::
+
+        >>> from optim.models.efficientnet_lite import MBConvBlock
+        >>> block = MBConvBlock(4, 4, 3, 1, 2)
+        >>> x = torch.rand(1, 4, 8, 8, requires_grad=True)
+        >>> with residual_gradient(block, 0.0) as changed:
+        ...     block(x).sum().backward()
+        >>> len(changed), bool((x.grad == 1).all()), block.residual_gradient
+        (1, True, 1.0)
+    """
+    blocks = [m for m in model.modules() if isinstance(getattr(m, "residual_gradient", None), float)]
+    saved = [m.residual_gradient for m in blocks]
+    try:
+        for m in blocks:
+            m.residual_gradient = float(factor)
+        yield blocks
+    finally:
+        for m, value in zip(blocks, saved):
+            m.residual_gradient = value
 
 
 class RedirectedReluLayer(nn.Module):

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from ._heads import fresh_linear, pop_num_classes
 from ._input_range import warn_if_outside_unit_range
-from ._layers import Conv2dSame, RedirectedRelu6Layer, SkipLayer
+from ._layers import Conv2dSame, RedirectedRelu6Layer, SkipLayer, scale_gradient
 from ._utils import _load_state_dict_strict
 
 __all__ = [
@@ -169,10 +169,15 @@ class MBConvBlock(nn.Module):
         self.depthwise = ConvBNReLU6(hidden, hidden, kernel_size, stride, groups=hidden, activation=activation)
         self.project = ConvBNReLU6(hidden, out_channels, 1, activation=None)
         self.use_residual: bool = stride == 1 and in_channels == out_channels
+        #: the factor on the gradient through the branch (expand, depthwise, project) of a residual block; renders
+        #: set it (:func:`~optim.models.residual_gradient`), the forward value never changes
+        self.residual_gradient: float = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.depthwise(self.expand(x)))
         if self.use_residual:
+            if not torch.jit.is_scripting():
+                out = scale_gradient(out, self.residual_gradient)
             out = out + x
         return out
 

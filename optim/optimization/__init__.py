@@ -14,6 +14,8 @@ from .defaults import (
     model_input_channels,
     resolve_average,
     DEFAULT_AVERAGE,
+    resolve_residual_gradient,
+    DEFAULT_RESIDUAL_GRADIENT,
 )
 from .hooks import ActivationFetcher, ModuleOutputsHook, run_to_targets
 from .input_optimization import InputOptimization
@@ -36,6 +38,8 @@ __all__ = [
     "starts_from_photo",
     "resolve_average",
     "DEFAULT_AVERAGE",
+    "resolve_residual_gradient",
+    "DEFAULT_RESIDUAL_GRADIENT",
     "default_image",
     "default_transforms",
     "model_input_channels",

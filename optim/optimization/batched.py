@@ -17,7 +17,10 @@ from .._utils import check_positive, model_device_dtype
 from ..activations import autograd_context
 from ..loss.base import Loss, sum_loss_list
 from .averaging import ImageAverage, check_average
-from .defaults import DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, default_transforms, make_optimizer, resolve_average
+from .defaults import (
+    DEFAULT_LR, DEFAULT_STEPS, OptimizerArg, check_residual_gradient, default_transforms, make_optimizer,
+    resolve_average,
+)
 from .progress import ProgressBar, StepCallback
 from .streams import check_seed
 
@@ -128,6 +131,7 @@ def render_batches(
     seed: Optional[int] = None,
     callback: Optional[StepCallback] = None,
     average: Optional[float] = None,
+    residual_gradient: Optional[float] = None,
 ) -> torch.Tensor:
     """Render ``len(objectives)`` images, ``batch_size`` per optimization, with one progress bar.
 
@@ -149,6 +153,8 @@ def render_batches(
         callback: ``callback(step, loss, images)`` after every step; ``step`` counts over all batches.
         average: iterate averaging, as :func:`~optim.render.render_vis` takes it (``None``: ``DEFAULT_AVERAGE``,
             1/6, for images from noise, none for a photo start; ``0``: each batch's last image).
+        residual_gradient: as :func:`~optim.render.render_vis` takes it (``None``: ``DEFAULT_RESIDUAL_GRADIENT``
+            for images from noise, 1 for a photo start).
 
     Returns:
         A detached CPU tensor ``[len(objectives), C, H, W]`` in the order of ``objectives``.
@@ -176,6 +182,7 @@ def render_batches(
     if optimizer is not None:
         make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # validate before any work
     average = check_average(average)
+    check_residual_gradient(residual_gradient)
     seed = check_seed(seed)
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -189,7 +196,8 @@ def render_batches(
             with autograd_context(), seeded(seed, model):
                 param = image(len(chunk))
                 loss = sum_loss_list([objectives[j](i) for i, j in enumerate(chunk)])
-                obj = InputOptimization(model, loss, param, transform, seed=seed, image_keys=[keys[j] for j in chunk])
+                obj = InputOptimization(model, loss, param, transform, seed=seed, image_keys=[keys[j] for j in chunk],
+                                        residual_gradient=residual_gradient)
             averaged = ImageAverage(resolve_average(average, param))
             obj.optimize(Segment(bar, b * steps, (b + 1) * steps), optimizer, lr=lr, callback=averaged.then(callback),
                          step_offset=b * steps)

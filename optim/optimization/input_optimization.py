@@ -22,6 +22,7 @@ from ..activations import (
     model_frozen,
 )
 from ..loss.base import Loss, default_loss_summarize
+from ..models._layers import residual_gradient as branch_gradient
 from .defaults import (
     check_lr,
     DEFAULT_LR,
@@ -35,6 +36,8 @@ from .defaults import (
     make_optimizer,
     starts_from_photo,
     model_input_channels,
+    check_residual_gradient,
+    resolve_residual_gradient,
 )
 from .progress import StepCallback, check_callback
 from .stop_criteria import _coerce
@@ -125,6 +128,12 @@ class InputOptimization:
             with no mechanism found (see :func:`model_input_layout`). Where the model, the loss or a backward
             function refuses that layout (a feature map flattened with ``.view``), the step runs again without
             it, as does every later one.
+        residual_gradient: while :meth:`optimize` runs, the gradient through the model's residual branches is
+            multiplied by this, the skip connections' is not (the Skip Gradient Method, Wu et al. 2020:
+            :func:`~optim.models.residual_gradient`, which says which models have such branches; the forward pass
+            is the model's own). ``None``: ``DEFAULT_RESIDUAL_GRADIENT`` (0.25) for an image from noise, 1 (the true
+            gradient) for one built from a photo (:func:`~optim.optimization.resolve_residual_gradient`). Renders
+            made through the weakened branches transfer better to other networks (:mod:`optim.optimization.defaults`).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
@@ -147,12 +156,14 @@ class InputOptimization:
         call: int = -1,
         inplace_safe: bool = True,
         channels_last: bool = False,
+        residual_gradient: Optional[float] = None,
     ) -> None:
         if not isinstance(loss_function, Loss):
             raise TypeError(f"loss_function must be an optim.loss.Loss, got {type(loss_function).__name__}")
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module or None, got {type(model).__name__}")
         seed = check_seed(seed)
+        check_residual_gradient(residual_gradient)
         if input_param is None:
             input_param = default_image(channels=model_input_channels(model))
         if transform is None:
@@ -203,6 +214,8 @@ class InputOptimization:
         self._shapes_taken: Set[Tuple[int, ...]] = set()
         # feed the model model_input_layout(image), until the model, the loss or a backward function refuses it
         self._channels_last = bool(channels_last)
+        #: the factor on the gradient through the model's residual branches while it optimizes (1: the true one)
+        self.residual_gradient = resolve_residual_gradient(residual_gradient, self.input_param)
 
     def _reset_image(self, generators: List[torch.Generator]) -> None:
         reset = getattr(self.input_param, "reset_parameters", None)
@@ -460,7 +473,8 @@ class InputOptimization:
                 self._non_finite(step, loss_value, image)
 
         try:
-            with autograd_context(), model_frozen(self.model), self._recorder() as rec:
+            with autograd_context(), model_frozen(self.model), branch_gradient(self.model, self.residual_gradient), \
+                    self._recorder() as rec:
                 try:
                     while stop(step, self, history, opt):
                         opt.zero_grad(set_to_none=True)
