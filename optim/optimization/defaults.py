@@ -163,8 +163,9 @@ What moved the screen is the gradient, not the image: the Skip Gradient Method (
 the gradient through every residual branch by a factor and leaves the skip connections' alone, known to make
 adversarial images transfer between networks. Lite0 has 9 residual blocks of 16. Factor 0.5: 78 / 81 / 83 / 88
 (330; seeds 3-5: 333); factor 0.25: 75 / 84 / 86 / 90 (335; seeds 3-5 330, seeds 6-8 328: 993 of 1080 against 953),
-with the held-out set at 48 steps 9.3 / 9.3 / 8.7 of 10 (9.1 over seeds 0-8; 8.6 before) and Lite0 itself at 224 px naming
-89 of 90 at 48 steps and 90 of 90 at 128. 0.25 is ``DEFAULT_RESIDUAL_GRADIENT``.
+with the held-out set at 48 steps 9.3 / 9.3 / 8.7 of 10 (9.1 over seeds 0-8; 8.6 before) and Lite0 itself at 224 px
+naming 89 of 90 at 48 steps and 90 of 90 at 128. 0.25 is ``DEFAULT_RESIDUAL_GRADIENT``. ``class_transfer.py
+--steps 48 --previous --cost 3``: one-class renders 1.17x the previous defaults' cost per step.
 """
 from __future__ import annotations
 
